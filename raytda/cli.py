@@ -1,0 +1,198 @@
+"""``raytda`` command line: sweep, plan, report."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from raytda.specs import Ensemble, LDSSpec, SpecError, parse_ensemble
+
+DEFAULT_ENSEMBLES = ("naive:I=1|2|3|5", "dropout:I=1|2|3|5,D=10")
+CONFIG_KEYS = {"settings", "methods", "ensembles", "lds", "data_dir", "proj_dim", "overrides",
+               "base_seed", "store"}
+
+
+def expand_grid(text: str) -> list[Ensemble]:
+    """'dropout:I=1|3,D=10|25' -> the four ensembles of that grid."""
+    kind, _, rest = text.partition(":")
+    fields = [p.strip() for p in rest.split(",") if p.strip()]
+    options = []
+    for f in fields:
+        name, eq, values = f.partition("=")
+        if not eq:
+            raise SpecError(f"cannot parse {f!r} in {text!r}; write e.g. 'dropout:I=1|3,D=10'")
+        options.append([f"{name.strip()}={v.strip()}" for v in values.split("|")])
+    combos = itertools.product(*options) if options else [()]
+    return [parse_ensemble(f"{kind}:{','.join(c)}") for c in combos]
+
+
+def load_config(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"config file {path} does not exist")
+    text = p.read_text()
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        cfg = yaml.safe_load(text) or {}
+    else:
+        cfg = json.loads(text)
+    unknown = set(cfg) - CONFIG_KEYS
+    if unknown:
+        raise SpecError(f"unknown sweep axis/key(s) {sorted(unknown)} in {path}; "
+                        f"valid keys: {sorted(CONFIG_KEYS)}")
+    return cfg
+
+
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="JSON or YAML sweep file (keys: %s)" % ", ".join(sorted(CONFIG_KEYS)))
+    p.add_argument("--setting", action="append", help="registered setting (repeatable); "
+                   "default digits-mlp")
+    p.add_argument("--method", action="append", help="trak, grad-dot, grad-cos, if (repeatable)")
+    p.add_argument("--ensemble", action="append",
+                   help="grid like 'naive:I=1|3|5' or 'dropout:I=1|3,D=10|25' (repeatable); "
+                        f"default {' '.join(DEFAULT_ENSEMBLES)}")
+    p.add_argument("--out", default="raytda-out", help="output directory (results, plots)")
+    p.add_argument("--store", help="artifact store path or URI (default OUT/store)")
+    p.add_argument("--data-dir", help="directory with the setting's data files")
+    p.add_argument("--proj-dim", type=int, help="TRAK projection dimension (default 2048)")
+    p.add_argument("--lds-m", type=int, default=None, help="number of LDS subsets (default 50)")
+    p.add_argument("--lds-alpha", type=float, default=None, help="LDS subset fraction (0.5)")
+    p.add_argument("--lds-replicates", type=int, default=None,
+                   help="models per LDS subset (>= 2 also reports the noise ceiling)")
+    p.add_argument("--n-train", type=int, help="override the setting's train size")
+    p.add_argument("--n-test", type=int, help="override the setting's test size")
+    p.add_argument("--epochs", type=int, help="override the setting's training epochs")
+    p.add_argument("--seed", type=int, default=None, help="base seed of the ensemble models")
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="local (in-process, default) or ray")
+    p.add_argument("--address", help="Ray cluster address to join (implies --executor ray)")
+    p.add_argument("--device", default="cpu", help="torch device for compute (cpu, cuda)")
+    p.add_argument("--cost", default="train_time_s",
+                   help="cost axis for the Pareto flag (train_time_s, serve_time_s, params, "
+                        "peak_mem_bytes)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_sweep(a: argparse.Namespace):
+    from raytda.api import Sweep
+    from raytda.core.args import ComputeArgs
+
+    cfg = load_config(a.config) if a.config else {}
+    overrides = dict(cfg.get("overrides", {}))
+    for flag, name in (("n_train", "n_train"), ("n_test", "n_test"), ("epochs", "epochs")):
+        if getattr(a, flag) is not None:
+            overrides[name] = getattr(a, flag)
+    ens_texts = a.ensemble or cfg.get("ensembles") or list(DEFAULT_ENSEMBLES)
+    ensembles: list[Ensemble] = []
+    for e in ens_texts:
+        if isinstance(e, dict):
+            ensembles.append(Ensemble.from_dict(e))
+        else:
+            ensembles.extend(expand_grid(str(e)))
+    if not ensembles:
+        raise SpecError("the ensemble grid is empty; give at least one --ensemble")
+    lds_kw = dict(cfg.get("lds", {}))
+    for flag, name in (("lds_m", "m"), ("lds_alpha", "alpha"), ("lds_replicates",
+                                                                 "models_per_subset")):
+        if getattr(a, flag) is not None:
+            lds_kw[name] = getattr(a, flag)
+    from raytda.settings import get_setting  # noqa: F401  (validates names early)
+
+    executor = a.executor or ("ray" if a.address else "local")
+    store = a.store or cfg.get("store") or str(Path(a.out) / "store")
+    return Sweep(
+        settings=a.setting or cfg.get("settings") or ["digits-mlp"],
+        methods=a.method or cfg.get("methods") or ["trak"],
+        ensembles=ensembles,
+        lds=LDSSpec.from_dict(lds_kw),
+        store=store,
+        data_dir=a.data_dir or cfg.get("data_dir"),
+        base_seed=a.seed if a.seed is not None else int(cfg.get("base_seed", 0)),
+        proj_dim=a.proj_dim or cfg.get("proj_dim"),
+        executor=executor,
+        address=a.address,
+        compute=ComputeArgs(device=a.device),
+        progress=not a.quiet,
+        **overrides,
+    )
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    import time
+
+    from raytda.results import format_table, write_results
+
+    sweep = build_sweep(a)
+    t0 = time.perf_counter()
+    df = sweep.run(cost=a.cost)
+    path = write_results(df, a.out)
+    plots = sweep.plot(a.out)
+    print(format_table(df))
+    print(f"\n{len(df)} configurations in {time.perf_counter() - t0:.1f} s; "
+          f"results: {path}; plots: {', '.join(str(p) for p in plots)}")
+    return 0
+
+
+def cmd_plan(a: argparse.Namespace) -> int:
+    sweep = build_sweep(a)
+    plan = sweep.plan()
+    print(plan.summary())
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from raytda.plot import plot_results
+    from raytda.results import add_pareto, format_table
+
+    path = Path(a.dir) / "results.parquet"
+    if not path.is_file():
+        raise SpecError(f"{path} not found; run `raytda sweep --out {a.dir}` first")
+    df = add_pareto(pd.read_parquet(path), a.cost)
+    print(format_table(df))
+    plots = plot_results(df, a.dir)
+    print(f"plots: {', '.join(str(p) for p in plots)}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="raytda", description="Training data attribution with "
+                                "efficient ensembles, orchestrated by Ray.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sweep", help="run a sweep and write OUT/results.parquet and plots")
+    add_sweep_args(s)
+    s.set_defaults(fn=cmd_sweep)
+    pl = sub.add_parser("plan", help="show what a sweep would run and what is cached")
+    add_sweep_args(pl)
+    pl.set_defaults(fn=cmd_plan)
+    r = sub.add_parser("report", help="table and plots from a finished run directory")
+    r.add_argument("dir")
+    r.add_argument("--cost", default="train_time_s")
+    r.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from raytda.core.checkpoint import CheckpointError
+    from raytda.data import DataError
+    from raytda.store import StoreError
+
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (SpecError, DataError, StoreError, CheckpointError, ConnectionError) as e:
+        print(f"raytda: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("raytda: interrupted; finished artifacts are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

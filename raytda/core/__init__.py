@@ -1,0 +1,1 @@
+"""Pure compute: torch functions of specs and tensors. No Ray, no storage."""

@@ -1,0 +1,24 @@
+"""How to compute (never hashed into artifact keys: it does not change results)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class ComputeArgs:
+    """Batch sizes, memory budgets and device for the compute core."""
+
+    grad_batch: int = 500
+    forward_batch: int = 2048
+    proj_memory_bytes: int = 1 << 30
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.grad_batch < 1 or self.forward_batch < 1:
+            raise ValueError("batch sizes must be >= 1")
+        if self.proj_memory_bytes < 1:
+            raise ValueError("proj_memory_bytes must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,103 @@
+"""Cost measurement (wall time, peak memory) and the paper's analytic cost model (app. E)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Measured:
+    """Filled in when the ``measure`` block exits."""
+
+    seconds: float = 0.0
+    peak_bytes: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _rss() -> int:
+    try:
+        import psutil
+        return int(psutil.Process(os.getpid()).memory_info().rss)
+    except ImportError:  # psutil ships with ray[default]; fall back to ru_maxrss
+        import resource
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+@contextmanager
+def measure(device: str = "cpu", interval_s: float = 0.005):
+    """Time a block and record its peak memory above the starting level.
+
+    On CUDA this is the allocator's peak; on CPU, the peak resident set size sampled every
+    ``interval_s`` by a thread (an estimate: short spikes between samples can be missed).
+    """
+    m = Measured()
+    cuda = device.startswith("cuda") and torch.cuda.is_available()
+    stop = threading.Event()
+    base = _rss()
+    peak = [base]
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss())
+            stop.wait(interval_s)
+
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated()
+    else:
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+    t0 = time.perf_counter()
+    try:
+        yield m
+    finally:
+        if cuda:
+            torch.cuda.synchronize()
+            m.peak_bytes = int(torch.cuda.max_memory_allocated() - base_cuda)
+        else:
+            stop.set()
+            thread.join()
+            peak[0] = max(peak[0], _rss())
+            m.peak_bytes = int(peak[0] - base)
+        m.seconds = time.perf_counter() - t0
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """Per-unit times of appendix E (seconds)."""
+
+    train: float
+    serve: float
+    serve_forward_only: float = 0.0
+
+
+def analytic_train_time(kind: str, I: int, u: UnitCosts, C: int = 1) -> float:
+    """Appendix E: I x T_train for naive, dropout, forward-only, checkpoints."""
+    return I * u.train
+
+
+def analytic_serve_time(kind: str, I: int, D: int, u: UnitCosts, C: int = 1) -> float:
+    """Appendix E serving time for each ensemble kind."""
+    if kind == "naive":
+        return I * u.serve
+    if kind in ("dropout", "projection-only"):
+        return I * D * u.serve
+    if kind == "dropout-forward":
+        return I * u.serve + I * (D - 1) * u.serve_forward_only
+    if kind == "checkpoints":
+        return I * C * u.serve
+    if kind == "checkpoints-dropout":
+        return I * C * D * u.serve
+    raise ValueError(f"no cost model for ensemble kind {kind!r}")
+
+
+def analytic_params(I: int, params_per_model: int) -> int:
+    """Stored parameters: masks and projection seeds cost nothing to store."""
+    return I * params_per_model

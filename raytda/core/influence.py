@@ -1,0 +1,100 @@
+"""Influence functions: g(train)^T (H + damping I)^-1 g(test), H^-1 g by conjugate gradients.
+
+H is the Hessian of the mean training cross-entropy of the member (its masks applied),
+reached only through Hessian-vector products (torch.func jvp of grad); CG solves all test
+right-hand sides at once, each column with its own step sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vmap
+
+from raytda.core.args import ComputeArgs
+from raytda.core.grads import param_dict, per_sample_grads
+from raytda.core.masks import MaskSpec, masks_for
+
+
+def make_hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: MaskSpec | None,
+             batch: int = 1024, rhs_chunk: int = 64):
+    """A function V (p, r) -> H V for the mean training loss over (x, y)."""
+    params = param_dict(model)
+    names = list(params)
+    shapes = [params[k].shape for k in names]
+    sizes = [params[k].numel() for k in names]
+    theta = torch.cat([params[k].reshape(-1) for k in names])
+    mask_sizes = getattr(model, "mask_sizes", ())
+    n = x.shape[0]
+    batches = []
+    for s in range(0, n, batch):
+        idx = torch.arange(s, min(n, s + batch))
+        masks, _ = masks_for(mask, mask_sizes, "train", idx)
+        batches.append((x[idx], y[idx], masks))
+
+    def unflatten(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: t.view(sh) for k, t, sh in zip(names, flat.split(sizes), shapes)}
+
+    def loss(flat, xb, yb, masks):
+        logits = functional_call(model, unflatten(flat), (xb,), {"masks": masks})
+        return torch.nn.functional.cross_entropy(logits, yb, reduction="sum")
+
+    def hvp(vecs: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(vecs)
+        for c in range(0, vecs.shape[1], rhs_chunk):
+            v = vecs[:, c:c + rhs_chunk]
+            for xb, yb, masks in batches:
+                def one(u, xb=xb, yb=yb, masks=masks):
+                    return jvp(lambda t: grad(loss)(t, xb, yb, masks), (theta,), (u,))[1]
+                out[:, c:c + rhs_chunk] += vmap(one, in_dims=1, out_dims=1)(v)
+        return out / n
+
+    return hvp
+
+
+def conjugate_gradients(matvec, b: torch.Tensor, damping: float, max_iter: int, tol: float
+                        ) -> tuple[torch.Tensor, dict]:
+    """Solve (A + damping I) X = B column by column (A symmetric), all columns at once."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rs = (r * r).sum(0)
+    bnorm = b.norm(dim=0).clamp_min(1e-30)
+    it = 0
+    for it in range(1, max_iter + 1):
+        active = rs.sqrt() > tol * bnorm
+        if not bool(active.any()):
+            it -= 1
+            break
+        ap = matvec(p) + damping * p
+        curv = (p * ap).sum(0)
+        alpha = torch.where(active & (curv != 0), rs / curv, torch.zeros_like(rs))
+        x += alpha * p
+        r -= alpha * ap
+        rs_new = (r * r).sum(0)
+        beta = torch.where(active, rs_new / rs.clamp_min(1e-300), torch.zeros_like(rs))
+        p = r + beta * p
+        rs = rs_new
+    rel = float((rs.sqrt() / bnorm).max())
+    return x, {"cg_iterations": it, "cg_max_rel_residual": rel}
+
+
+def influence_block(model: nn.Module, data, mask: MaskSpec | None, damping: float,
+                    max_iter: int, tol: float, hessian_samples: int | None, args: ComputeArgs
+                    ) -> tuple[torch.Tensor, dict]:
+    """(m x n) IF scores for one member, plus the damping and CG diagnostics."""
+    xh, yh = data.x_train, data.y_train
+    if hessian_samples is not None and hessian_samples < data.n_train:
+        pick = np.sort(np.random.default_rng(0).choice(data.n_train, hessian_samples, replace=False))
+        xh, yh = xh[pick], yh[pick]
+    hvp = make_hvp(model, xh, yh, mask)
+    test = torch.cat([g for _, g in per_sample_grads(model, data.x_test, data.y_test, mask,
+                                                     "test", args.grad_batch)])
+    solved, info = conjugate_gradients(hvp, test.T.contiguous(), damping,
+                                       max_iter, tol)
+    out = torch.empty(data.n_test, data.n_train)
+    for rows, g in per_sample_grads(model, data.x_train, data.y_train, mask, "train",
+                                    args.grad_batch):
+        out[:, rows] = solved.T @ g.T
+    return out, {"damping": damping, **info}

@@ -1,0 +1,54 @@
+"""MNIST from the four standard IDX files (optionally gzipped) in a directory."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from raytda.data.base import Dataset, DataError, finish
+from raytda.specs import DataSpec
+
+FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse one IDX file (big-endian header: magic, dims; then uint8 payload)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: header says {dims} but payload has "
+                        f"{len(raw) - offset} bytes")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def find(root: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (root / name).is_file():
+            return root / name
+    raise DataError(f"MNIST file {stem}[.gz] not found in {root}; the directory must hold "
+                    f"the four IDX files {sorted(FILES.values())} (gzipped or not)")
+
+
+def load_mnist(spec: DataSpec) -> Dataset:
+    """Read MNIST from ``spec.root`` and sample the spec's train/test sizes."""
+    if spec.root is None:
+        raise DataError("MNIST needs a data directory: pass --data-dir DIR (or DataSpec.root) "
+                        "pointing at the four IDX files")
+    root = Path(spec.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"MNIST data directory {root} does not exist")
+    a = {k: read_idx(find(root, stem)) for k, stem in FILES.items()}
+    return finish(a["x_train"], a["y_train"], a["x_test"], a["y_test"], spec, scale=255.0)

@@ -1,0 +1,65 @@
+"""Results tables: rows from the store, Pareto flags, Parquet I/O."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raytda.plan.planner import Plan
+from raytda.store import ArtifactStore
+
+COST_AXES = ("train_time_s", "serve_time_s", "params", "peak_mem_bytes")
+COLUMNS = ("setting", "method", "ensemble", "I", "D", "L", "lds", "lds_se", "train_time_s",
+           "serve_time_s", "params", "peak_mem_bytes")
+
+
+def pareto_mask(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """True where no other point has cost <= and quality >= with at least one strict."""
+    keep = np.ones(len(cost), dtype=bool)
+    for i in range(len(cost)):
+        dominated = ((cost <= cost[i]) & (quality >= quality[i])
+                     & ((cost < cost[i]) | (quality > quality[i])))
+        keep[i] = not dominated.any() and np.isfinite(quality[i])
+    return keep
+
+
+def add_pareto(df: pd.DataFrame, cost: str = "train_time_s") -> pd.DataFrame:
+    """Add ``pareto_<axis>`` for every cost axis (per setting) and ``pareto`` for ``cost``."""
+    if cost not in COST_AXES:
+        raise ValueError(f"unknown cost axis {cost!r}; choose one of {list(COST_AXES)}")
+    df = df.copy()
+    for axis in COST_AXES:
+        flags = np.zeros(len(df), dtype=bool)
+        for _, idx in df.groupby("setting").groups.items():
+            rows = df.loc[idx]
+            flags[df.index.get_indexer(idx)] = pareto_mask(rows[axis].to_numpy(float),
+                                                           rows["lds"].to_numpy(float))
+        df[f"pareto_{axis}"] = flags
+    df["pareto"] = df[f"pareto_{cost}"]
+    return df
+
+
+def collect_results(plan: Plan, store: ArtifactStore, cost: str = "train_time_s") -> pd.DataFrame:
+    rows = [store.meta(e.key) for e in plan.evaluations]
+    return add_pareto(pd.DataFrame(rows), cost)
+
+
+def write_results(df: pd.DataFrame, out: str | Path) -> Path:
+    path = Path(out) / "results.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def format_table(df: pd.DataFrame) -> str:
+    cols = ["setting", "method", "label", "lds", "lds_se", "train_time_s", "serve_time_s",
+            "params", "peak_mem_bytes", "pareto"]
+    view = df[[c for c in cols if c in df]].copy()
+    view["peak_mem_MiB"] = (view.pop("peak_mem_bytes") / 2**20).round(1)
+    with pd.option_context("display.width", 160, "display.max_rows", 500,
+                           "display.float_format", "{:.4g}".format):
+        return view.to_string(index=False)

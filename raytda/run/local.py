@@ -1,0 +1,59 @@
+"""The in-process executor: runs a plan's jobs one after another in this process."""
+
+from __future__ import annotations
+
+import logging
+
+from raytda.core.args import ComputeArgs
+from raytda.plan.jobs import Job
+from raytda.plan.planner import Plan
+from raytda.store import ArtifactStore, CorruptArtifact
+
+log = logging.getLogger(__name__)
+
+
+def run_job_with_repair(job: Job, store: ArtifactStore, args: ComputeArgs,
+                        by_key: dict[str, Job], depth: int = 0) -> None:
+    """Run ``job``; if an input turns out corrupt, rebuild it and try again."""
+    for _ in range(3):
+        try:
+            job.run(store, args)
+            return
+        except CorruptArtifact as e:
+            log.warning("%s", e)
+            producer = by_key.get(e.key) or next((d for d in job.deps() if d.key == e.key), None)
+            if producer is None or depth > 8:
+                raise
+            run_job_with_repair(producer, store, args, by_key, depth + 1)
+    job.run(store, args)
+
+
+class InProcessExecutor:
+    """Runs jobs serially in dependency order; for tests and small local sweeps."""
+
+    name = "local"
+
+    def __init__(self, args: ComputeArgs | None = None, progress: bool = True) -> None:
+        self.args = args or ComputeArgs()
+        self.progress = progress
+
+    def execute(self, plan: Plan, store: ArtifactStore) -> None:
+        todo = plan.todo
+        by_key = {j.key: j for j in plan.jobs}
+        bar = None
+        if self.progress and todo:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(todo), desc="raytda jobs", unit="job")
+        for job in todo:
+            if bar is not None:
+                bar.set_postfix_str(job.describe()[:40])
+            if not store.has(job.key):
+                run_job_with_repair(job, store, self.args, by_key)
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+
+
+def run_plan(plan: Plan, store: ArtifactStore, executor=None) -> None:
+    (executor or InProcessExecutor()).execute(plan, store)

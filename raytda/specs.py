@@ -1,0 +1,366 @@
+"""Frozen, validated specifications: what to compute.
+
+Every spec is a frozen dataclass that checks itself on construction, round-trips through
+JSON (``to_dict`` / ``from_dict``) and has a stable content hash (``key``) that goes into
+artifact addresses. "How" parameters (batch sizes, memory budgets, devices) live in
+``raytda.compute.ComputeArgs`` and are never hashed: they do not change results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+T = TypeVar("T", bound="Spec")
+
+
+class SpecError(ValueError):
+    """A specification is invalid; the message says what is wrong and how to fix it."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise SpecError(msg)
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """Hex digest of a JSON-serializable object, independent of dict order."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed derived from any JSON-serializable parts (order matters)."""
+    return int(stable_hash(list(parts), 16), 16) & ((1 << 63) - 1)
+
+
+class Spec:
+    """Mixin: JSON round-trip and content key for frozen dataclasses."""
+
+    _nested: ClassVar[dict[str, type]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, Spec):
+                v = v.to_dict()
+            elif isinstance(v, tuple):
+                v = [x.to_dict() if isinstance(x, Spec) else x for x in v]
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls: type[T], d: dict[str, Any]) -> T:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = set(d) - names
+        _check(not unknown, f"{cls.__name__}: unknown field(s) {sorted(unknown)}; "
+                            f"valid fields are {sorted(names)}")
+        kw = {}
+        for k, v in d.items():
+            sub = cls._nested.get(k)
+            if sub is not None and isinstance(v, dict):
+                v = sub.from_dict(v)
+            elif isinstance(v, list):
+                v = tuple(v)
+            kw[k] = v
+        return cls(**kw)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @property
+    def key(self) -> str:
+        """Content hash of the spec (16 hex chars)."""
+        return stable_hash([type(self).__name__, self.to_dict()])
+
+    def replace(self: T, **changes: Any) -> T:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+# --------------------------------------------------------------------------- setting
+
+DATA_SOURCES = ("digits", "mnist", "cifar2", "synthetic")
+
+
+@dataclass(frozen=True)
+class DataSpec(Spec):
+    """Which samples: source, sizes and the seed that picks them.
+
+    ``root`` is where the files are; it is not part of the content key because the same
+    files may live in different places on different machines.
+    """
+
+    source: str
+    n_train: int
+    n_test: int
+    seed: int = 0
+    root: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        _check(self.source in DATA_SOURCES,
+               f"unknown data source {self.source!r}; choose one of {list(DATA_SOURCES)}")
+        _check(self.n_train >= 2, f"n_train must be >= 2, got {self.n_train}")
+        _check(self.n_test >= 1, f"n_test must be >= 1, got {self.n_test}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d.pop("root")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataSpec:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ModelSpec(Spec):
+    """An MLP with a dropout site after every hidden layer."""
+
+    arch: str
+    in_dim: int
+    hidden: tuple[int, ...]
+    out_dim: int
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self.arch == "mlp", f"unknown model arch {self.arch!r}; only 'mlp' is built in")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        _check(self.in_dim >= 1 and self.out_dim >= 2 and all(h >= 1 for h in self.hidden),
+               "model dimensions must be positive and out_dim >= 2")
+        _check(0.0 <= self.dropout < 1.0, f"dropout rate must be in [0, 1), got {self.dropout}")
+
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class Recipe(Spec):
+    """How a model is trained. ``checkpoint_epochs`` are extra epochs whose weights are kept."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: int = 100
+    checkpoint_epochs: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(self.optimizer in OPTIMIZERS,
+               f"unknown optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        object.__setattr__(self, "betas", tuple(self.betas))
+        eps = tuple(sorted({int(e) for e in self.checkpoint_epochs}))
+        _check(all(1 <= e <= self.epochs for e in eps),
+               f"checkpoint_epochs must lie in [1, {self.epochs}], got {list(eps)}")
+        object.__setattr__(self, "checkpoint_epochs", eps)
+
+    @property
+    def saved_epochs(self) -> tuple[int, ...]:
+        """Every epoch whose weights a training run keeps (the last one always)."""
+        return tuple(sorted(set(self.checkpoint_epochs) | {self.epochs}))
+
+
+@dataclass(frozen=True)
+class Setting(Spec):
+    """A complete experimental setting: data, model and training recipe."""
+
+    name: str
+    data: DataSpec
+    model: ModelSpec
+    recipe: Recipe
+    _nested: ClassVar[dict[str, type]] = {"data": DataSpec, "model": ModelSpec, "recipe": Recipe}
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "setting name must be non-empty")
+
+
+# --------------------------------------------------------------------------- ensembles
+
+ENSEMBLE_KINDS = (
+    "naive",  # I independent models, each on its own random half
+    "dropout",  # I models x D fixed dropout masks
+    "dropout-forward",  # TRAK only: Q over I*D masked variants, features from I unmasked
+    "projection-only",  # I models x D projection seeds, dropout off (paper's ablation)
+    "checkpoints",  # C intermediate checkpoints of each of I runs
+    "checkpoints-dropout",  # C checkpoints x D masks
+)
+MASK_MODES = ("fixed", "per-sample")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One ensemble member: which base model, checkpoint, dropout mask and projection.
+
+    ``model`` indexes the I independently trained models; ``checkpoint`` is an epoch
+    (None = final weights); ``mask`` indexes the dropout masks of that model (None = no
+    dropout); ``projection`` indexes the projection seeds. Seeds are derived from these
+    indices, so member (i, d) is the same object in every configuration that uses it.
+    """
+
+    model: int
+    checkpoint: int | None = None
+    mask: int | None = None
+    projection: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Ensemble(Spec):
+    """An ensemble configuration. See ``ENSEMBLE_KINDS``.
+
+    ``I`` base models; ``D`` masks (dropout kinds) or projection passes (projection-only)
+    per model or checkpoint; ``C`` checkpoints per training run (checkpoint kinds).
+    ``mask_mode`` 'fixed' gives one mask per member shared by all samples; 'per-sample'
+    draws a mask per (member, sample), reproducibly from the sample index.
+    """
+
+    kind: str = "naive"
+    I: int = 1
+    D: int = 1
+    C: int = 1
+    mask_mode: str = "fixed"
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ENSEMBLE_KINDS,
+               f"unknown ensemble kind {self.kind!r}; choose one of {list(ENSEMBLE_KINDS)}")
+        _check(isinstance(self.I, int) and self.I >= 1,
+               f"I (number of trained models) must be an integer >= 1, got {self.I!r}")
+        _check(isinstance(self.D, int) and self.D >= 1,
+               f"D (dropout masks per model) must be an integer >= 1, got {self.D!r}")
+        _check(isinstance(self.C, int) and self.C >= 1,
+               f"C (checkpoints per run) must be an integer >= 1, got {self.C!r}")
+        _check(self.mask_mode in MASK_MODES,
+               f"unknown mask_mode {self.mask_mode!r}; choose one of {list(MASK_MODES)}")
+        if self.kind in ("naive", "checkpoints"):
+            _check(self.D == 1, f"ensemble kind {self.kind!r} takes no D; use 'dropout' for D > 1")
+        if not self.kind.startswith("checkpoints"):
+            _check(self.C == 1, f"C applies to checkpoint ensembles only, not {self.kind!r}")
+
+    @property
+    def uses_masks(self) -> bool:
+        return self.kind in ("dropout", "dropout-forward", "checkpoints-dropout")
+
+    @property
+    def label(self) -> str:
+        parts = [self.kind, f"I={self.I}"]
+        if self.kind != "naive" and self.kind != "checkpoints":
+            parts.append(f"D={self.D}")
+        if self.kind.startswith("checkpoints"):
+            parts.append(f"C={self.C}")
+        if self.uses_masks and self.mask_mode != "fixed":
+            parts.append(self.mask_mode)
+        return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- methods
+
+METHODS = ("trak", "grad-dot", "grad-cos", "if")
+
+
+@dataclass(frozen=True)
+class Method(Spec):
+    """A TDA method and its math parameters.
+
+    ``proj_dim`` (TRAK) is the random projection dimension k; ``ridge`` None means
+    "no ridge unless the kernel is singular, then the smallest that makes it solvable"
+    (the value used is recorded with the result). ``damping`` and ``cg_*`` are for IF.
+    """
+
+    name: str = "trak"
+    proj_dim: int = 2048
+    ridge: float | None = None
+    damping: float = 1e-3
+    cg_max_iter: int = 100
+    cg_tol: float = 1e-6
+    hessian_samples: int | None = None  # None: Hessian over the whole training set
+
+    def __post_init__(self) -> None:
+        _check(self.name in METHODS, f"unknown method {self.name!r}; choose one of {list(METHODS)}")
+        _check(isinstance(self.proj_dim, int) and self.proj_dim >= 1,
+               f"projection dimension must be an integer >= 1, got {self.proj_dim!r}")
+        _check(self.ridge is None or self.ridge >= 0, f"ridge must be >= 0, got {self.ridge}")
+        _check(self.damping >= 0, f"damping must be >= 0, got {self.damping}")
+        _check(self.cg_max_iter >= 1, f"cg_max_iter must be >= 1, got {self.cg_max_iter}")
+
+    def hashed(self) -> dict[str, Any]:
+        """Only the fields that affect this method's scores (for artifact keys)."""
+        if self.name == "trak":
+            return {"name": self.name, "proj_dim": self.proj_dim, "ridge": self.ridge}
+        if self.name == "if":
+            return {"name": self.name, "damping": self.damping, "cg_max_iter": self.cg_max_iter,
+                    "cg_tol": self.cg_tol, "hessian_samples": self.hessian_samples}
+        return {"name": self.name}
+
+
+# --------------------------------------------------------------------------- LDS
+
+
+@dataclass(frozen=True)
+class LDSSpec(Spec):
+    """Linear datamodeling score: m subsets of size alpha*n, retrained from scratch."""
+
+    m: int = 50
+    alpha: float = 0.5
+    seed: int = 12345
+    models_per_subset: int = 1
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.m, int) and self.m >= 3,
+               f"LDS needs at least 3 subsets (m >= 3), got {self.m!r}")
+        _check(0.0 < self.alpha < 1.0, f"alpha must lie in (0, 1), got {self.alpha}")
+        _check(self.models_per_subset >= 1,
+               f"models_per_subset must be >= 1, got {self.models_per_subset}")
+
+
+def members_of(ens: Ensemble, recipe: Recipe) -> tuple[Member, ...]:
+    """Members whose scores are averaged (for dropout-forward: the masked Q members)."""
+    out: list[Member] = []
+    ckpts: list[int | None] = [None]
+    if ens.kind.startswith("checkpoints"):
+        saved = recipe.saved_epochs
+        _check(ens.C <= len(saved),
+               f"C={ens.C} checkpoints requested but the recipe keeps {len(saved)} "
+               f"(epochs {list(saved)}); add epochs to Recipe.checkpoint_epochs")
+        ckpts = list(saved[-ens.C:])
+        ckpts = [None if c == recipe.epochs else c for c in ckpts]
+    for i in range(ens.I):
+        for c in ckpts:
+            for d in range(ens.D):
+                if ens.kind in ("naive", "checkpoints"):
+                    out.append(Member(i, c, None, 0))
+                elif ens.kind == "projection-only":
+                    out.append(Member(i, c, None, d))
+                else:
+                    out.append(Member(i, c, d, d))
+    return tuple(out)
+
+
+def feature_members_of(ens: Ensemble, recipe: Recipe) -> tuple[Member, ...]:
+    """Members whose gradient features are used (differs only for dropout-forward)."""
+    if ens.kind == "dropout-forward":
+        return tuple(Member(i, None, None, 0) for i in range(ens.I))
+    return members_of(ens, recipe)
+
+
+def parse_ensemble(text: str) -> Ensemble:
+    """Parse 'dropout:I=5,D=10' or 'naive:I=3' (CLI form)."""
+    kind, _, rest = text.partition(":")
+    kw: dict[str, Any] = {"kind": kind.strip()}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        k, eq, v = part.partition("=")
+        _check(bool(eq), f"cannot parse {part!r} in ensemble {text!r}; write e.g. 'dropout:I=5,D=10'")
+        k = k.strip()
+        _check(k in ("I", "D", "C", "mask_mode"),
+               f"unknown ensemble field {k!r} in {text!r}; valid: I, D, C, mask_mode")
+        kw[k] = v.strip() if k == "mask_mode" else int(v)
+    return Ensemble(**kw)
