@@ -120,8 +120,10 @@ class Sweep:
         """Run every missing job, then return one row per configuration."""
         from raytda.results import collect_results
 
-        self.check()
+        # The executor first: a Ray executor probes its cluster address on construction,
+        # so a wrong --address fails before check() creates the store directory.
         executor = make_executor(self._executor, self.compute, self._address, self._progress)
+        self.check()
         plan = self.plan()
         executor.execute(plan, self.store)
         self.results = collect_results(plan, self.store, cost)

@@ -49,7 +49,7 @@ def load_config(path: str) -> dict[str, Any]:
 
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="JSON or YAML sweep file (keys: %s)" % ", ".join(sorted(CONFIG_KEYS)))
+    p.add_argument("--config", help=f"JSON or YAML sweep file (keys: {', '.join(sorted(CONFIG_KEYS))})")
     p.add_argument("--setting", action="append", help="registered setting (repeatable); "
                    "default digits-mlp")
     p.add_argument("--method", action="append", help="trak, grad-dot, grad-cos, if (repeatable)")
@@ -78,6 +78,13 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _cfg_list(cfg: dict[str, Any], key: str, default: list) -> list:
+    if key not in cfg:
+        return default
+    v = cfg[key]
+    return [] if v is None else [v] if isinstance(v, (str, dict)) else list(v)
+
+
 def build_sweep(a: argparse.Namespace):
     from raytda.api import Sweep
     from raytda.core.args import ComputeArgs
@@ -87,7 +94,8 @@ def build_sweep(a: argparse.Namespace):
     for flag, name in (("n_train", "n_train"), ("n_test", "n_test"), ("epochs", "epochs")):
         if getattr(a, flag) is not None:
             overrides[name] = getattr(a, flag)
-    ens_texts = a.ensemble or cfg.get("ensembles") or list(DEFAULT_ENSEMBLES)
+    # A key given as an empty list in the config is an error, not a request for defaults.
+    ens_texts = a.ensemble or _cfg_list(cfg, "ensembles", list(DEFAULT_ENSEMBLES))
     ensembles: list[Ensemble] = []
     for e in ens_texts:
         if isinstance(e, dict):
@@ -106,14 +114,14 @@ def build_sweep(a: argparse.Namespace):
     executor = a.executor or ("ray" if a.address else "local")
     store = a.store or cfg.get("store") or str(Path(a.out) / "store")
     return Sweep(
-        settings=a.setting or cfg.get("settings") or ["digits-mlp"],
-        methods=a.method or cfg.get("methods") or ["trak"],
+        settings=a.setting or _cfg_list(cfg, "settings", ["digits-mlp"]),
+        methods=a.method or _cfg_list(cfg, "methods", ["trak"]),
         ensembles=ensembles,
         lds=LDSSpec.from_dict(lds_kw),
         store=store,
         data_dir=a.data_dir or cfg.get("data_dir"),
         base_seed=a.seed if a.seed is not None else int(cfg.get("base_seed", 0)),
-        proj_dim=a.proj_dim or cfg.get("proj_dim"),
+        proj_dim=a.proj_dim if a.proj_dim is not None else cfg.get("proj_dim"),
         executor=executor,
         address=a.address,
         compute=ComputeArgs(device=a.device),

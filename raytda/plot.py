@@ -28,7 +28,7 @@ def plot_results(df: pd.DataFrame, out_dir: str | Path, fmt: str = "png") -> lis
         for ax, (col, label) in zip(axes, AXES):
             for (kind, d_val), sub in grp.groupby(["ensemble", "D"]):
                 sub = sub.sort_values(col)
-                name = kind if kind in ("naive", "checkpoints") else f"{kind} D={d_val}"
+                name = kind if kind in ("naive", "checkpoints", "lora") else f"{kind} D={d_val}"
                 ax.errorbar(sub[col], sub["lds"], yerr=sub["lds_se"], marker="o", capsize=2,
                             label=name)
             front = grp[pareto_mask(grp[col].to_numpy(float), grp["lds"].to_numpy(float))]

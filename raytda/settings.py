@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raytda.specs import DataSpec, ModelSpec, Recipe, Setting, SpecError
+from raytda.specs import DataSpec, LoRASpec, ModelSpec, Recipe, Setting, SpecError
 
 
 def _even_epochs(epochs: int, n: int = 5) -> tuple[int, ...]:
@@ -38,6 +38,32 @@ def _registry() -> dict[str, Setting]:
             DataSpec("cifar2", n_train=5000, n_test=500),
             ModelSpec("mlp", 3072, (120, 84), 2, 0.1),
             Recipe(**sgd, epochs=50, checkpoint_epochs=_even_epochs(50)),
+        ),
+        # Generative settings (f = sequence log-likelihood; LoRA Ensembles apply).
+        # toy-gpt: Markov-chain text, no files; a 1-layer model trains in well under a second.
+        "toy-gpt": Setting(
+            "toy-gpt",
+            DataSpec("synthetic-text", n_train=40, n_test=8, seq_len=16),
+            ModelSpec("gpt", vocab=12, n_layer=1, n_head=2, d_model=16, block_size=16,
+                      dropout=0.1),
+            Recipe(optimizer="adam", lr=1e-2, batch_size=8, epochs=10,
+                   checkpoint_epochs=_even_epochs(10)),
+            LoRASpec(),
+        ),
+        # shakespeare-gpt: the paper's appendix J setting (nanoGPT's character model on tiny
+        # Shakespeare), scaled down to run on a CPU. nanoGPT's shakespeare-char is 6 layers,
+        # 6 heads, d 384, context 256, dropout 0.2, ~10.7M parameters; here 2 layers, 4 heads,
+        # d 64, context 64 (about 0.1M parameters), dropout 0.1 as for every paper setting,
+        # 2000 training / 100 test windows of 64 characters, Adam lr 1e-3 for 10 epochs.
+        # Needs the directory holding input.txt (data_dir / --data-dir).
+        "shakespeare-gpt": Setting(
+            "shakespeare-gpt",
+            DataSpec("text", n_train=2000, n_test=100, seq_len=64),
+            ModelSpec("gpt", vocab=65, n_layer=2, n_head=4, d_model=64, block_size=64,
+                      dropout=0.1),
+            Recipe(optimizer="adam", lr=1e-3, betas=(0.9, 0.99), batch_size=32, epochs=10,
+                   checkpoint_epochs=_even_epochs(10)),
+            LoRASpec(),
         ),
     }
 

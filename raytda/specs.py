@@ -83,7 +83,9 @@ class Spec:
 
 # --------------------------------------------------------------------------- setting
 
-DATA_SOURCES = ("digits", "mnist", "cifar2", "synthetic")
+DATA_SOURCES = ("digits", "mnist", "cifar2", "synthetic", "text", "synthetic-text")
+# Sources of token sequences (for generative models); they need DataSpec.seq_len.
+TEXT_SOURCES = ("text", "synthetic-text")
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,9 @@ class DataSpec(Spec):
     """Which samples: source, sizes and the seed that picks them.
 
     ``root`` is where the files are; it is not part of the content key because the same
-    files may live in different places on different machines.
+    files may live in different places on different machines. ``seq_len`` is the number of
+    predicted tokens per sample for text sources (None otherwise; left out of the key then,
+    so the keys of non-text settings are unchanged).
     """
 
     source: str
@@ -99,39 +103,93 @@ class DataSpec(Spec):
     n_test: int
     seed: int = 0
     root: str | None = field(default=None, compare=False)
+    seq_len: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.source in DATA_SOURCES,
                f"unknown data source {self.source!r}; choose one of {list(DATA_SOURCES)}")
         _check(self.n_train >= 2, f"n_train must be >= 2, got {self.n_train}")
         _check(self.n_test >= 1, f"n_test must be >= 1, got {self.n_test}")
+        if self.source in TEXT_SOURCES:
+            _check(isinstance(self.seq_len, int) and self.seq_len >= 1,
+                   f"text source {self.source!r} needs seq_len (tokens per sample) >= 1, "
+                   f"got {self.seq_len!r}")
+        else:
+            _check(self.seq_len is None,
+                   f"seq_len applies to text sources {list(TEXT_SOURCES)} only, "
+                   f"not {self.source!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d.pop("root")
+        if d["seq_len"] is None:
+            d.pop("seq_len")
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DataSpec:
-        return cls(**d)
+
+MODEL_ARCHS = ("mlp", "gpt")
+# The fields each architecture uses; the others must stay unset and are left out of the key
+# (so adding the GPT fields left the keys of MLP settings unchanged).
+ARCH_FIELDS = {
+    "mlp": ("in_dim", "hidden", "out_dim"),
+    "gpt": ("vocab", "n_layer", "n_head", "d_model", "block_size"),
+}
 
 
 @dataclass(frozen=True)
 class ModelSpec(Spec):
-    """An MLP with a dropout site after every hidden layer."""
+    """An MLP with a dropout site after every hidden layer, or a small causal Transformer.
+
+    ``mlp``: ``ModelSpec("mlp", in_dim, hidden, out_dim, dropout)``.
+    ``gpt``: ``ModelSpec("gpt", vocab=65, n_layer=2, n_head=4, d_model=64, block_size=64)``,
+    a decoder-only language model over ``vocab`` tokens and contexts up to ``block_size``
+    (see :mod:`raytda.models.gpt`); ``dropout`` is the rate of its dropout sites.
+    """
 
     arch: str
-    in_dim: int
-    hidden: tuple[int, ...]
-    out_dim: int
+    in_dim: int | None = None
+    hidden: tuple[int, ...] = ()
+    out_dim: int | None = None
     dropout: float = 0.1
+    vocab: int | None = None
+    n_layer: int | None = None
+    n_head: int | None = None
+    d_model: int | None = None
+    block_size: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.arch == "mlp", f"unknown model arch {self.arch!r}; only 'mlp' is built in")
+        _check(self.arch in MODEL_ARCHS,
+               f"unknown model arch {self.arch!r}; choose one of {list(MODEL_ARCHS)}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        _check(self.in_dim >= 1 and self.out_dim >= 2 and all(h >= 1 for h in self.hidden),
-               "model dimensions must be positive and out_dim >= 2")
         _check(0.0 <= self.dropout < 1.0, f"dropout rate must be in [0, 1), got {self.dropout}")
+        other = [f for a, fs in ARCH_FIELDS.items() if a != self.arch for f in fs]
+        stray = [f for f in other if getattr(self, f) not in (None, ())]
+        _check(not stray, f"field(s) {stray} do not apply to arch {self.arch!r}")
+        if self.arch == "mlp":
+            _check(self.in_dim is not None and self.out_dim is not None,
+                   "an 'mlp' needs in_dim and out_dim")
+            _check(self.in_dim >= 1 and self.out_dim >= 2 and all(h >= 1 for h in self.hidden),
+                   "model dimensions must be positive and out_dim >= 2")
+            return
+        missing = [f for f in ARCH_FIELDS["gpt"] if getattr(self, f) is None]
+        _check(not missing, f"a 'gpt' needs {missing} (e.g. vocab=65, n_layer=2, n_head=4, "
+                            f"d_model=64, block_size=64)")
+        _check(all(isinstance(getattr(self, f), int) and getattr(self, f) >= 1
+                   for f in ARCH_FIELDS["gpt"]), "gpt sizes must be integers >= 1")
+        _check(self.vocab >= 2, f"vocab must be >= 2, got {self.vocab}")
+        _check(self.d_model % self.n_head == 0,
+               f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+
+    @property
+    def generative(self) -> bool:
+        """Whether the model is a language model (output: sequence log-likelihood)."""
+        return self.arch == "gpt"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        for f in (f for a, fs in ARCH_FIELDS.items() if a != self.arch for f in fs):
+            d.pop(f)
+        return d
 
 
 OPTIMIZERS = ("sgd", "adam")
@@ -168,18 +226,98 @@ class Recipe(Spec):
         return tuple(sorted(set(self.checkpoint_epochs) | {self.epochs}))
 
 
+LORA_BIAS = ("none", "lora_only", "all")
+
+
+@dataclass(frozen=True)
+class LoRASpec(Spec):
+    """How the LoRA Ensemble trains its base models and adapters (paper, appendix C.2).
+
+    Adapters: rank ``r``, scaling ``alpha / r``, no LoRA dropout, on the modules named in
+    ``targets`` (W_q and W_v of every attention layer). ``bias`` is peft's option:
+    'lora_only' (default) makes the biases of the adapted layers trainable and part of the
+    adapter, which is the paper's "trainable biases" while keeping every change inside the
+    q/v projections; 'all' would make every bias of the network trainable.
+
+    Training: base models on the full training set for ``base_epochs`` (None: half the
+    setting's epochs, the paper's 10 of 20), then each adapter on its own random half for
+    ``epochs`` (None: half the setting's epochs) with learning rate ``lr`` (None: the
+    setting's). Other optimizer settings are the setting's recipe.
+    """
+
+    r: int = 8
+    alpha: float = 8.0
+    dropout: float = 0.0
+    bias: str = "lora_only"
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    base_epochs: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.r, int) and self.r >= 1, f"LoRA rank r must be >= 1, got {self.r!r}")
+        _check(self.alpha > 0, f"LoRA alpha must be > 0, got {self.alpha}")
+        _check(0.0 <= self.dropout < 1.0, f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        _check(self.bias in LORA_BIAS,
+               f"unknown LoRA bias option {self.bias!r}; choose one of {list(LORA_BIAS)}")
+        object.__setattr__(self, "targets", tuple(self.targets))
+        _check(len(self.targets) > 0, "LoRA needs at least one target module")
+        for name in ("base_epochs", "epochs"):
+            v = getattr(self, name)
+            _check(v is None or (isinstance(v, int) and v >= 1),
+                   f"LoRA {name} must be None or an integer >= 1, got {v!r}")
+        _check(self.lr is None or self.lr > 0, f"LoRA lr must be > 0, got {self.lr}")
+
+    def base_recipe(self, recipe: Recipe) -> Recipe:
+        """The recipe of a base model: the setting's, for ``base_epochs``, final weights only."""
+        epochs = self.base_epochs or max(1, recipe.epochs // 2)
+        return recipe.replace(epochs=epochs, checkpoint_epochs=())
+
+    def adapter_recipe(self, recipe: Recipe) -> Recipe:
+        """The recipe of one adapter's fine-tuning."""
+        epochs = self.epochs or max(1, recipe.epochs // 2)
+        return recipe.replace(epochs=epochs, checkpoint_epochs=(),
+                              lr=self.lr if self.lr is not None else recipe.lr)
+
+
 @dataclass(frozen=True)
 class Setting(Spec):
-    """A complete experimental setting: data, model and training recipe."""
+    """A complete experimental setting: data, model and training recipe.
+
+    ``lora`` configures LoRA Ensembles (None: :class:`LoRASpec` defaults); it is left out of
+    the key when None, so settings that never set it keep their keys.
+    """
 
     name: str
     data: DataSpec
     model: ModelSpec
     recipe: Recipe
-    _nested: ClassVar[dict[str, type]] = {"data": DataSpec, "model": ModelSpec, "recipe": Recipe}
+    lora: LoRASpec | None = None
+    _nested: ClassVar[dict[str, type]] = {"data": DataSpec, "model": ModelSpec, "recipe": Recipe,
+                                          "lora": LoRASpec}
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "setting name must be non-empty")
+        text = self.data.source in TEXT_SOURCES
+        if self.model.generative:
+            _check(text, f"a {self.model.arch!r} model needs a text data source "
+                         f"{list(TEXT_SOURCES)}, not {self.data.source!r}")
+            _check(self.data.seq_len <= self.model.block_size,
+                   f"seq_len {self.data.seq_len} exceeds the model's block_size "
+                   f"{self.model.block_size}")
+        else:
+            _check(not text, f"text source {self.data.source!r} needs a generative model "
+                             f"(arch 'gpt'), not {self.model.arch!r}")
+
+    @property
+    def lora_spec(self) -> LoRASpec:
+        return self.lora if self.lora is not None else LoRASpec()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if d["lora"] is None:
+            d.pop("lora")
+        return d
 
 
 # --------------------------------------------------------------------------- ensembles
@@ -191,6 +329,7 @@ ENSEMBLE_KINDS = (
     "projection-only",  # I models x D projection seeds, dropout off (paper's ablation)
     "checkpoints",  # C intermediate checkpoints of each of I runs
     "checkpoints-dropout",  # C checkpoints x D masks
+    "lora",  # I base models (full set, shorter) x L LoRA adapters, each on its own half
 )
 MASK_MODES = ("fixed", "per-sample")
 
@@ -201,17 +340,22 @@ class Member:
 
     ``model`` indexes the I independently trained models; ``checkpoint`` is an epoch
     (None = final weights); ``mask`` indexes the dropout masks of that model (None = no
-    dropout); ``projection`` indexes the projection seeds. Seeds are derived from these
-    indices, so member (i, d) is the same object in every configuration that uses it.
+    dropout); ``projection`` indexes the projection seeds; ``adapter`` indexes the LoRA
+    adapters of base model ``model`` (None = not a LoRA member). Seeds are derived from
+    these indices, so member (i, d) is the same object in every configuration that uses it.
     """
 
     model: int
     checkpoint: int | None = None
     mask: int | None = None
     projection: int = 0
+    adapter: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["adapter"] is None:  # keeps the keys of non-LoRA members as they were
+            d.pop("adapter")
+        return d
 
 
 @dataclass(frozen=True)
@@ -219,7 +363,8 @@ class Ensemble(Spec):
     """An ensemble configuration. See ``ENSEMBLE_KINDS``.
 
     ``I`` base models; ``D`` masks (dropout kinds) or projection passes (projection-only)
-    per model or checkpoint; ``C`` checkpoints per training run (checkpoint kinds).
+    per model or checkpoint; ``C`` checkpoints per training run (checkpoint kinds); ``L``
+    LoRA adapters per base model (kind 'lora' only; 0 for every other kind).
     ``mask_mode`` 'fixed' gives one mask per member shared by all samples; 'per-sample'
     draws a mask per (member, sample), reproducibly from the sample index.
     """
@@ -229,6 +374,7 @@ class Ensemble(Spec):
     D: int = 1
     C: int = 1
     mask_mode: str = "fixed"
+    L: int = 0
 
     def __post_init__(self) -> None:
         _check(self.kind in ENSEMBLE_KINDS,
@@ -245,6 +391,20 @@ class Ensemble(Spec):
             _check(self.D == 1, f"ensemble kind {self.kind!r} takes no D; use 'dropout' for D > 1")
         if not self.kind.startswith("checkpoints"):
             _check(self.C == 1, f"C applies to checkpoint ensembles only, not {self.kind!r}")
+        if self.kind == "lora":
+            _check(isinstance(self.L, int) and self.L >= 1,
+                   f"L (LoRA adapters per base model) must be an integer >= 1, got {self.L!r}; "
+                   f"write e.g. 'lora:I=1,L=3'")
+            _check(self.D == 1, "ensemble kind 'lora' takes no D; its members are adapters (L)")
+        else:
+            _check(self.L == 0, f"L (LoRA adapters) applies to kind 'lora' only, not "
+                                f"{self.kind!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if d["L"] == 0:  # keeps the keys of non-LoRA configurations as they were
+            d.pop("L")
+        return d
 
     @property
     def uses_masks(self) -> bool:
@@ -253,7 +413,9 @@ class Ensemble(Spec):
     @property
     def label(self) -> str:
         parts = [self.kind, f"I={self.I}"]
-        if self.kind != "naive" and self.kind != "checkpoints":
+        if self.kind == "lora":
+            parts.append(f"L={self.L}")
+        elif self.kind != "naive" and self.kind != "checkpoints":
             parts.append(f"D={self.D}")
         if self.kind.startswith("checkpoints"):
             parts.append(f"C={self.C}")
@@ -333,6 +495,9 @@ def members_of(ens: Ensemble, recipe: Recipe) -> tuple[Member, ...]:
                f"(epochs {list(saved)}); add epochs to Recipe.checkpoint_epochs")
         ckpts = list(saved[-ens.C:])
         ckpts = [None if c == recipe.epochs else c for c in ckpts]
+    if ens.kind == "lora":
+        return tuple(Member(i, None, None, 0, adapter=a)
+                     for i in range(ens.I) for a in range(ens.L))
     for i in range(ens.I):
         for c in ckpts:
             for d in range(ens.D):
@@ -352,15 +517,39 @@ def feature_members_of(ens: Ensemble, recipe: Recipe) -> tuple[Member, ...]:
     return members_of(ens, recipe)
 
 
+def check_combination(setting: Setting, method: Method, ensemble: Ensemble) -> None:
+    """Raise SpecError if a (setting, method, ensemble) triple cannot be evaluated."""
+    if ensemble.kind == "lora":
+        _check(setting.model.arch == "gpt",
+               f"ensemble kind 'lora' adapts attention W_q/W_v, so it needs a Transformer "
+               f"setting (arch 'gpt'); {setting.name!r} is an {setting.model.arch!r}")
+        missing = [t for t in setting.lora_spec.targets if t not in ("q_proj", "k_proj",
+                                                                      "v_proj", "out_proj")]
+        _check(not missing, f"LoRA targets {missing} are not attention projections of 'gpt' "
+                            f"(q_proj, k_proj, v_proj, out_proj)")
+    if setting.model.generative:
+        _check(method.name != "if",
+               f"influence functions are not implemented for generative settings "
+               f"({setting.name!r}); use trak, grad-dot or grad-cos")
+
+
 def parse_ensemble(text: str) -> Ensemble:
-    """Parse 'dropout:I=5,D=10' or 'naive:I=3' (CLI form)."""
+    """Parse 'dropout:I=5,D=10', 'naive:I=3' or 'lora:I=1,L=3' (CLI form)."""
     kind, _, rest = text.partition(":")
     kw: dict[str, Any] = {"kind": kind.strip()}
     for part in filter(None, (p.strip() for p in rest.split(","))):
         k, eq, v = part.partition("=")
-        _check(bool(eq), f"cannot parse {part!r} in ensemble {text!r}; write e.g. 'dropout:I=5,D=10'")
+        _check(bool(eq),
+               f"cannot parse {part!r} in ensemble {text!r}; write e.g. 'dropout:I=5,D=10'")
         k = k.strip()
-        _check(k in ("I", "D", "C", "mask_mode"),
-               f"unknown ensemble field {k!r} in {text!r}; valid: I, D, C, mask_mode")
-        kw[k] = v.strip() if k == "mask_mode" else int(v)
+        _check(k in ("I", "D", "C", "L", "mask_mode"),
+               f"unknown ensemble field {k!r} in {text!r}; valid: I, D, C, L, mask_mode")
+        if k == "mask_mode":
+            kw[k] = v.strip()
+            continue
+        try:
+            kw[k] = int(v)
+        except ValueError:
+            raise SpecError(f"{k} must be an integer in ensemble {text!r}, got {v.strip()!r}"
+                            ) from None
     return Ensemble(**kw)

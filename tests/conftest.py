@@ -44,3 +44,23 @@ def toy_models(toy_setting: Setting, toy_data: Dataset) -> tuple[nn.Module, nn.M
 @pytest.fixture(scope="session")
 def toy_model(toy_models: tuple[nn.Module, nn.Module]) -> nn.Module:
     return toy_models[0]
+
+
+# --------------------------------------------------------------------------- Ray session
+# Added for the Ray executor / Tune tests (tests/run): one local Ray runtime per test
+# session, since ray.init costs ~10 s and ~0.8 GiB. Tests that need it request
+# `ray_session`; everything else stays on the in-process executor.
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local 2-CPU Ray runtime shared by the whole test session; yields the ray module."""
+    ray = pytest.importorskip("ray")
+    started = False
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2,
+                 include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        started = True
+    yield ray
+    if started:
+        ray.shutdown()

@@ -71,24 +71,39 @@ def measure(device: str = "cpu", interval_s: float = 0.005):
 
 @dataclass(frozen=True)
 class UnitCosts:
-    """Per-unit times of appendix E (seconds)."""
+    """Per-unit times of appendix E (seconds): ``serve`` is one member's features, scores
+    and Q; ``serve_forward_only`` is one forward-only Q pass.
+
+    For the LoRA Ensemble, ``train`` is T_Train,Base (one base model on the full set),
+    ``train_lora`` is T_Train,LoRA (one adapter) and ``serve`` is T_Serving,LoRA (one
+    adapter member, gradients over the adapter only).
+    """
 
     train: float
     serve: float
     serve_forward_only: float = 0.0
+    train_lora: float = 0.0
 
 
-def analytic_train_time(kind: str, I: int, u: UnitCosts, C: int = 1) -> float:
-    """Appendix E: I x T_train for naive, dropout, forward-only, checkpoints."""
+def analytic_train_time(kind: str, I: int, u: UnitCosts, C: int = 1, L: int = 0) -> float:
+    """Appendix E: I x T_train for naive, dropout, forward-only, checkpoints; for LoRA,
+    I x T_Train,Base + I x L x T_Train,LoRA."""
+    if kind == "lora":
+        return I * u.train + I * L * u.train_lora
     return I * u.train
 
 
-def analytic_serve_time(kind: str, I: int, D: int, u: UnitCosts, C: int = 1) -> float:
-    """Appendix E serving time for each ensemble kind."""
+def analytic_serve_time(kind: str, I: int, D: int, u: UnitCosts, C: int = 1,
+                        L: int = 0) -> float:
+    """Appendix E serving time for each ensemble kind (LoRA: I x L x T_Serving,LoRA)."""
+    if kind == "lora":
+        return I * L * u.serve
     if kind == "naive":
         return I * u.serve
-    if kind in ("dropout", "projection-only"):
+    if kind == "dropout":
         return I * D * u.serve
+    if kind == "projection-only":  # D projections of one unmasked model share one Q pass
+        return I * D * (u.serve - u.serve_forward_only) + I * u.serve_forward_only
     if kind == "dropout-forward":
         return I * u.serve + I * (D - 1) * u.serve_forward_only
     if kind == "checkpoints":
@@ -98,6 +113,8 @@ def analytic_serve_time(kind: str, I: int, D: int, u: UnitCosts, C: int = 1) -> 
     raise ValueError(f"no cost model for ensemble kind {kind!r}")
 
 
-def analytic_params(I: int, params_per_model: int) -> int:
-    """Stored parameters: masks and projection seeds cost nothing to store."""
-    return I * params_per_model
+def analytic_params(I: int, params_per_model: int, L: int = 0,
+                    params_per_adapter: int = 0) -> int:
+    """Stored parameters: masks and projection seeds cost nothing to store; a LoRA
+    Ensemble stores I base models and I x L adapters."""
+    return I * params_per_model + I * L * params_per_adapter

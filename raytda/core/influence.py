@@ -25,16 +25,18 @@ def make_hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: MaskSpec 
     shapes = [params[k].shape for k in names]
     sizes = [params[k].numel() for k in names]
     theta = torch.cat([params[k].reshape(-1) for k in names])
+    device = theta.device  # data and masks must sit with the parameters
     mask_sizes = getattr(model, "mask_sizes", ())
     n = x.shape[0]
     batches = []
     for s in range(0, n, batch):
         idx = torch.arange(s, min(n, s + batch))
-        masks, _ = masks_for(mask, mask_sizes, "train", idx)
-        batches.append((x[idx], y[idx], masks))
+        masks, _ = masks_for(mask, mask_sizes, "train", idx, device)
+        batches.append((x[idx].to(device), y[idx].to(device), masks))
 
     def unflatten(flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: t.view(sh) for k, t, sh in zip(names, flat.split(sizes), shapes)}
+        return {k: t.view(sh) for k, t, sh in zip(names, flat.split(sizes), shapes,
+                                                      strict=True)}
 
     def loss(flat, xb, yb, masks):
         logits = functional_call(model, unflatten(flat), (xb,), {"masks": masks})
@@ -86,15 +88,17 @@ def influence_block(model: nn.Module, data, mask: MaskSpec | None, damping: floa
     """(m x n) IF scores for one member, plus the damping and CG diagnostics."""
     xh, yh = data.x_train, data.y_train
     if hessian_samples is not None and hessian_samples < data.n_train:
-        pick = np.sort(np.random.default_rng(0).choice(data.n_train, hessian_samples, replace=False))
+        rng = np.random.default_rng(0)
+        pick = np.sort(rng.choice(data.n_train, hessian_samples, replace=False))
         xh, yh = xh[pick], yh[pick]
+    model = model.to(args.device)  # before make_hvp, which captures the parameters
     hvp = make_hvp(model, xh, yh, mask)
     test = torch.cat([g for _, g in per_sample_grads(model, data.x_test, data.y_test, mask,
-                                                     "test", args.grad_batch)])
+                                                     "test", args.grad_batch, args.device)])
     solved, info = conjugate_gradients(hvp, test.T.contiguous(), damping,
                                        max_iter, tol)
     out = torch.empty(data.n_test, data.n_train)
     for rows, g in per_sample_grads(model, data.x_train, data.y_train, mask, "train",
-                                    args.grad_batch):
-        out[:, rows] = solved.T @ g.T
+                                    args.grad_batch, args.device):
+        out[:, rows] = (solved.T @ g.T).cpu()
     return out, {"damping": damping, **info}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,21 @@ def half_subset(n: int, seed: int, fraction: float = 0.5) -> np.ndarray:
     return np.sort(rng.choice(n, size=int(round(fraction * n)), replace=False))
 
 
+def check_tokens(model_spec: ModelSpec, x: torch.Tensor, y: torch.Tensor) -> None:
+    """A language model's data must fit its vocabulary and context; say so clearly if not."""
+    if not model_spec.generative or x.numel() == 0:
+        return
+    from raytda.data import DataError
+
+    top = int(max(x.max(), y.max()))
+    if top >= model_spec.vocab:
+        raise DataError(f"the data has token id {top} but the model's vocab is "
+                        f"{model_spec.vocab}; raise ModelSpec.vocab to at least {top + 1}")
+    if x.shape[-1] > model_spec.block_size:
+        raise DataError(f"sequences of {x.shape[-1]} tokens exceed the model's block_size "
+                        f"{model_spec.block_size}")
+
+
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
@@ -40,16 +56,18 @@ def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
                             weight_decay=recipe.weight_decay)
 
 
-def train_model(model_spec: ModelSpec, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
-                seed: int, device: str = "cpu") -> TrainedModel:
-    """Train from a seeded initialization with seeded shuffling and dropout.
+def fit(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, seed: int,
+        device: str = "cpu", snapshot: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None
+        ) -> tuple[dict[int, dict[str, torch.Tensor]], float]:
+    """Train ``model``'s trainable parameters in place with seeded shuffling and dropout.
 
-    The same (spec, recipe, data, seed, device) always gives the same weights: all
-    randomness comes from generators seeded here, none from global state.
+    Returns ``snapshot(model)`` (default: the whole state dict, on the CPU) at every epoch
+    in ``recipe.saved_epochs``, and the wall time of the training loop alone.
     """
-    torch.manual_seed(derive_seed("init", seed))  # nn.Linear init draws from the global RNG
-    model = build_model(model_spec).to(device)
-    opt = make_optimizer(model.parameters(), recipe)
+    if snapshot is None:
+        def snapshot(m: nn.Module) -> dict[str, torch.Tensor]:
+            return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], recipe)
     loss_fn = nn.CrossEntropyLoss()
     x, y = x.to(device), y.to(device)
     shuffle = torch.Generator().manual_seed(derive_seed("shuffle", seed))
@@ -64,13 +82,30 @@ def train_model(model_spec: ModelSpec, recipe: Recipe, x: torch.Tensor, y: torch
         for start in range(0, n, recipe.batch_size):
             idx = order[start:start + recipe.batch_size]
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(x[idx]), y[idx]).backward()
+            logits = model(x[idx])
+            # Flattening makes one loss for both shapes: classification (B, C) vs (B,), and
+            # language models (B, T, V) vs (B, T), i.e. the mean next-token cross-entropy.
+            loss_fn(logits.reshape(-1, logits.shape[-1]), y[idx].reshape(-1)).backward()
             opt.step()
         if epoch in saved:
-            states[epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            states[epoch] = snapshot(model)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return TrainedModel(states, time.perf_counter() - t0, recipe.epochs)
+    return states, time.perf_counter() - t0
+
+
+def train_model(model_spec: ModelSpec, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
+                seed: int, device: str = "cpu") -> TrainedModel:
+    """Train from a seeded initialization with seeded shuffling and dropout.
+
+    The same (spec, recipe, data, seed, device) always gives the same weights: all
+    randomness comes from generators seeded here, none from global state.
+    """
+    check_tokens(model_spec, x, y)
+    torch.manual_seed(derive_seed("init", seed))  # nn.Linear init draws from the global RNG
+    model = build_model(model_spec).to(device)
+    states, seconds = fit(model, recipe, x, y, seed, device)
+    return TrainedModel(states, seconds, recipe.epochs)
 
 
 def load_weights(model_spec: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:

@@ -1,5 +1,5 @@
 """Data sources. Each loader returns a :class:`Dataset` of float features and int labels."""
 
-from raytda.data.base import Dataset, DataError, load_data
+from raytda.data.base import DataError, Dataset, load_data
 
 __all__ = ["Dataset", "DataError", "load_data"]

@@ -16,7 +16,11 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test tensors of one setting (features flattened, float32; labels int64)."""
+    """Train and test tensors of one setting.
+
+    Classification: features flattened (float32), labels (int64). Text: ``x`` token ids and
+    ``y`` next-token targets, both int64 of shape (n, seq_len).
+    """
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -70,4 +74,10 @@ def load_data(spec: DataSpec) -> Dataset:
     if spec.source == "cifar2":
         from raytda.data.cifar2 import load_cifar2
         return load_cifar2(spec)
+    if spec.source == "text":
+        from raytda.data.text import load_text
+        return load_text(spec)
+    if spec.source == "synthetic-text":
+        from raytda.data.text import load_synthetic_text
+        return load_synthetic_text(spec)
     raise DataError(f"no loader for source {spec.source!r}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raytda.data.base import Dataset, DataError, finish
+from raytda.data.base import DataError, Dataset, finish
 from raytda.specs import DataSpec
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")

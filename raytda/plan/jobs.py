@@ -4,14 +4,19 @@ A job knows its content key (a hash of everything that determines its output, pl
 raytda version), the jobs it depends on, the resources it wants, and how to run itself
 against a store. Any executor (in-process, Ray) can run any job whose inputs exist.
 
-Kinds: ``model`` (a trained ensemble model), ``ldsmodel`` (one LDS ground-truth training,
-stored as its outputs on the test set), ``q`` (Q = 1 - p_y of a member on the train set,
-forward passes only), ``block`` (one member's m x n score block for a method) and
-``result`` (one ensemble configuration: aggregated scores, LDS and costs).
+Kinds: ``model`` (a trained ensemble model), ``basemodel`` and ``adapter`` (a LoRA
+Ensemble's base model on the full set and one LoRA adapter on a half), ``ldsmodel`` (one
+LDS ground-truth training, stored as its outputs on the test set), ``q`` (Q = 1 - p_y of a
+member on the train set, forward passes only), ``block`` (one member's m x n score block
+for a method) and ``result`` (one ensemble configuration: aggregated scores, LDS and costs).
+
+Generative settings (``setting.model.generative``) use the same jobs with the language
+model's output f = log-likelihood and its Q (see :mod:`raytda.core.lm`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,7 +34,9 @@ from raytda.specs import (
     LDSSpec,
     Member,
     Method,
+    Recipe,
     Setting,
+    SpecError,
     derive_seed,
     feature_members_of,
     members_of,
@@ -43,6 +50,17 @@ from raytda.version import __version__
 def dataset(spec: DataSpec) -> Dataset:
     """Loaded once per process (Ray workers reuse it across jobs)."""
     return load_data(spec)
+
+
+def forward_outputs_for(setting: Setting):
+    """The forward-only ``(f, Q)`` function for the setting's kind of model."""
+    if setting.model.generative:
+        from raytda.core.lm import lm_forward_outputs
+
+        return lm_forward_outputs
+    from raytda.core.grads import forward_outputs
+
+    return forward_outputs
 
 
 class Job:
@@ -140,7 +158,6 @@ class LDSModel(Job):
         return f"LDS model {self.subset}.{self.replicate} of {self.setting.name}"
 
     def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
-        from raytda.core.grads import forward_outputs
         from raytda.core.lds import lds_subsets
         from raytda.core.train import load_weights, train_model
 
@@ -151,10 +168,106 @@ class LDSModel(Job):
         trained = train_model(self.setting.model, self.setting.recipe, data.x_train[idx],
                               data.y_train[idx], seed, args.device)
         model = load_weights(self.setting.model, trained.final)
-        margins, _ = forward_outputs(model, data.x_test, data.y_test, None, "test",
-                                     args.forward_batch, args.device)
+        # f on the test set: the margin, or the log-likelihood for generative settings (the
+        # tensor keeps its historical name for both).
+        margins, _ = forward_outputs_for(self.setting)(model, data.x_test, data.y_test, None,
+                                                       "test", args.forward_batch, args.device)
         store.put(self.key, {"test_margins": margins}, {"train_time_s": trained.train_time_s},
                   self.spec())
+
+
+@dataclass(frozen=True, repr=False)
+class TrainBase(Job):
+    """LoRA Ensemble base model ``index``: trained from scratch on the FULL training set
+    with the shorter base recipe (``LoRASpec.base_recipe``; paper appendix C.2)."""
+
+    setting: Setting
+    index: int
+    base_seed: int = 0
+    kind: str = field(default="basemodel", init=False)
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.setting.lora_spec.base_recipe(self.setting.recipe)
+
+    def spec(self) -> dict[str, Any]:
+        # The adapters' hyperparameters do not change the base model: keep them out of
+        # its key so configurations that differ only there share base models.
+        setting = self.setting.to_dict()
+        setting.pop("lora", None)
+        return {"setting": setting, "recipe": self.recipe.to_dict(), "index": self.index,
+                "base_seed": self.base_seed}
+
+    def describe(self) -> str:
+        return f"train LoRA base model {self.index} of {self.setting.name}"
+
+    def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
+        from raytda.core.train import train_model
+
+        data = dataset(self.setting.data)
+        trained = train_model(self.setting.model, self.recipe, data.x_train, data.y_train,
+                              derive_seed("base-model", self.base_seed, self.index), args.device)
+        tensors = {f"epoch{e}/{k}": v for e, st in trained.states.items() for k, v in st.items()}
+        n_par = sum(v.numel() for v in trained.final.values())
+        store.put(self.key, tensors, {"train_time_s": trained.train_time_s, "params": n_par,
+                                      "epochs": list(trained.states)}, self.spec())
+
+
+@dataclass(frozen=True, repr=False)
+class TrainAdapter(Job):
+    """LoRA adapter ``adapter`` of a base model, fine-tuned on its own random half of S.
+
+    Its key depends on the base model and the adapter index, not on L, so an L=1
+    configuration reuses the first adapter of an L=3 one. Stores the adapter weights only.
+    """
+
+    base: TrainBase
+    adapter: int
+    kind: str = field(default="adapter", init=False)
+
+    @property
+    def setting(self) -> Setting:  # type: ignore[override]
+        return self.base.setting
+
+    @property
+    def index(self) -> int:
+        return self.base.index
+
+    @property
+    def base_seed(self) -> int:
+        return self.base.base_seed
+
+    def spec(self) -> dict[str, Any]:
+        lora = self.setting.lora_spec
+        return {"base": self.base.key, "adapter": self.adapter, "lora": lora.to_dict(),
+                "recipe": lora.adapter_recipe(self.setting.recipe).to_dict()}
+
+    def deps(self) -> tuple[Job, ...]:
+        return (self.base,)
+
+    def describe(self) -> str:
+        return f"train LoRA adapter {self.adapter} of base {self.index} of {self.setting.name}"
+
+    def subset(self, n: int) -> np.ndarray:
+        from raytda.core.train import half_subset
+
+        return half_subset(n, derive_seed("adapter-subset", self.base_seed, self.index,
+                                          self.adapter))
+
+    def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
+        from raytda.core.lora import train_adapter
+
+        data = dataset(self.setting.data)
+        idx = torch.from_numpy(self.subset(data.n_train))
+        lora = self.setting.lora_spec
+        base = load_state(store, self.base.key, self.base.recipe.epochs)
+        trained = train_adapter(self.setting.model, base, lora,
+                                lora.adapter_recipe(self.setting.recipe), data.x_train[idx],
+                                data.y_train[idx],
+                                derive_seed("adapter", self.base_seed, self.index, self.adapter),
+                                args.device)
+        store.put(self.key, trained.state, {"train_time_s": trained.train_time_s,
+                                            "params": trained.n_params}, self.spec())
 
 
 # --------------------------------------------------------------------------- serving
@@ -171,11 +284,41 @@ def member_epoch(setting: Setting, member: Member) -> int:
     return setting.recipe.epochs if member.checkpoint is None else member.checkpoint
 
 
+def load_member(store: ArtifactStore, source: TrainModel | TrainAdapter, member: Member):
+    """The member's network in eval mode: trained weights at its checkpoint, or a base
+    model with its LoRA adapter (then only the adapter is trainable, i.e. differentiated)."""
+    from raytda.core.train import load_weights
+
+    setting = source.setting
+    if isinstance(source, TrainAdapter):
+        from raytda.core.lora import load_adapted
+
+        base = load_state(store, source.base.key, source.base.recipe.epochs)
+        adapter, _ = store.get(source.key)
+        return load_adapted(setting.model, base, adapter, setting.lora_spec)
+    return load_weights(setting.model, load_state(store, source.key, member_epoch(setting, member)))
+
+
+def warm_member_imports(source: TrainModel | TrainAdapter) -> None:
+    """Import what loading the member needs before serving is timed: a one-off library
+    import (peft takes seconds) is not part of any member's serving cost."""
+    if isinstance(source, TrainAdapter):
+        import peft  # noqa: F401
+
+        import raytda.core.lora  # noqa: F401
+
+
+def member_deps(source: TrainModel | TrainAdapter) -> tuple[Job, ...]:
+    # An adapter member reads its base model's weights too.
+    return (source, source.base) if isinstance(source, TrainAdapter) else (source,)
+
+
 @dataclass(frozen=True, repr=False)
 class QValues(Job):
-    """TRAK's Q = 1 - p_y on the train set for one (model, checkpoint, mask): forward only."""
+    """TRAK's Q = 1 - p_y on the train set for one (model, checkpoint, mask or adapter):
+    forward only."""
 
-    model: TrainModel
+    model: TrainModel | TrainAdapter
     member: Member  # projection index is irrelevant here and normalized to 0
     mask_mode: str = "fixed"
     kind: str = field(default="q", init=False)
@@ -189,23 +332,23 @@ class QValues(Job):
         return {"model": self.model.key, "member": self.member.to_dict(), "mask_mode": mode}
 
     def deps(self) -> tuple[Job, ...]:
-        return (self.model,)
+        return member_deps(self.model)
 
     def describe(self) -> str:
-        return f"Q of model {self.model.index} mask {self.member.mask}"
+        extra = "" if self.member.adapter is None else f" adapter {self.member.adapter}"
+        return f"Q of model {self.model.index} mask {self.member.mask}{extra}"
 
     def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
         from raytda.core.costs import measure
-        from raytda.core.grads import forward_outputs
-        from raytda.core.train import load_weights
 
         data = dataset(self.setting.data)
-        state = load_state(store, self.model.key, member_epoch(self.setting, self.member))
+        warm_member_imports(self.model)
         with measure(args.device) as m:
-            net = load_weights(self.setting.model, state)
-            _, q = forward_outputs(net, data.x_train, data.y_train,
-                                   member_mask(self.model, self.member, self.mask_mode), "train",
-                                   args.forward_batch, args.device)
+            net = load_member(store, self.model, self.member)
+            _, q = forward_outputs_for(self.setting)(
+                net, data.x_train, data.y_train,
+                member_mask(self.model, self.member, self.mask_mode), "train",
+                args.forward_batch, args.device)
         store.put(self.key, {"q": q}, {"serve_time_s": m.seconds, "peak_bytes": m.peak_bytes},
                   self.spec())
 
@@ -214,7 +357,7 @@ class QValues(Job):
 class MemberBlock(Job):
     """One member's (n_test x n_train) score block under a method."""
 
-    model: TrainModel
+    model: TrainModel | TrainAdapter
     member: Member
     method: Method
     mask_mode: str = "fixed"
@@ -230,37 +373,50 @@ class MemberBlock(Job):
                 "method": self.method.hashed(), "mask_mode": mode}
 
     def deps(self) -> tuple[Job, ...]:
-        return (self.model,)
+        return member_deps(self.model)
 
     def describe(self) -> str:
         m = self.member
+        extra = "" if m.adapter is None else f" adapter {m.adapter}"
         return (f"{self.method.name} block model {m.model} ckpt {m.checkpoint} mask {m.mask} "
-                f"proj {m.projection}")
+                f"proj {m.projection}{extra}")
 
     def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
         from raytda.core.costs import measure
-        from raytda.core.grads import n_params
-        from raytda.core.train import load_weights
 
         data = dataset(self.setting.data)
-        state = load_state(store, self.model.key, member_epoch(self.setting, self.member))
         mask = member_mask(self.model, self.member, self.mask_mode)
         meth = self.method
+        generative = self.setting.model.generative
+        if generative and meth.name == "if":
+            raise SpecError("influence functions are not implemented for generative settings; "
+                            "use trak, grad-dot or grad-cos")
+        warm_member_imports(self.model)
         with measure(args.device) as m:
-            net = load_weights(self.setting.model, state)
+            net = load_member(store, self.model, self.member)
             if meth.name == "trak":
+                from raytda.core.grads import n_params
+                from raytda.core.lm import lm_trak_block, n_trainable
                 from raytda.core.projection import GaussianProjector
                 from raytda.core.trak import trak_block
 
-                seed = derive_seed("projection", self.model.base_seed, self.model.index,
-                                   self.member.checkpoint, self.member.projection)
-                proj = GaussianProjector(n_params(net), meth.proj_dim, seed,
-                                         args.proj_memory_bytes, args.device)
-                block, info = trak_block(net, data, proj, mask, meth.ridge, args)
+                parts = [self.model.base_seed, self.model.index, self.member.checkpoint,
+                         self.member.projection]
+                if self.member.adapter is not None:  # each adapter its own projection
+                    parts += ["adapter", self.member.adapter]
+                seed = derive_seed("projection", *parts)
+                # LoRA members: features span the adapter only (n_trainable).
+                dim = n_trainable(net) if generative else n_params(net)
+                proj = GaussianProjector(dim, meth.proj_dim, seed, args.proj_memory_bytes,
+                                         args.device)
+                block_fn = lm_trak_block if generative else trak_block
+                block, info = block_fn(net, data, proj, mask, meth.ridge, args)
             elif meth.name in ("grad-dot", "grad-cos"):
                 from raytda.core.gradsim import gradsim_block
+                from raytda.core.lm import lm_gradsim_block
 
-                block = gradsim_block(net, data, mask, meth.name == "grad-cos", args)
+                sim_fn = lm_gradsim_block if generative else gradsim_block
+                block = sim_fn(net, data, mask, meth.name == "grad-cos", args)
                 info = {}
             else:
                 from raytda.core.influence import influence_block
@@ -294,16 +450,31 @@ class Evaluate(Job):
         return f"evaluate {self.method.name} {self.ensemble.label} on {self.setting.name}"
 
     # The pieces, each shared with every other configuration that uses it.
-    def models(self) -> tuple[TrainModel, ...]:
+    def models(self) -> tuple[TrainModel, ...] | tuple[TrainBase, ...]:
+        """The I trained models: independent ones, or a LoRA Ensemble's base models."""
+        if self.ensemble.kind == "lora":
+            return tuple(TrainBase(self.setting, i, self.base_seed)
+                         for i in range(self.ensemble.I))
         return tuple(TrainModel(self.setting, i, self.base_seed) for i in range(self.ensemble.I))
+
+    def adapters(self) -> tuple[TrainAdapter, ...]:
+        """The I * L LoRA adapters (none for other kinds)."""
+        if self.ensemble.kind != "lora":
+            return ()
+        return tuple(TrainAdapter(b, a) for b in self.models() for a in range(self.ensemble.L))
+
+    def _source(self, models, mem: Member) -> TrainModel | TrainAdapter:
+        return models[mem.model] if mem.adapter is None else TrainAdapter(models[mem.model],
+                                                                          mem.adapter)
 
     def blocks(self) -> tuple[MemberBlock, ...]:
         models = self.models()
         out = []
         for mem in feature_members_of(self.ensemble, self.setting.recipe):
             if self.method.name != "trak":  # projection seeds mean nothing without projection
-                mem = Member(mem.model, mem.checkpoint, mem.mask, 0)
-            out.append(MemberBlock(models[mem.model], mem, self.method, self.ensemble.mask_mode))
+                mem = dataclasses.replace(mem, projection=0)
+            out.append(MemberBlock(self._source(models, mem), mem, self.method,
+                                   self.ensemble.mask_mode))
         return tuple(out)
 
     def qvalues(self) -> tuple[QValues, ...]:
@@ -312,7 +483,7 @@ class Evaluate(Job):
         models = self.models()
         seen: dict[str, QValues] = {}
         for mem in members_of(self.ensemble, self.setting.recipe):
-            q = QValues(models[mem.model], Member(mem.model, mem.checkpoint, mem.mask, 0),
+            q = QValues(self._source(models, mem), dataclasses.replace(mem, projection=0),
                         self.ensemble.mask_mode)
             seen.setdefault(q.key, q)
         return tuple(seen.values())
@@ -322,10 +493,16 @@ class Evaluate(Job):
                      for j in range(self.lds.m) for r in range(self.lds.models_per_subset))
 
     def deps(self) -> tuple[Job, ...]:
-        return (*self.models(), *self.qvalues(), *self.blocks(), *self.lds_models())
+        return (*self.models(), *self.adapters(), *self.qvalues(), *self.blocks(),
+                *self.lds_models())
 
     def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
-        from raytda.core.costs import UnitCosts, analytic_serve_time
+        from raytda.core.costs import (
+            UnitCosts,
+            analytic_params,
+            analytic_serve_time,
+            analytic_train_time,
+        )
         from raytda.core.lds import lds, lds_subsets, spearman_columns, summarize
 
         t0 = time.perf_counter()
@@ -359,24 +536,33 @@ class Evaluate(Job):
                    if reps >= 2 else float("nan"))
 
         model_meta = [store.meta(m.key) for m in self.models()]
+        adapter_meta = [store.meta(a.key) for a in self.adapters()]
         train_times = [m["train_time_s"] for m in model_meta]
+        adapter_times = [m["train_time_s"] for m in adapter_meta]
         serve_block = [m["serve_time_s"] for m in block_meta]
         serve_q = [m["serve_time_s"] for m in q_meta]
+        q_unit = float(np.mean(serve_q)) if serve_q else 0.0
         unit = UnitCosts(train=float(np.mean(train_times)),
-                         serve=float(np.mean(serve_block)) + (float(np.mean(serve_q)) if serve_q else 0.0),
-                         serve_forward_only=float(np.mean(serve_q)) if serve_q else 0.0)
+                         serve=float(np.mean(serve_block)) + q_unit,
+                         serve_forward_only=q_unit,
+                         train_lora=float(np.mean(adapter_times)) if adapter_times else 0.0)
         ens = self.ensemble
+        adapter_params = int(adapter_meta[0]["params"]) if adapter_meta else 0
         row = {
             "setting": self.setting.name, "method": self.method.name, "ensemble": ens.kind,
-            "label": ens.label, "I": ens.I, "D": ens.D, "L": 0, "C": ens.C,
+            "label": ens.label, "I": ens.I, "D": ens.D, "L": ens.L, "C": ens.C,
             "mask_mode": ens.mask_mode, "lds": res.mean, "lds_se": res.se,
             "lds_ceiling": ceiling, "n_test_scored": int(np.isfinite(res.per_sample).sum()),
-            "train_time_s": float(np.sum(train_times)),
+            # As if run alone: every training the configuration needs (I x T_train, or
+            # I x T_base + I x L x T_lora), each measured once and shared across configs.
+            "train_time_s": float(np.sum(train_times) + np.sum(adapter_times)),
             "serve_time_s": float(np.sum(serve_block) + np.sum(serve_q) + aggregate_s),
-            "params": int(ens.I * model_meta[0]["params"]),
+            "params": analytic_params(ens.I, int(model_meta[0]["params"]), ens.L,
+                                      adapter_params),
             "peak_mem_bytes": int(max(m["peak_bytes"] for m in block_meta + q_meta)),
-            "analytic_train_time_s": ens.I * unit.train,
-            "analytic_serve_time_s": analytic_serve_time(ens.kind, ens.I, ens.D, unit, ens.C),
+            "analytic_train_time_s": analytic_train_time(ens.kind, ens.I, unit, ens.C, ens.L),
+            "analytic_serve_time_s": analytic_serve_time(ens.kind, ens.I, ens.D, unit, ens.C,
+                                                         ens.L),
             "n_members": len(blocks), "n_q_members": len(q_meta),
             "ridge_max": max((m.get("ridge", 0.0) for m in block_meta), default=0.0),
             "key": self.key,

@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from raytda.plan.jobs import Evaluate, Job
-from raytda.specs import Ensemble, LDSSpec, Method, Setting, Spec, SpecError, _check
+from raytda.specs import (
+    Ensemble,
+    LDSSpec,
+    Method,
+    Setting,
+    Spec,
+    SpecError,
+    _check,
+    check_combination,
+)
 from raytda.store import ArtifactStore
 
 # Ensemble kinds that only make sense for TRAK (they vary projection seeds or split Q/features).
@@ -35,6 +44,8 @@ class SweepSpec(Spec):
                 if e.kind in TRAK_ONLY and m.name != "trak":
                     raise SpecError(f"ensemble kind {e.kind!r} is defined for TRAK only, "
                                     f"not {m.name!r}; drop it or sweep TRAK alone")
+                for s in self.settings:
+                    check_combination(s, m, e)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepSpec:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from raytda.core.args import ComputeArgs
-from raytda.core.gradsim import gradsim_block
 from raytda.core.grads import per_sample_grads
+from raytda.core.gradsim import gradsim_block
 from raytda.core.masks import MaskSpec
 from raytda.data import Dataset
 

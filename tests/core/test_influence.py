@@ -8,7 +8,7 @@ from torch import nn
 from torch.func import functional_call, hessian
 
 from raytda.core.args import ComputeArgs
-from raytda.core.grads import param_dict, per_sample_grads
+from raytda.core.grads import param_dict
 from raytda.core.influence import conjugate_gradients, influence_block, make_hvp
 from raytda.core.masks import MaskSpec, masks_for
 from raytda.data import Dataset
@@ -57,7 +57,7 @@ def explicit_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     masks = None if masks is None else tuple(m.double() for m in masks)
 
     def loss(flat: torch.Tensor) -> torch.Tensor:
-        p = {k: t.view(s) for k, t, s in zip(names, flat.split(sizes), shapes)}
+        p = {k: t.view(s) for k, t, s in zip(names, flat.split(sizes), shapes, strict=True)}
         logits = functional_call(model, p, (x.double(),), {"masks": masks})
         return nn.functional.cross_entropy(logits, y)
 

@@ -14,7 +14,7 @@ def test_fixed_masks_reproducible_and_binary():
     a = fixed_masks(MaskSpec(seed=3, rate=0.3), SIZES)
     b = fixed_masks(MaskSpec(seed=3, rate=0.3), SIZES)
     assert [m.shape for m in a] == [(16,), (16,)]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert torch.equal(x, y)
         assert set(x.unique().tolist()) <= {0.0, 1.0}
 
@@ -53,7 +53,7 @@ def test_sample_masks_keyed_by_index_not_batch_position():
     spec = MaskSpec(seed=9, rate=0.5, mode="per-sample")
     full = sample_masks(spec, SIZES, "train", torch.arange(10))
     some = sample_masks(spec, SIZES, "train", torch.tensor([7, 2, 5]))
-    for f, s in zip(full, some):
+    for f, s in zip(full, some, strict=True):
         assert s.shape == (3, 16)
         assert torch.equal(s, f[[7, 2, 5]])
 

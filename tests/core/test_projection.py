@@ -33,7 +33,7 @@ def test_blockwise_covers_every_row_once():
     proj = GaussianProjector(P, K, seed=1, memory_bytes=ONE_CHUNK)
     rows = [r for r, _ in proj.blocks()]
     assert rows[0].start == 0 and rows[-1].stop == P
-    assert all(a.stop == b.start for a, b in zip(rows, rows[1:]))
+    assert all(a.stop == b.start for a, b in zip(rows, rows[1:], strict=False))
     assert proj.matrix().shape == (P, K)
 
 

@@ -1,0 +1,139 @@
+"""LoRA adapters (peft) for the LoRA Ensemble: attach, fine-tune, store, reload.
+
+A LoRA member is a base model (trained on the full training set) plus one adapter
+fine-tuned on a random half. The adapter is low-rank updates ``B A`` (rank r, scaled by
+alpha / r, B initialized to zero) on the modules named in ``LoRASpec.targets`` (W_q and W_v
+of every attention layer), plus the trainable biases peft's ``bias`` option selects.
+
+Why ``bias='lora_only'``: the paper's adapters have "trainable biases". peft's 'lora_only'
+trains the biases of the adapted layers (q_proj, v_proj) only, so everything an adapter
+changes lives inside the modules it adapts, and the adapter's state (what is stored and
+what gradients are taken over) is A, B and those biases. 'all' would also train every
+other bias in the network (k/out projections, MLP, LayerNorm), making the "adapter" touch
+every layer; the paper's space costs (Table 6: about r * (d_in + d_out) per adapted
+matrix) show their adapters are essentially the low-rank factors.
+
+Adapters are stored in peft's own state-dict format (``get_peft_model_state_dict``: the
+adapter weights only, never the base weights) and saved as safetensors by the artifact
+store, or by :func:`save_adapter`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from raytda.core.train import check_tokens, fit, load_weights
+from raytda.specs import LoRASpec, ModelSpec, Recipe, derive_seed
+
+
+@dataclass
+class TrainedAdapter:
+    """An adapter's weights (peft format), its parameter count and training wall time."""
+
+    state: dict[str, torch.Tensor]
+    n_params: int
+    train_time_s: float
+
+
+def lora_config(spec: LoRASpec):
+    """The peft LoraConfig a LoRASpec describes."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                      bias=spec.bias, target_modules=list(spec.targets))
+
+
+def attach_adapter(model: nn.Module, spec: LoRASpec, seed: int | None = None):
+    """Wrap ``model`` in a peft model with one fresh adapter (modifies ``model`` in place).
+
+    Only the adapter is left trainable. ``seed`` fixes the random init of the A matrices
+    (peft draws them from the global RNG).
+    """
+    from peft import get_peft_model
+
+    if seed is not None:
+        torch.manual_seed(derive_seed("lora-init", seed))
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in spec.targets if t not in names]
+    if missing:
+        raise ValueError(f"LoRA targets {missing} are not modules of {type(model).__name__}; "
+                         f"it has e.g. {sorted(n for n in names if n.endswith('proj'))}")
+    return get_peft_model(model, lora_config(spec))
+
+
+def inner(peft_model) -> nn.Module:
+    """The adapted network itself (our model class with LoRA layers inside), which takes
+    the same forward arguments (e.g. ``masks``) as the bare model."""
+    return peft_model.base_model.model
+
+
+def adapter_state(peft_model) -> dict[str, torch.Tensor]:
+    """The adapter's weights only (peft's checkpoint format), detached on the CPU."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
+
+
+def count_adapter_params(model_spec: ModelSpec, spec: LoRASpec) -> int:
+    """Parameters one adapter adds (what a LoRA member's gradient features span)."""
+    peft_model = attach_adapter(_build(model_spec), spec)
+    return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+
+
+def _build(model_spec: ModelSpec) -> nn.Module:
+    from raytda.models import build_model
+
+    return build_model(model_spec)
+
+
+def train_adapter(model_spec: ModelSpec, base_state: dict[str, torch.Tensor], spec: LoRASpec,
+                  recipe: Recipe, x: torch.Tensor, y: torch.Tensor, seed: int,
+                  device: str = "cpu") -> TrainedAdapter:
+    """Fine-tune one fresh adapter on (x, y) on top of frozen base weights.
+
+    ``recipe`` is the adapter's (see ``LoRASpec.adapter_recipe``); the base model's dropout
+    sites stay active during fine-tuning as in its own training. Deterministic in ``seed``.
+    """
+    check_tokens(model_spec, x, y)
+    base = load_weights(model_spec, base_state)
+    peft_model = attach_adapter(base, spec, seed).to(device)
+    # The seed's shuffling and dropout streams come from fit, as for base training.
+    states, seconds = fit(inner(peft_model), recipe, x, y, seed, device,
+                          snapshot=lambda _m: adapter_state(peft_model))
+    n_par = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    return TrainedAdapter(states[recipe.epochs], n_par, seconds)
+
+
+def load_adapted(model_spec: ModelSpec, base_state: dict[str, torch.Tensor],
+                 adapter: dict[str, torch.Tensor], spec: LoRASpec) -> nn.Module:
+    """Base weights plus a stored adapter, in eval mode, with only the adapter trainable
+    (so gradients and :func:`raytda.core.lm.n_trainable` cover the adapter alone)."""
+    from peft import set_peft_model_state_dict
+
+    from raytda.core.checkpoint import CheckpointError
+
+    peft_model = attach_adapter(load_weights(model_spec, base_state), spec)
+    expected = set(adapter_state(peft_model))
+    if set(adapter) != expected:
+        raise CheckpointError(f"adapter does not fit the model: missing "
+                              f"{sorted(expected - set(adapter))}, unexpected "
+                              f"{sorted(set(adapter) - expected)}")
+    set_peft_model_state_dict(peft_model, adapter)
+    return inner(peft_model).eval()
+
+
+def save_adapter(path: str | Path, state: dict[str, torch.Tensor]) -> None:
+    """Write adapter weights as a safetensors file (atomically)."""
+    from raytda.core.checkpoint import save_checkpoint
+
+    save_checkpoint(path, state)
+
+
+def load_adapter(path: str | Path) -> dict[str, torch.Tensor]:
+    from raytda.core.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)

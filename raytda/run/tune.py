@@ -1,0 +1,152 @@
+"""Ray Tune on top of the artifact store: adaptive multi-objective search over ensembles.
+
+Tune does not share work between trials; the store does. Each trial turns its sampled
+configuration into a one-configuration :class:`~raytda.plan.planner.SweepSpec` and runs
+the same content-addressed jobs as ``raytda sweep``, so a trial asking for ``naive I=3``
+after one that trained ``I=5`` trains nothing, and every LDS model is trained once for the
+whole search. Objectives: maximize LDS, minimize a cost column (training time by
+default). With ``optuna`` installed the default searcher is Optuna's multi-objective
+sampler; otherwise Tune's random/grid generator; any Tune searcher can be passed in.
+
+Example::
+
+    from raytda.run.tune import tune_ensembles
+    df = tune_ensembles("digits-mlp", store="runs/store", num_samples=12)
+    df[df.pareto]          # the non-dominated configurations found
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import pandas as pd
+
+from raytda.core.args import ComputeArgs
+from raytda.specs import Ensemble, LDSSpec, Method, Setting
+
+OBJECTIVE = "lds"
+
+
+def default_space() -> dict[str, Any]:
+    """Kind, I and D of the paper's two main ensemble families."""
+    from ray import tune
+
+    return {"kind": tune.choice(["naive", "dropout"]), "I": tune.randint(1, 6),
+            "D": tune.choice([1, 3, 10])}
+
+
+def config_to_ensemble(config: dict[str, Any]) -> Ensemble:
+    """A sampled config as an Ensemble, with fields the kind ignores normalized away
+    (so 'naive D=3' and 'naive D=10' are one cached configuration, not two)."""
+    kind = str(config.get("kind", "naive"))
+    uses_d = kind not in ("naive", "checkpoints")
+    return Ensemble(kind, int(config.get("I", 1)),
+                    int(config.get("D", 1)) if uses_d else 1,
+                    int(config.get("C", 1)) if kind.startswith("checkpoints") else 1,
+                    str(config.get("mask_mode", "fixed")))
+
+
+def run_trial(config: dict[str, Any], setting: Setting, method: Method, lds: LDSSpec,
+              store: str, cost: str, base_seed: int, compute: ComputeArgs,
+              executor: str) -> dict[str, Any]:
+    """Evaluate one configuration through the store; returns the metrics row."""
+    from raytda.api import make_executor
+    from raytda.plan.planner import SweepSpec, make_plan
+    from raytda.store import ArtifactStore
+
+    spec = SweepSpec(settings=(setting,), methods=(method,),
+                     ensembles=(config_to_ensemble(config),), lds=lds, base_seed=base_seed)
+    st = ArtifactStore(store)
+    plan = make_plan(spec, st)
+    jobs_run = len(plan.todo)
+    ex = make_executor(executor, compute, None, False)
+    if executor == "ray":
+        ex.shutdown = False  # the trial runs inside the Tune session's Ray
+    ex.execute(plan, st)
+    row = st.meta(plan.evaluations[0].key)
+    return {OBJECTIVE: float(row["lds"]), cost: float(row[cost]), "label": row["label"],
+            "lds_se": float(row["lds_se"]), "jobs_run": jobs_run, "result_key": row["key"]}
+
+
+def _trainable(config: dict[str, Any], **kw: Any) -> None:
+    from ray import tune
+
+    tune.report(run_trial(config, **kw))
+
+
+def default_searcher(cost: str) -> Any | None:
+    """Optuna's multi-objective sampler when optuna is installed, else None (random)."""
+    try:
+        import optuna  # noqa: F401
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError:
+        return None
+    return OptunaSearch(metric=[OBJECTIVE, cost], mode=["max", "min"])
+
+
+def tune_ensembles(setting: str | Setting, store: str, *, method: str | Method = "trak",
+                   lds: LDSSpec | None = None, space: dict[str, Any] | None = None,
+                   cost: str = "train_time_s", num_samples: int = 8,
+                   search_alg: Any | None = "auto", max_concurrent_trials: int = 1,
+                   executor: str = "local", compute: ComputeArgs | None = None,
+                   base_seed: int = 0, address: str | None = None,
+                   storage_path: str | None = None, data_dir: str | None = None,
+                   **setting_overrides: Any) -> pd.DataFrame:
+    """Search ensemble configurations with Ray Tune; one row per trial, with Pareto flags.
+
+    Args:
+        setting: registered setting name or a Setting.
+        store: artifact store shared by all trials (and by ``raytda sweep``).
+        space: Tune search space over Ensemble fields (kind, I, D, C, mask_mode);
+            default :func:`default_space`.
+        cost: cost column to minimize next to maximizing LDS.
+        search_alg: a Tune searcher; 'auto' picks :func:`default_searcher`; None means
+            Tune's random/grid variant generator.
+        max_concurrent_trials: trials at once. Concurrent trials that need the same
+            missing artifact both build it (atomic writes keep it correct), so keep
+            this low when trials overlap much.
+        executor: how a trial runs its jobs: 'local' (inside the trial's worker, which
+            reserves one CPU) or 'ray' (as Ray tasks spread over the cluster; the trial
+            itself then reserves 0.01 CPU).
+    """
+    import ray
+    from ray import tune
+
+    from raytda.api import as_method, as_setting
+    from raytda.results import pareto_mask
+    from raytda.run.ray_executor import RayExecutor
+
+    if not ray.is_initialized():
+        RayExecutor(address=address, shutdown=False).connect()
+    setting = as_setting(setting, data_dir, dict(setting_overrides))
+    method = as_method(method, None)
+    lds = lds or LDSSpec()
+    compute = compute or ComputeArgs()
+    trainable = tune.with_parameters(
+        _trainable, setting=setting, method=method, lds=lds, store=store, cost=cost,
+        base_seed=base_seed, compute=compute, executor=executor)
+    # A trial that farms its jobs out only coordinates: a sliver of a CPU (Tune refuses 0).
+    trainable = tune.with_resources(trainable, {"cpu": 0.01 if executor == "ray" else 1})
+    searcher = default_searcher(cost) if search_alg == "auto" else search_alg
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space or default_space(),
+        tune_config=tune.TuneConfig(num_samples=num_samples, search_alg=searcher,
+                                    max_concurrent_trials=max_concurrent_trials),
+        run_config=tune.RunConfig(name="raytda-tune", verbose=0,
+                                  storage_path=storage_path or tempfile.mkdtemp(
+                                      prefix="raytda-tune-")),
+    )
+    grid = tuner.fit()
+    rows = []
+    for res in grid:
+        if res.error is not None:
+            raise RuntimeError(f"a Tune trial failed: {res.error}")
+        rows.append({**{k: res.metrics[k] for k in (OBJECTIVE, cost, "label", "lds_se",
+                                                     "jobs_run", "result_key")},
+                     "config": dict(res.config)})
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["pareto"] = pareto_mask(df[cost].to_numpy(float), df[OBJECTIVE].to_numpy(float))
+    return df

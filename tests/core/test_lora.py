@@ -1,0 +1,203 @@
+"""LoRA Ensemble: adapters (peft), their gradients, specs, planning and an end-to-end sweep."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from raytda import LDSSpec, Sweep
+from raytda.core.lm import lm_per_sample_grads, n_trainable, sequence_loglik
+from raytda.core.lora import (
+    count_adapter_params,
+    load_adapted,
+    load_adapter,
+    save_adapter,
+    train_adapter,
+)
+from raytda.core.train import load_weights, train_model
+from raytda.data import load_data
+from raytda.plan.jobs import TrainAdapter, TrainBase
+from raytda.plan.planner import SweepSpec, make_plan
+from raytda.settings import get_setting
+from raytda.specs import Ensemble, LoRASpec, Member, Method, SpecError, members_of, parse_ensemble
+
+SETTING = get_setting("toy-gpt")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Toy models are latency-bound: extra intra-op threads only add synchronization, and on
+    # a shared machine they make these tests several times slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(SETTING.data)
+
+
+@pytest.fixture(scope="module")
+def base_state(data):
+    recipe = SETTING.lora_spec.base_recipe(SETTING.recipe)
+    return train_model(SETTING.model, recipe, data.x_train, data.y_train, seed=0).final
+
+
+@pytest.fixture(scope="module")
+def adapter(base_state, data):
+    lora = SETTING.lora_spec
+    return train_adapter(SETTING.model, base_state, lora, lora.adapter_recipe(SETTING.recipe),
+                         data.x_train[:20], data.y_train[:20], seed=1)
+
+
+def expected_adapter_params(lora: LoRASpec = SETTING.lora_spec) -> int:
+    m = SETTING.model  # per adapted (d x d) layer: A (r x d), B (d x r), bias (d)
+    return m.n_layer * len(lora.targets) * (2 * lora.r * m.d_model + m.d_model)
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def test_adapters_only_touch_q_and_v(adapter, base_state, data):
+    assert adapter.state and all(".q_proj." in k or ".v_proj." in k for k in adapter.state)
+    model = load_adapted(SETTING.model, base_state, adapter.state, SETTING.lora_spec)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".q_proj." in n or ".v_proj." in n for n in trainable)
+    assert {n.split(".")[-2] for n in trainable} >= {"default", "base_layer"}  # A/B and biases
+    # Everything outside q/v is the base model, bit for bit...
+    frozen = {n.replace(".base_layer", ""): p for n, p in model.named_parameters()
+              if not p.requires_grad}
+    for name, value in base_state.items():
+        if ".q_proj." not in name and ".v_proj." not in name:
+            assert torch.equal(frozen[name], value), name
+        elif name.endswith("weight"):  # the frozen W_q, W_v themselves are untouched too
+            assert torch.equal(frozen[name], value), name
+    # ...and the adapter changed the model's outputs.
+    base = load_weights(SETTING.model, base_state)
+    with torch.no_grad():
+        assert not torch.allclose(model(data.x_test), base(data.x_test))
+
+
+def test_gradient_dimension_equals_adapter_parameter_count(adapter, base_state, data):
+    model = load_adapted(SETTING.model, base_state, adapter.state, SETTING.lora_spec)
+    g = torch.cat([g for _, g in lm_per_sample_grads(model, data.x_train[:4], data.y_train[:4])])
+    n = expected_adapter_params()
+    assert g.shape == (4, n)
+    assert n == adapter.n_params == n_trainable(model) == count_adapter_params(
+        SETTING.model, SETTING.lora_spec)
+    assert n < sum(v.numel() for v in base_state.values())
+
+
+def test_lora_member_gradients_match_brute_force_autograd(adapter, base_state, data):
+    model = load_adapted(SETTING.model, base_state, adapter.state, SETTING.lora_spec)
+    x, y = data.x_train[:4], data.y_train[:4]
+    g = torch.cat([g for _, g in lm_per_sample_grads(model, x, y, batch_size=3)])
+    params = [p for p in model.parameters() if p.requires_grad]
+    for b in range(len(x)):
+        f = sequence_loglik(model(x[b:b + 1]), y[b:b + 1]).sum()
+        ref = torch.cat([t.reshape(-1) for t in torch.autograd.grad(f, params)])
+        assert torch.allclose(g[b], ref, atol=1e-5, rtol=1e-4)
+
+
+def test_adapters_are_deterministic_and_round_trip_as_safetensors(adapter, base_state, data,
+                                                                   tmp_path):
+    lora = SETTING.lora_spec
+    again = train_adapter(SETTING.model, base_state, lora, lora.adapter_recipe(SETTING.recipe),
+                          data.x_train[:20], data.y_train[:20], seed=1)
+    assert all(torch.equal(again.state[k], v) for k, v in adapter.state.items())
+    save_adapter(tmp_path / "adapter.safetensors", adapter.state)
+    assert (tmp_path / "adapter.safetensors").read_bytes()[:8]  # safetensors header length
+    back = load_adapter(tmp_path / "adapter.safetensors")
+    a = load_adapted(SETTING.model, base_state, adapter.state, lora)
+    b = load_adapted(SETTING.model, base_state, back, lora)
+    with torch.no_grad():
+        assert torch.equal(a(data.x_test), b(data.x_test))
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Ensemble("lora", 1), r"L \(LoRA adapters per base model\) must be an integer >= 1"),
+    (lambda: Ensemble("naive", 1, L=2), "applies to kind 'lora' only"),
+    (lambda: Ensemble("lora", 1, D=2, L=1), "takes no D"),
+    (lambda: parse_ensemble("lora:I=1,L=x"), "L must be an integer"),
+    (lambda: LoRASpec(bias="some"), "unknown LoRA bias option 'some'"),
+    (lambda: LoRASpec(r=0), "rank r must be >= 1"),
+    (lambda: SweepSpec(settings=(get_setting("toy-mlp"),), ensembles=(Ensemble("lora", 1, L=2),)),
+     "needs a Transformer setting"),
+    (lambda: SweepSpec(settings=(SETTING,), methods=(Method("if"),)),
+     "not implemented for generative"),
+])
+def test_lora_spec_errors(make, message):
+    with pytest.raises(SpecError, match=message):
+        make()
+
+
+def test_lora_ensemble_spec_and_members():
+    ens = parse_ensemble("lora:I=2,L=3")
+    assert ens == Ensemble("lora", 2, L=3) and ens.label == "lora I=2 L=3"
+    assert Ensemble.from_dict(ens.to_dict()) == ens
+    assert "L" not in Ensemble("dropout", 5, 10).to_dict()  # other kinds' keys unchanged
+    assert "adapter" not in Member(0).to_dict()
+    mems = members_of(ens, SETTING.recipe)
+    assert [(m.model, m.adapter) for m in mems] == [(i, a) for i in range(2) for a in range(3)]
+
+
+# --------------------------------------------------------------------------- planning and sweep
+
+
+def lora_spec(*ensembles: Ensemble) -> SweepSpec:
+    return SweepSpec(settings=(SETTING,), methods=(Method("trak", proj_dim=8),),
+                     ensembles=ensembles, lds=LDSSpec(m=3))
+
+
+def test_planner_shares_base_models_and_the_first_adapters():
+    plan = make_plan(lora_spec(Ensemble("lora", 2, L=1), Ensemble("lora", 2, L=3)))
+    c = Counter(j.kind for j in plan.jobs)
+    assert c["basemodel"] == 2 and c["adapter"] == 2 * 3 and c["block"] == 6 and c["q"] == 6
+    small, large = plan.evaluations
+    assert [a.key for a in small.adapters()] == [large.adapters()[0].key,
+                                                 large.adapters()[3].key]
+    # Base models (full set, shorter) are not the naive ensemble's models (half, full recipe).
+    assert TrainBase(SETTING, 0).key not in {m.key for m in Sweep(
+        SETTING, ensembles=["naive:I=1"], store="unused", progress=False).spec.evaluations()[0]
+        .models()}
+    assert TrainAdapter(TrainBase(SETTING, 0), 0).deps() == (TrainBase(SETTING, 0),)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    store = tmp_path_factory.mktemp("lora-store")
+    sweep = Sweep(SETTING, Method("trak", proj_dim=8), ["naive:I=1", "lora:I=1,L=2"],
+                  lds=LDSSpec(m=3), store=str(store), progress=False)
+    return sweep, sweep.run()
+
+
+def test_toy_gpt_sweep_runs_end_to_end_with_sensible_costs(swept):
+    sweep, df = swept
+    by = {r.label: r for r in df.itertuples()}
+    naive, lora = by["naive I=1"], by["lora I=1 L=2"]
+    assert (lora.L, naive.L, lora.n_members) == (2, 0, 2)
+    assert all(-1 <= r.lds <= 1 for r in df.itertuples())
+    ev = next(e for e in sweep.spec.evaluations() if e.ensemble.kind == "lora")
+    base_t = sweep.store.meta(ev.models()[0].key)["train_time_s"]
+    adapter_t = [sweep.store.meta(a.key)["train_time_s"] for a in ev.adapters()]
+    assert math.isclose(lora.train_time_s, base_t + sum(adapter_t))  # I*T_base + I*L*T_lora
+    assert math.isclose(lora.analytic_train_time_s, base_t + sum(adapter_t))
+    base_params = sum(v.numel() for v in sweep.store.get(ev.models()[0].key)[0].values())
+    assert naive.params == base_params
+    assert lora.params == base_params + 2 * expected_adapter_params() < 2 * naive.params
+    assert lora.serve_time_s > 0 and lora.analytic_serve_time_s > 0
+
+
+def test_a_smaller_L_then_needs_only_its_result(swept):
+    sweep, _ = swept
+    plan = make_plan(lora_spec(Ensemble("lora", 1, L=1)).replace(
+        methods=sweep.spec.methods), sweep.store)
+    assert [j.kind for j in plan.todo] == ["result"]

@@ -1,0 +1,57 @@
+"""Helpers of the executor tests: one small sweep as the CLI builds it, and ways to count,
+verify and time-stamp store artifacts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from raytda.api import Sweep
+from raytda.cli import build_sweep, parser
+from raytda.store import ArtifactStore
+
+# 3 models, 5 LDS models, q/blocks for naive and dropout members, 5 configurations.
+SWEEP_ARGS = ["--setting", "toy-mlp", "--ensemble", "naive:I=1|2|3",
+              "--ensemble", "dropout:I=1|2,D=3", "--lds-m", "5", "--proj-dim", "16", "--quiet"]
+KINDS = ("model", "ldsmodel", "q", "block", "result")
+
+
+def make_sweep(store: str | Path, *extra: str, executor=None) -> Sweep:
+    """The test sweep exactly as the CLI builds it (so CLI and API runs share keys)."""
+    sweep = build_sweep(parser().parse_args(["sweep", *SWEEP_ARGS, "--store", str(store),
+                                             *extra]))
+    if executor is not None:
+        sweep._executor = executor
+    return sweep
+
+
+def lds_by_label(df: pd.DataFrame) -> dict[str, float]:
+    return dict(zip(df["label"], df["lds"], strict=True))
+
+
+def counts(store: ArtifactStore) -> dict[str, int]:
+    return {k: len(store.keys(k)) for k in KINDS}
+
+
+def verify_all(store: ArtifactStore) -> int:
+    """Read every artifact with its checksum verified; returns how many there are."""
+    keys = store.keys()
+    for k in keys:
+        store.get(k)
+    return len(keys)
+
+
+def mtimes(root: str | Path) -> dict[str, int]:
+    """mtime_ns of every artifact record (an atomic rewrite would change it)."""
+    return {str(p): p.stat().st_mtime_ns for p in Path(root).rglob("*.json")}
+
+
+def cli(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    """Start `raytda ...` in a subprocess (its own process group, for clean kills)."""
+    return subprocess.Popen([sys.executable, "-m", "raytda.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, start_new_session=True, **kw)

@@ -1,0 +1,245 @@
+"""The Ray executor on a local 2-CPU Ray runtime: caching, equality with the in-process
+executor, and recovery from killed workers, killed drivers, corrupt files and concurrent
+sweeps sharing one store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from ray_helpers import (
+    SWEEP_ARGS,
+    cli,
+    counts,
+    lds_by_label,
+    make_sweep,
+    mtimes,
+    verify_all,
+)
+
+from raytda.plan.planner import make_plan
+from raytda.run.ray_executor import RayExecutor
+from raytda.specs import Ensemble
+from raytda.store import ArtifactStore
+
+pytestmark = pytest.mark.ray
+
+
+def executor(**kw) -> RayExecutor:
+    return RayExecutor(progress=False, shutdown=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_session, tmp_path_factory):
+    """The test sweep on Ray into a fresh store, timed."""
+    root = tmp_path_factory.mktemp("ray-first") / "store"
+    ex = executor()
+    sweep = make_sweep(root, executor=ex)
+    t0 = time.perf_counter()
+    df = sweep.run()
+    return sweep, df, time.perf_counter() - t0, ex
+
+
+def test_trains_each_unique_artifact_once(first_run, reference):
+    sweep, _, _, ex = first_run
+    n = counts(sweep.store)
+    assert n["model"] == 3  # I_max, not 1 + 2 + 3 + 1 + 2
+    assert n["ldsmodel"] == 5  # m, shared by all five configurations
+    assert n["result"] == 5
+    assert n == reference[1]
+    assert len(ex.ran) == len(set(ex.ran)) == sum(n.values())
+
+
+def test_second_run_trains_nothing_and_is_fast(first_run):
+    sweep, df, first_s, _ = first_run
+    before = counts(sweep.store)
+    stamps = mtimes(sweep.store.root)
+    assert make_plan(sweep.spec, sweep.store).todo == []
+    ex = executor()
+    sweep._executor = ex
+    t0 = time.perf_counter()
+    again = sweep.run()
+    second_s = time.perf_counter() - t0
+    assert ex.ran == [] and sum(ex.stats.values()) == 0
+    assert counts(sweep.store) == before
+    assert mtimes(sweep.store.root) == stamps
+    assert lds_by_label(again) == lds_by_label(df)
+    assert second_s < 0.2 * first_s, (first_s, second_s)
+
+
+def test_ray_equals_in_process(first_run, reference):
+    _, df, _, _ = first_run
+    assert lds_by_label(df) == reference[0]
+
+
+def test_worker_killed_mid_training_is_retried(ray_session, tmp_path, reference):
+    root = tmp_path / "store"
+    marker = tmp_path / "killed.json"
+    # Some finished artifacts first (naive I=1), so the kill has something to spare.
+    small = make_sweep(root, executor=executor())
+    small.spec = small.spec.replace(ensembles=(Ensemble("naive", 1),))
+    small.run()
+    # The first model trained next (model 1 or 2) loses its worker right before saving.
+    ex = executor(kill_once=f"model:{marker}")
+    sweep = make_sweep(root, executor=ex)
+    todo = len(make_plan(sweep.spec, sweep.store).todo)
+    df = sweep.run()
+    info = json.loads(marker.read_text())
+    assert info["killed_in"].startswith("model-")
+    assert lds_by_label(df) == reference[0]
+    assert counts(sweep.store) == reference[1]
+    assert verify_all(sweep.store) == sum(reference[1].values())
+    # Nothing that had finished when the worker died was written again ...
+    now = mtimes(root)
+    assert info["finished"], "the kill should come after some artifacts exist"
+    for path, stamp in info["finished"].items():
+        assert now[path] == stamp, f"{path} was recomputed"
+    # ... and every job ran to completion exactly once.
+    assert len(ex.ran) == len(set(ex.ran)) == todo
+
+
+def _flip_byte(path: Path) -> None:
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+
+
+def _payload(store: ArtifactStore, key: str) -> Path:
+    return Path(store.root) / key.split("-", 1)[0] / f"{key}.st"
+
+
+def test_corrupt_input_is_rebuilt_then_consumer_rerun(ray_session, tmp_path, reference):
+    """A checksum failure found by a consumer task: producer rerun, then the consumer."""
+    root = tmp_path / "store"
+    small = make_sweep(root, executor=executor())
+    small.spec = small.spec.replace(ensembles=(Ensemble("naive", 1),))
+    small.run()
+    sweep = make_sweep(root)
+    plan = make_plan(sweep.spec, sweep.store)
+    model0 = next(j for j in plan.jobs if j.kind == "model" and j.key in plan.cached)
+    _flip_byte(_payload(sweep.store, model0.key))  # same size: only the checksum can tell
+    ex = executor()
+    ex.execute(plan, sweep.store)
+    assert ex.stats["repaired"] >= 1
+    assert ex.ran.count(model0.key) == 1
+    from raytda.results import collect_results
+
+    assert lds_by_label(collect_results(plan, sweep.store)) == reference[0]
+    assert verify_all(sweep.store) == sum(reference[1].values())
+
+
+def test_truncated_artifacts_are_rebuilt(ray_session, tmp_path, reference):
+    root = tmp_path / "store"
+    first = make_sweep(root, executor=executor())
+    first.spec = first.spec.replace(ensembles=(Ensemble("naive", 1),))
+    first.run()
+    store = first.store
+    lds_key = store.keys("ldsmodel")[0]
+    # Truncated before planning: the planner's size check drops it and plans a rebuild.
+    p = _payload(store, lds_key)
+    p.write_bytes(p.read_bytes()[:100])
+    sweep = make_sweep(root)
+    plan = make_plan(sweep.spec, sweep.store)
+    assert lds_key in {j.key for j in plan.todo}
+    # Truncated after planning: the task's input check reports it and the driver repairs.
+    model0 = next(j for j in plan.jobs if j.kind == "model" and j.key in plan.cached)
+    p = _payload(store, model0.key)
+    p.write_bytes(p.read_bytes()[:-10])
+    ex = executor()
+    ex.execute(plan, sweep.store)
+    assert ex.stats["repaired"] >= 1
+    assert {lds_key, model0.key} <= set(ex.ran)
+    from raytda.results import collect_results
+
+    assert lds_by_label(collect_results(plan, sweep.store)) == reference[0]
+    assert verify_all(sweep.store) == sum(reference[1].values())
+
+
+def _wait_stable(root: Path, quiet_s: float = 2.0, limit_s: float = 30.0) -> dict[str, int]:
+    """Artifact stamps once nothing has changed for quiet_s (orphaned tasks finished)."""
+    last, since, t_end = mtimes(root), time.monotonic(), time.monotonic() + limit_s
+    while time.monotonic() < t_end:
+        time.sleep(0.25)
+        now = mtimes(root)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return last
+
+
+def test_driver_killed_mid_sweep_resumes(gcs_address, tmp_path, reference):
+    out, store = tmp_path / "out", tmp_path / "out" / "store"
+    args = ["sweep", *SWEEP_ARGS, "--out", str(out), "--address", gcs_address]
+    proc = cli(*args)
+    t_end = time.monotonic() + 120
+    while time.monotonic() < t_end and len(mtimes(store)) < 6 and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"sweep ended before it could be killed: {proc.communicate()}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _wait_stable(store)
+    assert 0 < len(before) < sum(reference[1].values())
+    again = cli(*args)
+    stdout, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr
+    after = mtimes(store)
+    for path, stamp in before.items():
+        assert after[path] == stamp, f"{path} was recomputed after the restart"
+    import pandas as pd
+
+    assert lds_by_label(pd.read_parquet(out / "results.parquet")) == reference[0]
+    st = ArtifactStore(str(store))
+    assert counts(st) == reference[1]
+    assert verify_all(st) == sum(reference[1].values())
+
+
+def test_two_concurrent_sweeps_share_one_store(gcs_address, tmp_path, reference):
+    import pandas as pd
+
+    store = tmp_path / "shared-store"
+    procs = [
+        cli("sweep", *SWEEP_ARGS, "--store", str(store), "--out", str(tmp_path / "a"),
+            "--address", gcs_address),
+        cli("sweep", *SWEEP_ARGS, "--store", str(store), "--out", str(tmp_path / "b"),
+            "--executor", "local"),
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    for name in ("a", "b"):
+        df = pd.read_parquet(tmp_path / name / "results.parquet")
+        assert lds_by_label(df) == reference[0]
+    st = ArtifactStore(str(store))
+    assert counts(st) == reference[1]
+    assert verify_all(st) == sum(reference[1].values())
+    leftovers = [p for p in store.rglob("*") if p.is_file() and ".tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_failing_jobs_block_only_their_dependents(ray_session, tmp_path):
+    """A job that keeps failing (here: its data is missing) is not retried, its dependents
+    are skipped, every independent job still runs, and the sweep then raises."""
+    from raytda.plan.planner import SweepSpec
+    from raytda.run.ray_executor import JobFailed
+    from raytda.settings import get_setting
+
+    good = make_sweep(tmp_path / "unused").spec
+    bad = get_setting("mnist-mlp", data_dir=str(tmp_path / "no-such-dir"), n_train=20,
+                      n_test=4, epochs=1)
+    spec = SweepSpec(settings=(good.settings[0], bad), methods=good.methods,
+                     ensembles=(Ensemble("naive", 1),), lds=good.lds)
+    store = ArtifactStore(str(tmp_path / "store"))
+    plan = make_plan(spec, store)
+    ex = executor()
+    with pytest.raises(JobFailed, match="data directory"):
+        ex.execute(plan, store)
+    done = set(store.keys())
+    for job in plan.jobs:
+        assert (job.key in done) == (job.setting.name == "toy-mlp"), job
+    # Only the jobs that read data ran and failed (one model, m LDS models), once each.
+    assert ex.stats["failed"] == 1 + good.lds.m

@@ -1,0 +1,87 @@
+"""End to end on the in-process executor: a small sweep, its table, its cache and costs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from raytda import LDSSpec, Sweep
+from raytda.specs import Ensemble, Method
+
+ENSEMBLES = (Ensemble("naive", 1), Ensemble("naive", 2), Ensemble("dropout", 2, 3),
+             Ensemble("dropout-forward", 2, 3), Ensemble("projection-only", 1, 2),
+             Ensemble("checkpoints", 1, C=3), Ensemble("checkpoints-dropout", 1, 2, C=2))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    sweep = Sweep("toy-mlp", Method("trak", proj_dim=8), ENSEMBLES,
+                  lds=LDSSpec(m=6, models_per_subset=2), store=str(store), progress=False)
+    return sweep, sweep.run()
+
+
+def test_one_row_per_configuration_with_required_columns(finished):
+    _, df = finished
+    required = {"setting", "method", "ensemble", "I", "D", "L", "lds", "lds_se", "train_time_s",
+                "serve_time_s", "params", "peak_mem_bytes", "pareto"}
+    assert required <= set(df.columns) and len(df) == len(ENSEMBLES)
+    assert df["lds"].between(-1, 1).all() and np.isfinite(df["lds_ceiling"]).all()
+
+
+def test_second_run_recomputes_nothing(finished):
+    sweep, df = finished
+    assert sweep.plan().todo == []
+    again = sweep.run()
+    assert np.allclose(again["lds"], df["lds"])
+
+
+def test_costs_are_reported_as_if_each_configuration_ran_alone(finished):
+    sweep, df = finished
+    store = sweep.store
+    model_times = [store.meta(k)["train_time_s"] for k in
+                   [m.key for m in sweep.spec.evaluations()[1].models()]]
+    by = {r.label: r for r in df.itertuples()}
+    assert math.isclose(by["naive I=1"].train_time_s, model_times[0])
+    assert math.isclose(by["naive I=2"].train_time_s, sum(model_times))
+    assert math.isclose(by["dropout I=2 D=3"].train_time_s, sum(model_times))
+    params = by["naive I=1"].params
+    assert by["naive I=2"].params == by["dropout I=2 D=3"].params == 2 * params
+    assert by["checkpoints I=1 C=3"].params == params
+
+
+def test_analytic_cost_model_agrees_with_measurement_in_ratio(finished):
+    _, df = finished
+    for r in df.itertuples():
+        if r.ensemble in ("naive", "dropout", "dropout-forward", "projection-only"):
+            # the measured time adds only the (tiny) aggregation step to the unit costs
+            assert r.analytic_serve_time_s <= r.serve_time_s
+            assert r.analytic_serve_time_s == pytest.approx(r.serve_time_s, rel=0.25)
+        assert r.analytic_train_time_s == pytest.approx(r.train_time_s, rel=1e-9)
+
+
+def test_member_counts_follow_the_ensemble(finished):
+    _, df = finished
+    by = {r.label: r for r in df.itertuples()}
+    assert by["dropout I=2 D=3"].n_members == 6 and by["dropout I=2 D=3"].n_q_members == 6
+    assert by["dropout-forward I=2 D=3"].n_members == 2
+    assert by["dropout-forward I=2 D=3"].n_q_members == 6
+    assert by["checkpoints-dropout I=1 D=2 C=2"].n_members == 4
+
+
+def test_pareto_flags_are_not_dominated(finished):
+    _, df = finished
+    front = df[df["pareto"]]
+    assert len(front) >= 1
+    for r in front.itertuples():
+        better = df[(df.train_time_s <= r.train_time_s) & (df.lds >= r.lds)
+                    & ((df.train_time_s < r.train_time_s) | (df.lds > r.lds))]
+        assert better.empty
+
+
+def test_plot_writes_a_figure(finished, tmp_path):
+    sweep, _ = finished
+    paths = sweep.plot(tmp_path)
+    assert paths and all(p.stat().st_size > 1000 for p in paths)
