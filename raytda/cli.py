@@ -189,12 +189,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from raytda.core.checkpoint import CheckpointError
     from raytda.data import DataError
+    from raytda.run.local import JobFailed
     from raytda.store import StoreError
 
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (SpecError, DataError, StoreError, CheckpointError, ConnectionError) as e:
+    except (SpecError, DataError, StoreError, CheckpointError, ConnectionError, JobFailed) as e:
         print(f"raytda: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,4 +1,18 @@
-"""Per-sample gradients of the model output, in batches, via torch.func."""
+"""Per-sample gradients of the model output, in batches.
+
+Two ways to the same numbers:
+
+- general: ``torch.func.vmap(grad(f))`` over the batch, for any model;
+- linear fast path, for models built only from ``nn.Linear`` layers that treat samples
+  independently (the paper's MLPs, in eval mode): one batched forward and backward give
+  every layer's input ``a`` and output gradient ``delta`` per sample, and the per-sample
+  weight gradient is the outer product ``delta a^T`` (bias: ``delta``), written straight
+  into the output. This skips vmap's per-parameter gradient tensors and the copy that
+  concatenates them, which on a 2-core CPU cost more than the gradients themselves.
+
+Both return G with rows = samples and columns = parameters flattened in
+``model.named_parameters()`` order.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +22,18 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from raytda.core.buffers import empty_large
 from raytda.core.masks import MaskSpec, masks_for
 from raytda.core.outputs import margin, one_minus_p
 
 
 def param_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached parameters by name, in module order."""
     return {k: v.detach() for k, v in model.named_parameters()}
 
 
 def n_params(model: nn.Module) -> int:
+    """Total number of parameters (the width of a per-sample gradient)."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -28,6 +45,70 @@ def _output_fn(model: nn.Module):
     return f
 
 
+def _linear_layout(model: nn.Module) -> list[tuple[nn.Linear, str]] | None:
+    """[(layer, 'weight' | 'bias')] in named_parameters order, if the fast path applies.
+
+    Applies to the built-in MLP in eval mode (per-sample independent: no batch statistics,
+    dropout only through explicit masks) whose every parameter is a weight or bias of an
+    ``nn.Linear``. Anything else returns None and takes the general vmap path.
+    """
+    from raytda.models.mlp import MLP
+
+    if not isinstance(model, MLP) or model.training:
+        return None
+    modules = dict(model.named_modules())
+    layout: list[tuple[nn.Linear, str]] = []
+    for name, _ in model.named_parameters():
+        owner, _, leaf = name.rpartition(".")
+        layer = modules.get(owner)
+        if not isinstance(layer, nn.Linear) or leaf not in ("weight", "bias"):
+            return None
+        layout.append((layer, leaf))
+    return layout
+
+
+def _linear_grads(model: nn.Module, layout: list[tuple[nn.Linear, str]], x: torch.Tensor,
+                  y: torch.Tensor, masks: tuple[torch.Tensor, ...] | None,
+                  width: int) -> torch.Tensor:
+    """G (batch, width) for the linear fast path (see module docstring)."""
+    inputs: dict[nn.Linear, torch.Tensor] = {}
+    outputs: dict[nn.Linear, torch.Tensor] = {}
+
+    def hook(layer: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if layer in inputs:  # a layer applied twice would need summed outer products
+            raise RuntimeError("linear fast path: layer used more than once")
+        inputs[layer] = args[0].detach()
+        outputs[layer] = out
+
+    layers = list(dict.fromkeys(layer for layer, _ in layout))
+    handles = [layer.register_forward_hook(hook) for layer in layers]
+    try:
+        with torch.enable_grad():
+            # Parameters are left as they are; gradients are taken w.r.t. layer outputs,
+            # so x needs no grad and nothing accumulates in .grad.
+            logits = model(x, masks=masks)
+            f = margin(logits, y)
+            deltas = torch.autograd.grad(f.sum(), [outputs[layer] for layer in layers])
+    finally:
+        for h in handles:
+            h.remove()
+    delta_of = dict(zip(layers, deltas))
+    b = x.shape[0]
+    out = empty_large((b, width), dtype=deltas[0].dtype, device=x.device)
+    off = 0
+    for layer, leaf in layout:
+        d = delta_of[layer]
+        if leaf == "weight":
+            n = layer.weight.numel()
+            dest = out[:, off:off + n].view(b, layer.out_features, layer.in_features)
+            torch.mul(d.unsqueeze(2), inputs[layer].unsqueeze(1), out=dest)
+        else:
+            n = layer.out_features
+            out[:, off:off + n].copy_(d)
+        off += n
+    return out
+
+
 def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                      mask: MaskSpec | None = None, split: str = "train",
                      batch_size: int = 256, device: str = "cpu"
@@ -35,20 +116,31 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """Yield (rows, G) with G[b] = flattened d f(x_b) / d params, params in module order.
 
     Masks (when given) are applied exactly as the member defines them, so a sample's
-    gradient does not depend on which batch it falls in.
+    gradient does not depend on which batch it falls in. Each G is a fresh tensor the
+    caller may keep. ``batch_size`` trades memory (batch x n_params floats) for speed;
+    a few hundred samples is enough to keep the CPU busy.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = model.to(device)
-    params = param_dict(model)
-    f = _output_fn(model)
+    width = n_params(model)
+    layout = _linear_layout(model)
     sizes = getattr(model, "mask_sizes", ())
     n = x.shape[0]
+    params = param_dict(model) if layout is None else {}
+    g_fn = grad(_output_fn(model))
     for start in range(0, n, batch_size):
         rows = slice(start, min(start + batch_size, n))
         xb, yb = x[rows].to(device), y[rows].to(device)
         masks, batched = masks_for(mask, sizes, split, torch.arange(rows.start, rows.stop), device)
-        in_dims = (None, 0, 0, 0 if batched else None)
-        g = vmap(grad(f), in_dims=in_dims)(params, xb, yb, masks)
-        yield rows, torch.cat([t.reshape(t.shape[0], -1) for t in g.values()], dim=1)
+        if layout is not None:
+            yield rows, _linear_grads(model, layout, xb, yb, masks, width)
+            continue
+        g = vmap(g_fn, in_dims=(None, 0, 0, 0 if batched else None))(params, xb, yb, masks)
+        # Concatenate straight into one (huge-page) buffer instead of a fresh cat result.
+        flat = [t.reshape(t.shape[0], -1) for t in g.values()]
+        out = empty_large((xb.shape[0], width), dtype=flat[0].dtype, device=device)
+        yield rows, torch.cat(flat, dim=1, out=out)
 
 
 @torch.no_grad()

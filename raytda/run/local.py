@@ -12,6 +12,10 @@ from raytda.store import ArtifactStore, CorruptArtifact
 log = logging.getLogger(__name__)
 
 
+class JobFailed(RuntimeError):
+    """Some jobs failed after their retries; everything else that could run has run."""
+
+
 def run_job_with_repair(job: Job, store: ArtifactStore, args: ComputeArgs,
                         by_key: dict[str, Job], depth: int = 0) -> None:
     """Run ``job``; if an input turns out corrupt, rebuild it and try again."""

@@ -36,6 +36,7 @@ from typing import Any
 from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
+from raytda.run.local import JobFailed
 from raytda.store import ArtifactStore, CorruptArtifact
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError,)
 
 GpuPolicy = float | Callable[[Job], float] | None
 
-
-class JobFailed(RuntimeError):
-    """Some jobs failed after their retries; everything else that could run has run."""
 
 
 def model_params(job: Job) -> int:

@@ -30,6 +30,16 @@ from raytda.specs import DataSpec, ModelSpec, Recipe, Setting, SpecError
 SHAKESPEARE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "shakespeare"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Toy models are latency-bound: extra intra-op threads only add synchronization, and on
+    # a shared machine they make these tests several times slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def gpt_setting() -> Setting:
     return get_setting("toy-gpt")
