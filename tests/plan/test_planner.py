@@ -11,9 +11,11 @@ from raytda.settings import get_setting
 from raytda.specs import Ensemble, LDSSpec, Method, SpecError
 
 SETTING = get_setting("toy-mlp")
+TRAK8 = (Method("trak", proj_dim=8),)
+LDS5 = LDSSpec(m=5)
 
 
-def spec(*ensembles: Ensemble, methods=(Method("trak", proj_dim=8),), lds=LDSSpec(m=5)):
+def spec(*ensembles: Ensemble, methods=TRAK8, lds=LDS5):
     return SweepSpec(settings=(SETTING,), methods=methods, ensembles=ensembles, lds=lds)
 
 
