@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 
@@ -13,6 +15,9 @@ class ComputeArgs:
     forward_batch: int = 2048
     proj_memory_bytes: int = 1 << 30
     device: str = "cpu"
+    # Small-batch training gains nothing from intra-op threads and, when several processes
+    # share the cores, spinning thread pools slow it down many times over.
+    train_threads: int | None = 1
 
     def __post_init__(self) -> None:
         if self.grad_batch < 1 or self.forward_batch < 1:
@@ -22,3 +27,19 @@ class ComputeArgs:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads (None: leave the setting alone)."""
+    import torch
+
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

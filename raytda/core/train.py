@@ -56,6 +56,16 @@ def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
                             weight_decay=recipe.weight_decay)
 
 
+def warm_up(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One untimed forward/backward on a copy, so one-off library start-up (thread pools,
+    kernel selection) is not billed to the first model a process trains."""
+    import copy
+
+    twin = copy.deepcopy(model).eval()
+    logits = twin(x)
+    loss_fn(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).backward()
+
+
 def fit(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, seed: int,
         device: str = "cpu", snapshot: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None
         ) -> tuple[dict[int, dict[str, torch.Tensor]], float]:
@@ -70,6 +80,7 @@ def fit(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, seed
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], recipe)
     loss_fn = nn.CrossEntropyLoss()
     x, y = x.to(device), y.to(device)
+    warm_up(model, loss_fn, x[: recipe.batch_size], y[: recipe.batch_size])
     shuffle = torch.Generator().manual_seed(derive_seed("shuffle", seed))
     torch.manual_seed(derive_seed("dropout", seed))
     states: dict[int, dict[str, torch.Tensor]] = {}

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from raytda.core.args import ComputeArgs
+from raytda.core.args import ComputeArgs, torch_threads
 from raytda.core.masks import MaskSpec
 from raytda.data import Dataset, load_data
 from raytda.specs import (
@@ -121,7 +121,8 @@ class TrainModel(Job):
 
         data = dataset(self.setting.data)
         idx = torch.from_numpy(self.subset(data.n_train))
-        trained = train_model(self.setting.model, self.setting.recipe, data.x_train[idx],
+        with torch_threads(args.train_threads):
+            trained = train_model(self.setting.model, self.setting.recipe, data.x_train[idx],
                               data.y_train[idx], derive_seed("model", self.base_seed, self.index),
                               args.device)
         tensors = {f"epoch{e}/{k}": v for e, st in trained.states.items() for k, v in st.items()}
@@ -165,7 +166,8 @@ class LDSModel(Job):
         rows = lds_subsets(data.n_train, self.lds)[self.subset]
         idx = torch.from_numpy(np.flatnonzero(rows))
         seed = derive_seed("lds-model", self.lds.seed, self.subset, self.replicate)
-        trained = train_model(self.setting.model, self.setting.recipe, data.x_train[idx],
+        with torch_threads(args.train_threads):
+            trained = train_model(self.setting.model, self.setting.recipe, data.x_train[idx],
                               data.y_train[idx], seed, args.device)
         model = load_weights(self.setting.model, trained.final)
         # f on the test set: the margin, or the log-likelihood for generative settings (the
@@ -205,7 +207,8 @@ class TrainBase(Job):
         from raytda.core.train import train_model
 
         data = dataset(self.setting.data)
-        trained = train_model(self.setting.model, self.recipe, data.x_train, data.y_train,
+        with torch_threads(args.train_threads):
+            trained = train_model(self.setting.model, self.recipe, data.x_train, data.y_train,
                               derive_seed("base-model", self.base_seed, self.index), args.device)
         tensors = {f"epoch{e}/{k}": v for e, st in trained.states.items() for k, v in st.items()}
         n_par = sum(v.numel() for v in trained.final.values())
@@ -261,7 +264,8 @@ class TrainAdapter(Job):
         idx = torch.from_numpy(self.subset(data.n_train))
         lora = self.setting.lora_spec
         base = load_state(store, self.base.key, self.base.recipe.epochs)
-        trained = train_adapter(self.setting.model, base, lora,
+        with torch_threads(args.train_threads):
+            trained = train_adapter(self.setting.model, base, lora,
                                 lora.adapter_recipe(self.setting.recipe), data.x_train[idx],
                                 data.y_train[idx],
                                 derive_seed("adapter", self.base_seed, self.index, self.adapter),
