@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--address", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-ablation", action="store_true", help="skip 'only random projection'")
+    p.add_argument("--cached-only", action="store_true",
+                   help="compute nothing: write the table from the configurations already in the store")
     return p.parse_args(argv)
 
 
@@ -131,9 +133,22 @@ def render(df, a: argparse.Namespace, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     sweep = build(a)
-    print(sweep.plan().summary(), flush=True)
+    plan = sweep.plan()
+    print(plan.summary(), flush=True)
     t0 = time.perf_counter()
-    df = sweep.run()
+    if a.cached_only:
+        import pandas as pd
+
+        from raytda.results import add_pareto
+
+        done = [e for e in plan.evaluations if e.key in plan.cached]
+        if not done:
+            print("no finished configuration in the store yet", file=sys.stderr)
+            return 1
+        df = add_pareto(pd.DataFrame([sweep.store.meta(e.key) for e in done]))
+        sweep.results = df
+    else:
+        df = sweep.run()
     seconds = time.perf_counter() - t0
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
