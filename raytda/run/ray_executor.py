@@ -203,6 +203,12 @@ def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: flo
         if e.key == job.key:
             raise
         return {"status": "corrupt", "key": e.key, "why": str(e)}
+    except KeyError:
+        # Another consumer found an input corrupt and removed it after our check above.
+        gone = next((d.key for d in job.deps() if not store.has(d.key)), None)
+        if gone is None:
+            raise
+        return {"status": "missing", "key": gone}
     return {"status": "ran", "key": job.key, "seconds": time.perf_counter() - t0,
             "pid": os.getpid()}
 
