@@ -84,9 +84,9 @@ def _linear_grads(model: nn.Module, layout: list[tuple[nn.Linear, str]], x: torc
     handles = [layer.register_forward_hook(hook) for layer in layers]
     try:
         with torch.enable_grad():
-            # Parameters are left as they are; gradients are taken w.r.t. layer outputs,
-            # so x needs no grad and nothing accumulates in .grad.
-            logits = model(x, masks=masks)
+            # Gradients are taken w.r.t. layer outputs only, so nothing lands in .grad;
+            # x asks for grad so those outputs are in the graph even with frozen weights.
+            logits = model(x.detach().requires_grad_(True), masks=masks)
             f = margin(logits, y)
             deltas = torch.autograd.grad(f.sum(), [outputs[layer] for layer in layers])
     finally:

@@ -32,6 +32,8 @@ CHUNK_ROWS = 4096
 # where drawing with std=s is not bit-identical to drawing N(0, 1) and multiplying by s.
 _VECTOR_MIN = 16
 _fused_ok: bool | None = None
+# Below this many elements a thread pool costs more than it saves.
+_PARALLEL_MIN = 1 << 22
 
 
 def _fused_matches() -> bool:
@@ -92,6 +94,12 @@ class GaussianProjector:
         self._full: torch.Tensor | None = None
         self._scratch: torch.Tensor | None = None  # reused block buffer when streaming
 
+    def __getstate__(self) -> dict:
+        # P and the streaming buffer are regenerated on demand; never ship them (~GBs).
+        state = self.__dict__.copy()
+        state["_full"] = state["_scratch"] = None
+        return state
+
     # ------------------------------------------------------------------ generation
 
     def _rows(self, c0: int, c1: int) -> slice:
@@ -124,7 +132,7 @@ class GaussianProjector:
 
         chunks = range(c0, c1)
         threads = min(_fill_threads(), len(chunks))
-        if threads <= 1:
+        if threads <= 1 or out.numel() < _PARALLEL_MIN:
             for c in chunks:
                 one(c)
             return
@@ -178,8 +186,9 @@ class GaussianProjector:
     def project(self, grads: torch.Tensor) -> torch.Tensor:
         """grads (batch, p) -> (batch, k) in the projector's dtype."""
         if grads.ndim != 2 or grads.shape[1] != self.n_params:
-            raise ValueError(f"gradient width {tuple(grads.shape)[1:]} != projector's "
-                             f"{self.n_params}; expected a (batch, {self.n_params}) tensor")
+            raise ValueError(f"gradient width {grads.shape[-1]} != projector's {self.n_params}; "
+                             f"expected a (batch, {self.n_params}) tensor, got "
+                             f"{tuple(grads.shape)}")
         g = grads.to(device=self.device, dtype=self.dtype)  # no copy when already matching
         if self.resident:
             self.materialize()
