@@ -41,6 +41,18 @@ def toy_models(toy_setting: Setting, toy_data: Dataset) -> tuple[nn.Module, nn.M
     return out[0], out[1]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests with one torch thread (tiny models: more threads only add
+    synchronization, and on a shared machine they make such tests several times slower)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def toy_model(toy_models: tuple[nn.Module, nn.Module]) -> nn.Module:
     return toy_models[0]

@@ -18,12 +18,18 @@ class ComputeArgs:
     # Small-batch training gains nothing from intra-op threads and, when several processes
     # share the cores, spinning thread pools slow it down many times over.
     train_threads: int | None = 1
+    # BLAS for float32 CPU projections: "auto" (fastest measured), "torch" or "numpy".
+    cpu_gemm: str = "auto"
+    # TRAK on MLPs: skip the projection work of exactly-zero inputs (same features).
+    sparse_inputs: bool = True
 
     def __post_init__(self) -> None:
         if self.grad_batch < 1 or self.forward_batch < 1:
             raise ValueError("batch sizes must be >= 1")
         if self.proj_memory_bytes < 1:
             raise ValueError("proj_memory_bytes must be >= 1")
+        if self.cpu_gemm not in ("auto", "torch", "numpy"):
+            raise ValueError(f"cpu_gemm must be 'auto', 'torch' or 'numpy', got {self.cpu_gemm!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

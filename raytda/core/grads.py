@@ -10,8 +10,11 @@ Two ways to the same numbers:
   into the output. This skips vmap's per-parameter gradient tensors and the copy that
   concatenates them, which on a 2-core CPU cost more than the gradients themselves.
 
-Both return G with rows = samples and columns = parameters flattened in
-``model.named_parameters()`` order.
+Both return G with rows = samples and columns = the *trainable* parameters (those with
+``requires_grad``) flattened in ``model.named_parameters()`` order: every parameter of a
+plain model, only the adapter of a LoRA member, which is what makes LoRA members cheap to
+serve. What is differentiated is a ``ModelOutput`` (the classification margin by default,
+the sequence log-likelihood for generative settings).
 """
 
 from __future__ import annotations
@@ -22,30 +25,41 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from raytda.core.buffers import empty_large
 from raytda.core.masks import MaskSpec, masks_for
-from raytda.core.outputs import margin, one_minus_p
+from raytda.core.outputs import CLASSIFICATION, ModelOutput
 
 
 def param_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached parameters by name, in module order."""
+    """All parameters by name (detached), in module order."""
     return {k: v.detach() for k, v in model.named_parameters()}
 
 
+def trainable_params(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters gradients are taken with respect to (detached), in module order."""
+    return {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+
+
 def n_params(model: nn.Module) -> int:
-    """Total number of parameters (the width of a per-sample gradient)."""
+    """Total number of parameters, trainable or not."""
     return sum(p.numel() for p in model.parameters())
 
 
-def _output_fn(model: nn.Module):
+def n_trainable(model: nn.Module) -> int:
+    """Number of trainable parameters: the width of a per-sample gradient."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _output_fn(model: nn.Module, output: ModelOutput):
+    # Only the trainable parameters are passed; functional_call takes the frozen ones (the
+    # base model under an adapter) from the module itself.
     def f(params, x, y, masks):
         batch_masks = None if masks is None else tuple(m.unsqueeze(0) for m in masks)
         logits = functional_call(model, params, (x.unsqueeze(0),), {"masks": batch_masks})
-        return margin(logits, y.unsqueeze(0))[0]
+        return output.f(logits, y.unsqueeze(0))[0]
     return f
 
 
-def _linear_layout(model: nn.Module) -> list[tuple[nn.Linear, str]] | None:
+def linear_layout(model: nn.Module) -> list[tuple[nn.Linear, str]] | None:
     """[(layer, 'weight' | 'bias')] in named_parameters order, if the fast path applies.
 
     Applies to the built-in MLP in eval mode (per-sample independent: no batch statistics,
@@ -54,7 +68,8 @@ def _linear_layout(model: nn.Module) -> list[tuple[nn.Linear, str]] | None:
     """
     from raytda.models.mlp import MLP
 
-    if not isinstance(model, MLP) or model.training:
+    if not isinstance(model, MLP) or model.training \
+            or not all(p.requires_grad for p in model.parameters()):
         return None
     modules = dict(model.named_modules())
     layout: list[tuple[nn.Linear, str]] = []
@@ -67,10 +82,13 @@ def _linear_layout(model: nn.Module) -> list[tuple[nn.Linear, str]] | None:
     return layout
 
 
-def _linear_grads(model: nn.Module, layout: list[tuple[nn.Linear, str]], x: torch.Tensor,
-                  y: torch.Tensor, masks: tuple[torch.Tensor, ...] | None,
-                  width: int) -> torch.Tensor:
-    """G (batch, width) for the linear fast path (see module docstring)."""
+def linear_parts(model: nn.Module, layers: list[nn.Linear], x: torch.Tensor, y: torch.Tensor,
+                 masks: tuple[torch.Tensor, ...] | None, output: ModelOutput = CLASSIFICATION
+                 ) -> tuple[dict[nn.Linear, torch.Tensor], dict[nn.Linear, torch.Tensor]]:
+    """Per-sample (input a, output gradient delta) of each layer, from one batched pass.
+
+    The per-sample gradient of a layer's weight is ``delta a^T`` and of its bias ``delta``.
+    """
     inputs: dict[nn.Linear, torch.Tensor] = {}
     outputs: dict[nn.Linear, torch.Tensor] = {}
 
@@ -80,24 +98,26 @@ def _linear_grads(model: nn.Module, layout: list[tuple[nn.Linear, str]], x: torc
         inputs[layer] = args[0].detach()
         outputs[layer] = out
 
-    layers = list(dict.fromkeys(layer for layer, _ in layout))
     handles = [layer.register_forward_hook(hook) for layer in layers]
     try:
         with torch.enable_grad():
             # Gradients are taken w.r.t. layer outputs only, so nothing lands in .grad;
             # x asks for grad so those outputs are in the graph even with frozen weights.
             logits = model(x.detach().requires_grad_(True), masks=masks)
-            f = margin(logits, y)
+            f = output.f(logits, y)
             deltas = torch.autograd.grad(f.sum(), [outputs[layer] for layer in layers])
     finally:
         for h in handles:
             h.remove()
-    delta_of = dict(zip(layers, deltas))
-    b = x.shape[0]
-    out = empty_large((b, width), dtype=deltas[0].dtype, device=x.device)
-    off = 0
+    return inputs, dict(zip(layers, deltas))
+
+
+def write_linear_grads(layout: list[tuple[nn.Linear, str]], inputs: dict[nn.Linear, torch.Tensor],
+                       deltas: dict[nn.Linear, torch.Tensor], out: torch.Tensor) -> None:
+    """Fill ``out`` (batch, width) with the gradients of ``layout``'s parameters, in order."""
+    b, off = out.shape[0], 0
     for layer, leaf in layout:
-        d = delta_of[layer]
+        d = deltas[layer]
         if leaf == "weight":
             n = layer.weight.numel()
             dest = out[:, off:off + n].view(b, layer.out_features, layer.in_features)
@@ -106,14 +126,25 @@ def _linear_grads(model: nn.Module, layout: list[tuple[nn.Linear, str]], x: torc
             n = layer.out_features
             out[:, off:off + n].copy_(d)
         off += n
+
+
+def _linear_grads(model: nn.Module, layout: list[tuple[nn.Linear, str]], x: torch.Tensor,
+                  y: torch.Tensor, masks: tuple[torch.Tensor, ...] | None,
+                  width: int, output: ModelOutput) -> torch.Tensor:
+    """G (batch, width) for the linear fast path (see module docstring)."""
+    layers = list(dict.fromkeys(layer for layer, _ in layout))
+    inputs, deltas = linear_parts(model, layers, x, y, masks, output)
+    out = torch.empty(x.shape[0], width, dtype=deltas[layers[0]].dtype, device=x.device)
+    write_linear_grads(layout, inputs, deltas, out)
     return out
 
 
 def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                      mask: MaskSpec | None = None, split: str = "train",
-                     batch_size: int = 256, device: str = "cpu"
+                     batch_size: int = 256, device: str = "cpu",
+                     output: ModelOutput = CLASSIFICATION
                      ) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Yield (rows, G) with G[b] = flattened d f(x_b) / d params, params in module order.
+    """Yield (rows, G) with G[b] = flattened d f(x_b) / d trainable params (module order).
 
     Masks (when given) are applied exactly as the member defines them, so a sample's
     gradient does not depend on which batch it falls in. Each G is a fresh tensor the
@@ -122,41 +153,41 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    model = model.to(device)
-    width = n_params(model)
-    layout = _linear_layout(model)
+    model = model.to(device).eval()
+    width = n_trainable(model)
+    if width == 0:
+        raise ValueError("the model has no trainable parameters to take gradients of")
+    layout = linear_layout(model)
     sizes = getattr(model, "mask_sizes", ())
     n = x.shape[0]
-    params = param_dict(model) if layout is None else {}
-    g_fn = grad(_output_fn(model))
+    params = trainable_params(model) if layout is None else {}
+    g_fn = grad(_output_fn(model, output))
     for start in range(0, n, batch_size):
         rows = slice(start, min(start + batch_size, n))
         xb, yb = x[rows].to(device), y[rows].to(device)
         masks, batched = masks_for(mask, sizes, split, torch.arange(rows.start, rows.stop), device)
         if layout is not None:
-            yield rows, _linear_grads(model, layout, xb, yb, masks, width)
+            yield rows, _linear_grads(model, layout, xb, yb, masks, width, output)
             continue
         g = vmap(g_fn, in_dims=(None, 0, 0, 0 if batched else None))(params, xb, yb, masks)
-        # Concatenate straight into one (huge-page) buffer instead of a fresh cat result.
-        flat = [t.reshape(t.shape[0], -1) for t in g.values()]
-        out = empty_large((xb.shape[0], width), dtype=flat[0].dtype, device=device)
-        yield rows, torch.cat(flat, dim=1, out=out)
+        yield rows, torch.cat([t.reshape(t.shape[0], -1) for t in g.values()], dim=1)
 
 
 @torch.no_grad()
 def forward_outputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                     mask: MaskSpec | None = None, split: str = "train",
-                    batch_size: int = 1024, device: str = "cpu"
+                    batch_size: int = 1024, device: str = "cpu",
+                    output: ModelOutput = CLASSIFICATION
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(margins, Q) for every sample under the member's masks; forward passes only."""
+    """(f, Q) for every sample under the member's masks; forward passes only."""
     model = model.to(device).eval()
     sizes = getattr(model, "mask_sizes", ())
-    margins, qs = [], []
+    fs, qs = [], []
     for start in range(0, x.shape[0], batch_size):
         stop = min(start + batch_size, x.shape[0])
         masks, _ = masks_for(mask, sizes, split, torch.arange(start, stop), device)
         logits = model(x[start:stop].to(device), masks=masks)
         yb = y[start:stop].to(device)
-        margins.append(margin(logits, yb).cpu())
-        qs.append(one_minus_p(logits, yb).cpu())
-    return torch.cat(margins), torch.cat(qs)
+        fs.append(output.f(logits, yb).cpu())
+        qs.append(output.q(logits, yb).cpu())
+    return torch.cat(fs), torch.cat(qs)

@@ -111,7 +111,7 @@ def train_adapter(model_spec: ModelSpec, base_state: dict[str, torch.Tensor], sp
 def load_adapted(model_spec: ModelSpec, base_state: dict[str, torch.Tensor],
                  adapter: dict[str, torch.Tensor], spec: LoRASpec) -> nn.Module:
     """Base weights plus a stored adapter, in eval mode, with only the adapter trainable
-    (so gradients and :func:`raytda.core.lm.n_trainable` cover the adapter alone)."""
+    (so gradients and :func:`raytda.core.grads.n_trainable` cover the adapter alone)."""
     from peft import set_peft_model_state_dict
 
     from raytda.core.checkpoint import CheckpointError

@@ -1,6 +1,31 @@
-"""Model output functions: the classification margin f and TRAK's Q = 1 - p_y."""
+"""Model outputs: the function f attribution differentiates, and TRAK's weight Q.
+
+Two kinds of setting, one interface (``ModelOutput``), so that gradients, TRAK, Grad-Dot
+and Grad-Cos are written once:
+
+- classification: f is the margin ``log(p_y / (1 - p_y))`` and Q = 1 - p_y;
+- generative (a token sequence x with next-token targets y): f is the log-likelihood
+  ``sum_t log p(y_t | x_<=t)`` (DESIGN section 2), and ``Q = 1 - exp(mean_t log p(y_t |
+  x_<=t))``, one minus the geometric-mean token probability.
+
+Why that Q for sequences and not the alternatives:
+
+- TRAK's Q is the loss's derivative with respect to the output, ``1 - p_y`` for the margin.
+  Taken literally with f = log-likelihood the training loss is exactly -f, so Q would be
+  the constant 1: no reweighting at all.
+- ``1 - p(sequence)`` is the literal "one minus the probability of the target" but p of a
+  whole sequence is ``exp(-T * cross-entropy)``, about 1e-40 for 64 characters at 1.4 nats,
+  so Q is 1 to machine precision for every sample: again no information.
+- The per-token geometric mean keeps the classification meaning (how far the model is from
+  fitting the sample, in [0, 1), down-weighting samples it already fits) on the scale of a
+  single prediction, independent of length. It is the convention of dattri's language-model
+  TRAK (probability = exp(-mean token loss)), which the paper's authors use.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -19,3 +44,40 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def one_minus_p(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Q = 1 - p_y, computed as sigmoid(-margin) so it stays accurate when p_y -> 1."""
     return torch.sigmoid(-margin(logits, y))
+
+
+def token_logprobs(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """log p(y_t | x_<=t) for every position: logits (..., T, V), y (..., T) -> (..., T)."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
+
+
+def sequence_loglik(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The generative model output f: sum of token log-probs, (..., T, V) -> (...)."""
+    return token_logprobs(logits, y).sum(-1)
+
+
+def one_minus_mean_p(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Q = 1 - exp(mean token log-prob), as -expm1 so it stays accurate when the fit is poor
+    or near perfect."""
+    return -torch.expm1(token_logprobs(logits, y).mean(-1))
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """f (differentiated per sample) and Q (TRAK's train weight), both from (logits, y).
+
+    Each maps a batch of logits and targets to one value per sample.
+    """
+
+    name: str
+    f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+CLASSIFICATION = ModelOutput("margin", margin, one_minus_p)
+GENERATIVE = ModelOutput("sequence log-likelihood", sequence_loglik, one_minus_mean_p)
+
+
+def output_for(generative: bool) -> ModelOutput:
+    """The model output of a setting (``ModelSpec.generative``)."""
+    return GENERATIVE if generative else CLASSIFICATION

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from raytda.core import gemm
 from raytda.specs import derive_seed
 
 CHUNK_ROWS = 4096
@@ -73,10 +74,15 @@ class GaussianProjector:
     ``memory_bytes`` bounds how much of P is held at once (in the projector's dtype); it
     never changes the values. ``device``/``dtype`` are where and in which precision P is
     held and the product computed; values are always drawn in float32 on the CPU.
+    ``cpu_gemm`` picks the BLAS for float32 CPU products (see ``raytda.core.gemm``).
     """
 
     def __init__(self, n_params: int, k: int, seed: int, memory_bytes: int = 1 << 30,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 cpu_gemm: str = "auto") -> None:
+        if cpu_gemm not in gemm.BACKENDS:
+            raise ValueError(f"unknown CPU GEMM backend {cpu_gemm!r}; choose one of {gemm.BACKENDS}")
+        self.cpu_gemm = cpu_gemm
         if k < 1:
             raise ValueError(f"projection dimension must be >= 1, got {k}")
         if n_params < 1:
@@ -115,9 +121,13 @@ class GaussianProjector:
         gen = torch.Generator(device="cpu").manual_seed(derive_seed("proj", self.seed, c))
         _scaled_normal_(dest, 1.0 / math.sqrt(self.k), gen)
 
-    def _fill(self, c0: int, c1: int, out: torch.Tensor) -> None:
-        """Fill ``out`` (rows of chunks c0..c1-1, any device/dtype) with those chunks."""
-        direct = (out.device.type == "cpu" and out.dtype == torch.float32
+    def _fill(self, c0: int, c1: int, out: torch.Tensor,
+              where: torch.Tensor | None = None) -> None:
+        """Fill ``out`` (rows of chunks c0..c1-1, any device/dtype) with those chunks.
+
+        ``where`` (optional, all chunks): row i of P goes to ``out[where[i]]`` instead.
+        """
+        direct = (where is None and out.device.type == "cpu" and out.dtype == torch.float32
                   and out.is_contiguous())
 
         def one(c: int) -> None:
@@ -125,10 +135,14 @@ class GaussianProjector:
             local = slice(r.start - c0 * CHUNK_ROWS, r.stop - c0 * CHUNK_ROWS)
             if direct:
                 self._draw(c, out[local])
-            else:  # draw in float32 on the CPU, then convert/copy into place
-                tmp = torch.empty(r.stop - r.start, self.k, dtype=torch.float32)
-                self._draw(c, tmp)
+                return
+            # Draw in float32 on the CPU, then convert/copy into place.
+            tmp = torch.empty(r.stop - r.start, self.k, dtype=torch.float32)
+            self._draw(c, tmp)
+            if where is None:
                 out[local].copy_(tmp)
+            else:
+                out.index_copy_(0, where[r].to(out.device), tmp.to(out.device, out.dtype))
 
         chunks = range(c0, c1)
         threads = min(_fill_threads(), len(chunks))
@@ -164,14 +178,22 @@ class GaussianProjector:
             self._fill(c0, c1, block)
             yield rows, block
 
-    def matrix(self) -> torch.Tensor:
+    def matrix(self, order: torch.Tensor | None = None) -> torch.Tensor:
         """The whole P (p x k) as a fresh tensor, whatever the budget.
 
-        Only for small p or when P is meant to be resident; tests use it as the
-        brute-force reference.
+        ``order`` (a permutation of the p rows) gives ``P[order]`` instead, built chunk by
+        chunk without a second full copy. Only for small p or when P is meant to be
+        resident; tests use it as the brute-force reference.
         """
         out = self._empty(self.n_params)
-        self._fill(0, self.n_chunks, out)
+        where = None
+        if order is not None:
+            if order.shape != (self.n_params,):
+                raise ValueError(f"order must be a permutation of {self.n_params} rows, "
+                                 f"got shape {tuple(order.shape)}")
+            where = torch.empty_like(order)
+            where[order] = torch.arange(self.n_params)
+        self._fill(0, self.n_chunks, out, where)
         return out
 
     def materialize(self) -> None:
@@ -193,7 +215,7 @@ class GaussianProjector:
         if self.resident:
             self.materialize()
             assert self._full is not None
-            return g @ self._full
+            return gemm.matmul(g, self._full, self.cpu_gemm)
         # Streaming: one block-sized buffer, reused across blocks and calls, so the
         # budget is the only P memory ever held and nothing is reallocated per block.
         block_rows = self.chunks_per_block * CHUNK_ROWS
@@ -205,5 +227,5 @@ class GaussianProjector:
             rows = self._rows(c0, c1)
             block = self._scratch[: rows.stop - rows.start]
             self._fill(c0, c1, block)
-            out.addmm_(g[:, rows], block)
+            out += gemm.matmul(g[:, rows], block, self.cpu_gemm)
         return out

@@ -11,19 +11,30 @@ import torch
 from torch import nn
 
 from raytda.core.args import ComputeArgs
-from raytda.core.grads import n_params, per_sample_grads
+from raytda.core.grads import n_trainable, per_sample_grads
 from raytda.core.masks import MaskSpec
+from raytda.core.outputs import CLASSIFICATION, ModelOutput
 from raytda.core.projection import GaussianProjector
+from raytda.core.sparse_input import SparseInputProjection
 
 # Relative ridge (times the mean kernel eigenvalue) used only when the kernel is singular.
 AUTO_RIDGE = 1e-5
 
 
 def project_features(model: nn.Module, x: torch.Tensor, y: torch.Tensor, projector: GaussianProjector,
-                     mask: MaskSpec | None, split: str, args: ComputeArgs) -> torch.Tensor:
-    """(n, k) projected per-sample gradients of the model output."""
+                     mask: MaskSpec | None, split: str, args: ComputeArgs,
+                     sparse: SparseInputProjection | None = None,
+                     output: ModelOutput = CLASSIFICATION) -> torch.Tensor:
+    """(n, k) projected per-sample gradients of the model output.
+
+    ``sparse`` (from ``SparseInputProjection.build`` with the same projector) computes the
+    same features while skipping the zero inputs' share of the product.
+    """
+    if sparse is not None:
+        return sparse.features(model, x, y, mask, split, args.grad_batch, args.device, output)
     out = torch.empty(x.shape[0], projector.k, dtype=torch.float32)
-    for rows, g in per_sample_grads(model, x, y, mask, split, args.grad_batch, args.device):
+    for rows, g in per_sample_grads(model, x, y, mask, split, args.grad_batch, args.device,
+                                    output):
         out[rows] = projector.project(g).float().cpu()
     return out
 
@@ -52,12 +63,20 @@ def kernel_solve(train_feats: torch.Tensor, test_feats: torch.Tensor,
 
 
 def trak_block(model: nn.Module, data, projector: GaussianProjector, mask: MaskSpec | None,
-               ridge: float | None, args: ComputeArgs) -> tuple[torch.Tensor, dict]:
-    """One member's (m x n) TRAK block and what was used to make it."""
-    feats_tr = project_features(model, data.x_train, data.y_train, projector, mask, "train", args)
-    feats_te = project_features(model, data.x_test, data.y_test, projector, mask, "test", args)
+               ridge: float | None, args: ComputeArgs,
+               output: ModelOutput = CLASSIFICATION) -> tuple[torch.Tensor, dict]:
+    """One member's (m x n) TRAK block and what was used to make it.
+
+    ``projector`` has one row per trainable parameter (``n_trainable(model)``).
+    """
+    sparse = (SparseInputProjection.build(model, projector, data.x_train, args.grad_batch)
+              if args.sparse_inputs else None)
+    feats_tr = project_features(model, data.x_train, data.y_train, projector, mask, "train", args,
+                                sparse, output)
+    feats_te = project_features(model, data.x_test, data.y_test, projector, mask, "test", args,
+                                sparse, output)
     block, used = kernel_solve(feats_tr, feats_te, ridge)
-    return block, {"ridge": used, "proj_dim": projector.k, "n_params": n_params(model)}
+    return block, {"ridge": used, "proj_dim": projector.k, "n_params": n_trainable(model)}
 
 
 def trak_scores(q_values: list[torch.Tensor], blocks: list[torch.Tensor]) -> torch.Tensor:

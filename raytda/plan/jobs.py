@@ -11,7 +11,7 @@ member on the train set, forward passes only), ``block`` (one member's m x n sco
 for a method) and ``result`` (one ensemble configuration: aggregated scores, LDS and costs).
 
 Generative settings (``setting.model.generative``) use the same jobs with the language
-model's output f = log-likelihood and its Q (see :mod:`raytda.core.lm`).
+model's output f = log-likelihood and its Q (see :mod:`raytda.core.outputs`).
 """
 
 from __future__ import annotations
@@ -52,15 +52,14 @@ def dataset(spec: DataSpec) -> Dataset:
     return load_data(spec)
 
 
-def forward_outputs_for(setting: Setting):
-    """The forward-only ``(f, Q)`` function for the setting's kind of model."""
-    if setting.model.generative:
-        from raytda.core.lm import lm_forward_outputs
-
-        return lm_forward_outputs
+def forward_outputs_for(setting: Setting, model, x, y, mask, split: str,
+                        args: ComputeArgs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f, Q) of every sample, with the setting's model output; forward passes only."""
     from raytda.core.grads import forward_outputs
+    from raytda.core.outputs import output_for
 
-    return forward_outputs
+    return forward_outputs(model, x, y, mask, split, args.forward_batch, args.device,
+                           output_for(setting.model.generative))
 
 
 class Job:
@@ -172,8 +171,8 @@ class LDSModel(Job):
         model = load_weights(self.setting.model, trained.final)
         # f on the test set: the margin, or the log-likelihood for generative settings (the
         # tensor keeps its historical name for both).
-        margins, _ = forward_outputs_for(self.setting)(model, data.x_test, data.y_test, None,
-                                                       "test", args.forward_batch, args.device)
+        margins, _ = forward_outputs_for(self.setting, model, data.x_test, data.y_test, None,
+                                         "test", args)
         store.put(self.key, {"test_margins": margins}, {"train_time_s": trained.train_time_s},
                   self.spec())
 
@@ -349,10 +348,9 @@ class QValues(Job):
         warm_member_imports(self.model)
         with measure(args.device) as m:
             net = load_member(store, self.model, self.member)
-            _, q = forward_outputs_for(self.setting)(
-                net, data.x_train, data.y_train,
-                member_mask(self.model, self.member, self.mask_mode), "train",
-                args.forward_batch, args.device)
+            _, q = forward_outputs_for(self.setting, net, data.x_train, data.y_train,
+                                       member_mask(self.model, self.member, self.mask_mode),
+                                       "train", args)
         store.put(self.key, {"q": q}, {"serve_time_s": m.seconds, "peak_bytes": m.peak_bytes},
                   self.spec())
 
@@ -395,12 +393,14 @@ class MemberBlock(Job):
         if generative and meth.name == "if":
             raise SpecError("influence functions are not implemented for generative settings; "
                             "use trak, grad-dot or grad-cos")
+        from raytda.core.outputs import output_for
+
         warm_member_imports(self.model)
         with measure(args.device) as m:
             net = load_member(store, self.model, self.member)
+            output = output_for(generative)
             if meth.name == "trak":
-                from raytda.core.grads import n_params
-                from raytda.core.lm import lm_trak_block, n_trainable
+                from raytda.core.grads import n_trainable
                 from raytda.core.projection import GaussianProjector
                 from raytda.core.trak import trak_block
 
@@ -409,18 +409,15 @@ class MemberBlock(Job):
                 if self.member.adapter is not None:  # each adapter its own projection
                     parts += ["adapter", self.member.adapter]
                 seed = derive_seed("projection", *parts)
-                # LoRA members: features span the adapter only (n_trainable).
-                dim = n_trainable(net) if generative else n_params(net)
-                proj = GaussianProjector(dim, meth.proj_dim, seed, args.proj_memory_bytes,
-                                         args.device)
-                block_fn = lm_trak_block if generative else trak_block
-                block, info = block_fn(net, data, proj, mask, meth.ridge, args)
+                # LoRA members: features span the adapter only.
+                proj = GaussianProjector(n_trainable(net), meth.proj_dim, seed,
+                                         args.proj_memory_bytes, args.device,
+                                         cpu_gemm=args.cpu_gemm)
+                block, info = trak_block(net, data, proj, mask, meth.ridge, args, output)
             elif meth.name in ("grad-dot", "grad-cos"):
                 from raytda.core.gradsim import gradsim_block
-                from raytda.core.lm import lm_gradsim_block
 
-                sim_fn = lm_gradsim_block if generative else gradsim_block
-                block = sim_fn(net, data, mask, meth.name == "grad-cos", args)
+                block = gradsim_block(net, data, mask, meth.name == "grad-cos", args, output)
                 info = {}
             else:
                 from raytda.core.influence import influence_block

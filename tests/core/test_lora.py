@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from raytda import LDSSpec, Sweep
-from raytda.core.lm import lm_per_sample_grads, n_trainable, sequence_loglik
+from raytda.core.grads import n_trainable, per_sample_grads
 from raytda.core.lora import (
     count_adapter_params,
     load_adapted,
@@ -17,6 +17,7 @@ from raytda.core.lora import (
     save_adapter,
     train_adapter,
 )
+from raytda.core.outputs import GENERATIVE, sequence_loglik
 from raytda.core.train import load_weights, train_model
 from raytda.data import load_data
 from raytda.plan.jobs import TrainAdapter, TrainBase, TrainModel
@@ -27,14 +28,8 @@ from raytda.specs import Ensemble, LoRASpec, Member, Method, SpecError, members_
 SETTING = get_setting("toy-gpt")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Toy models are latency-bound: extra intra-op threads only add synchronization, and on
-    # a shared machine they make these tests several times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Toy GPTs are latency-bound: extra intra-op threads only add synchronization.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +80,8 @@ def test_adapters_only_touch_q_and_v(adapter, base_state, data):
 
 def test_gradient_dimension_equals_adapter_parameter_count(adapter, base_state, data):
     model = load_adapted(SETTING.model, base_state, adapter.state, SETTING.lora_spec)
-    g = torch.cat([g for _, g in lm_per_sample_grads(model, data.x_train[:4], data.y_train[:4])])
+    g = torch.cat([g for _, g in per_sample_grads(model, data.x_train[:4], data.y_train[:4],
+                                                   output=GENERATIVE)])
     n = expected_adapter_params()
     assert g.shape == (4, n)
     assert n == adapter.n_params == n_trainable(model) == count_adapter_params(
@@ -96,7 +92,8 @@ def test_gradient_dimension_equals_adapter_parameter_count(adapter, base_state, 
 def test_lora_member_gradients_match_brute_force_autograd(adapter, base_state, data):
     model = load_adapted(SETTING.model, base_state, adapter.state, SETTING.lora_spec)
     x, y = data.x_train[:4], data.y_train[:4]
-    g = torch.cat([g for _, g in lm_per_sample_grads(model, x, y, batch_size=3)])
+    g = torch.cat([g for _, g in per_sample_grads(model, x, y, batch_size=3,
+                                                   output=GENERATIVE)])
     params = [p for p in model.parameters() if p.requires_grad]
     for b in range(len(x)):
         f = sequence_loglik(model(x[b:b + 1]), y[b:b + 1]).sum()

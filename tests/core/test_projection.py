@@ -24,9 +24,11 @@ def test_same_values_under_any_memory_budget(budget):
     assert proj.resident == (budget == 1 << 30)
     assert torch.equal(proj.matrix(), resident.matrix())
     g = grads()
-    torch.testing.assert_close(proj.project(g), resident.project(g), rtol=1e-5, atol=1e-5)
-    # Reference: the explicit product with the full matrix.
-    torch.testing.assert_close(proj.project(g), g @ resident.matrix(), rtol=1e-5, atol=1e-5)
+    # Reference: the explicit product with the full matrix, in float64. Blocking and the
+    # BLAS change the float32 summation order, so only the rounding may differ.
+    ref = (g.double() @ resident.matrix().double()).float()
+    torch.testing.assert_close(resident.project(g), ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(proj.project(g), ref, rtol=1e-5, atol=1e-4)
 
 
 def test_blockwise_covers_every_row_once():

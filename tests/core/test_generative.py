@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -10,34 +11,29 @@ from torch import nn
 from torch.nn import functional as F
 
 from raytda.core.args import ComputeArgs
-from raytda.core.lm import (
-    lm_forward_outputs,
-    lm_gradsim_block,
-    lm_per_sample_grads,
-    lm_trak_block,
-    n_trainable,
-    one_minus_mean_p,
-    sequence_loglik,
-)
+from raytda.core.grads import forward_outputs, n_trainable, per_sample_grads
+from raytda.core.gradsim import gradsim_block
 from raytda.core.masks import MaskSpec
+from raytda.core.outputs import GENERATIVE, one_minus_mean_p, sequence_loglik
 from raytda.core.projection import GaussianProjector
 from raytda.core.train import load_weights, train_model
+from raytda.core.trak import trak_block
 from raytda.data import DataError, load_data
 from raytda.models import build_model
 from raytda.settings import get_setting
 from raytda.specs import DataSpec, ModelSpec, Recipe, Setting, SpecError
 
+# The generic core with the generative model output (f = log-likelihood, Q = 1 - mean p).
+lm_forward_outputs = partial(forward_outputs, output=GENERATIVE)
+lm_per_sample_grads = partial(per_sample_grads, output=GENERATIVE)
+lm_trak_block = partial(trak_block, output=GENERATIVE)
+lm_gradsim_block = partial(gradsim_block, output=GENERATIVE)
+
 SHAKESPEARE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "shakespeare"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Toy models are latency-bound: extra intra-op threads only add synchronization, and on
-    # a shared machine they make these tests several times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Toy GPTs are latency-bound: extra intra-op threads only add synchronization.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
