@@ -614,7 +614,8 @@ def run_sweep(args: argparse.Namespace, setting: Setting, data: Dataset,
     configs = table1_configs(args.sweep_max_i, args.sweep_d)
     sweep_setting = get_setting("mnist-mlp", data_dir=args.data_dir, n_train=args.n_train,
                                 n_test=args.n_test, epochs=args.sweep_epochs)
-    compute = ComputeArgs(grad_batch=args.grad_batch)
+    compute = ComputeArgs(grad_batch=args.grad_batch, cpu_gemm=args.cpu_gemm,
+                          sparse_inputs=args.sparse_inputs)
     log(f"sweep: {', '.join(c.label for c in configs)}")
     r = raytda_sweep(sweep_setting, data, configs, args.proj_dim, compute)
     d_batch = 1000
@@ -637,10 +638,13 @@ def run_sweep(args: argparse.Namespace, setting: Setting, data: Dataset,
         # Estimate from this run's own measurements: per-training time from raytda's side,
         # per-member serving time from dattri's best single-member run above (or one
         # member served now, when the serving section was skipped).
-        if per_member is None:
+        if per_member is None:  # serve one member at each dattri batch size, keep the best
             state, _ = train_member_model(sweep_setting, data, 0)
-            _, per_member = serve_dattri(build_model(sweep_setting.model), [state], data,
-                                         args.proj_dim, d_batch)
+            by_batch = {b: serve_dattri(build_model(sweep_setting.model), [state], data,
+                                        args.proj_dim, b)[1] for b in args.dattri_batches}
+            d_batch = min(by_batch, key=by_batch.get)
+            per_member = by_batch[d_batch]
+            log(f"dattri single member: {by_batch} s by batch size")
         per_train = r["train_s"] / r["trainings"]
         est_train, est_serve = n_train_loop * per_train, n_serve_loop * per_member
         rows.append([f"dattri loop (batch {d_batch})", n_train_loop, n_serve_loop,
@@ -680,7 +684,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "default; reported beside, never instead of, fp32)")
     ap.add_argument("--skip-serving", action="store_true",
                     help="with --sweep: only the sweep (the dattri loop then runs, or is "
-                         "estimated from one member served, at batch 1000)")
+                         "estimated from one member served at each --dattri-batches size)")
     ap.add_argument("--sweep", action="store_true",
                     help="also time a Table-1-style sweep (raytda side ~10+ min on 2 cores)")
     ap.add_argument("--with-dattri-sweep", action="store_true",

@@ -6,6 +6,9 @@ models and LDS ground truth.
 
     python experiments/mask_modes.py                                 # digits-mlp, embedded
     python experiments/mask_modes.py --setting mnist-mlp --data-dir ../shared/data/mnist
+    # MNIST, reusing Table 1's models and ground truth:
+    python experiments/mask_modes.py --setting mnist-mlp --data-dir ../shared/data/mnist \
+        --I 1 --D 25 --lds-replicates 2 --store runs/table1_mnist/store
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--I", default="1,3")
     p.add_argument("--D", default="10")
     p.add_argument("--lds-m", type=int, default=50)
+    p.add_argument("--lds-replicates", type=int, default=1,
+                   help="models per LDS subset (2 shares table1_mnist.py's ground truth)")
     p.add_argument("--store", default="runs/mask_modes/store")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--executor", choices=("local", "ray"), default="local")
@@ -37,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ensembles = [Ensemble("naive", int(i)) for i in a.I.split(",")]
     ensembles += [Ensemble("dropout", int(i), int(d), mask_mode=mode)
                   for mode in ("fixed", "per-sample") for d in a.D.split(",") for i in a.I.split(",")]
-    sweep = Sweep(a.setting, "trak", ensembles, lds=LDSSpec(m=a.lds_m), store=a.store,
-                  data_dir=a.data_dir, executor=a.executor, address=a.address)
+    lds = LDSSpec(m=a.lds_m, models_per_subset=a.lds_replicates)
+    sweep = Sweep(a.setting, "trak", ensembles, lds=lds, store=a.store, data_dir=a.data_dir,
+                  executor=a.executor, address=a.address)
     t0 = time.perf_counter()
     df = sweep.run()
     lines = [f"# Fixed vs per-sample dropout masks, TRAK on {a.setting}", "",

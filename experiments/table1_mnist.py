@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-ablation", action="store_true", help="skip 'only random projection'")
     p.add_argument("--cached-only", action="store_true",
                    help="compute nothing: write the table from the configurations already in the store")
+    p.add_argument("--notes", default=None,
+                   help="a markdown file appended to the table (how the run went, what differs)")
     return p.parse_args(argv)
 
 
@@ -75,8 +77,10 @@ def build(a: argparse.Namespace):
 
 def recorded_compute(sweep) -> dict[str, tuple[int, float]]:
     """job kind -> (jobs, seconds) as measured when each artifact was made (any session)."""
+    from raytda.plan.planner import make_plan
+
     out: dict[str, tuple[int, float]] = {}
-    for job in sweep.plan().jobs:
+    for job in make_plan(sweep.spec).jobs:  # the whole graph, not only what is missing
         if job.kind == "result":  # its costs are sums over the jobs below, not its own time
             continue
         meta = sweep.store.meta(job.key) if sweep.store.has(job.key) else None
@@ -97,9 +101,11 @@ def render(df, a: argparse.Namespace, seconds: float,
         "# Table 1 on MNIST-MLP (TRAK), measured by raytda",
         "",
         f"Command: `python experiments/table1_mnist.py {' '.join(sys.argv[1:])}`",
-        f"Run time: {seconds / 60:.1f} min on {platform.node() or 'this machine'} "
-        f"({platform.processor() or platform.machine()}, device {a.device}); "
-        f"cached artifacts are not recomputed, so a rerun's time is not a full run's.",
+        ("Rendered from the store (--cached-only): nothing was computed by this command."
+         if a.cached_only else
+         f"Run time: {seconds / 60:.1f} min on {platform.node() or 'this machine'} "
+         f"({platform.processor() or platform.machine()}, device {a.device}); "
+         f"cached artifacts are not recomputed, so a rerun's time is not a full run's."),
         *([] if not compute else [
             "Compute recorded in the store (each artifact's own measured time, whatever run "
             "made it): " + ", ".join(f"{kind} {n} jobs {t / 60:.1f} min"
@@ -154,6 +160,7 @@ def render(df, a: argparse.Namespace, seconds: float,
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    notes = Path(a.notes).read_text() if a.notes else ""  # read now: a bad path fails before work
     sweep = build(a)
     plan = sweep.plan()
     print(plan.summary(), flush=True)
@@ -176,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out / "table1_mnist.parquet", index=False)
     text = render(df, a, seconds, recorded_compute(sweep))
+    if notes:
+        text += "\n" + notes
     (out / "table1_mnist.md").write_text(text)
     (out / "table1_mnist.json").write_text(json.dumps({"seconds": seconds, "args": vars(a)}, indent=1))
     sweep.plot(out)
