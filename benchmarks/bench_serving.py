@@ -555,13 +555,9 @@ def raytda_sweep_core(setting: Setting, data: Dataset, configs: list[Config], k:
             "trainings": max_i, "member_blocks": len(blocks), "scores": scores}
 
 
-# LEAD: switch point. The sweep API (raytda.api.Sweep over raytda.plan.jobs) shares the same
-# work through the artifact store, but as of this writing it always trains the LDS models
-# too, which would make the two sides do different work. When it can run a sweep without LDS
-# (or report serving/training wall time separately), make this call it instead, e.g.
-#   Sweep(setting, "trak", [f"naive:I={i}" ...] + [f"dropout:I={i},D=10" ...],
-#         store=tmpdir, compute=compute, progress=False).run()
-# and keep returning the same dict (wall_s, train_s, serve_s, trainings, member_blocks).
+# The public Sweep API shares the same work through its artifact store, but it always trains
+# the LDS models as well, which the dattri loop does not; timing it would compare different
+# work. The benchmark therefore drives the same compute-core calls that the sweep's jobs make.
 def raytda_sweep(setting: Setting, data: Dataset, configs: list[Config], k: int,
                  compute: ComputeArgs) -> dict:
     """Time the Table-1-style sweep on raytda's side (see the LEAD note above)."""
@@ -609,6 +605,24 @@ def dattri_sweep_loop(setting: Setting, data: Dataset, configs: list[Config], k:
             "trainings": trainings, "member_blocks": servings, "scores": scores}
 
 
+def dattri_member_time(args: argparse.Namespace, serving: dict | None, setting: Setting,
+                       data: Dataset) -> tuple[int, float]:
+    """dattri's fastest batch size and its single-member serving time.
+
+    Taken from the serving section when it ran; otherwise one member is served now at each
+    of ``--dattri-batches``.
+    """
+    if serving and serving.get("dattri"):
+        best = min(serving["dattri"], key=lambda b: min(serving["dattri"][b]))
+        return best, min(serving["dattri"][best])
+    state, _ = train_member_model(setting, data, 0)
+    by_batch = {b: serve_dattri(build_model(setting.model), [state], data, args.proj_dim, b)[1]
+                for b in args.dattri_batches}
+    log(f"dattri single member: {by_batch} s by batch size")
+    best = min(by_batch, key=by_batch.get)
+    return best, by_batch[best]
+
+
 def run_sweep(args: argparse.Namespace, setting: Setting, data: Dataset,
               serving: dict | None) -> None:
     configs = table1_configs(args.sweep_max_i, args.sweep_d)
@@ -618,39 +632,28 @@ def run_sweep(args: argparse.Namespace, setting: Setting, data: Dataset,
                           sparse_inputs=args.sparse_inputs)
     log(f"sweep: {', '.join(c.label for c in configs)}")
     r = raytda_sweep(sweep_setting, data, configs, args.proj_dim, compute)
-    d_batch = 1000
-    per_member = None
-    if serving and serving.get("dattri"):
-        d_batch = min(serving["dattri"], key=lambda b: min(serving["dattri"][b]))
-        per_member = min(serving["dattri"][d_batch])
     n_train_loop = sum(c.I for c in configs)
     n_serve_loop = sum(len(c.members()) for c in configs)
     rows = [["raytda (shared work)", r["trainings"], r["member_blocks"], f"{r['train_s']:.0f}",
              f"{r['serve_s']:.0f}", f"{r['wall_s']:.0f}", "1.00", "measured"]]
-    if args.with_dattri_sweep and dattri_available():
-        d = dattri_sweep_loop(sweep_setting, data, configs, args.proj_dim, d_batch)
-        agree = statistics.mean(mean_row_corr(r["scores"][c.label], d["scores"][c.label])
-                                for c in configs)
-        rows.append([f"dattri loop (batch {d_batch})", d["trainings"], d["member_blocks"],
-                     f"{d['train_s']:.0f}", f"{d['serve_s']:.0f}", f"{d['wall_s']:.0f}",
-                     f"{d['wall_s'] / r['wall_s']:.2f}", f"measured (score r={agree:.3f})"])
-    elif dattri_available() and not args.skip_dattri:
-        # Estimate from this run's own measurements: per-training time from raytda's side,
-        # per-member serving time from dattri's best single-member run above (or one
-        # member served now, when the serving section was skipped).
-        if per_member is None:  # serve one member at each dattri batch size, keep the best
-            state, _ = train_member_model(sweep_setting, data, 0)
-            by_batch = {b: serve_dattri(build_model(sweep_setting.model), [state], data,
-                                        args.proj_dim, b)[1] for b in args.dattri_batches}
-            d_batch = min(by_batch, key=by_batch.get)
-            per_member = by_batch[d_batch]
-            log(f"dattri single member: {by_batch} s by batch size")
+    if dattri_available() and not args.skip_dattri:
+        d_batch, per_member = dattri_member_time(args, serving, sweep_setting, data)
+        # The estimate uses this run's own measurements: raytda's time per training (same
+        # trainer, same seeds) and dattri's best single-member serving time.
         per_train = r["train_s"] / r["trainings"]
         est_train, est_serve = n_train_loop * per_train, n_serve_loop * per_member
         rows.append([f"dattri loop (batch {d_batch})", n_train_loop, n_serve_loop,
                      f"{est_train:.0f}", f"{est_serve:.0f}", f"{est_train + est_serve:.0f}",
                      f"{(est_train + est_serve) / r['wall_s']:.2f}",
-                     "estimated (--with-dattri-sweep to measure)"])
+                     "estimated from one member" + ("" if args.with_dattri_sweep
+                                                    else " (--with-dattri-sweep to measure)")])
+        if args.with_dattri_sweep:
+            d = dattri_sweep_loop(sweep_setting, data, configs, args.proj_dim, d_batch)
+            agree = statistics.mean(mean_row_corr(r["scores"][c.label], d["scores"][c.label])
+                                    for c in configs)
+            rows.append([f"dattri loop (batch {d_batch})", d["trainings"], d["member_blocks"],
+                         f"{d['train_s']:.0f}", f"{d['serve_s']:.0f}", f"{d['wall_s']:.0f}",
+                         f"{d['wall_s'] / r['wall_s']:.2f}", f"measured (score r={agree:.3f})"])
     print(f"\n## Table-1-style sweep, TRAK k={args.proj_dim}: naive I=1..{args.sweep_max_i} and "
           f"Dropout I=1..{args.sweep_max_i} x D={args.sweep_d} ({len(configs)} configurations; "
           f"models trained {args.sweep_epochs} epochs on random halves; LDS not included)\n")
