@@ -29,16 +29,30 @@ def _rss() -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def _release_free_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc), so that memory freed by earlier work in
+    this process is not silently reused below the measured baseline."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the baseline is just less exact
+        pass
+
+
 @contextmanager
 def measure(device: str = "cpu", interval_s: float = 0.005):
     """Time a block and record its peak memory above the starting level.
 
     On CUDA this is the allocator's peak; on CPU, the peak resident set size sampled every
-    ``interval_s`` by a thread (an estimate: short spikes between samples can be missed).
+    ``interval_s`` by a thread (an estimate: short spikes between samples can be missed, and
+    memory the process already held, freed but resident, does not show).
     """
     m = Measured()
     cuda = device.startswith("cuda") and torch.cuda.is_available()
     stop = threading.Event()
+    if not cuda:
+        _release_free_heap()
     base = _rss()
     peak = [base]
 
