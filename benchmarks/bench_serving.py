@@ -27,112 +27,36 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # dattri's progress bars would swamp the tables
+import numpy as np
+import torch
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+from raytda.core import gemm
+from raytda.core.args import ComputeArgs
+from raytda.core.grads import forward_outputs, n_params, per_sample_grads
+from raytda.core.projection import GaussianProjector
+from raytda.core.sparse_input import SparseInputProjection
+from raytda.core.train import load_weights, train_model
+from raytda.core.trak import kernel_solve, trak_block, trak_scores
+from raytda.data import Dataset
+from raytda.models import build_model
+from raytda.specs import Setting
 
-from raytda.core import gemm  # noqa: E402
-from raytda.core.args import ComputeArgs  # noqa: E402
-from raytda.core.grads import forward_outputs, n_params, per_sample_grads  # noqa: E402
-from raytda.core.masks import MaskSpec  # noqa: E402
-from raytda.core.outputs import margin  # noqa: E402
-from raytda.core.projection import GaussianProjector  # noqa: E402
-from raytda.core.sparse_input import SparseInputProjection  # noqa: E402
-from raytda.core.train import half_subset, load_weights, train_model  # noqa: E402
-from raytda.core.trak import kernel_solve, trak_block, trak_scores  # noqa: E402
-from raytda.data import DataError, Dataset, load_data  # noqa: E402
-from raytda.models import build_model  # noqa: E402
-from raytda.settings import get_setting  # noqa: E402
-from raytda.specs import ModelSpec, Setting, derive_seed  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub-markdown table (readable in a terminal too)."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
-
-
-def timed(fn: Callable[[], object]) -> tuple[object, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    return min(timed(fn)[1] for _ in range(repeats))
-
-
-def matmul_gflops(m: int, k: int, n: int, repeats: int = 3) -> dict[str, float]:
-    """Best fp32 GEMM rate (GFLOP/s) for (m x k) @ (k x n) on this machine, right now,
-    through each BLAS in the process (torch's MKL; numpy's OpenBLAS when present)."""
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(m, k, generator=gen)
-    b = torch.randn(k, n, generator=gen)
-    out = torch.empty(m, n)
-    torch.mm(a, b, out=out)  # warm-up: pages faulted in, BLAS initialized
-    rates = {"torch": 2.0 * m * k * n / best_of(lambda: torch.mm(a, b, out=out), repeats) / 1e9}
-    try:
-        gemm.resolve("numpy")
-    except ValueError:
-        return rates
-    an, bn, on = a.numpy(), b.numpy(), out.numpy()
-    np.matmul(an, bn, out=on)
-    rates["numpy"] = 2.0 * m * k * n / best_of(lambda: np.matmul(an, bn, out=on), repeats) / 1e9
-    return rates
-
-
-def fmt_rates(runs: list[dict[str, float]]) -> str:
-    """'torch 158 / 160, numpy 201 / 199' for start/end measurements."""
-    return ", ".join(f"{name} " + " / ".join(f"{r[name]:.0f}" for r in runs)
-                     for name in runs[0])
-
-
-def mean_row_corr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over rows (test samples) of the Pearson correlation of two score matrices."""
-    a = a.double() - a.double().mean(1, keepdim=True)
-    b = b.double() - b.double().mean(1, keepdim=True)
-    r = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-300)
-    return float(r.mean())
-
-
-# --------------------------------------------------------------------------- setup
-
-
-def load_setting(args: argparse.Namespace) -> tuple[Setting, Dataset] | None:
-    """The MNIST-MLP setting and its data, or None (with a message) if the data is missing."""
-    data_dir = Path(args.data_dir)
-    if not data_dir.is_dir():
-        print(f"SKIP: MNIST directory {data_dir} not found; pass --data-dir pointing at the "
-              f"IDX files (train-images-idx3-ubyte[.gz], ...).")
-        return None
-    setting = get_setting("mnist-mlp", data_dir=str(data_dir), n_train=args.n_train,
-                          n_test=args.n_test, epochs=args.epochs)
-    try:
-        data = load_data(setting.data)
-    except (DataError, FileNotFoundError) as e:
-        print(f"SKIP: could not load MNIST from {data_dir}: {e}")
-        return None
-    return setting, data
-
+from common import (
+    DEFAULT_DATA,
+    fmt_rates,
+    load_setting,
+    log,
+    matmul_gflops,
+    mean_row_corr,
+    table,
+    timed,
+)
+from dattri_side import dattri_available, dattri_cpu_matrix, serve_dattri
+from table1_sweep import run_sweep
 
 # --------------------------------------------------------------------------- raytda side
 
@@ -158,24 +82,6 @@ class MatrixProjector:
 
     def project(self, grads: torch.Tensor) -> torch.Tensor:
         return grads @ self.matrix
-
-
-def dattri_cpu_matrix(p: int, k: int, seed: int = 0, ensemble_id: int = 0,
-                      block: int = 100) -> torch.Tensor:
-    """The Gaussian matrix dattri 0.3.0's CPU projector multiplies by (up to its scaling).
-
-    Reconstructed from its documented behaviour: k columns in blocks of ``block``; block b
-    is a fresh (p x block) normal draw from a CPU generator seeded with
-    seed + 1000 b + 100000 ensemble_id, truncated to the columns still needed. Used only
-    to check that both libraries compute the same scores when given the same projection.
-    """
-    out = torch.empty(p, k)
-    for b in range(-(-k // block)):
-        gen = torch.Generator().manual_seed(seed + 1000 * b + 100000 * ensemble_id)
-        cols = torch.empty(p, block).normal_(generator=gen)
-        w = min(block, k - b * block)
-        out[:, b * block:b * block + w] = cols[:, :w]
-    return out
 
 
 @dataclass
@@ -232,79 +138,6 @@ def raytda_breakdown(model: nn.Module, data: Dataset, k: int, seed: int,
     _, br.q_s = timed(lambda: forward_outputs(model, data.x_train, data.y_train, None, "train",
                                               compute.forward_batch, compute.device))
     return br
-
-
-# --------------------------------------------------------------------------- dattri side
-
-
-def margin_target(model: nn.Module):
-    """The margin f for dattri, in its (params, (x, y)) single-sample convention."""
-    def f(params, data):
-        x, y = data
-        logits = torch.func.functional_call(model, params, (x.unsqueeze(0),))
-        return margin(logits, y.unsqueeze(0))[0]
-    return f
-
-
-def correct_probability(model: nn.Module):
-    """p_y for dattri's Q = 1 - p_y."""
-    def p(params, data):
-        x, y = data
-        logits = torch.func.functional_call(model, params, (x.unsqueeze(0),))
-        return torch.softmax(logits, dim=-1)[0, y]
-    return p
-
-
-class FixedMaskMLP(nn.Module):
-    """The MLP with one fixed dropout mask held in buffers.
-
-    dattri ensembles over a list of checkpoints of one model; putting the mask in the state
-    dict makes each (model, mask) member one checkpoint, with the same parameters (and so
-    the same gradient layout) as raytda's masked member.
-    """
-
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
-        self.net = build_model(spec)
-        for s, w in enumerate(self.net.mask_sizes):
-            self.register_buffer(f"mask{s}", torch.ones(w))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        masks = tuple(getattr(self, f"mask{s}") for s in range(len(self.net.mask_sizes)))
-        return self.net(x, masks=masks)
-
-
-def dattri_available() -> bool:
-    try:
-        import dattri  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def serve_dattri(model: nn.Module, checkpoints: list[dict[str, torch.Tensor]], data: Dataset,
-                 k: int, batch: int) -> tuple[torch.Tensor, float]:
-    """(scores m x n, seconds): dattri 0.3.0 TRAKAttributor, cache + attribute, on the CPU.
-
-    ``model`` only supplies the architecture; dattri loads each checkpoint into it.
-    """
-    from dattri.algorithm.trak import TRAKAttributor
-    from dattri.task import AttributionTask
-    from torch.utils.data import DataLoader, TensorDataset
-
-    train = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=batch,
-                       shuffle=False)
-    test = DataLoader(TensorDataset(data.x_test, data.y_test), batch_size=batch, shuffle=False)
-    t0 = time.perf_counter()
-    f = margin_target(model)
-    task = AttributionTask(loss_func=f, model=model, checkpoints=checkpoints, target_func=f)
-    attributor = TRAKAttributor(
-        task=task, correct_probability_func=correct_probability(model), device="cpu",
-        projector_kwargs={"proj_dim": k, "proj_max_batch_size": 32, "proj_seed": 0,
-                          "device": "cpu"})
-    attributor.cache(train)
-    scores = attributor.attribute(test)
-    return scores.T.contiguous(), time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------- serving
@@ -471,194 +304,6 @@ def run_serving(args: argparse.Namespace, setting: Setting, data: Dataset) -> di
     print(table(["what", "GFLOP/s", "of machine best"], rows))
     out["projection_fraction"] = achieved / machine
     return out
-
-
-# --------------------------------------------------------------------------- sweep
-
-
-@dataclass(frozen=True)
-class Config:
-    kind: str  # "naive" or "dropout"
-    I: int
-    D: int = 1
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind} I={self.I}" + (f" D={self.D}" if self.kind == "dropout" else "")
-
-    def members(self) -> list[tuple[int, int | None]]:
-        """(model index, mask index or None) of every member."""
-        if self.kind == "naive":
-            return [(i, None) for i in range(self.I)]
-        return [(i, d) for i in range(self.I) for d in range(self.D)]
-
-
-def table1_configs(max_i: int, d: int) -> list[Config]:
-    return ([Config("naive", i) for i in range(1, max_i + 1)]
-            + [Config("dropout", i, d) for i in range(1, max_i + 1)])
-
-
-def member_mask(setting: Setting, i: int, d: int | None) -> MaskSpec | None:
-    if d is None:
-        return None
-    return MaskSpec(seed=derive_seed("bench-mask", i, d), rate=setting.model.dropout)
-
-
-def member_proj_seed(i: int, d: int | None) -> int:
-    return derive_seed("bench-proj", i, -1 if d is None else d)
-
-
-def train_member_model(setting: Setting, data: Dataset, i: int) -> tuple[dict, float]:
-    """Model i of the ensemble: TRAK's recipe, a random half of the train set, seed i."""
-    sub = torch.from_numpy(half_subset(data.n_train, derive_seed("bench-subset", i)))
-    trained = train_model(setting.model, setting.recipe, data.x_train[sub], data.y_train[sub],
-                          seed=derive_seed("bench-train", i))
-    return trained.final, trained.train_time_s
-
-
-def raytda_sweep_core(setting: Setting, data: Dataset, configs: list[Config], k: int,
-                      compute: ComputeArgs) -> dict:
-    """The sweep with raytda's work sharing, written against the compute core.
-
-    Trains each of the max-I models once, computes each member's TRAK block and Q once,
-    and builds every configuration's scores from the shared members (naive I=3 reuses
-    I=1 and I=2's members; Dropout members of model i reuse its one training run).
-    """
-    t0 = time.perf_counter()
-    max_i = max(c.I for c in configs)
-    states, train_s = {}, 0.0
-    for i in range(max_i):
-        states[i], t = train_member_model(setting, data, i)
-        train_s += t
-        log(f"raytda sweep: trained model {i} in {t:.1f} s")
-    blocks: dict[tuple[int, int | None], torch.Tensor] = {}
-    qs: dict[tuple[int, int | None], torch.Tensor] = {}
-    t_serve = time.perf_counter()
-    for c in configs:
-        for member in c.members():
-            if member in blocks:
-                continue
-            i, d = member
-            model = load_weights(setting.model, states[i])
-            mask = member_mask(setting, i, d)
-            proj = GaussianProjector(n_params(model), k, member_proj_seed(i, d),
-                                     compute.proj_memory_bytes, compute.device,
-                                     cpu_gemm=compute.cpu_gemm)
-            blocks[member], _ = trak_block(model, data, proj, mask, None, compute)
-            qs[member] = forward_outputs(model, data.x_train, data.y_train, mask, "train",
-                                         compute.forward_batch, compute.device)[1]
-        log(f"raytda sweep: {c.label} ready ({len(blocks)} member blocks so far)")
-    serve_s = time.perf_counter() - t_serve
-    scores = {c.label: trak_scores([qs[m] for m in c.members()], [blocks[m] for m in c.members()])
-              for c in configs}
-    return {"wall_s": time.perf_counter() - t0, "train_s": train_s, "serve_s": serve_s,
-            "trainings": max_i, "member_blocks": len(blocks), "scores": scores}
-
-
-# The public Sweep API shares the same work through its artifact store, but it always trains
-# the LDS models as well, which the dattri loop does not; timing it would compare different
-# work. The benchmark therefore drives the same compute-core calls that the sweep's jobs make.
-def raytda_sweep(setting: Setting, data: Dataset, configs: list[Config], k: int,
-                 compute: ComputeArgs) -> dict:
-    """Time the Table-1-style sweep on raytda's side (see the LEAD note above)."""
-    return raytda_sweep_core(setting, data, configs, k, compute)
-
-
-def dattri_sweep_loop(setting: Setting, data: Dataset, configs: list[Config], k: int,
-                      batch: int) -> dict:
-    """The same sweep as a plain loop over dattri: every configuration from scratch.
-
-    Each configuration trains its own I models (same trainer and seeds as raytda's, so the
-    same weights) and runs one TRAKAttributor over its I (naive) or I*D (dropout) members;
-    fixed dropout masks ride along in the checkpoints as buffers (``FixedMaskMLP``).
-    """
-    t0 = time.perf_counter()
-    train_s = serve_s = 0.0
-    trainings = servings = 0
-    scores = {}
-    for c in configs:
-        states = {}
-        for i in range(c.I):
-            states[i], t = train_member_model(setting, data, i)
-            train_s += t
-            trainings += 1
-        t1 = time.perf_counter()
-        if c.kind == "naive":
-            model: nn.Module = build_model(setting.model)
-            ckpts = [states[i] for i, _ in c.members()]
-        else:
-            model = FixedMaskMLP(setting.model)
-            ckpts = []
-            for i, d in c.members():
-                spec = member_mask(setting, i, d)
-                from raytda.core.masks import fixed_masks
-
-                masks = fixed_masks(spec, model.net.mask_sizes)
-                ck = {f"net.{key}": v for key, v in states[i].items()}
-                ck.update({f"mask{s}": m for s, m in enumerate(masks)})
-                ckpts.append(ck)
-        scores[c.label], _ = serve_dattri(model, ckpts, data, k, batch)
-        serve_s += time.perf_counter() - t1
-        servings += len(ckpts)
-        log(f"dattri loop: {c.label} done, {time.perf_counter() - t0:.0f} s so far")
-    return {"wall_s": time.perf_counter() - t0, "train_s": train_s, "serve_s": serve_s,
-            "trainings": trainings, "member_blocks": servings, "scores": scores}
-
-
-def dattri_member_time(args: argparse.Namespace, serving: dict | None, setting: Setting,
-                       data: Dataset) -> tuple[int, float]:
-    """dattri's fastest batch size and its single-member serving time.
-
-    Taken from the serving section when it ran; otherwise one member is served now at each
-    of ``--dattri-batches``.
-    """
-    if serving and serving.get("dattri"):
-        best = min(serving["dattri"], key=lambda b: min(serving["dattri"][b]))
-        return best, min(serving["dattri"][best])
-    state, _ = train_member_model(setting, data, 0)
-    by_batch = {b: serve_dattri(build_model(setting.model), [state], data, args.proj_dim, b)[1]
-                for b in args.dattri_batches}
-    log(f"dattri single member: {by_batch} s by batch size")
-    best = min(by_batch, key=by_batch.get)
-    return best, by_batch[best]
-
-
-def run_sweep(args: argparse.Namespace, setting: Setting, data: Dataset,
-              serving: dict | None) -> None:
-    configs = table1_configs(args.sweep_max_i, args.sweep_d)
-    sweep_setting = get_setting("mnist-mlp", data_dir=args.data_dir, n_train=args.n_train,
-                                n_test=args.n_test, epochs=args.sweep_epochs)
-    compute = ComputeArgs(grad_batch=args.grad_batch, cpu_gemm=args.cpu_gemm,
-                          sparse_inputs=args.sparse_inputs)
-    log(f"sweep: {', '.join(c.label for c in configs)}")
-    r = raytda_sweep(sweep_setting, data, configs, args.proj_dim, compute)
-    n_train_loop = sum(c.I for c in configs)
-    n_serve_loop = sum(len(c.members()) for c in configs)
-    rows = [["raytda (shared work)", r["trainings"], r["member_blocks"], f"{r['train_s']:.0f}",
-             f"{r['serve_s']:.0f}", f"{r['wall_s']:.0f}", "1.00", "measured"]]
-    if dattri_available() and not args.skip_dattri:
-        d_batch, per_member = dattri_member_time(args, serving, sweep_setting, data)
-        # The estimate uses this run's own measurements: raytda's time per training (same
-        # trainer, same seeds) and dattri's best single-member serving time.
-        per_train = r["train_s"] / r["trainings"]
-        est_train, est_serve = n_train_loop * per_train, n_serve_loop * per_member
-        rows.append([f"dattri loop (batch {d_batch})", n_train_loop, n_serve_loop,
-                     f"{est_train:.0f}", f"{est_serve:.0f}", f"{est_train + est_serve:.0f}",
-                     f"{(est_train + est_serve) / r['wall_s']:.2f}",
-                     "estimated from one member" + ("" if args.with_dattri_sweep
-                                                    else " (--with-dattri-sweep to measure)")])
-        if args.with_dattri_sweep:
-            d = dattri_sweep_loop(sweep_setting, data, configs, args.proj_dim, d_batch)
-            agree = statistics.mean(mean_row_corr(r["scores"][c.label], d["scores"][c.label])
-                                    for c in configs)
-            rows.append([f"dattri loop (batch {d_batch})", d["trainings"], d["member_blocks"],
-                         f"{d['train_s']:.0f}", f"{d['serve_s']:.0f}", f"{d['wall_s']:.0f}",
-                         f"{d['wall_s'] / r['wall_s']:.2f}", f"measured (score r={agree:.3f})"])
-    print(f"\n## Table-1-style sweep, TRAK k={args.proj_dim}: naive I=1..{args.sweep_max_i} and "
-          f"Dropout I=1..{args.sweep_max_i} x D={args.sweep_d} ({len(configs)} configurations; "
-          f"models trained {args.sweep_epochs} epochs on random halves; LDS not included)\n")
-    print(table(["implementation", "trainings", "member servings", "train s", "serve s",
-                 "wall s", "time / raytda", "how"], rows))
 
 
 # --------------------------------------------------------------------------- main

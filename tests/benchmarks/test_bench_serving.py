@@ -18,8 +18,10 @@ pytestmark = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no shared MNIST
 
 
 def bench_module():
-    spec = importlib.util.spec_from_file_location("bench_serving",
-                                                  ROOT / "benchmarks" / "bench_serving.py")
+    bench_dir = ROOT / "benchmarks"
+    if str(bench_dir) not in sys.path:  # as when run as `python benchmarks/bench_serving.py`
+        sys.path.insert(0, str(bench_dir))
+    spec = importlib.util.spec_from_file_location("bench_serving", bench_dir / "bench_serving.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
