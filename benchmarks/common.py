@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from raytda.core import gemm
-from raytda.data import DataError, Dataset, load_data
+from raytda.data import DataError, Dataset
+from raytda.data.sources import load_data
 from raytda.settings import get_setting
 from raytda.specs import Setting
 

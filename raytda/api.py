@@ -1,73 +1,58 @@
-"""The Python front door: ``Sweep(...).plan() / .run() / .plot()``."""
+"""The Python front door: ``Sweep(...).plan() / .run() / .plot() / .scores()``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from raytda.core.args import ComputeArgs
+from raytda.ensembles import Ensemble, as_ensemble
+from raytda.methods import Method, as_method
+from raytda.plan.jobs import Evaluate, Truth
 from raytda.plan.planner import Plan, SweepSpec, make_plan
-from raytda.specs import Ensemble, LDSSpec, Method, Setting, parse_ensemble
+from raytda.results import stored_scores
+from raytda.run.executors import make_executor
+from raytda.specs import LDSSpec, Setting, SpecError
 from raytda.store import ArtifactStore
+from raytda.task import Task
+from raytda.tasks import as_task
 
 DEFAULT_ENSEMBLES = (
     *(Ensemble("naive", i) for i in (1, 2, 3, 5)),
     *(Ensemble("dropout", i, 10) for i in (1, 2, 3, 5)),
 )
+_DEFAULT_LDS = object()
 
 
-def as_setting(s: str | Setting, data_dir: str | None, overrides: dict[str, Any]) -> Setting:
-    from raytda.settings import get_setting
-
-    if isinstance(s, Setting):
-        return s if data_dir is None else s.replace(data=s.data.replace(root=data_dir))
-    return get_setting(s, data_dir=data_dir, **overrides)
-
-
-def as_method(m: str | Method, proj_dim: int | None) -> Method:
-    if isinstance(m, Method):
-        return m
-    return Method(m) if proj_dim is None else Method(m, proj_dim=proj_dim)
-
-
-def as_ensemble(e: str | Ensemble) -> Ensemble:
-    return e if isinstance(e, Ensemble) else parse_ensemble(e)
-
-
-def make_executor(executor: Any, compute: ComputeArgs, address: str | None, progress: bool):
-    """'local' (in-process), 'ray' (local or joined cluster), or an executor object."""
-    if executor == "local":
-        from raytda.run.local import InProcessExecutor
-
-        return InProcessExecutor(compute, progress)
-    if executor == "ray":
-        from raytda.run.ray_executor import RayExecutor
-
-        return RayExecutor(compute, address=address, progress=progress)
-    if hasattr(executor, "execute"):
-        return executor
-    raise ValueError(f"unknown executor {executor!r}; use 'local', 'ray' or an executor object")
+def _listify(x: Any, single: tuple[type, ...]) -> list:
+    return [x] if isinstance(x, single) else list(x)
 
 
 class Sweep:
-    """A sweep of ensemble configurations, run once per unique artifact.
+    """A sweep of ensemble configurations over one or more Tasks, run once per artifact.
+
+    ``tasks`` are built-in names (``"digits-mlp"``), Settings or your own
+    :class:`~raytda.task.Task` objects. ``lds`` is an LDSSpec (retrain on random subsets;
+    the default), a :class:`~raytda.ground_truth.GroundTruth` you have, or None
+    (attribution only: scores and costs).
 
     Example::
 
         sweep = Sweep("digits-mlp", ensembles=["naive:I=1", "dropout:I=1,D=10"], store="runs/s")
         table = sweep.run()            # LDS, costs, Pareto flags per configuration
         sweep.plot("runs/s")
+        s = sweep.scores("dropout:I=1,D=10")   # (n_test, n_train) ensemble scores
     """
 
     def __init__(
         self,
-        settings: str | Setting | Sequence[str | Setting] = "digits-mlp",
+        tasks: str | Task | Setting | Sequence[str | Task | Setting] = "digits-mlp",
         methods: str | Method | Sequence[str | Method] = "trak",
         ensembles: Iterable[str | Ensemble] = DEFAULT_ENSEMBLES,
-        lds: LDSSpec | None = None,
+        lds: Truth | object = _DEFAULT_LDS,
         store: str = "raytda-store",
         data_dir: str | None = None,
         base_seed: int = 0,
@@ -78,13 +63,13 @@ class Sweep:
         progress: bool = True,
         **setting_overrides: Any,
     ) -> None:
-        settings = [settings] if isinstance(settings, (str, Setting)) else list(settings)
-        methods = [methods] if isinstance(methods, (str, Method)) else list(methods)
+        tasks = _listify(tasks, (str, Task, Setting))
+        methods = _listify(methods, (str, Method))
         self.spec = SweepSpec(
-            settings=tuple(as_setting(s, data_dir, dict(setting_overrides)) for s in settings),
+            tasks=tuple(as_task(t, data_dir, setting_overrides) for t in tasks),
             methods=tuple(as_method(m, proj_dim) for m in methods),
             ensembles=tuple(as_ensemble(e) for e in ensembles),
-            lds=lds or LDSSpec(),
+            lds=LDSSpec() if lds is _DEFAULT_LDS else lds,
             base_seed=base_seed,
         )
         self.store = ArtifactStore(store)
@@ -105,11 +90,12 @@ class Sweep:
         return sweep
 
     def check(self) -> None:
-        """Fail before any work if data is missing or the store is not writable."""
-        from raytda.plan.jobs import dataset
+        """Fail before any work, with one clear error, if a Task's data, model, output,
+        dropout sites, checkpoints or ground truth do not fit; then check the store."""
+        from raytda.validate import check_task
 
-        for s in self.spec.settings:
-            dataset(s.data)
+        for task in self.spec.tasks:
+            check_task(task, self.spec.ensembles, self.spec.methods, self.spec.lds)
         self.store.check_writable()
 
     def plan(self) -> Plan:
@@ -136,3 +122,38 @@ class Sweep:
         if self.results is None:
             raise RuntimeError("run() the sweep before plotting it")
         return plot_results(self.results, out_dir, fmt)
+
+    # ------------------------------------------------------------------ scores
+
+    def evaluation(self, ensemble: str | Ensemble, method: str | Method | None = None,
+                   task: str | Task | None = None) -> Evaluate:
+        """The configuration of this sweep that ``ensemble`` (and method, task) names."""
+        ens = as_ensemble(ensemble)
+        found = [e for e in self.spec.evaluations()
+                 if e.ensemble == ens
+                 and (method is None or e.method.name == getattr(method, "name", method))
+                 and (task is None or e.task.name == getattr(task, "name", task))]
+        if len(found) != 1:
+            labels = sorted({f"{e.method.name} {e.ensemble.label} on {e.task.name}"
+                             for e in self.spec.evaluations()})
+            what = "no" if not found else "more than one"
+            raise SpecError(f"{what} configuration of this sweep matches {ens.label!r}"
+                            f"{'' if method is None else f' with {method}'}; it has {labels}")
+        return found[0]
+
+    def iter_scores(self, ensemble: str | Ensemble, method: str | Method | None = None,
+                    task: str | Task | None = None) -> Iterator[tuple[slice, Any]]:
+        """(test rows, scores of those rows x n_train) chunk by chunk, from the store."""
+        ev = self.evaluation(ensemble, method, task)
+        if not self.store.has(ev.key):
+            raise SpecError(f"{ev.describe()} has not run yet; call run() first")
+        yield from stored_scores(self.store, ev.key)
+
+    def scores(self, ensemble: str | Ensemble, method: str | Method | None = None,
+               task: str | Task | None = None):
+        """The configuration's (n_test, n_train) attribution scores as one tensor.
+
+        For test sets too large for that, use :meth:`iter_scores`."""
+        import torch
+
+        return torch.cat([s for _, s in self.iter_scores(ensemble, method, task)])

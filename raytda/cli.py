@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raytda.specs import Ensemble, LDSSpec, SpecError, parse_ensemble
+from raytda.ensembles import Ensemble, parse_ensemble
+from raytda.specs import LDSSpec, SpecError
 
 DEFAULT_ENSEMBLES = ("naive:I=1|2|3|5", "dropout:I=1|2|3|5,D=10")
 CONFIG_KEYS = {"settings", "methods", "ensembles", "lds", "data_dir", "proj_dim", "overrides",
@@ -52,6 +53,10 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help=f"JSON or YAML sweep file (keys: {', '.join(sorted(CONFIG_KEYS))})")
     p.add_argument("--setting", action="append", help="registered setting (repeatable); "
                    "default digits-mlp")
+    p.add_argument("--task", action="append",
+                   help="your own Task: 'module:Class' or 'path/to/file.py:Class' (repeatable)")
+    p.add_argument("--no-lds", action="store_true",
+                   help="attribution only: scores and costs, no LDS ground truth")
     p.add_argument("--method", action="append", help="trak, grad-dot, grad-cos, if (repeatable)")
     p.add_argument("--ensemble", action="append",
                    help="grid like 'naive:I=1|3|5' or 'dropout:I=1|3,D=10|25' (repeatable); "
@@ -109,15 +114,16 @@ def build_sweep(a: argparse.Namespace):
                                                                  "models_per_subset")):
         if getattr(a, flag) is not None:
             lds_kw[name] = getattr(a, flag)
-    from raytda.settings import get_setting  # noqa: F401  (validates names early)
-
     executor = a.executor or ("ray" if a.address else "local")
     store = a.store or cfg.get("store") or str(Path(a.out) / "store")
+    tasks: list = [load_task(t) for t in (a.task or [])]
+    if a.setting or not tasks:
+        tasks += a.setting or _cfg_list(cfg, "settings", ["digits-mlp"])
     return Sweep(
-        settings=a.setting or _cfg_list(cfg, "settings", ["digits-mlp"]),
+        tasks,
         methods=a.method or _cfg_list(cfg, "methods", ["trak"]),
         ensembles=ensembles,
-        lds=LDSSpec.from_dict(lds_kw),
+        lds=None if a.no_lds else LDSSpec.from_dict(lds_kw),
         store=store,
         data_dir=a.data_dir or cfg.get("data_dir"),
         base_seed=a.seed if a.seed is not None else int(cfg.get("base_seed", 0)),
@@ -130,6 +136,35 @@ def build_sweep(a: argparse.Namespace):
     )
 
 
+def load_task(text: str):
+    """A Task instance from 'module:Class' or 'path/to/file.py:Class'."""
+    import importlib
+    import importlib.util
+
+    from raytda.task import Task
+
+    where, sep, name = text.rpartition(":")
+    if not sep or not where or not name:
+        raise SpecError(f"--task {text!r}: write 'module:Class' or 'path/to/file.py:Class'")
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise SpecError(f"--task {text!r}: file {path} does not exist")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as e:
+            raise SpecError(f"--task {text!r}: cannot import {where!r} ({e})") from None
+    cls = getattr(module, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise SpecError(f"--task {text!r}: {name!r} in {where} is not a raytda Task subclass")
+    return cls()
+
+
 def cmd_sweep(a: argparse.Namespace) -> int:
     import time
 
@@ -138,7 +173,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     sweep = build_sweep(a)
     t0 = time.perf_counter()
     df = sweep.run(cost=a.cost)
-    path = write_results(df, a.out)
+    path = write_results(df, a.out, sweep.store.uri)
     plots = sweep.plot(a.out)
     print(format_table(df))
     print(f"\n{len(df)} configurations in {time.perf_counter() - t0:.1f} s; "
@@ -169,6 +204,15 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scores(a: argparse.Namespace) -> int:
+    from raytda.export import export_scores
+
+    paths = export_scores(a.dir, a.ensemble, method=a.method, task=a.setting, k=a.top_k,
+                          out=a.out, full=not a.top_k_only)
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raytda", description="Training data attribution with "
                                 "efficient ensembles, orchestrated by Ray.")
@@ -183,6 +227,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("dir")
     r.add_argument("--cost", default="train_time_s")
     r.set_defaults(fn=cmd_report)
+    sc = sub.add_parser("scores", help="export a configuration's scores and top-k proponents "
+                                       "and opponents per test sample as Parquet")
+    sc.add_argument("dir", help="a finished run directory (raytda sweep --out DIR)")
+    sc.add_argument("--ensemble", required=True, help="e.g. 'dropout:I=1,D=10'")
+    sc.add_argument("--method", help="method of the configuration (when several ran)")
+    sc.add_argument("--setting", help="task / setting name (when several ran)")
+    sc.add_argument("--top-k", type=int, default=10, help="proponents and opponents per test "
+                    "sample (default 10)")
+    sc.add_argument("--top-k-only", action="store_true", help="skip the full score table")
+    sc.add_argument("--out", help="output directory (default DIR)")
+    sc.set_defaults(fn=cmd_scores)
     return p
 
 

@@ -18,6 +18,7 @@ def plot_results(df: pd.DataFrame, out_dir: str | Path, fmt: str = "png") -> lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from raytda.ensembles import ensemble_kind
     from raytda.results import pareto_mask
 
     out_dir = Path(out_dir)
@@ -28,7 +29,8 @@ def plot_results(df: pd.DataFrame, out_dir: str | Path, fmt: str = "png") -> lis
         for ax, (col, label) in zip(axes, AXES):
             for (kind, d_val), sub in grp.groupby(["ensemble", "D"]):
                 sub = sub.sort_values(col)
-                name = kind if kind in ("naive", "checkpoints", "lora") else f"{kind} D={d_val}"
+                takes_d = "D" in ensemble_kind(kind).takes
+                name = f"{kind} D={d_val}" if takes_d else kind
                 ax.errorbar(sub[col], sub["lds"], yerr=sub["lds_se"], marker="o", capsize=2,
                             label=name)
             front = grp[pareto_mask(grp[col].to_numpy(float), grp["lds"].to_numpy(float))]

@@ -42,15 +42,38 @@ def add_pareto(df: pd.DataFrame, cost: str = "train_time_s") -> pd.DataFrame:
 
 
 def collect_results(plan: Plan, store: ArtifactStore, cost: str = "train_time_s") -> pd.DataFrame:
-    rows = [store.meta(e.key) for e in plan.evaluations]
+    rows = [{k: v for k, v in store.meta(e.key).items() if k != "score_chunks"}
+            for e in plan.evaluations]
     return add_pareto(pd.DataFrame(rows), cost)
 
 
-def write_results(df: pd.DataFrame, out: str | Path) -> Path:
+def stored_scores(store: ArtifactStore, result_key: str):
+    """Yield (test rows, scores chunk) of a finished configuration, in row order."""
+    from raytda.specs import SpecError
+
+    for c in store.meta(result_key)["score_chunks"]:
+        if not store.has(c["key"]):
+            raise SpecError(f"scores chunk {c['key']} of {result_key} is missing from the "
+                            f"store; rerun the sweep to rebuild it")
+        tensors, _ = store.get(c["key"])
+        yield slice(*c["rows"]), tensors["scores"]
+
+
+def write_results(df: pd.DataFrame, out: str | Path, store_uri: str | None = None) -> Path:
+    """``OUT/results.parquet`` (atomically); with the store's URI in its metadata so that
+    ``raytda scores OUT`` finds the scores."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = Path(out) / "results.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
-    df.to_parquet(tmp, index=False)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if store_uri is not None:
+        uri = store_uri if "://" in store_uri else str(Path(store_uri).resolve())
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               b"raytda.store": uri.encode()})
+    pq.write_table(table, tmp)
     tmp.replace(path)
     return path
 

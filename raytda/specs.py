@@ -83,19 +83,13 @@ class Spec:
 
 # --------------------------------------------------------------------------- setting
 
-DATA_SOURCES = ("digits", "mnist", "cifar2", "synthetic", "text", "synthetic-text")
-# Sources of token sequences (for generative models); they need DataSpec.seq_len.
-TEXT_SOURCES = ("text", "synthetic-text")
-
-
 @dataclass(frozen=True)
 class DataSpec(Spec):
-    """Which samples: source, sizes and the seed that picks them.
+    """Which samples of a built-in source (:mod:`raytda.data.sources`): sizes and seed.
 
     ``root`` is where the files are; it is not part of the content key because the same
     files may live in different places on different machines. ``seq_len`` is the number of
-    predicted tokens per sample for text sources (None otherwise; left out of the key then,
-    so the keys of non-text settings are unchanged).
+    predicted tokens per sample for token sources (None otherwise; left out of the key then).
     """
 
     source: str
@@ -106,18 +100,12 @@ class DataSpec(Spec):
     seq_len: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.source in DATA_SOURCES,
-               f"unknown data source {self.source!r}; choose one of {list(DATA_SOURCES)}")
+        _check(bool(self.source), "data source must be non-empty")
         _check(self.n_train >= 2, f"n_train must be >= 2, got {self.n_train}")
         _check(self.n_test >= 1, f"n_test must be >= 1, got {self.n_test}")
-        if self.source in TEXT_SOURCES:
-            _check(isinstance(self.seq_len, int) and self.seq_len >= 1,
-                   f"text source {self.source!r} needs seq_len (tokens per sample) >= 1, "
-                   f"got {self.seq_len!r}")
-        else:
-            _check(self.seq_len is None,
-                   f"seq_len applies to text sources {list(TEXT_SOURCES)} only, "
-                   f"not {self.source!r}")
+        _check(self.seq_len is None or (isinstance(self.seq_len, int) and self.seq_len >= 1),
+               f"seq_len (tokens per sample) must be None or an integer >= 1, "
+               f"got {self.seq_len!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
@@ -298,15 +286,15 @@ class Setting(Spec):
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "setting name must be non-empty")
-        text = self.data.source in TEXT_SOURCES
+        text = self.data.seq_len is not None
         if self.model.generative:
-            _check(text, f"a {self.model.arch!r} model needs a text data source "
-                         f"{list(TEXT_SOURCES)}, not {self.data.source!r}")
+            _check(text, f"a {self.model.arch!r} model needs token sequences: give the data "
+                         f"spec a seq_len")
             _check(self.data.seq_len <= self.model.block_size,
                    f"seq_len {self.data.seq_len} exceeds the model's block_size "
                    f"{self.model.block_size}")
         else:
-            _check(not text, f"text source {self.data.source!r} needs a generative model "
+            _check(not text, f"seq_len is for token sequences and needs a generative model "
                              f"(arch 'gpt'), not {self.model.arch!r}")
 
     @property
@@ -320,18 +308,7 @@ class Setting(Spec):
         return d
 
 
-# --------------------------------------------------------------------------- ensembles
-
-ENSEMBLE_KINDS = (
-    "naive",  # I independent models, each on its own random half
-    "dropout",  # I models x D fixed dropout masks
-    "dropout-forward",  # TRAK only: Q over I*D masked variants, features from I unmasked
-    "projection-only",  # I models x D projection seeds, dropout off (paper's ablation)
-    "checkpoints",  # C intermediate checkpoints of each of I runs
-    "checkpoints-dropout",  # C checkpoints x D masks
-    "lora",  # I base models (full set, shorter) x L LoRA adapters, each on its own half
-)
-MASK_MODES = ("fixed", "per-sample")
+# --------------------------------------------------------------------------- members
 
 
 @dataclass(frozen=True)
@@ -358,112 +335,6 @@ class Member:
         return d
 
 
-@dataclass(frozen=True)
-class Ensemble(Spec):
-    """An ensemble configuration. See ``ENSEMBLE_KINDS``.
-
-    ``I`` base models; ``D`` masks (dropout kinds) or projection passes (projection-only)
-    per model or checkpoint; ``C`` checkpoints per training run (checkpoint kinds); ``L``
-    LoRA adapters per base model (kind 'lora' only; 0 for every other kind).
-    ``mask_mode`` 'fixed' gives one mask per member shared by all samples; 'per-sample'
-    draws a mask per (member, sample), reproducibly from the sample index.
-    """
-
-    kind: str = "naive"
-    I: int = 1
-    D: int = 1
-    C: int = 1
-    mask_mode: str = "fixed"
-    L: int = 0
-
-    def __post_init__(self) -> None:
-        _check(self.kind in ENSEMBLE_KINDS,
-               f"unknown ensemble kind {self.kind!r}; choose one of {list(ENSEMBLE_KINDS)}")
-        _check(isinstance(self.I, int) and self.I >= 1,
-               f"I (number of trained models) must be an integer >= 1, got {self.I!r}")
-        _check(isinstance(self.D, int) and self.D >= 1,
-               f"D (dropout masks per model) must be an integer >= 1, got {self.D!r}")
-        _check(isinstance(self.C, int) and self.C >= 1,
-               f"C (checkpoints per run) must be an integer >= 1, got {self.C!r}")
-        _check(self.mask_mode in MASK_MODES,
-               f"unknown mask_mode {self.mask_mode!r}; choose one of {list(MASK_MODES)}")
-        if self.kind in ("naive", "checkpoints"):
-            _check(self.D == 1, f"ensemble kind {self.kind!r} takes no D; use 'dropout' for D > 1")
-        if not self.kind.startswith("checkpoints"):
-            _check(self.C == 1, f"C applies to checkpoint ensembles only, not {self.kind!r}")
-        if self.kind == "lora":
-            _check(isinstance(self.L, int) and self.L >= 1,
-                   f"L (LoRA adapters per base model) must be an integer >= 1, got {self.L!r}; "
-                   f"write e.g. 'lora:I=1,L=3'")
-            _check(self.D == 1, "ensemble kind 'lora' takes no D; its members are adapters (L)")
-        else:
-            _check(self.L == 0, f"L (LoRA adapters) applies to kind 'lora' only, not "
-                                f"{self.kind!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        if d["L"] == 0:  # keeps the keys of non-LoRA configurations as they were
-            d.pop("L")
-        return d
-
-    @property
-    def uses_masks(self) -> bool:
-        return self.kind in ("dropout", "dropout-forward", "checkpoints-dropout")
-
-    @property
-    def label(self) -> str:
-        parts = [self.kind, f"I={self.I}"]
-        if self.kind == "lora":
-            parts.append(f"L={self.L}")
-        elif self.kind != "naive" and self.kind != "checkpoints":
-            parts.append(f"D={self.D}")
-        if self.kind.startswith("checkpoints"):
-            parts.append(f"C={self.C}")
-        if self.uses_masks and self.mask_mode != "fixed":
-            parts.append(self.mask_mode)
-        return " ".join(parts)
-
-
-# --------------------------------------------------------------------------- methods
-
-METHODS = ("trak", "grad-dot", "grad-cos", "if")
-
-
-@dataclass(frozen=True)
-class Method(Spec):
-    """A TDA method and its math parameters.
-
-    ``proj_dim`` (TRAK) is the random projection dimension k; ``ridge`` None means
-    "no ridge unless the kernel is singular, then the smallest that makes it solvable"
-    (the value used is recorded with the result). ``damping`` and ``cg_*`` are for IF.
-    """
-
-    name: str = "trak"
-    proj_dim: int = 2048
-    ridge: float | None = None
-    damping: float = 1e-3
-    cg_max_iter: int = 100
-    cg_tol: float = 1e-6
-    hessian_samples: int | None = None  # None: Hessian over the whole training set
-
-    def __post_init__(self) -> None:
-        _check(self.name in METHODS, f"unknown method {self.name!r}; choose one of {list(METHODS)}")
-        _check(isinstance(self.proj_dim, int) and self.proj_dim >= 1,
-               f"projection dimension must be an integer >= 1, got {self.proj_dim!r}")
-        _check(self.ridge is None or self.ridge >= 0, f"ridge must be >= 0, got {self.ridge}")
-        _check(self.damping >= 0, f"damping must be >= 0, got {self.damping}")
-        _check(self.cg_max_iter >= 1, f"cg_max_iter must be >= 1, got {self.cg_max_iter}")
-
-    def hashed(self) -> dict[str, Any]:
-        """Only the fields that affect this method's scores (for artifact keys)."""
-        if self.name == "trak":
-            return {"name": self.name, "proj_dim": self.proj_dim, "ridge": self.ridge}
-        if self.name == "if":
-            return {"name": self.name, "damping": self.damping, "cg_max_iter": self.cg_max_iter,
-                    "cg_tol": self.cg_tol, "hessian_samples": self.hessian_samples}
-        return {"name": self.name}
-
-
 # --------------------------------------------------------------------------- LDS
 
 
@@ -482,74 +353,3 @@ class LDSSpec(Spec):
         _check(0.0 < self.alpha < 1.0, f"alpha must lie in (0, 1), got {self.alpha}")
         _check(self.models_per_subset >= 1,
                f"models_per_subset must be >= 1, got {self.models_per_subset}")
-
-
-def members_of(ens: Ensemble, recipe: Recipe) -> tuple[Member, ...]:
-    """Members whose scores are averaged (for dropout-forward: the masked Q members)."""
-    out: list[Member] = []
-    ckpts: list[int | None] = [None]
-    if ens.kind.startswith("checkpoints"):
-        saved = recipe.saved_epochs
-        _check(ens.C <= len(saved),
-               f"C={ens.C} checkpoints requested but the recipe keeps {len(saved)} "
-               f"(epochs {list(saved)}); add epochs to Recipe.checkpoint_epochs")
-        ckpts = list(saved[-ens.C:])
-        ckpts = [None if c == recipe.epochs else c for c in ckpts]
-    if ens.kind == "lora":
-        return tuple(Member(i, None, None, 0, adapter=a)
-                     for i in range(ens.I) for a in range(ens.L))
-    for i in range(ens.I):
-        for c in ckpts:
-            for d in range(ens.D):
-                if ens.kind in ("naive", "checkpoints"):
-                    out.append(Member(i, c, None, 0))
-                elif ens.kind == "projection-only":
-                    out.append(Member(i, c, None, d))
-                else:
-                    out.append(Member(i, c, d, d))
-    return tuple(out)
-
-
-def feature_members_of(ens: Ensemble, recipe: Recipe) -> tuple[Member, ...]:
-    """Members whose gradient features are used (differs only for dropout-forward)."""
-    if ens.kind == "dropout-forward":
-        return tuple(Member(i, None, None, 0) for i in range(ens.I))
-    return members_of(ens, recipe)
-
-
-def check_combination(setting: Setting, method: Method, ensemble: Ensemble) -> None:
-    """Raise SpecError if a (setting, method, ensemble) triple cannot be evaluated."""
-    if ensemble.kind == "lora":
-        _check(setting.model.arch == "gpt",
-               f"ensemble kind 'lora' adapts attention W_q/W_v, so it needs a Transformer "
-               f"setting (arch 'gpt'); {setting.name!r} is an {setting.model.arch!r}")
-        missing = [t for t in setting.lora_spec.targets if t not in ("q_proj", "k_proj",
-                                                                      "v_proj", "out_proj")]
-        _check(not missing, f"LoRA targets {missing} are not attention projections of 'gpt' "
-                            f"(q_proj, k_proj, v_proj, out_proj)")
-    if setting.model.generative:
-        _check(method.name != "if",
-               f"influence functions are not implemented for generative settings "
-               f"({setting.name!r}); use trak, grad-dot or grad-cos")
-
-
-def parse_ensemble(text: str) -> Ensemble:
-    """Parse 'dropout:I=5,D=10', 'naive:I=3' or 'lora:I=1,L=3' (CLI form)."""
-    kind, _, rest = text.partition(":")
-    kw: dict[str, Any] = {"kind": kind.strip()}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        k, eq, v = part.partition("=")
-        _check(bool(eq),
-               f"cannot parse {part!r} in ensemble {text!r}; write e.g. 'dropout:I=5,D=10'")
-        k = k.strip()
-        _check(k in ("I", "D", "C", "L", "mask_mode"),
-               f"unknown ensemble field {k!r} in {text!r}; valid: I, D, C, L, mask_mode")
-        if k == "mask_mode":
-            kw[k] = v.strip()
-            continue
-        try:
-            kw[k] = int(v)
-        except ValueError:
-            raise SpecError(f"{k} must be an integer in ensemble {text!r}, got {v.strip()!r}"
-                            ) from None
-    return Ensemble(**kw)

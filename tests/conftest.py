@@ -11,7 +11,8 @@ import pytest
 from torch import nn
 
 from raytda.core.train import load_weights, train_model
-from raytda.data import Dataset, load_data
+from raytda.data import Dataset
+from raytda.data.sources import load_data
 from raytda.settings import get_setting
 from raytda.specs import Setting
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from raytda import LDSSpec, Sweep
-from raytda.specs import Ensemble, Method
+from raytda.ensembles import Ensemble
+from raytda.methods import Method
 
 ENSEMBLES = (Ensemble("naive", 1), Ensemble("naive", 2), Ensemble("dropout", 2, 3),
              Ensemble("dropout-forward", 2, 3), Ensemble("projection-only", 1, 2),

@@ -22,6 +22,11 @@ class ComputeArgs:
     cpu_gemm: str = "auto"
     # TRAK on MLPs: skip the projection work of exactly-zero inputs (same features).
     sparse_inputs: bool = True
+    # Aggregation: test rows per chunk of scores are chosen so that one chunk (rows x
+    # n_train, float64) stays within this; member payloads are kept in memory up to
+    # payload_cache_bytes and read again per chunk beyond it.
+    score_chunk_bytes: int = 1 << 28
+    payload_cache_bytes: int = 4 << 30
 
     def __post_init__(self) -> None:
         if self.grad_batch < 1 or self.forward_batch < 1:

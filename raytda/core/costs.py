@@ -86,7 +86,8 @@ def measure(device: str = "cpu", interval_s: float = 0.005):
 @dataclass(frozen=True)
 class UnitCosts:
     """Per-unit times of appendix E (seconds): ``serve`` is one member's features, scores
-    and Q; ``serve_forward_only`` is one forward-only Q pass.
+    and Q; ``serve_forward_only`` is one forward-only Q pass. Each ensemble kind turns
+    them into its analytic costs (``EnsembleKind.train_time`` / ``serve_time``).
 
     For the LoRA Ensemble, ``train`` is T_Train,Base (one base model on the full set),
     ``train_lora`` is T_Train,LoRA (one adapter) and ``serve`` is T_Serving,LoRA (one
@@ -97,34 +98,6 @@ class UnitCosts:
     serve: float
     serve_forward_only: float = 0.0
     train_lora: float = 0.0
-
-
-def analytic_train_time(kind: str, I: int, u: UnitCosts, C: int = 1, L: int = 0) -> float:
-    """Appendix E: I x T_train for naive, dropout, forward-only, checkpoints; for LoRA,
-    I x T_Train,Base + I x L x T_Train,LoRA."""
-    if kind == "lora":
-        return I * u.train + I * L * u.train_lora
-    return I * u.train
-
-
-def analytic_serve_time(kind: str, I: int, D: int, u: UnitCosts, C: int = 1,
-                        L: int = 0) -> float:
-    """Appendix E serving time for each ensemble kind (LoRA: I x L x T_Serving,LoRA)."""
-    if kind == "lora":
-        return I * L * u.serve
-    if kind == "naive":
-        return I * u.serve
-    if kind == "dropout":
-        return I * D * u.serve
-    if kind == "projection-only":  # D projections of one unmasked model share one Q pass
-        return I * D * (u.serve - u.serve_forward_only) + I * u.serve_forward_only
-    if kind == "dropout-forward":
-        return I * u.serve + I * (D - 1) * u.serve_forward_only
-    if kind == "checkpoints":
-        return I * C * u.serve
-    if kind == "checkpoints-dropout":
-        return I * C * D * u.serve
-    raise ValueError(f"no cost model for ensemble kind {kind!r}")
 
 
 def analytic_params(I: int, params_per_model: int, L: int = 0,

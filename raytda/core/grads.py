@@ -19,6 +19,7 @@ the sequence log-likelihood for generative settings).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import torch
@@ -27,6 +28,8 @@ from torch.func import functional_call, grad, vmap
 
 from raytda.core.masks import MaskSpec, masks_for
 from raytda.core.outputs import CLASSIFICATION, ModelOutput
+
+log = logging.getLogger(__name__)
 
 
 def param_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -66,9 +69,10 @@ def linear_layout(model: nn.Module) -> list[tuple[nn.Linear, str]] | None:
     dropout only through explicit masks) whose every parameter is a weight or bias of an
     ``nn.Linear``. Anything else returns None and takes the general vmap path.
     """
+    from raytda.core.network import Network
     from raytda.models.mlp import MLP
 
-    if not isinstance(model, MLP) or model.training \
+    if not isinstance(model, Network) or not isinstance(model.module, MLP) or model.training \
             or not all(p.requires_grad for p in model.parameters()):
         return None
     modules = dict(model.named_modules())
@@ -139,15 +143,34 @@ def _linear_grads(model: nn.Module, layout: list[tuple[nn.Linear, str]], x: torc
     return out
 
 
+def _loop_grads(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+                y: torch.Tensor, masks: tuple[torch.Tensor, ...] | None, batched: bool,
+                output: ModelOutput) -> torch.Tensor:
+    """Per-sample gradients by plain autograd, one sample at a time (the vmap fallback)."""
+    leaves = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    for b in range(x.shape[0]):
+        mb = None if masks is None else tuple((m[b] if batched else m).unsqueeze(0)
+                                              for m in masks)
+        with torch.enable_grad():
+            f = output.f(model(x[b:b + 1], masks=mb), y[b:b + 1])[0]
+            g = torch.autograd.grad(f, leaves, allow_unused=True)
+        rows.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
+                               for gi, p in zip(g, leaves)]))
+    return torch.stack(rows)
+
+
 def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                      mask: MaskSpec | None = None, split: str = "train",
                      batch_size: int = 256, device: str = "cpu",
-                     output: ModelOutput = CLASSIFICATION
+                     output: ModelOutput = CLASSIFICATION, start: int = 0
                      ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield (rows, G) with G[b] = flattened d f(x_b) / d trainable params (module order).
 
-    Masks (when given) are applied exactly as the member defines them, so a sample's
-    gradient does not depend on which batch it falls in. Each G is a fresh tensor the
+    ``model`` is a :class:`raytda.core.network.Network`. Masks (when given) are applied
+    exactly as the member defines them, so a sample's gradient does not depend on which
+    batch it falls in; ``start`` is the row number of ``x[0]`` in its split (per-sample
+    masks are keyed by it). Each G is a fresh tensor the
     caller may keep. ``batch_size`` trades memory (batch x n_params floats) for speed;
     a few hundred samples is enough to keep the CPU busy.
     """
@@ -162,32 +185,70 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     n = x.shape[0]
     params = trainable_params(model) if layout is None else {}
     g_fn = grad(_output_fn(model, output))
-    for start in range(0, n, batch_size):
-        rows = slice(start, min(start + batch_size, n))
+    use_vmap = True
+    for b0 in range(0, n, batch_size):
+        rows = slice(b0, min(b0 + batch_size, n))
         xb, yb = x[rows].to(device), y[rows].to(device)
-        masks, batched = masks_for(mask, sizes, split, torch.arange(rows.start, rows.stop), device)
+        index = torch.arange(start + rows.start, start + rows.stop)
+        masks, batched = masks_for(mask, sizes, split, index, device)
         if layout is not None:
             yield rows, _linear_grads(model, layout, xb, yb, masks, width, output)
             continue
-        g = vmap(g_fn, in_dims=(None, 0, 0, 0 if batched else None))(params, xb, yb, masks)
-        yield rows, torch.cat([t.reshape(t.shape[0], -1) for t in g.values()], dim=1)
+        if use_vmap:
+            try:
+                g = vmap(g_fn, in_dims=(None, 0, 0, 0 if batched else None))(params, xb, yb,
+                                                                             masks)
+                yield rows, torch.cat([t.reshape(t.shape[0], -1) for t in g.values()], dim=1)
+                continue
+            except (RuntimeError, NotImplementedError) as e:
+                # Models with data-dependent control flow or ops without a batching rule
+                # (some library attention code) cannot be vmapped: same numbers, one
+                # sample at a time.
+                log.info("vmap over %s failed (%s); per-sample autograd loop instead",
+                         type(model).__name__, str(e).splitlines()[0] if str(e) else e)
+                use_vmap = False
+        yield rows, _loop_grads(model, params, xb, yb, masks, batched, output)
 
 
 @torch.no_grad()
 def forward_outputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                     mask: MaskSpec | None = None, split: str = "train",
                     batch_size: int = 1024, device: str = "cpu",
-                    output: ModelOutput = CLASSIFICATION
+                    output: ModelOutput = CLASSIFICATION, start: int = 0
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(f, Q) for every sample under the member's masks; forward passes only."""
+    """(f, Q) for every sample under the member's masks; forward passes only.
+
+    ``start`` is the row number of ``x[0]`` in its split (see ``per_sample_grads``)."""
     model = model.to(device).eval()
     sizes = getattr(model, "mask_sizes", ())
     fs, qs = [], []
-    for start in range(0, x.shape[0], batch_size):
-        stop = min(start + batch_size, x.shape[0])
-        masks, _ = masks_for(mask, sizes, split, torch.arange(start, stop), device)
-        logits = model(x[start:stop].to(device), masks=masks)
-        yb = y[start:stop].to(device)
+    for b0 in range(0, x.shape[0], batch_size):
+        b1 = min(b0 + batch_size, x.shape[0])
+        masks, _ = masks_for(mask, sizes, split, torch.arange(start + b0, start + b1), device)
+        logits = model(x[b0:b1].to(device), masks=masks)
+        yb = y[b0:b1].to(device)
         fs.append(output.f(logits, yb).cpu())
         qs.append(output.q(logits, yb).cpu())
     return torch.cat(fs), torch.cat(qs)
+
+
+def samples_outputs(model: nn.Module, samples, mask: MaskSpec | None, split: str,
+                    batch_size: int, device: str, output: ModelOutput
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``forward_outputs`` over every row of ``samples`` (tensors or a Dataset)."""
+    fs, qs = [], []
+    for start, xb, yb in samples.chunks(batch_size):
+        f, q = forward_outputs(model, xb, yb, mask, split, batch_size, device, output, start)
+        fs.append(f)
+        qs.append(q)
+    return torch.cat(fs), torch.cat(qs)
+
+
+def samples_grads(model: nn.Module, samples, mask: MaskSpec | None, split: str,
+                  batch_size: int, device: str, output: ModelOutput
+                  ) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``per_sample_grads`` over every row of ``samples``; rows are split-wide slices."""
+    for start, xb, yb in samples.chunks(batch_size):
+        for rows, g in per_sample_grads(model, xb, yb, mask, split, batch_size, device,
+                                        output, start):
+            yield slice(start + rows.start, start + rows.stop), g

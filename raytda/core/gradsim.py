@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from raytda.core.args import ComputeArgs
-from raytda.core.grads import per_sample_grads
+from raytda.core.grads import samples_grads
 from raytda.core.masks import MaskSpec
 from raytda.core.outputs import CLASSIFICATION, ModelOutput
 
@@ -18,14 +18,14 @@ def _unit(g: torch.Tensor) -> torch.Tensor:
 def gradsim_block(model: nn.Module, data, mask: MaskSpec | None, normalize: bool,
                   args: ComputeArgs, output: ModelOutput = CLASSIFICATION) -> torch.Tensor:
     """(m x n) matrix of g(test)^T g(train), with unit-normalized gradients if asked."""
-    def grads(x, y, split):
-        return per_sample_grads(model, x, y, mask, split, args.grad_batch, args.device, output)
+    def grads(samples, split):
+        return samples_grads(model, samples, mask, split, args.grad_batch, args.device, output)
 
-    test = torch.cat([g for _, g in grads(data.x_test, data.y_test, "test")])
+    test = torch.cat([g for _, g in grads(data.test, "test")])
     if normalize:
         test = _unit(test)
     out = torch.empty(data.n_test, data.n_train)
-    for rows, g in grads(data.x_train, data.y_train, "train"):
+    for rows, g in grads(data.train, "train"):
         if normalize:
             g = _unit(g)
         out[:, rows] = (test @ g.T).cpu()

@@ -1,8 +1,9 @@
 """Influence functions: g(train)^T (H + damping I)^-1 g(test), H^-1 g by conjugate gradients.
 
-H is the Hessian of the mean training cross-entropy of the member (its masks applied),
-reached only through Hessian-vector products (torch.func jvp of grad); CG solves all test
-right-hand sides at once, each column with its own step sizes.
+H is the Hessian of the member's mean training loss (the Task's loss, cross-entropy by
+default, its masks applied) with respect to its trainable parameters, reached only through
+Hessian-vector products (torch.func jvp of grad); CG solves all test right-hand sides at
+once, each column with its own step sizes.
 """
 
 from __future__ import annotations
@@ -13,26 +14,31 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from raytda.core.args import ComputeArgs
-from raytda.core.grads import param_dict, per_sample_grads
+from raytda.core.grads import samples_grads, trainable_params
 from raytda.core.masks import MaskSpec, masks_for
+from raytda.core.outputs import CLASSIFICATION, LossFn, ModelOutput, mean_cross_entropy
+from raytda.data.samples import Samples
 
 
-def make_hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: MaskSpec | None,
-             batch: int = 1024, rhs_chunk: int = 64):
-    """A function V (p, r) -> H V for the mean training loss over (x, y)."""
-    params = param_dict(model)
+def make_hvp(model: nn.Module, samples: Samples, mask: MaskSpec | None,
+             batch: int = 1024, rhs_chunk: int = 64, loss_fn: LossFn = mean_cross_entropy):
+    """A function V (p, r) -> H V for the mean training loss over ``samples``.
+
+    ``loss_fn(logits, y)`` is a batch's mean loss; batches are weighted by their size.
+    """
+    params = trainable_params(model)
     names = list(params)
     shapes = [params[k].shape for k in names]
     sizes = [params[k].numel() for k in names]
     theta = torch.cat([params[k].reshape(-1) for k in names])
     device = theta.device  # data and masks must sit with the parameters
     mask_sizes = getattr(model, "mask_sizes", ())
-    n = x.shape[0]
+    n = samples.n
     batches = []
-    for s in range(0, n, batch):
-        idx = torch.arange(s, min(n, s + batch))
+    for start, xb, yb in samples.chunks(batch):
+        idx = torch.arange(start, start + xb.shape[0])
         masks, _ = masks_for(mask, mask_sizes, "train", idx, device)
-        batches.append((x[idx].to(device), y[idx].to(device), masks))
+        batches.append((xb.to(device), yb.to(device), masks))
 
     def unflatten(flat: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: t.view(sh) for k, t, sh in zip(names, flat.split(sizes), shapes,
@@ -40,7 +46,7 @@ def make_hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: MaskSpec 
 
     def loss(flat, xb, yb, masks):
         logits = functional_call(model, unflatten(flat), (xb,), {"masks": masks})
-        return torch.nn.functional.cross_entropy(logits, yb, reduction="sum")
+        return loss_fn(logits, yb) * xb.shape[0]
 
     def hvp(vecs: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(vecs)
@@ -83,22 +89,26 @@ def conjugate_gradients(matvec, b: torch.Tensor, damping: float, max_iter: int, 
 
 
 def influence_block(model: nn.Module, data, mask: MaskSpec | None, damping: float,
-                    max_iter: int, tol: float, hessian_samples: int | None, args: ComputeArgs
+                    max_iter: int, tol: float, hessian_samples: int | None, args: ComputeArgs,
+                    output: ModelOutput = CLASSIFICATION, loss_fn: LossFn = mean_cross_entropy
                     ) -> tuple[torch.Tensor, dict]:
-    """(m x n) IF scores for one member, plus the damping and CG diagnostics."""
-    xh, yh = data.x_train, data.y_train
+    """(m x n) IF scores for one member, plus the damping and CG diagnostics.
+
+    Gradients are of the model output f; H is of ``loss_fn`` (the training loss).
+    ``hessian_samples`` rows drawn with a fixed seed stand in for the whole train split.
+    """
+    hess = data.train
     if hessian_samples is not None and hessian_samples < data.n_train:
         rng = np.random.default_rng(0)
-        pick = np.sort(rng.choice(data.n_train, hessian_samples, replace=False))
-        xh, yh = xh[pick], yh[pick]
+        hess = hess.subset(np.sort(rng.choice(data.n_train, hessian_samples, replace=False)))
     model = model.to(args.device)  # before make_hvp, which captures the parameters
-    hvp = make_hvp(model, xh, yh, mask)
-    test = torch.cat([g for _, g in per_sample_grads(model, data.x_test, data.y_test, mask,
-                                                     "test", args.grad_batch, args.device)])
+    hvp = make_hvp(model, hess, mask, loss_fn=loss_fn)
+    test = torch.cat([g for _, g in samples_grads(model, data.test, mask, "test",
+                                                  args.grad_batch, args.device, output)])
     solved, info = conjugate_gradients(hvp, test.T.contiguous(), damping,
                                        max_iter, tol)
     out = torch.empty(data.n_test, data.n_train)
-    for rows, g in per_sample_grads(model, data.x_train, data.y_train, mask, "train",
-                                    args.grad_batch, args.device):
+    for rows, g in samples_grads(model, data.train, mask, "train", args.grad_batch,
+                                 args.device, output):
         out[:, rows] = (solved.T @ g.T).cpu()
     return out, {"damping": damping, **info}

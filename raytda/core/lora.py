@@ -26,8 +26,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from raytda.core.train import check_tokens, fit, load_weights
-from raytda.specs import LoRASpec, ModelSpec, Recipe, derive_seed
+from raytda.core.network import Forward, call_module
+from raytda.core.outputs import LossFn, mean_cross_entropy
+from raytda.core.train import fit
+from raytda.specs import LoRASpec, Recipe, derive_seed
 
 
 @dataclass
@@ -78,45 +80,43 @@ def adapter_state(peft_model) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
 
 
-def count_adapter_params(model_spec: ModelSpec, spec: LoRASpec) -> int:
-    """Parameters one adapter adds (what a LoRA member's gradient features span)."""
-    peft_model = attach_adapter(_build(model_spec), spec)
+def count_adapter_params(model: nn.Module, spec: LoRASpec) -> int:
+    """Parameters one adapter adds to ``model`` (what a LoRA member's gradient spans).
+
+    Counts on a deep copy, so ``model`` itself is left as it was."""
+    import copy
+
+    peft_model = attach_adapter(copy.deepcopy(model), spec)
     return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 
 
-def _build(model_spec: ModelSpec) -> nn.Module:
-    from raytda.models import build_model
-
-    return build_model(model_spec)
-
-
-def train_adapter(model_spec: ModelSpec, base_state: dict[str, torch.Tensor], spec: LoRASpec,
-                  recipe: Recipe, x: torch.Tensor, y: torch.Tensor, seed: int,
-                  device: str = "cpu") -> TrainedAdapter:
-    """Fine-tune one fresh adapter on (x, y) on top of frozen base weights.
+def train_adapter(base: nn.Module, spec: LoRASpec, recipe: Recipe, samples, seed: int,
+                  device: str = "cpu", loss_fn: LossFn = mean_cross_entropy,
+                  forward: Forward = call_module) -> TrainedAdapter:
+    """Fine-tune one fresh adapter on ``samples`` on top of ``base``, whose weights stay
+    frozen (``base`` is modified: it ends up holding the adapter's LoRA layers).
 
     ``recipe`` is the adapter's (see ``LoRASpec.adapter_recipe``); the base model's dropout
     sites stay active during fine-tuning as in its own training. Deterministic in ``seed``.
     """
-    check_tokens(model_spec, x, y)
-    base = load_weights(model_spec, base_state)
     peft_model = attach_adapter(base, spec, seed).to(device)
     # The seed's shuffling and dropout streams come from fit, as for base training.
-    states, seconds = fit(inner(peft_model), recipe, x, y, seed, device,
-                          snapshot=lambda _m: adapter_state(peft_model))
+    states, seconds = fit(inner(peft_model), recipe, samples, seed, device,
+                          snapshot=lambda _m: adapter_state(peft_model), loss_fn=loss_fn,
+                          forward=forward)
     n_par = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     return TrainedAdapter(states[recipe.epochs], n_par, seconds)
 
 
-def load_adapted(model_spec: ModelSpec, base_state: dict[str, torch.Tensor],
-                 adapter: dict[str, torch.Tensor], spec: LoRASpec) -> nn.Module:
-    """Base weights plus a stored adapter, in eval mode, with only the adapter trainable
-    (so gradients and :func:`raytda.core.grads.n_trainable` cover the adapter alone)."""
+def load_adapted(base: nn.Module, adapter: dict[str, torch.Tensor], spec: LoRASpec) -> nn.Module:
+    """``base`` (holding the base weights) plus a stored adapter, in eval mode, with only
+    the adapter trainable (so gradients and :func:`raytda.core.grads.n_trainable` cover
+    the adapter alone)."""
     from peft import set_peft_model_state_dict
 
     from raytda.core.checkpoint import CheckpointError
 
-    peft_model = attach_adapter(load_weights(model_spec, base_state), spec)
+    peft_model = attach_adapter(base, spec)
     expected = set(adapter_state(peft_model))
     if set(adapter) != expected:
         raise CheckpointError(f"adapter does not fit the model: missing "

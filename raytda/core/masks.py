@@ -14,29 +14,39 @@ import torch
 
 from raytda.specs import derive_seed
 
+Sizes = tuple[int | tuple[int, ...], ...]
+
 
 @dataclass(frozen=True)
 class MaskSpec:
-    """Everything that determines a member's masks."""
+    """Everything that determines a member's masks.
+
+    ``rate`` is one dropout rate for every site, or one per site (``Network.mask_rates``).
+    """
 
     seed: int
-    rate: float
+    rate: float | tuple[float, ...]
     mode: str = "fixed"  # or "per-sample"
 
 
-def _draw(rng: np.random.Generator, sizes: tuple[int, ...], rate: float) -> list[np.ndarray]:
-    return [(rng.random(w) >= rate).astype(np.float32) for w in sizes]
+def _draw(rng: np.random.Generator, sizes: Sizes, rate: float | tuple[float, ...]
+          ) -> list[np.ndarray]:
+    rates = rate if isinstance(rate, tuple) else (rate,) * len(sizes)
+    if len(rates) != len(sizes):
+        raise ValueError(f"{len(rates)} dropout rates for {len(sizes)} sites")
+    # A site's shape is a width (int) or a tuple; rng.random draws the same stream for both.
+    return [(rng.random(w) >= p).astype(np.float32) for w, p in zip(sizes, rates)]
 
 
-def fixed_masks(spec: MaskSpec, sizes: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-    """One (width,) mask per site."""
+def fixed_masks(spec: MaskSpec, sizes: Sizes) -> tuple[torch.Tensor, ...]:
+    """One mask of the site's shape per site."""
     rng = np.random.default_rng(derive_seed("mask", spec.seed))
     return tuple(torch.from_numpy(m) for m in _draw(rng, sizes, spec.rate))
 
 
-def sample_masks(spec: MaskSpec, sizes: tuple[int, ...], split: str,
+def sample_masks(spec: MaskSpec, sizes: Sizes, split: str,
                  index: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(batch, width) masks for samples ``index`` of ``split`` ('train' or 'test')."""
+    """(batch, *shape) masks for samples ``index`` of ``split`` ('train', 'test', ...)."""
     rows: list[list[np.ndarray]] = []
     for j in index.tolist():
         rng = np.random.default_rng(derive_seed("mask", spec.seed, split, int(j)))
@@ -44,7 +54,7 @@ def sample_masks(spec: MaskSpec, sizes: tuple[int, ...], split: str,
     return tuple(torch.from_numpy(np.stack([r[s] for r in rows])) for s in range(len(sizes)))
 
 
-def masks_for(spec: MaskSpec | None, sizes: tuple[int, ...], split: str,
+def masks_for(spec: MaskSpec | None, sizes: Sizes, split: str,
               index: torch.Tensor, device: torch.device | str = "cpu"
               ) -> tuple[tuple[torch.Tensor, ...] | None, bool]:
     """Masks for a batch, and whether they carry a batch dimension."""

@@ -74,6 +74,15 @@ class ModelOutput:
     q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def mean_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The default training loss: mean cross-entropy over every prediction, for (B, C)
+    logits against (B,) labels and (B, T, V) against (B, T) next tokens alike."""
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
 CLASSIFICATION = ModelOutput("margin", margin, one_minus_p)
 GENERATIVE = ModelOutput("sequence log-likelihood", sequence_loglik, one_minus_mean_p)
 

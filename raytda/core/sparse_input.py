@@ -29,6 +29,7 @@ from torch import nn
 from raytda.core import gemm
 from raytda.core.grads import linear_layout, linear_parts, write_linear_grads
 from raytda.core.masks import MaskSpec, masks_for
+from raytda.core.network import inner
 from raytda.core.outputs import CLASSIFICATION, ModelOutput
 from raytda.core.projection import GaussianProjector
 
@@ -82,7 +83,7 @@ class SparseInputProjection:
                 or not projector.resident or layout[0][1] != "weight"):
             return None
         first = layout[0][0]
-        hidden = getattr(model, "hidden", None)
+        hidden = getattr(inner(model), "hidden", None)
         if hidden is None or first is not hidden[0] or x_ref.ndim != 2 \
                 or x_ref.shape[1] != first.in_features or x_ref.shape[0] == 0:
             return None

@@ -10,6 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from raytda.core.network import Forward, Network, call_module
+from raytda.core.outputs import LossFn, mean_cross_entropy
+from raytda.data.samples import Samples, TensorSamples, as_samples
 from raytda.models import build_model
 from raytda.specs import ModelSpec, Recipe, derive_seed
 
@@ -56,47 +59,55 @@ def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
                             weight_decay=recipe.weight_decay)
 
 
-def warm_up(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+def warm_up(model: nn.Module, loss_fn: LossFn, forward: Forward, x: torch.Tensor,
+            y: torch.Tensor) -> None:
     """One untimed forward/backward on a copy, so one-off library start-up (thread pools,
     kernel selection) is not billed to the first model a process trains."""
     import copy
 
     twin = copy.deepcopy(model).eval()
-    logits = twin(x)
-    loss_fn(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).backward()
+    loss_fn(forward(twin, x), y).backward()
 
 
-def fit(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, seed: int,
-        device: str = "cpu", snapshot: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None
+def state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole state dict, detached, on the CPU."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def fit(model: nn.Module, recipe: Recipe, samples: Samples | tuple, seed: int,
+        device: str = "cpu", snapshot: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
+        loss_fn: LossFn = mean_cross_entropy, forward: Forward = call_module
         ) -> tuple[dict[int, dict[str, torch.Tensor]], float]:
     """Train ``model``'s trainable parameters in place with seeded shuffling and dropout.
 
-    Returns ``snapshot(model)`` (default: the whole state dict, on the CPU) at every epoch
-    in ``recipe.saved_epochs``, and the wall time of the training loop alone.
+    ``samples`` are tensors or a Dataset (:func:`raytda.data.as_samples`); tensors move to
+    ``device`` once, Dataset rows are read batch by batch. ``loss_fn(forward(model, x), y)``
+    is a batch's mean loss. Returns ``snapshot(model)`` (default: the whole state dict, on
+    the CPU) at every epoch in ``recipe.saved_epochs``, and the wall time of the loop alone.
     """
-    if snapshot is None:
-        def snapshot(m: nn.Module) -> dict[str, torch.Tensor]:
-            return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+    samples = as_samples(samples)
+    if isinstance(samples, TensorSamples):
+        samples = samples.to(device)
+    snapshot = snapshot or state_snapshot
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], recipe)
-    loss_fn = nn.CrossEntropyLoss()
-    x, y = x.to(device), y.to(device)
-    warm_up(model, loss_fn, x[: recipe.batch_size], y[: recipe.batch_size])
+    warm = torch.arange(min(recipe.batch_size, samples.n))
+    xw, yw = samples.take(warm)
+    warm_up(model, loss_fn, forward, xw.to(device), yw.to(device))
     shuffle = torch.Generator().manual_seed(derive_seed("shuffle", seed))
     torch.manual_seed(derive_seed("dropout", seed))
     states: dict[int, dict[str, torch.Tensor]] = {}
     saved = set(recipe.saved_epochs)
-    n = x.shape[0]
+    n = samples.n
     t0 = time.perf_counter()
     model.train()
     for epoch in range(1, recipe.epochs + 1):
-        order = torch.randperm(n, generator=shuffle).to(device)
+        order = torch.randperm(n, generator=shuffle)
+        if isinstance(samples, TensorSamples):
+            order = order.to(device)
         for start in range(0, n, recipe.batch_size):
-            idx = order[start:start + recipe.batch_size]
+            xb, yb = samples.take(order[start:start + recipe.batch_size])
             opt.zero_grad(set_to_none=True)
-            logits = model(x[idx])
-            # Flattening makes one loss for both shapes: classification (B, C) vs (B,), and
-            # language models (B, T, V) vs (B, T), i.e. the mean next-token cross-entropy.
-            loss_fn(logits.reshape(-1, logits.shape[-1]), y[idx].reshape(-1)).backward()
+            loss_fn(forward(model, xb.to(device)), yb.to(device)).backward()
             opt.step()
         if epoch in saved:
             states[epoch] = snapshot(model)
@@ -105,36 +116,60 @@ def fit(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, seed
     return states, time.perf_counter() - t0
 
 
+def check_state(model: nn.Module, state: dict[str, torch.Tensor], what: str = "model") -> None:
+    """Raise a CheckpointError naming every missing, unexpected or misshapen tensor."""
+    from raytda.core.checkpoint import CheckpointError
+
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    bad = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or extra or bad:
+        detail = "; ".join(filter(None, [
+            f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}" if missing else "",
+            f"unexpected {extra[:5]}{' ...' if len(extra) > 5 else ''}" if extra else "",
+            ", ".join(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                      for k in bad[:5]),
+        ]))
+        raise CheckpointError(f"checkpoint does not fit {what}: {detail}")
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], what: str = "model") -> nn.Module:
+    """``model`` holding ``state`` (checked first), in eval mode."""
+    check_state(model, state, what)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def seeded_init(seed: int) -> None:
+    """Seed the global RNG that ``nn.Module`` constructors draw their initial weights from."""
+    torch.manual_seed(derive_seed("init", seed))
+
+
 def train_model(model_spec: ModelSpec, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
                 seed: int, device: str = "cpu") -> TrainedModel:
-    """Train from a seeded initialization with seeded shuffling and dropout.
+    """Train a built-in architecture from a seeded initialization (see ``fit``).
 
     The same (spec, recipe, data, seed, device) always gives the same weights: all
     randomness comes from generators seeded here, none from global state.
     """
     check_tokens(model_spec, x, y)
-    torch.manual_seed(derive_seed("init", seed))  # nn.Linear init draws from the global RNG
+    seeded_init(seed)
     model = build_model(model_spec).to(device)
-    states, seconds = fit(model, recipe, x, y, seed, device)
+    states, seconds = fit(model, recipe, (x, y), seed, device)
     return TrainedModel(states, seconds, recipe.epochs)
 
 
-def load_weights(model_spec: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:
-    """A model in eval mode holding ``state``; raises a clear error when shapes disagree."""
-    from raytda.core.checkpoint import CheckpointError
+def example_input(model_spec: ModelSpec) -> torch.Tensor:
+    """A batch of one input a built-in architecture accepts (for probing its dropout sites)."""
+    if model_spec.generative:
+        return torch.zeros(1, model_spec.block_size, dtype=torch.long)
+    return torch.zeros(1, model_spec.in_dim)
 
-    model = build_model(model_spec)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or extra or bad:
-        detail = "; ".join(filter(None, [
-            f"missing {missing}" if missing else "",
-            f"unexpected {extra}" if extra else "",
-            ", ".join(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                      for k in bad),
-        ]))
-        raise CheckpointError(f"checkpoint does not fit model {model_spec.to_dict()}: {detail}")
-    model.load_state_dict(state)
-    return model.eval()
+
+def load_weights(model_spec: ModelSpec, state: dict[str, torch.Tensor]) -> Network:
+    """A built-in model holding ``state`` as a :class:`Network` in eval mode; a clear
+    CheckpointError when the state does not fit."""
+    module = load_state(build_model(model_spec), state, f"model {model_spec.to_dict()}")
+    return Network(module, example_input(model_spec),
+                   mask_dims=1 if model_spec.generative else None).eval()

@@ -3,6 +3,10 @@
 For member e with projected train features Phi_e (n x k) and test features phi_e (m x k),
 the member's block is B_e = phi_e (Phi_e^T Phi_e + ridge I)^-1 Phi_e^T (m x n). The
 ensemble score is mean_e(Q_e)[None, :] * mean_e(B_e).
+
+A member's train side, Phi_e and the Cholesky factor L_e of its kernel, is computed once
+(``train_side``); any rows of test features are scored against it later
+(``score_rows``), so new inputs never recompute it and no m x n block has to exist.
 """
 
 from __future__ import annotations
@@ -11,37 +15,40 @@ import torch
 from torch import nn
 
 from raytda.core.args import ComputeArgs
-from raytda.core.grads import n_trainable, per_sample_grads
+from raytda.core.grads import n_trainable, samples_grads
 from raytda.core.masks import MaskSpec
 from raytda.core.outputs import CLASSIFICATION, ModelOutput
 from raytda.core.projection import GaussianProjector
 from raytda.core.sparse_input import SparseInputProjection
+from raytda.data.samples import Samples
 
 # Relative ridge (times the mean kernel eigenvalue) used only when the kernel is singular.
 AUTO_RIDGE = 1e-5
 
 
-def project_features(model: nn.Module, x: torch.Tensor, y: torch.Tensor, projector: GaussianProjector,
+def project_features(model: nn.Module, samples: Samples, projector: GaussianProjector,
                      mask: MaskSpec | None, split: str, args: ComputeArgs,
                      sparse: SparseInputProjection | None = None,
                      output: ModelOutput = CLASSIFICATION) -> torch.Tensor:
     """(n, k) projected per-sample gradients of the model output.
 
     ``sparse`` (from ``SparseInputProjection.build`` with the same projector) computes the
-    same features while skipping the zero inputs' share of the product.
+    same features while skipping the zero inputs' share of the product; it needs the
+    samples as tensors.
     """
-    if sparse is not None:
-        return sparse.features(model, x, y, mask, split, args.grad_batch, args.device, output)
-    out = torch.empty(x.shape[0], projector.k, dtype=torch.float32)
-    for rows, g in per_sample_grads(model, x, y, mask, split, args.grad_batch, args.device,
-                                    output):
+    held = samples.tensors()
+    if sparse is not None and held is not None:
+        return sparse.features(model, *held, mask, split, args.grad_batch, args.device, output)
+    out = torch.empty(samples.n, projector.k, dtype=torch.float32)
+    for rows, g in samples_grads(model, samples, mask, split, args.grad_batch, args.device,
+                                 output):
         out[rows] = projector.project(g).float().cpu()
     return out
 
 
-def kernel_solve(train_feats: torch.Tensor, test_feats: torch.Tensor,
-                 ridge: float | None = None) -> tuple[torch.Tensor, float]:
-    """phi (Phi^T Phi + ridge I)^-1 Phi^T in float64, and the ridge actually used.
+def train_side(train_feats: torch.Tensor, ridge: float | None = None
+               ) -> tuple[torch.Tensor, float]:
+    """Cholesky factor L (k x k, float64) of Phi^T Phi + ridge I, and the ridge used.
 
     ``ridge=None``: none if the kernel is positive definite, else AUTO_RIDGE times its mean
     eigenvalue (it is singular for certain when n < k).
@@ -58,25 +65,54 @@ def kernel_solve(train_feats: torch.Tensor, test_feats: torch.Tensor,
             chol = torch.linalg.cholesky(kern + ridge * eye)
     else:
         chol = torch.linalg.cholesky(kern + ridge * eye)
-    solved = torch.cholesky_solve(test_feats.double().T, chol)  # (k, m)
-    return (solved.T @ phi_tr.T).float(), float(ridge)
+    return chol, float(ridge)
+
+
+def score_rows(test_feats: torch.Tensor, train_feats: torch.Tensor, chol: torch.Tensor
+               ) -> torch.Tensor:
+    """phi (Phi^T Phi + ridge I)^-1 Phi^T for some test rows phi, in float64 (as float32)."""
+    solved = torch.cholesky_solve(test_feats.double().T, chol)  # (k, rows)
+    return (solved.T @ train_feats.double().T).float()
+
+
+def kernel_solve(train_feats: torch.Tensor, test_feats: torch.Tensor,
+                 ridge: float | None = None) -> tuple[torch.Tensor, float]:
+    """phi (Phi^T Phi + ridge I)^-1 Phi^T in float64, and the ridge actually used."""
+    chol, used = train_side(train_feats, ridge)
+    return score_rows(test_feats, train_feats, chol), used
+
+
+def sparse_for(model: nn.Module, projector: GaussianProjector, data,
+               args: ComputeArgs) -> SparseInputProjection | None:
+    """The zero-input fast path for this member, when it is on and applies."""
+    held = data.train.tensors()
+    if not args.sparse_inputs or held is None:
+        return None
+    return SparseInputProjection.build(model, projector, held[0], args.grad_batch)
+
+
+def trak_features(model: nn.Module, data, projector: GaussianProjector, mask: MaskSpec | None,
+                  ridge: float | None, args: ComputeArgs, output: ModelOutput = CLASSIFICATION
+                  ) -> tuple[dict[str, torch.Tensor], dict]:
+    """One member's train side and test features, and what was used to make them.
+
+    Returns ``{"train_features": Phi (n, k), "chol": L (k, k), "test_features": phi (m, k)}``.
+    ``projector`` has one row per trainable parameter (``n_trainable(model)``).
+    """
+    sparse = sparse_for(model, projector, data, args)
+    feats_tr = project_features(model, data.train, projector, mask, "train", args, sparse, output)
+    feats_te = project_features(model, data.test, projector, mask, "test", args, sparse, output)
+    chol, used = train_side(feats_tr, ridge)
+    return ({"train_features": feats_tr, "chol": chol, "test_features": feats_te},
+            {"ridge": used, "proj_dim": projector.k, "n_params": n_trainable(model)})
 
 
 def trak_block(model: nn.Module, data, projector: GaussianProjector, mask: MaskSpec | None,
                ridge: float | None, args: ComputeArgs,
                output: ModelOutput = CLASSIFICATION) -> tuple[torch.Tensor, dict]:
-    """One member's (m x n) TRAK block and what was used to make it.
-
-    ``projector`` has one row per trainable parameter (``n_trainable(model)``).
-    """
-    sparse = (SparseInputProjection.build(model, projector, data.x_train, args.grad_batch)
-              if args.sparse_inputs else None)
-    feats_tr = project_features(model, data.x_train, data.y_train, projector, mask, "train", args,
-                                sparse, output)
-    feats_te = project_features(model, data.x_test, data.y_test, projector, mask, "test", args,
-                                sparse, output)
-    block, used = kernel_solve(feats_tr, feats_te, ridge)
-    return block, {"ridge": used, "proj_dim": projector.k, "n_params": n_trainable(model)}
+    """One member's (m x n) TRAK block and what was used to make it."""
+    side, info = trak_features(model, data, projector, mask, ridge, args, output)
+    return score_rows(side["test_features"], side["train_features"], side["chol"]), info
 
 
 def trak_scores(q_values: list[torch.Tensor], blocks: list[torch.Tensor]) -> torch.Tensor:

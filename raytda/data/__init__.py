@@ -1,5 +1,11 @@
-"""Data sources. Each loader returns a :class:`Dataset` of float features and int labels."""
+"""Data: samples from tensors or torch Datasets, and the built-in loaders.
 
-from raytda.data.base import DataError, Dataset, load_data
+``load_data`` (the built-in sources) is imported from :mod:`raytda.data.sources`; this
+package only names the containers, so importing a loader never imports the others.
+"""
 
-__all__ = ["Dataset", "DataError", "load_data"]
+from raytda.data.base import DataError, Dataset, TaskData
+from raytda.data.samples import DatasetSamples, Samples, TensorSamples, as_samples
+
+__all__ = ["DataError", "Dataset", "DatasetSamples", "Samples", "TaskData", "TensorSamples",
+           "as_samples"]

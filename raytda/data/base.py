@@ -1,4 +1,4 @@
-"""The dataset container and the dispatch from a DataSpec to its loader."""
+"""The dataset container of the built-in loaders, and their shared sampling step."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from raytda.data.samples import Samples, TensorSamples
 from raytda.specs import DataSpec
 
 
@@ -35,6 +36,30 @@ class Dataset:
     def n_test(self) -> int:
         return int(self.x_test.shape[0])
 
+    @property
+    def train(self) -> TensorSamples:
+        return TensorSamples(self.x_train, self.y_train)
+
+    @property
+    def test(self) -> TensorSamples:
+        return TensorSamples(self.x_test, self.y_test)
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Train and test samples of a Task: tensors or a torch Dataset each."""
+
+    train: Samples
+    test: Samples
+
+    @property
+    def n_train(self) -> int:
+        return self.train.n
+
+    @property
+    def n_test(self) -> int:
+        return self.test.n
+
 
 def choose(n_total: int, n: int, rng: np.random.Generator, what: str) -> np.ndarray:
     """Pick n distinct indices out of n_total, or explain why that is impossible."""
@@ -58,26 +83,3 @@ def finish(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
         return torch.from_numpy(np.asarray(a, dtype=np.int64))
 
     return Dataset(as_x(xtr[itr]), as_y(ytr[itr]), as_x(xte[ite]), as_y(yte[ite]))
-
-
-def load_data(spec: DataSpec) -> Dataset:
-    """Load the samples a DataSpec describes."""
-    if spec.source == "digits":
-        from raytda.data.digits import load_digits
-        return load_digits(spec)
-    if spec.source == "synthetic":
-        from raytda.data.synthetic import load_synthetic
-        return load_synthetic(spec)
-    if spec.source == "mnist":
-        from raytda.data.mnist import load_mnist
-        return load_mnist(spec)
-    if spec.source == "cifar2":
-        from raytda.data.cifar2 import load_cifar2
-        return load_cifar2(spec)
-    if spec.source == "text":
-        from raytda.data.text import load_text
-        return load_text(spec)
-    if spec.source == "synthetic-text":
-        from raytda.data.text import load_synthetic_text
-        return load_synthetic_text(spec)
-    raise DataError(f"no loader for source {spec.source!r}")

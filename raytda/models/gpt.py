@@ -9,14 +9,13 @@ Attention is written out (scores, causal mask, softmax) rather than calling a fu
 kernel: the fused kernels have no vmap rule and fall back to slow paths under
 ``torch.func``, and the explicit form is easy to read.
 
-Dropout follows the MLP's conventions (see :mod:`raytda.models.mlp`): ``nn.Dropout`` in
-training when ``masks`` is None, off in eval mode, or explicit 0/1 masks passed to
-``forward``. There are ``1 + 2 * n_layer`` sites, all of width ``d_model`` (the embedding
-sum, then each block's attention and MLP outputs before they join the residual stream). A
-mask of shape (width,) or (batch, width) is shared by every position of a sequence, so a
-fixed mask removes the same hidden units everywhere: a sub-network, as for the MLP.
-Attention probabilities get no dropout, since a fixed mask over (T x T) score entries is
-not a sub-network.
+Dropout is one plain ``nn.Dropout`` module called at ``1 + 2 * n_layer`` sites, all of
+width ``d_model`` (the embedding sum, then each block's attention and MLP outputs before
+they join the residual stream). Members drive them with masks through
+:class:`raytda.core.network.Network` with ``mask_dims=1``, so a mask of shape (d_model,)
+is shared by every position of a sequence: a fixed mask removes the same hidden units
+everywhere, a sub-network. Attention probabilities get no dropout, since a fixed mask over
+(T x T) score entries is not a sub-network.
 """
 
 from __future__ import annotations
@@ -26,10 +25,6 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-from raytda.specs import ModelSpec
-
-Masks = tuple[torch.Tensor, ...] | None
 
 
 class CausalSelfAttention(nn.Module):
@@ -75,20 +70,17 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Token ids (batch, T) -> next-token logits (batch, T, vocab), T <= block_size."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, vocab: int, n_layer: int, n_head: int, d_model: int, block_size: int,
+                 dropout: float) -> None:
         super().__init__()
-        d = spec.d_model
-        self.block_size = spec.block_size
-        self.tok_emb = nn.Embedding(spec.vocab, d)
-        self.pos_emb = nn.Embedding(spec.block_size, d)
-        self.blocks = nn.ModuleList(Block(d, spec.n_head, spec.block_size)
-                                    for _ in range(spec.n_layer))
+        d = d_model
+        self.block_size = block_size
+        self.tok_emb = nn.Embedding(vocab, d)
+        self.pos_emb = nn.Embedding(block_size, d)
+        self.blocks = nn.ModuleList(Block(d, n_head, block_size) for _ in range(n_layer))
         self.ln_out = nn.LayerNorm(d)
-        self.head = nn.Linear(d, spec.vocab)
-        self.rate = spec.dropout
-        self.drop = nn.Dropout(spec.dropout)
-        self._n_sites = 1 + 2 * spec.n_layer
-        self._width = d
+        self.head = nn.Linear(d, vocab)
+        self.drop = nn.Dropout(dropout)
         self.apply(self._init)
 
     @staticmethod
@@ -100,28 +92,15 @@ class GPT(nn.Module):
         if isinstance(m, nn.Linear):
             nn.init.zeros_(m.bias)
 
-    @property
-    def mask_sizes(self) -> tuple[int, ...]:
-        """Width of each dropout site, in order (all d_model)."""
-        return (self._width,) * self._n_sites
-
-    def _dropout(self, h: torch.Tensor, masks: Masks, site: int) -> torch.Tensor:
-        if masks is None:
-            return self.drop(h)
-        m = masks[site]
-        if m.dim() == 2:  # (batch, width): one mask per sequence, shared by its positions
-            m = m.unsqueeze(1)
-        return h * m / (1.0 - self.rate)
-
-    def forward(self, idx: torch.Tensor, masks: Masks = None) -> torch.Tensor:
-        """Logits; ``masks[s]`` is a 0/1 tensor of shape (d_model,) or (batch, d_model)."""
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids (batch, T) -> logits (batch, T, vocab)."""
         n = idx.shape[-1]
         if n > self.block_size:
             raise ValueError(f"sequence length {n} exceeds block_size {self.block_size}")
         pos = torch.arange(n, device=idx.device)
-        h = self._dropout(self.tok_emb(idx) + self.pos_emb(pos), masks, 0)
-        for i, blk in enumerate(self.blocks):
-            h = h + self._dropout(blk.attn(blk.ln_attn(h)), masks, 1 + 2 * i)
+        h = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        for blk in self.blocks:
+            h = h + self.drop(blk.attn(blk.ln_attn(h)))
             mlp = blk.fc_out(F.gelu(blk.fc_in(blk.ln_mlp(h))))
-            h = h + self._dropout(mlp, masks, 2 + 2 * i)
+            h = h + self.drop(mlp)
         return self.head(self.ln_out(h))

@@ -4,65 +4,84 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING
 
-from raytda.plan.jobs import Evaluate, Job
-from raytda.specs import (
-    Ensemble,
-    LDSSpec,
-    Method,
-    Setting,
-    Spec,
-    SpecError,
-    _check,
-    check_combination,
-)
+from raytda.ensembles import Ensemble
+from raytda.ground_truth import GroundTruth
+from raytda.methods import Method
+from raytda.plan.jobs import Evaluate, Job, Truth
+from raytda.specs import LDSSpec, SpecError, _check
 from raytda.store import ArtifactStore
 
-# Ensemble kinds that only make sense for TRAK (they vary projection seeds or split Q/features).
-TRAK_ONLY = ("dropout-forward", "projection-only")
+if TYPE_CHECKING:
+    from raytda.task import Task
+
+
+def check_combination(task: Task, method: Method, ensemble: Ensemble, lds: Truth) -> None:
+    """Raise SpecError if a (task, method, ensemble) triple cannot be evaluated; only what
+    is known without building the model (``Sweep.check`` probes the model itself)."""
+    kind, impl = ensemble.kind_class, method.impl
+    missing = kind.needs - impl.capabilities
+    if missing:
+        what = {"q": "TRAK's Q weighting", "projection": "per-member random projections"}
+        raise SpecError(f"ensemble kind {ensemble.kind!r} needs "
+                        f"{', '.join(what.get(m, m) for m in sorted(missing))}, which method "
+                        f"{method.name!r} does not have; drop it or sweep e.g. TRAK alone")
+    impl.check(method, task)
+    imported = task.checkpoints() is not None
+    if kind.uses_lora:
+        _check(task.lora is not None and task.recipe is not None and not imported,
+               f"ensemble kind {ensemble.kind!r} trains base models and LoRA adapters: "
+               f"task {task.name!r} needs a recipe and Task.lora (with its target modules)")
+    if imported:
+        runs = task.checkpoints()
+        _check(ensemble.I <= len(runs),
+               f"{ensemble.label} needs I={ensemble.I} models but task {task.name!r} gives "
+               f"{len(runs)} training run(s) of checkpoints")
+    elif not task.trains:
+        raise SpecError(f"task {task.name!r} has no recipe, no train() and no checkpoints(): "
+                        f"raytda cannot get its models; give one of the three")
+    ensemble.members(task.saved_epochs())  # C larger than what a run keeps fails here
+    if isinstance(lds, LDSSpec) and not task.trains:
+        raise SpecError(f"LDS retrains the model on {lds.m} subsets, but task {task.name!r} "
+                        f"cannot train (no recipe or train()); pass ground truth you have "
+                        f"(GroundTruth) or lds=None for attribution only")
 
 
 @dataclass(frozen=True)
-class SweepSpec(Spec):
-    """Settings x methods x ensemble configurations, evaluated with one LDS spec."""
+class SweepSpec:
+    """Tasks x methods x ensemble configurations, evaluated against one ground truth:
+    an LDSSpec (retrain on random subsets), a GroundTruth the user has, or None (scores
+    and costs only)."""
 
-    settings: tuple[Setting, ...]
+    tasks: tuple[Task, ...]
     methods: tuple[Method, ...] = (Method("trak"),)
     ensembles: tuple[Ensemble, ...] = (Ensemble("naive", 1),)
-    lds: LDSSpec = field(default_factory=LDSSpec)
+    lds: Truth = field(default_factory=LDSSpec)
     base_seed: int = 0
-    _nested: ClassVar[dict[str, type]] = {"lds": LDSSpec}
 
     def __post_init__(self) -> None:
-        for name in ("settings", "methods", "ensembles"):
+        for name in ("tasks", "methods", "ensembles"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
             _check(len(getattr(self, name)) > 0,
                    f"the sweep's {name} list is empty; give at least one")
-        for e in self.ensembles:
+        _check(self.lds is None or isinstance(self.lds, (LDSSpec, GroundTruth)),
+               f"lds must be an LDSSpec, a GroundTruth or None, got {type(self.lds).__name__}")
+        for t in self.tasks:
+            _ = t.key  # a Task without a name fails here, before anything else
             for m in self.methods:
-                if e.kind in TRAK_ONLY and m.name != "trak":
-                    raise SpecError(f"ensemble kind {e.kind!r} is defined for TRAK only, "
-                                    f"not {m.name!r}; drop it or sweep TRAK alone")
-                for s in self.settings:
-                    check_combination(s, m, e)
+                for e in self.ensembles:
+                    check_combination(t, m, e, self.lds)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SweepSpec:
-        known = {"settings", "methods", "ensembles", "lds", "base_seed"}
-        unknown = set(d) - known
-        _check(not unknown, f"unknown sweep axis/field(s) {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(
-            settings=tuple(Setting.from_dict(s) for s in d["settings"]),
-            methods=tuple(Method.from_dict(m) for m in d.get("methods", [{"name": "trak"}])),
-            ensembles=tuple(Ensemble.from_dict(e) for e in d.get("ensembles", [{}])),
-            lds=LDSSpec.from_dict(d.get("lds", {})),
-            base_seed=int(d.get("base_seed", 0)),
-        )
+    def replace(self, **changes) -> SweepSpec:
+        """A copy with some fields changed (validated again)."""
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)
 
     def evaluations(self) -> list[Evaluate]:
-        return [Evaluate(s, m, e, self.lds, self.base_seed)
-                for s in self.settings for m in self.methods for e in self.ensembles]
+        return [Evaluate(t, m, e, self.lds, self.base_seed)
+                for t in self.tasks for m in self.methods for e in self.ensembles]
 
 
 @dataclass
@@ -117,7 +136,10 @@ def make_plan(spec: SweepSpec, store: ArtifactStore | None = None) -> Plan:
 
     def is_cached(job: Job) -> bool:
         if store is not None and job.key not in cached and store.has(job.key):
-            cached.add(job.key)
+            if job.complete(store):
+                cached.add(job.key)
+            else:  # a part went missing: the whole artifact is rebuilt
+                store.delete(job.key)
         return job.key in cached
 
     needed: dict[str, Job] = {}

@@ -23,10 +23,8 @@ Ray is imported here and in :mod:`raytda.run.tune` only, never by ``import raytd
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import signal
 import socket
 import time
 from collections import Counter, deque
@@ -53,17 +51,11 @@ GpuPolicy = float | Callable[[Job], float] | None
 
 
 def model_params(job: Job) -> int:
-    """Parameter count of the job's model (MLPs: sum of (fan_in + 1) * fan_out)."""
-    m = job.setting.model
-    if m.arch != "mlp":  # count an unallocated instance rather than keep a formula per arch
-        import torch
+    """Parameter count of the job's model, from an unallocated (meta-device) instance."""
+    import torch
 
-        from raytda.models import build_model
-
-        with torch.device("meta"):
-            return sum(p.numel() for p in build_model(m).parameters())
-    dims = [m.in_dim, *m.hidden, m.out_dim]
-    return sum((a + 1) * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+    with torch.device("meta"):
+        return sum(p.numel() for p in job.task.build_model().parameters())
 
 
 def default_gpu_share(job: Job) -> float:
@@ -153,36 +145,8 @@ def _worker_args(args: ComputeArgs, gpu_share: float) -> ComputeArgs:
     return dataclasses.replace(args, device="cuda")
 
 
-class _KillOnPut:
-    """Test hook: the store of a job whose worker dies after computing, before saving."""
-
-    def __init__(self, store: ArtifactStore, marker: str) -> None:
-        self._store, self._marker = store, marker
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def put(self, key: str, *a: Any, **kw: Any) -> None:
-        import pyarrow.fs as pafs
-
-        sel = pafs.FileSelector(self._store.root, recursive=True, allow_not_found=True)
-        finished = {i.path: i.mtime_ns for i in self._store.fs.get_file_info(sel)
-                    if i.type == pafs.FileType.File and i.path.endswith(".json")}
-        with open(self._marker, "w") as f:
-            json.dump({"killed_in": key, "pid": os.getpid(), "finished": finished}, f)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _claim(marker: str) -> bool:
-    try:
-        os.close(os.open(marker + ".claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        return True
-    except FileExistsError:
-        return False
-
-
-def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
-               kill_once: str | None = None) -> dict[str, Any]:
+def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float
+               ) -> dict[str, Any]:
     """Body of every Ray task: run ``job`` unless its artifact exists; report, never raise
     for a bad input (the driver repairs it)."""
     t0 = time.perf_counter()
@@ -192,13 +156,8 @@ def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: flo
         if not store.has(dep.key):  # has() also drops a truncated payload
             return {"status": "missing", "key": dep.key}
     args = _worker_args(args, gpu_share)
-    target: Any = store
-    if kill_once:
-        kind, _, marker = kill_once.partition(":")
-        if job.kind == kind and _claim(marker):
-            target = _KillOnPut(store, marker)
     try:
-        job.run(target, args)
+        job.run(store, args)
     except CorruptArtifact as e:
         if e.key == job.key:
             raise
@@ -238,9 +197,6 @@ class RayExecutor:
         runtime_env: ``ray.init`` runtime environment (e.g. ``{"py_modules": [...]}``
             to ship raytda to nodes that lack it).
         probe_timeout_s: how long the reachability probe of ``address`` may take.
-        kill_once: testing only: ``'KIND:MARKER'`` makes the first task of that kind
-            kill its own worker right before saving its artifact (MARKER records the
-            artifacts finished at that moment).
     """
 
     name = "ray"
@@ -250,7 +206,7 @@ class RayExecutor:
                  max_retries: int = 3, gpu_fraction: GpuPolicy = None,
                  init_kwargs: dict[str, Any] | None = None,
                  runtime_env: dict[str, Any] | None = None, probe_timeout_s: float = 5.0,
-                 shutdown: bool = True, kill_once: str | None = None) -> None:
+                 shutdown: bool = True) -> None:
         self.args = compute or ComputeArgs()
         self.address = address
         self.progress = progress
@@ -261,7 +217,6 @@ class RayExecutor:
         self.runtime_env = runtime_env
         self.probe_timeout_s = probe_timeout_s
         self.shutdown = shutdown
-        self.kill_once = kill_once
         self.stats: Counter[str] = Counter()
         self.ran: list[str] = []
         self._owns_ray = False
@@ -347,12 +302,35 @@ class RayExecutor:
                 self.close()
 
 
+def ship_task_code(plan: Plan) -> None:
+    """Pickle user Task classes by value, so workers need not import the user's module.
+
+    A Task defined in a script, a notebook or a test file lives in a module the workers
+    cannot import (``ray job submit --working-dir`` makes a project importable, but a
+    driver started from a REPL has no such thing). raytda's own classes and installed
+    packages are pickled by reference as usual.
+    """
+    import sys
+
+    from ray import cloudpickle
+
+    for job in plan.jobs:
+        for cls in type(job.task).__mro__:
+            mod = sys.modules.get(cls.__module__)
+            name = cls.__module__.split(".")[0]
+            if mod is None or name in ("raytda", "builtins", "__main__") \
+                    or "site-packages" in (getattr(mod, "__file__", None) or "site-packages"):
+                continue
+            cloudpickle.register_pickle_by_value(mod)
+
+
 class _Run:
     """Driver-side bookkeeping of one ``execute`` call."""
 
     def __init__(self, ex: RayExecutor, plan: Plan, store: ArtifactStore) -> None:
         import ray
 
+        ship_task_code(plan)
         self.ray, self.ex, self.store = ray, ex, store
         self.remote = ray.remote(run_remote)
         self.jobs: dict[str, Job] = {j.key: j for j in plan.jobs}
@@ -458,7 +436,7 @@ class _Run:
         job = self.jobs[key]
         ex = self.ex
         ref = self.remote.options(**ex.options(job)).remote(
-            job, self.store, ex.args, ex.gpu_share(job), ex.kill_once)
+            job, self.store, ex.args, ex.gpu_share(job))
         self.running[ref] = key
         self.running_keys.add(key)
 

@@ -23,7 +23,10 @@ from typing import Any
 import pandas as pd
 
 from raytda.core.args import ComputeArgs
-from raytda.specs import Ensemble, LDSSpec, Method, Setting
+from raytda.ensembles import Ensemble, ensemble_kind
+from raytda.methods import Method
+from raytda.specs import LDSSpec
+from raytda.task import Task
 
 OBJECTIVE = "lds"
 
@@ -37,25 +40,25 @@ def default_space() -> dict[str, Any]:
 
 
 def config_to_ensemble(config: dict[str, Any]) -> Ensemble:
-    """A sampled config as an Ensemble, with fields the kind ignores normalized away
+    """A sampled config as an Ensemble, with fields the kind does not take normalized away
     (so 'naive D=3' and 'naive D=10' are one cached configuration, not two)."""
     kind = str(config.get("kind", "naive"))
-    uses_d = kind not in ("naive", "checkpoints")
-    return Ensemble(kind, int(config.get("I", 1)),
-                    int(config.get("D", 1)) if uses_d else 1,
-                    int(config.get("C", 1)) if kind.startswith("checkpoints") else 1,
-                    str(config.get("mask_mode", "fixed")))
+    takes = ensemble_kind(kind).takes
+    defaults = {"D": 1, "C": 1, "L": 0, "mask_mode": "fixed"}
+    kw = {f: (config.get(f, d) if f in takes else d) for f, d in defaults.items()}
+    return Ensemble(kind, int(config.get("I", 1)), int(kw["D"]), int(kw["C"]),
+                    str(kw["mask_mode"]), int(kw["L"]))
 
 
-def run_trial(config: dict[str, Any], setting: Setting, method: Method, lds: LDSSpec,
+def run_trial(config: dict[str, Any], task: Task, method: Method, lds: LDSSpec,
               store: str, cost: str, base_seed: int, compute: ComputeArgs,
               executor: str) -> dict[str, Any]:
     """Evaluate one configuration through the store; returns the metrics row."""
-    from raytda.api import make_executor
     from raytda.plan.planner import SweepSpec, make_plan
+    from raytda.run.executors import make_executor
     from raytda.store import ArtifactStore
 
-    spec = SweepSpec(settings=(setting,), methods=(method,),
+    spec = SweepSpec(tasks=(task,), methods=(method,),
                      ensembles=(config_to_ensemble(config),), lds=lds, base_seed=base_seed)
     st = ArtifactStore(store)
     plan = make_plan(spec, st)
@@ -85,7 +88,7 @@ def default_searcher(cost: str) -> Any | None:
     return OptunaSearch(metric=[OBJECTIVE, cost], mode=["max", "min"])
 
 
-def tune_ensembles(setting: str | Setting, store: str, *, method: str | Method = "trak",
+def tune_ensembles(task: str | Task, store: str, *, method: str | Method = "trak",
                    lds: LDSSpec | None = None, space: dict[str, Any] | None = None,
                    cost: str = "train_time_s", num_samples: int = 8,
                    search_alg: Any | None = "auto", max_concurrent_trials: int = 1,
@@ -96,7 +99,7 @@ def tune_ensembles(setting: str | Setting, store: str, *, method: str | Method =
     """Search ensemble configurations with Ray Tune; one row per trial, with Pareto flags.
 
     Args:
-        setting: registered setting name or a Setting.
+        task: a built-in setting's name or a Task.
         store: artifact store shared by all trials (and by ``raytda sweep``).
         space: Tune search space over Ensemble fields (kind, I, D, C, mask_mode);
             default :func:`default_space`.
@@ -113,18 +116,20 @@ def tune_ensembles(setting: str | Setting, store: str, *, method: str | Method =
     import ray
     from ray import tune
 
-    from raytda.api import as_method, as_setting
+    from raytda.methods import as_method
     from raytda.results import pareto_mask
     from raytda.run.ray_executor import RayExecutor
 
     if not ray.is_initialized():
         RayExecutor(address=address, shutdown=False).connect()
-    setting = as_setting(setting, data_dir, dict(setting_overrides))
+    from raytda.tasks import as_task
+
+    task = as_task(task, data_dir, setting_overrides)
     method = as_method(method, None)
     lds = lds or LDSSpec()
     compute = compute or ComputeArgs()
     trainable = tune.with_parameters(
-        _trainable, setting=setting, method=method, lds=lds, store=store, cost=cost,
+        _trainable, task=task, method=method, lds=lds, store=store, cost=cost,
         base_seed=base_seed, compute=compute, executor=executor)
     # A trial that farms its jobs out only coordinates: a sliver of a CPU (Tune refuses 0).
     trainable = tune.with_resources(trainable, {"cpu": 0.01 if executor == "ray" else 1})

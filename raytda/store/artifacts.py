@@ -13,11 +13,10 @@ import hashlib
 import json
 import os
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from raytda.core.checkpoint import from_bytes, to_bytes
+if TYPE_CHECKING:  # torch loads only when an artifact's tensors are read or written
+    import torch
 
 
 class StoreError(RuntimeError):
@@ -108,6 +107,10 @@ class ArtifactStore:
     def put(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
             spec: dict[str, Any] | None = None) -> None:
         """Write payload then record, each atomically."""
+        import torch
+
+        from raytda.core.checkpoint import to_bytes
+
         payload = to_bytes(tensors) if tensors else to_bytes({"_empty": torch.zeros(0)})
         st_path, js_path = self._paths(key)
         self._write_atomic(st_path, payload)
@@ -127,6 +130,8 @@ class ArtifactStore:
         if hashlib.sha256(payload).hexdigest() != rec["sha256"]:
             self.delete(key)
             raise CorruptArtifact(key, "checksum mismatch")
+        from raytda.core.checkpoint import from_bytes
+
         tensors = from_bytes(payload)
         tensors.pop("_empty", None)
         return tensors, rec["meta"]

@@ -18,7 +18,8 @@ from raytda.core.outputs import GENERATIVE, one_minus_mean_p, sequence_loglik
 from raytda.core.projection import GaussianProjector
 from raytda.core.train import load_weights, train_model
 from raytda.core.trak import trak_block
-from raytda.data import DataError, load_data
+from raytda.data import DataError
+from raytda.data.sources import load_data
 from raytda.models import build_model
 from raytda.settings import get_setting
 from raytda.specs import DataSpec, ModelSpec, Recipe, Setting, SpecError
@@ -69,14 +70,14 @@ def test_gpt_spec_validation_and_mlp_keys_unchanged():
 
 
 def test_setting_pairs_text_with_gpt_only(gpt_setting):
-    with pytest.raises(SpecError, match="needs a text data source"):
+    with pytest.raises(SpecError, match="needs token sequences: give the data spec a seq_len"):
         gpt_setting.replace(data=DataSpec("digits", 10, 5))
     with pytest.raises(SpecError, match="needs a generative model"):
         Setting("x", gpt_setting.data, ModelSpec("mlp", 8, (4,), 3), Recipe())
     with pytest.raises(SpecError, match="exceeds the model's block_size"):
         gpt_setting.replace(data=gpt_setting.data.replace(seq_len=99))
-    with pytest.raises(SpecError, match="needs seq_len"):
-        DataSpec("synthetic-text", 10, 5)
+    with pytest.raises(SpecError, match="seq_len .* must be None or an integer >= 1"):
+        DataSpec("synthetic-text", 10, 5, seq_len=0)
 
 
 def test_synthetic_text_is_next_token_shifted_and_reproducible(gpt_setting, gpt_data):

@@ -68,7 +68,7 @@ def test_fixed_mask_is_one_subnetwork_for_all_samples(toy_model, toy_data):
     """A dropped hidden unit gets no gradient on its incoming weights from any sample."""
     g = all_grads(toy_model, toy_data.x_train, toy_data.y_train, FIXED)
     m0 = fixed_masks(FIXED, toy_model.mask_sizes)[0]
-    w = toy_model.hidden[0].weight  # first parameter: rows of the first hidden layer
+    w = toy_model.module.hidden[0].weight  # first parameter: rows of the first hidden layer
     w_grads = g[:, : w.numel()].reshape(-1, *w.shape)
     assert (m0 == 0).any() and (m0 == 1).any()
     assert w_grads[:, m0 == 0].abs().max() == 0
@@ -101,10 +101,11 @@ def test_forward_outputs_match_direct_forward(toy_model, toy_data, mask):
 
 def test_forward_outputs_without_mask_disable_dropout(toy_setting, toy_data):
     """An unmasked member is the plain model: nn.Dropout must be off even in train mode."""
+    from raytda.core.network import Network
     from raytda.models import build_model
 
     torch.manual_seed(0)
-    model = build_model(toy_setting.model.replace(dropout=0.5)).train()
+    model = Network(build_model(toy_setting.model.replace(dropout=0.5)), toy_data.x_train[:1])
     a = forward_outputs(model, toy_data.x_test, toy_data.y_test)[0]
     model.train()
     b = forward_outputs(model, toy_data.x_test, toy_data.y_test)[0]

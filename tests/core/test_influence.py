@@ -11,7 +11,8 @@ from raytda.core.args import ComputeArgs
 from raytda.core.grads import param_dict
 from raytda.core.influence import conjugate_gradients, influence_block, make_hvp
 from raytda.core.masks import MaskSpec, masks_for
-from raytda.data import Dataset
+from raytda.core.network import Network
+from raytda.data import Dataset, TensorSamples
 from raytda.models import build_model
 from raytda.specs import ModelSpec
 
@@ -84,20 +85,20 @@ def test_hvp_matches_explicit_hessian(convex_case):
     H = explicit_hessian(model, data.x_train, data.y_train)
     V = torch.randn(H.shape[0], 5, generator=torch.Generator().manual_seed(1))
     # batch and rhs_chunk that do not divide n or r: accumulation and chunking must be exact.
-    hvp = make_hvp(model, data.x_train, data.y_train, None, batch=7, rhs_chunk=2)
+    hvp = make_hvp(model, data.train, None, batch=7, rhs_chunk=2)
     assert rel_err(hvp(V), H @ V.double()) < 1e-5
 
 
 def test_hvp_of_masked_mlp_matches_explicit_hessian(toy_data):
     """The Hessian is of the member's own (masked) loss; per-sample masks keyed by index."""
     torch.manual_seed(0)
-    model = build_model(ModelSpec("mlp", 8, (6,), 3, 0.3)).eval()
     x, y = toy_data.x_train[:30], toy_data.y_train[:30]
+    model = Network(build_model(ModelSpec("mlp", 8, (6,), 3, 0.3)), x[:1]).eval()
     V = torch.randn(sum(p.numel() for p in model.parameters()), 3,
                     generator=torch.Generator().manual_seed(2))
     for mask in (MaskSpec(seed=1, rate=0.3), MaskSpec(seed=1, rate=0.3, mode="per-sample")):
         H = explicit_hessian(model, x, y, mask)
-        hvp = make_hvp(model, x, y, mask, batch=8)
+        hvp = make_hvp(model, TensorSamples(x, y), mask, batch=8)
         assert rel_err(hvp(V), H @ V.double()) < 1e-5
     unmasked = explicit_hessian(model, x, y, None)
     assert rel_err(unmasked @ V.double(), H @ V.double()) > 1e-2  # masks matter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -17,15 +18,21 @@ from raytda.core.lora import (
     save_adapter,
     train_adapter,
 )
+from raytda.core.network import Network
 from raytda.core.outputs import GENERATIVE, sequence_loglik
-from raytda.core.train import load_weights, train_model
-from raytda.data import load_data
+from raytda.core.train import load_state, load_weights, train_model
+from raytda.data.sources import load_data
+from raytda.ensembles import Ensemble, parse_ensemble
+from raytda.methods import Method
+from raytda.models import build_model
 from raytda.plan.jobs import TrainAdapter, TrainBase, TrainModel
 from raytda.plan.planner import SweepSpec, make_plan
 from raytda.settings import get_setting
-from raytda.specs import Ensemble, LoRASpec, Member, Method, SpecError, members_of, parse_ensemble
+from raytda.specs import LoRASpec, Member, SpecError
+from raytda.tasks import SettingTask
 
 SETTING = get_setting("toy-gpt")
+TASK = SettingTask(SETTING)
 
 
 # Toy GPTs are latency-bound: extra intra-op threads only add synchronization.
@@ -43,11 +50,22 @@ def base_state(data):
     return train_model(SETTING.model, recipe, data.x_train, data.y_train, seed=0).final
 
 
+def base(state):
+    return load_state(build_model(SETTING.model), state)
+
+
+def adapted(base_state, adapter_state, lora=SETTING.lora_spec) -> Network:
+    """A LoRA member as the core sees it: one mask per sequence, like every GPT member."""
+    module = load_adapted(base(base_state), adapter_state, lora)
+    return Network(module, torch.zeros(1, SETTING.model.block_size, dtype=torch.long),
+                   mask_dims=1).eval()
+
+
 @pytest.fixture(scope="module")
 def adapter(base_state, data):
     lora = SETTING.lora_spec
-    return train_adapter(SETTING.model, base_state, lora, lora.adapter_recipe(SETTING.recipe),
-                         data.x_train[:20], data.y_train[:20], seed=1)
+    return train_adapter(base(base_state), lora, lora.adapter_recipe(SETTING.recipe),
+                         (data.x_train[:20], data.y_train[:20]), seed=1)
 
 
 def expected_adapter_params(lora: LoRASpec = SETTING.lora_spec) -> int:
@@ -60,37 +78,37 @@ def expected_adapter_params(lora: LoRASpec = SETTING.lora_spec) -> int:
 
 def test_adapters_only_touch_q_and_v(adapter, base_state, data):
     assert adapter.state and all(".q_proj." in k or ".v_proj." in k for k in adapter.state)
-    model = load_adapted(SETTING.model, base_state, adapter.state, SETTING.lora_spec)
+    model = adapted(base_state, adapter.state)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(".q_proj." in n or ".v_proj." in n for n in trainable)
     assert {n.split(".")[-2] for n in trainable} >= {"default", "base_layer"}  # A/B and biases
     # Everything outside q/v is the base model, bit for bit...
-    frozen = {n.replace(".base_layer", ""): p for n, p in model.named_parameters()
-              if not p.requires_grad}
+    frozen = {n.replace(".base_layer", "").removeprefix("module."): p
+              for n, p in model.named_parameters() if not p.requires_grad}
     for name, value in base_state.items():
         if ".q_proj." not in name and ".v_proj." not in name:
             assert torch.equal(frozen[name], value), name
         elif name.endswith("weight"):  # the frozen W_q, W_v themselves are untouched too
             assert torch.equal(frozen[name], value), name
     # ...and the adapter changed the model's outputs.
-    base = load_weights(SETTING.model, base_state)
+    base_model = load_weights(SETTING.model, base_state)
     with torch.no_grad():
-        assert not torch.allclose(model(data.x_test), base(data.x_test))
+        assert not torch.allclose(model(data.x_test), base_model(data.x_test))
 
 
 def test_gradient_dimension_equals_adapter_parameter_count(adapter, base_state, data):
-    model = load_adapted(SETTING.model, base_state, adapter.state, SETTING.lora_spec)
+    model = adapted(base_state, adapter.state)
     g = torch.cat([g for _, g in per_sample_grads(model, data.x_train[:4], data.y_train[:4],
                                                    output=GENERATIVE)])
     n = expected_adapter_params()
     assert g.shape == (4, n)
     assert n == adapter.n_params == n_trainable(model) == count_adapter_params(
-        SETTING.model, SETTING.lora_spec)
+        base(base_state), SETTING.lora_spec)
     assert n < sum(v.numel() for v in base_state.values())
 
 
 def test_lora_member_gradients_match_brute_force_autograd(adapter, base_state, data):
-    model = load_adapted(SETTING.model, base_state, adapter.state, SETTING.lora_spec)
+    model = adapted(base_state, adapter.state)
     x, y = data.x_train[:4], data.y_train[:4]
     g = torch.cat([g for _, g in per_sample_grads(model, x, y, batch_size=3,
                                                    output=GENERATIVE)])
@@ -104,31 +122,22 @@ def test_lora_member_gradients_match_brute_force_autograd(adapter, base_state, d
 def test_adapters_are_deterministic_and_round_trip_as_safetensors(adapter, base_state, data,
                                                                    tmp_path):
     lora = SETTING.lora_spec
-    again = train_adapter(SETTING.model, base_state, lora, lora.adapter_recipe(SETTING.recipe),
-                          data.x_train[:20], data.y_train[:20], seed=1)
+    again = train_adapter(base(base_state), lora, lora.adapter_recipe(SETTING.recipe),
+                          (data.x_train[:20], data.y_train[:20]), seed=1)
     assert all(torch.equal(again.state[k], v) for k, v in adapter.state.items())
     save_adapter(tmp_path / "adapter.safetensors", adapter.state)
     assert (tmp_path / "adapter.safetensors").read_bytes()[:8]  # safetensors header length
     back = load_adapter(tmp_path / "adapter.safetensors")
-    a = load_adapted(SETTING.model, base_state, adapter.state, lora)
-    b = load_adapted(SETTING.model, base_state, back, lora)
+    a = adapted(base_state, adapter.state, lora)
+    b = adapted(base_state, back, lora)
     with torch.no_grad():
         assert torch.equal(a(data.x_test), b(data.x_test))
 
 
-def test_appendix_e_lora_cost_model():
-    from raytda.core.costs import (
-        UnitCosts,
-        analytic_params,
-        analytic_serve_time,
-        analytic_train_time,
-    )
+def test_appendix_e_lora_stored_parameters():
+    from raytda.core.costs import analytic_params
 
-    u = UnitCosts(train=10.0, serve=2.0, train_lora=3.0)  # T_base, T_serving,LoRA, T_lora
-    assert analytic_train_time("lora", 2, u, L=3) == 2 * 10.0 + 2 * 3 * 3.0
-    assert analytic_serve_time("lora", 2, 1, u, L=3) == 2 * 3 * 2.0
     assert analytic_params(2, 1000, 3, 50) == 2 * 1000 + 2 * 3 * 50
-    assert analytic_train_time("naive", 2, u) == 20.0  # other kinds ignore the LoRA terms
 
 
 # --------------------------------------------------------------------------- specs
@@ -136,15 +145,13 @@ def test_appendix_e_lora_cost_model():
 
 @pytest.mark.parametrize("make, message", [
     (lambda: Ensemble("lora", 1), r"L \(LoRA adapters per base model\) must be an integer >= 1"),
-    (lambda: Ensemble("naive", 1, L=2), "applies to kind 'lora' only"),
+    (lambda: Ensemble("naive", 1, L=2), "kind 'naive' takes no L"),
     (lambda: Ensemble("lora", 1, D=2, L=1), "takes no D"),
     (lambda: parse_ensemble("lora:I=1,L=x"), "L must be an integer"),
     (lambda: LoRASpec(bias="some"), "unknown LoRA bias option 'some'"),
     (lambda: LoRASpec(r=0), "rank r must be >= 1"),
-    (lambda: SweepSpec(settings=(get_setting("toy-mlp"),), ensembles=(Ensemble("lora", 1, L=2),)),
-     "needs a Transformer setting"),
-    (lambda: SweepSpec(settings=(SETTING,), methods=(Method("if"),)),
-     "not implemented for generative"),
+    (lambda: SweepSpec(tasks=(SettingTask(get_setting("toy-mlp")),),
+                       ensembles=(Ensemble("lora", 1, L=2),)), "needs a recipe and Task.lora"),
 ])
 def test_lora_spec_errors(make, message):
     with pytest.raises(SpecError, match=message):
@@ -157,7 +164,7 @@ def test_lora_ensemble_spec_and_members():
     assert Ensemble.from_dict(ens.to_dict()) == ens
     assert "L" not in Ensemble("dropout", 5, 10).to_dict()  # other kinds' keys unchanged
     assert "adapter" not in Member(0).to_dict()
-    mems = members_of(ens, SETTING.recipe)
+    mems = ens.members(TASK.saved_epochs())
     assert [(m.model, m.adapter) for m in mems] == [(i, a) for i in range(2) for a in range(3)]
 
 
@@ -165,7 +172,7 @@ def test_lora_ensemble_spec_and_members():
 
 
 def lora_spec(*ensembles: Ensemble) -> SweepSpec:
-    return SweepSpec(settings=(SETTING,), methods=(Method("trak", proj_dim=8),),
+    return SweepSpec(tasks=(TASK,), methods=(Method("trak", proj_dim=8),),
                      ensembles=ensembles, lds=LDSSpec(m=3))
 
 
@@ -177,8 +184,8 @@ def test_planner_shares_base_models_and_the_first_adapters():
     assert [a.key for a in small.adapters()] == [large.adapters()[0].key,
                                                  large.adapters()[3].key]
     # Base models (full set, shorter) are not the naive ensemble's models (half, full recipe).
-    assert TrainBase(SETTING, 0).key != TrainModel(SETTING, 0).key
-    assert TrainAdapter(TrainBase(SETTING, 0), 0).deps() == (TrainBase(SETTING, 0),)
+    assert TrainBase(TASK, 0).key != TrainModel(TASK, 0).key
+    assert TrainAdapter(TrainBase(TASK, 0), 0).deps() == (TrainBase(TASK, 0),)
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +216,6 @@ def test_toy_gpt_sweep_runs_end_to_end_with_sensible_costs(swept):
 
 def test_a_smaller_L_then_needs_only_its_result(swept):
     sweep, _ = swept
-    plan = make_plan(lora_spec(Ensemble("lora", 1, L=1)).replace(
-        methods=sweep.spec.methods), sweep.store)
+    plan = make_plan(dataclasses.replace(lora_spec(Ensemble("lora", 1, L=1)),
+                                         methods=sweep.spec.methods), sweep.store)
     assert [j.kind for j in plan.todo] == ["result"]

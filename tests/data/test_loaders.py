@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from raytda.data import DataError, load_data
+from raytda.data import DataError
 from raytda.data.mnist import FILES, read_idx
+from raytda.data.sources import load_data
 from raytda.specs import DataSpec
 
 # The shared data directory sits beside the repository root: <root>/../shared/data.

@@ -6,17 +6,19 @@ from collections import Counter
 
 import pytest
 
+from raytda.ensembles import Ensemble
+from raytda.methods import Method
 from raytda.plan.planner import SweepSpec, make_plan
-from raytda.settings import get_setting
-from raytda.specs import Ensemble, LDSSpec, Method, SpecError
+from raytda.specs import LDSSpec, SpecError
+from raytda.tasks import get_task
 
-SETTING = get_setting("toy-mlp")
+SETTING = get_task("toy-mlp")
 TRAK8 = (Method("trak", proj_dim=8),)
 LDS5 = LDSSpec(m=5)
 
 
 def spec(*ensembles: Ensemble, methods=TRAK8, lds=LDS5):
-    return SweepSpec(settings=(SETTING,), methods=methods, ensembles=ensembles, lds=lds)
+    return SweepSpec(tasks=(SETTING,), methods=methods, ensembles=ensembles, lds=lds)
 
 
 def kinds(plan) -> Counter:
@@ -77,21 +79,36 @@ def test_keys_depend_on_what_determines_the_artifact():
 
 
 def test_trak_only_kinds_are_rejected_for_other_methods():
-    with pytest.raises(SpecError, match="TRAK only"):
+    with pytest.raises(SpecError, match="needs TRAK's Q weighting, which method 'grad-dot'"):
         spec(Ensemble("dropout-forward", 1, 2), methods=(Method("grad-dot"),))
 
 
 def test_empty_grid_is_rejected():
     with pytest.raises(SpecError, match="empty"):
-        SweepSpec(settings=(SETTING,), ensembles=())
+        SweepSpec(tasks=(SETTING,), ensembles=())
 
 
-def test_sweep_spec_json_round_trip():
-    s = spec(Ensemble("naive", 2), Ensemble("dropout", 1, 3))
-    again = SweepSpec.from_dict(s.to_dict())
-    assert again == s and again.key == s.key
+def test_sweep_spec_checks_every_triple_before_planning():
+    with pytest.raises(SpecError, match="lds must be an LDSSpec, a GroundTruth or None"):
+        SweepSpec(tasks=(SETTING,), lds=5)
+    # Attribution only: no LDS models at all.
+    plan = make_plan(spec(Ensemble("naive", 2), lds=None))
+    assert kinds(plan)["ldsmodel"] == 0 and kinds(plan)["result"] == 1
 
 
-def test_unknown_sweep_axis_is_rejected():
-    with pytest.raises(SpecError, match="unknown sweep axis"):
-        SweepSpec.from_dict({**spec(Ensemble("naive", 1)).to_dict(), "widths": [1]})
+def test_planning_imports_no_torch():
+    """The planner (and the built-in Tasks' keys) never load torch: a driver on a head
+    node without an accelerator plans a cluster sweep in milliseconds."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from raytda.ensembles import Ensemble\n"
+            "from raytda.plan.planner import SweepSpec, make_plan\n"
+            "from raytda.tasks import get_task\n"
+            "from raytda.store import ArtifactStore\n"
+            "spec = SweepSpec(tasks=(get_task('digits-mlp'),), ensembles=(Ensemble('dropout', 2, 3),))\n"
+            "plan = make_plan(spec, ArtifactStore(sys.argv[1]))\n"
+            "assert len(plan.jobs) > 10\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n")
+    subprocess.run([sys.executable, "-c", code, "/nonexistent-store"], check=True)

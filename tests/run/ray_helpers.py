@@ -3,7 +3,9 @@ verify and time-stamp store artifacts."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ from raytda.store import ArtifactStore
 # 3 models, 5 LDS models, q/blocks for naive and dropout members, 5 configurations.
 SWEEP_ARGS = ["--setting", "toy-mlp", "--ensemble", "naive:I=1|2|3",
               "--ensemble", "dropout:I=1|2,D=3", "--lds-m", "5", "--proj-dim", "16", "--quiet"]
-KINDS = ("model", "ldsmodel", "q", "block", "result")
+KINDS = ("model", "ldsmodel", "q", "block", "result", "scores")
 
 
 def make_sweep(store: str | Path, *extra: str, executor=None) -> Sweep:
@@ -55,3 +57,43 @@ def cli(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen
     return subprocess.Popen([sys.executable, "-m", "raytda.cli", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})}, start_new_session=True, **kw)
+
+
+class KillOnPut(ArtifactStore):
+    """A store whose first ``put`` of an artifact of ``kind`` kills the worker process
+    right before saving (after computing), once per ``marker``: the fault a preempted or
+    OOM-killed worker causes. ``marker`` records the artifacts finished at that moment."""
+
+    def __init__(self, uri: str, kind: str, marker: str) -> None:
+        super().__init__(uri)
+        self.kind, self.marker = kind, marker
+
+    def __reduce__(self):
+        return (KillOnPut, (self.uri, self.kind, self.marker))
+
+    def put(self, key: str, *a, **kw) -> None:
+        if key.startswith(self.kind + "-") and self._claim():
+            import pyarrow.fs as pafs
+
+            sel = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
+            finished = {i.path: i.mtime_ns for i in self.fs.get_file_info(sel)
+                        if i.type == pafs.FileType.File and i.path.endswith(".json")}
+            with open(self.marker, "w") as f:
+                json.dump({"killed_in": key, "pid": os.getpid(), "finished": finished}, f)
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().put(key, *a, **kw)
+
+    def _claim(self) -> bool:
+        try:
+            os.close(os.open(self.marker + ".claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            return False
+
+
+def ship_by_value(*modules) -> None:
+    """Let Ray workers unpickle classes defined in test modules (not importable there)."""
+    from ray import cloudpickle
+
+    for m in modules:
+        cloudpickle.register_pickle_by_value(m)

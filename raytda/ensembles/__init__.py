@@ -1,0 +1,10 @@
+"""Ensemble kinds (one class per kind, one file each) and the Ensemble spec.
+
+``register_ensemble`` adds a kind from user code; see :class:`EnsembleKind`.
+"""
+
+from raytda.ensembles.base import ENSEMBLES, EnsembleKind, ensemble_kind, register_ensemble
+from raytda.ensembles.spec import Ensemble, as_ensemble, parse_ensemble
+
+__all__ = ["ENSEMBLES", "Ensemble", "EnsembleKind", "as_ensemble", "ensemble_kind", "parse_ensemble",
+           "register_ensemble"]

@@ -1,0 +1,11 @@
+"""Imports the built-in ensemble kinds so that they register themselves."""
+
+from raytda.ensembles import (  # noqa: F401
+    checkpoints,
+    checkpoints_dropout,
+    dropout,
+    dropout_forward,
+    lora,
+    naive,
+    projection_only,
+)

@@ -1,0 +1,20 @@
+"""Intermediate checkpoints as members (appendix F.2): the last C kept checkpoints of
+each of I training runs."""
+
+from __future__ import annotations
+
+from raytda.ensembles.base import EnsembleKind, checkpoint_epochs, register_ensemble
+from raytda.specs import Member
+
+
+@register_ensemble
+class Checkpoints(EnsembleKind):
+    name = "checkpoints"
+    takes = frozenset({"C"})
+    uses_checkpoints = True
+
+    def members(self, ens, epochs):
+        return tuple(Member(i, c) for i in range(ens.I) for c in checkpoint_epochs(ens, epochs))
+
+    def serve_time(self, ens, u):
+        return ens.I * ens.C * u.serve

@@ -1,0 +1,79 @@
+"""The attribution-method interface and its registry.
+
+A method turns one ensemble member (a network, its dropout mask, its projection seed) into
+a payload of tensors stored once, scores any rows of test samples from that payload, and
+declares what it needs: TRAK's Q weighting (``needs_q``), per-member projection seeds
+(``projected``), which ``Method`` fields change its scores (``params``), and whether it
+can score new inputs from stored train-side payloads (``serves_new_inputs``).
+``register_method`` adds one from any module; nothing else in raytda names methods.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from raytda.specs import SpecError, _check
+
+if TYPE_CHECKING:
+    import torch
+
+    from raytda.core.args import ComputeArgs
+    from raytda.core.masks import MaskSpec
+    from raytda.methods.spec import Method
+
+
+class AttributionMethod:
+    """One TDA method. Subclass, set ``name``, implement ``member`` and ``score_rows``."""
+
+    name: ClassVar[str] = ""
+    params: ClassVar[tuple[str, ...]] = ()
+    needs_q: ClassVar[bool] = False
+    projected: ClassVar[bool] = False
+    serves_new_inputs: ClassVar[bool] = False
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What ensemble kinds may ask of this method (see ``EnsembleKind.needs``)."""
+        return frozenset({"q"} if self.needs_q else set()) | frozenset(
+            {"projection"} if self.projected else set())
+
+    def check(self, spec: Method, task: Any) -> None:
+        """Raise SpecError if this method cannot run on ``task``."""
+
+    def member(self, spec: Method, net: torch.nn.Module, data: Any, mask: MaskSpec | None,
+               seed: int, args: ComputeArgs, task: Any
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """One member's payload (tensors stored once) and its metadata.
+
+        ``seed`` is the member's projection seed; ``task`` gives the model output
+        (``task.output()``) and the training loss (``task.loss``).
+        """
+        raise NotImplementedError
+
+    def score_rows(self, payload: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
+        """Scores (len(rows) x n_train) of the member for test rows ``rows``."""
+        return payload["block"][rows]
+
+    def combine(self, mean_scores: torch.Tensor, q_mean: torch.Tensor | None) -> torch.Tensor:
+        """The ensemble's scores from the mean member scores (and mean Q when ``needs_q``)."""
+        return mean_scores if q_mean is None else mean_scores * q_mean.unsqueeze(0)
+
+
+METHODS: dict[str, AttributionMethod] = {}
+
+
+def register_method(cls: type[AttributionMethod]) -> type[AttributionMethod]:
+    """Class decorator: make a method available by its ``name``."""
+    _check(bool(cls.name), f"{cls.__name__} needs a non-empty class attribute 'name'")
+    METHODS[cls.name] = cls()
+    return cls
+
+
+def method_class(name: str) -> AttributionMethod:
+    """The registered method called ``name``."""
+    from raytda.methods import builtin  # noqa: F401  (registers the paper's methods)
+
+    m = METHODS.get(name)
+    if m is None:
+        raise SpecError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return m

@@ -1,0 +1,62 @@
+"""The Method spec: a registered method's name and its math parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from raytda.methods.base import AttributionMethod, method_class
+from raytda.specs import Spec, _check
+
+
+@dataclass(frozen=True)
+class Method(Spec):
+    """A TDA method and its math parameters.
+
+    ``proj_dim`` (TRAK) is the random projection dimension k; ``ridge`` None means
+    "no ridge unless the kernel is singular, then the smallest that makes it solvable"
+    (the value used is recorded with the result). ``damping`` and ``cg_*`` are for IF.
+    ``options`` holds the parameters of a user's own method (JSON values).
+    Only the fields the method declares (``AttributionMethod.params``) enter keys.
+    """
+
+    name: str = "trak"
+    proj_dim: int = 2048
+    ridge: float | None = None
+    damping: float = 1e-3
+    cg_max_iter: int = 100
+    cg_tol: float = 1e-6
+    hessian_samples: int | None = None  # None: Hessian over the whole training set
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        method_class(self.name)  # unknown names fail here, with the list of known ones
+        _check(isinstance(self.proj_dim, int) and self.proj_dim >= 1,
+               f"projection dimension must be an integer >= 1, got {self.proj_dim!r}")
+        _check(self.ridge is None or self.ridge >= 0, f"ridge must be >= 0, got {self.ridge}")
+        _check(self.damping >= 0, f"damping must be >= 0, got {self.damping}")
+        _check(self.cg_max_iter >= 1, f"cg_max_iter must be >= 1, got {self.cg_max_iter}")
+        _check(isinstance(self.options, dict), "options must be a dict of JSON values")
+
+    def __hash__(self) -> int:  # options is a dict; hash by content key
+        return hash(self.key)
+
+    @property
+    def impl(self) -> AttributionMethod:
+        return method_class(self.name)
+
+    def hashed(self) -> dict[str, Any]:
+        """Only the fields that affect this method's scores (for artifact keys)."""
+        out: dict[str, Any] = {"name": self.name}
+        for f in self.impl.params:
+            out[f] = getattr(self, f)
+        if self.options:
+            out["options"] = self.options
+        return out
+
+
+def as_method(m: str | Method, proj_dim: int | None = None) -> Method:
+    """A Method from its name (with ``proj_dim`` when given) or a Method."""
+    if isinstance(m, Method):
+        return m
+    return Method(m) if proj_dim is None else Method(m, proj_dim=proj_dim)

@@ -1,0 +1,35 @@
+"""TRAK (eq. 2): projected gradients, a kernel solve per member, Q-weighted mean.
+
+A member's payload is its train side (projected train features Phi and the Cholesky
+factor of Phi^T Phi + ridge I) and its projected test features; scores for any test
+rows, stored or new, come from that payload alone.
+"""
+
+from __future__ import annotations
+
+from raytda.methods.base import AttributionMethod, register_method
+
+
+@register_method
+class TRAK(AttributionMethod):
+    name = "trak"
+    params = ("proj_dim", "ridge")
+    needs_q = True
+    projected = True
+    serves_new_inputs = True
+
+    def member(self, spec, net, data, mask, seed, args, task):
+        from raytda.core.grads import n_trainable
+        from raytda.core.projection import GaussianProjector
+        from raytda.core.trak import trak_features
+
+        # LoRA members: the projection spans the adapter's parameters only.
+        proj = GaussianProjector(n_trainable(net), spec.proj_dim, seed, args.proj_memory_bytes,
+                                 args.device, cpu_gemm=args.cpu_gemm)
+        return trak_features(net, data, proj, mask, spec.ridge, args, task.output())
+
+    def score_rows(self, payload, rows):
+        from raytda.core.trak import score_rows
+
+        return score_rows(payload["test_features"][rows], payload["train_features"],
+                          payload["chol"])

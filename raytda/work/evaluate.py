@@ -1,0 +1,138 @@
+"""Body of the evaluation job: member payloads -> ensemble scores (stored in chunks of
+test rows) -> LDS against the ground truth, and the configuration's costs."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from raytda.core.args import ComputeArgs
+from raytda.core.costs import UnitCosts, analytic_params
+from raytda.core.lds import lds_subsets, spearman_columns, summarize
+from raytda.ground_truth import GroundTruth
+from raytda.plan.jobs import Evaluate, scores_key
+from raytda.specs import LDSSpec
+from raytda.store import ArtifactStore
+
+
+class PayloadCache:
+    """Member payloads read from the store, kept while they fit ``budget`` bytes."""
+
+    def __init__(self, store: ArtifactStore, budget: int) -> None:
+        self.store, self.budget, self.held = store, budget, 0
+        self.items: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+
+    def get(self, key: str) -> dict[str, torch.Tensor]:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        payload, _ = self.store.get(key)
+        size = sum(t.numel() * t.element_size() for t in payload.values())
+        while self.items and self.held + size > self.budget:
+            _, old = self.items.popitem(last=False)
+            self.held -= sum(t.numel() * t.element_size() for t in old.values())
+        if size <= self.budget:
+            self.items[key] = payload
+            self.held += size
+        return payload
+
+
+def ground_truth(job: Evaluate, store: ArtifactStore, n_train: int, n_test: int
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(membership (m, n_train), truth (m, replicates, n_test)), or None without LDS."""
+    if isinstance(job.lds, GroundTruth):
+        return job.lds.membership(n_train), job.lds.outputs[:, None, :]
+    if not isinstance(job.lds, LDSSpec):
+        return None
+    truth = np.zeros((job.lds.m, job.lds.models_per_subset, n_test))
+    for lm in job.lds_models():
+        truth[lm.subset, lm.replicate] = store.get(lm.key)[0]["test_margins"].numpy()
+    return lds_subsets(n_train, job.lds), truth
+
+
+def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
+    impl = job.method.impl
+    data = job.task.data()
+    n, m = data.n_train, data.n_test
+    t0 = time.perf_counter()
+    blocks = job.blocks()
+    block_meta = [store.meta(b.key) for b in blocks]
+    q_meta, q_mean = [], None
+    if impl.needs_q:
+        qs = []
+        for q in job.qvalues():
+            tensors, meta = store.get(q.key)
+            qs.append(tensors["q"].double())
+            q_meta.append(meta)
+        q_mean = torch.stack(qs).mean(0)
+    truth = ground_truth(job, store, n, m)
+    predicted = None if truth is None else np.zeros((truth[0].shape[0], m))
+
+    # Test rows in chunks: no n_test x n_train matrix is ever held, only rows x n_train.
+    rows_per_chunk = max(1, args.score_chunk_bytes // (8 * n))
+    cache = PayloadCache(store, args.payload_cache_bytes)
+    score_s = np.zeros(len(blocks))
+    chunks = []
+    for c, r0 in enumerate(range(0, m, rows_per_chunk)):
+        rows = slice(r0, min(m, r0 + rows_per_chunk))
+        acc = torch.zeros(rows.stop - rows.start, n, dtype=torch.float64)
+        for e, b in enumerate(blocks):
+            payload = cache.get(b.key)
+            t = time.perf_counter()
+            acc += impl.score_rows(payload, rows).double()
+            score_s[e] += time.perf_counter() - t
+        scores = impl.combine(acc / len(blocks), q_mean).float()
+        key = scores_key(job.key, c)
+        store.put(key, {"scores": scores}, {"rows": [rows.start, rows.stop], "result": job.key},
+                  {"result": job.key, "chunk": c})
+        chunks.append({"key": key, "rows": [rows.start, rows.stop]})
+        if predicted is not None:
+            predicted[:, rows] = truth[0].astype(np.float64) @ scores.double().numpy().T
+    aggregate_s = time.perf_counter() - t0
+
+    reps = 0 if truth is None else truth[1].shape[1]
+    if truth is not None:
+        res = summarize(spearman_columns(truth[1].mean(1), predicted))
+        per_sample = res.per_sample
+    else:
+        res, per_sample = None, np.full(m, np.nan)
+    ceiling = (summarize(spearman_columns(truth[1][:, 0], truth[1][:, 1])).mean
+               if reps >= 2 else float("nan"))
+
+    ens, kind = job.ensemble, job.ensemble.kind_class
+    model_meta = [store.meta(x.key) for x in job.models()]
+    adapter_meta = [store.meta(a.key) for a in job.adapters()]
+    train_times = [x["train_time_s"] for x in model_meta]
+    adapter_times = [x["train_time_s"] for x in adapter_meta]
+    serve_block = [x["serve_time_s"] for x in block_meta]
+    serve_q = [x["serve_time_s"] for x in q_meta]
+    q_unit = float(np.mean(serve_q)) if serve_q else 0.0
+    # One member's serving: its payload job plus scoring the test set against it.
+    unit = UnitCosts(train=float(np.mean(train_times)),
+                     serve=float(np.mean(np.add(serve_block, score_s))) + q_unit,
+                     serve_forward_only=q_unit,
+                     train_lora=float(np.mean(adapter_times)) if adapter_times else 0.0)
+    adapter_params = int(adapter_meta[0]["params"]) if adapter_meta else 0
+    nan = float("nan")
+    row = {
+        "setting": job.task.name, "task_key": job.task.key, "method": job.method.name,
+        "ensemble": ens.kind, "label": ens.label, "I": ens.I, "D": ens.D, "L": ens.L,
+        "C": ens.C, "mask_mode": ens.mask_mode,
+        "lds": res.mean if res else nan, "lds_se": res.se if res else nan,
+        "lds_ceiling": ceiling, "n_test_scored": int(np.isfinite(per_sample).sum()),
+        # As if run alone: every training the configuration needs (I x T_train, or
+        # I x T_base + I x L x T_lora), each measured once and shared across configs.
+        "train_time_s": float(np.sum(train_times) + np.sum(adapter_times)),
+        "serve_time_s": float(np.sum(serve_block) + np.sum(serve_q) + aggregate_s),
+        "params": analytic_params(ens.I, int(model_meta[0]["params"]), ens.L, adapter_params),
+        "peak_mem_bytes": int(max(x["peak_bytes"] for x in block_meta + q_meta)),
+        "analytic_train_time_s": kind.train_time(ens, unit),
+        "analytic_serve_time_s": kind.serve_time(ens, unit),
+        "n_members": len(blocks), "n_q_members": len(q_meta),
+        "ridge_max": max((x.get("ridge", 0.0) for x in block_meta), default=0.0),
+        "n_test": m, "n_train": n, "score_chunks": chunks, "key": job.key,
+    }
+    store.put(job.key, {"per_sample_lds": torch.from_numpy(per_sample)}, row, job.spec())

@@ -1,0 +1,72 @@
+"""Bodies of the serving jobs: a member's Q on the train set, and its method payload."""
+
+from __future__ import annotations
+
+from raytda.core.args import ComputeArgs
+from raytda.core.costs import measure
+from raytda.core.masks import MaskSpec
+from raytda.core.network import Network
+from raytda.plan.jobs import MemberBlock, QValues, Source, TrainAdapter, mask_seed, projection_seed
+from raytda.specs import Member
+from raytda.store import ArtifactStore
+from raytda.work.train import base_module, load_epoch
+
+
+def load_member(store: ArtifactStore, source: Source, member: Member) -> Network:
+    """The member's network in eval mode: trained weights at its checkpoint, or a base
+    model with its LoRA adapter (then only the adapter is trainable, i.e. differentiated)."""
+    from raytda.core.train import load_state
+
+    task = source.task
+    if isinstance(source, TrainAdapter):
+        from raytda.core.lora import load_adapted
+
+        adapter, _ = store.get(source.key)
+        module = load_adapted(base_module(store, source.base), adapter, task.lora_spec)
+    else:
+        module = load_state(task.build_model(), load_epoch(store, source.key, member.checkpoint))
+    return task.network(module).eval()
+
+
+def member_mask(net: Network, source: Source, member: Member, mode: str) -> MaskSpec | None:
+    """The member's dropout masks: seeded by (model, checkpoint, mask), rates of the sites."""
+    if member.mask is None:
+        return None
+    return MaskSpec(mask_seed(source, member), net.mask_rates, mode)
+
+
+def warm_member_imports(source: Source) -> None:
+    """Import what loading the member needs before serving is timed: a one-off library
+    import (peft takes seconds) is not part of any member's serving cost."""
+    if isinstance(source, TrainAdapter):
+        import peft  # noqa: F401
+
+        import raytda.core.lora  # noqa: F401
+
+
+def q_values(job: QValues, store: ArtifactStore, args: ComputeArgs) -> None:
+    from raytda.core.grads import samples_outputs
+
+    task = job.task
+    data = task.data()
+    warm_member_imports(job.model)
+    with measure(args.device) as m:
+        net = load_member(store, job.model, job.member)
+        mask = member_mask(net, job.model, job.member, job.mask_mode)
+        _, q = samples_outputs(net, data.train, mask, "train", args.forward_batch, args.device,
+                               task.output())
+    store.put(job.key, {"q": q}, {"serve_time_s": m.seconds, "peak_bytes": m.peak_bytes},
+              job.spec())
+
+
+def member_block(job: MemberBlock, store: ArtifactStore, args: ComputeArgs) -> None:
+    task = job.task
+    data = task.data()
+    warm_member_imports(job.model)
+    with measure(args.device) as m:
+        net = load_member(store, job.model, job.member)
+        mask = member_mask(net, job.model, job.member, job.mask_mode)
+        payload, info = job.method.impl.member(job.method, net, data, mask,
+                                               projection_seed(job.model, job.member), args, task)
+    store.put(job.key, payload,
+              {"serve_time_s": m.seconds, "peak_bytes": m.peak_bytes, **info}, job.spec())

@@ -1,0 +1,134 @@
+"""Bodies of the training jobs: ensemble models, imported checkpoints, LDS models, LoRA
+base models and adapters."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raytda.core.args import ComputeArgs, torch_threads
+from raytda.core.train import half_subset, load_state, seeded_init, state_snapshot
+from raytda.plan.jobs import ImportModel, LDSModel, TrainAdapter, TrainBase, TrainModel
+from raytda.specs import Recipe
+from raytda.store import ArtifactStore
+from raytda.task import Task
+
+FINAL = "final"
+
+
+def fresh_model(task: Task, seed: int) -> torch.nn.Module:
+    """``task.build_model()`` with its initial weights drawn from ``seed``."""
+    seeded_init(seed)
+    return task.build_model()
+
+
+def fit_task(task: Task, samples, seed: int, args: ComputeArgs, recipe: Recipe | None = None
+             ) -> tuple[dict[str, dict[str, torch.Tensor]], float]:
+    """Train a fresh model with ``task.train``: ({'final' or 'epochE': state}, seconds)."""
+    model = fresh_model(task, seed).to(args.device)
+    with torch_threads(args.train_threads):
+        t0 = time.perf_counter()
+        states = task.train(model, samples, seed, args.device, recipe) or {}
+        seconds = time.perf_counter() - t0
+    final_epoch = (recipe or task.recipe).epochs if (recipe or task.recipe) else None
+    out = {FINAL: states.get(final_epoch) if final_epoch in states else state_snapshot(model)}
+    out.update({f"epoch{e}": st for e, st in states.items() if e != final_epoch})
+    return out, seconds
+
+
+def put_states(store: ArtifactStore, job, states: dict[str, dict[str, torch.Tensor]],
+               meta: dict) -> None:
+    tensors = {f"{tag}/{k}": v for tag, st in states.items() for k, v in st.items()}
+    params = sum(v.numel() for v in states[FINAL].values())
+    store.put(job.key, tensors, {"params": params, "checkpoints": sorted(states), **meta},
+              job.spec())
+
+
+def load_epoch(store: ArtifactStore, model_key: str, epoch: int | None) -> dict[str, torch.Tensor]:
+    """Weights a stored model kept at ``epoch`` (None: its final weights)."""
+    tensors, _ = store.get(model_key)
+    prefix = f"{FINAL if epoch is None else f'epoch{epoch}'}/"
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not state:
+        raise KeyError(f"model {model_key} kept no weights for checkpoint {epoch}")
+    return state
+
+
+def train_model(job: TrainModel, store: ArtifactStore, args: ComputeArgs) -> None:
+    data = job.task.data()
+    samples = data.train.subset(half_subset(data.n_train, job.subset_seed))
+    states, seconds = fit_task(job.task, samples, job.seed, args)
+    put_states(store, job, states, {"train_time_s": seconds})
+
+
+def read_checkpoint(ckpt) -> dict[str, torch.Tensor]:
+    """A state dict from a safetensors file, a torch file, or a state dict."""
+    if not isinstance(ckpt, (str, Path)):
+        return {k: v.detach().cpu() for k, v in ckpt.items()}
+    from raytda.core.checkpoint import CheckpointError, load_checkpoint
+
+    path = Path(ckpt)
+    if path.suffix in (".safetensors", ".st"):
+        return load_checkpoint(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def import_model(job: ImportModel, store: ArtifactStore, args: ComputeArgs) -> None:
+    run = job.task.checkpoints()[job.index]
+    states = {}
+    for pos, ckpt in enumerate(run, start=1):
+        state = read_checkpoint(ckpt)
+        load_state(job.task.build_model(), state, f"{job.task.name}'s model (run {job.index}, "
+                                                 f"checkpoint {pos})")
+        states[FINAL if pos == len(run) else f"epoch{pos}"] = state
+    # Not trained here: no training time is spent on this configuration.
+    put_states(store, job, states, {"train_time_s": 0.0, "imported": True})
+
+
+def lds_model(job: LDSModel, store: ArtifactStore, args: ComputeArgs) -> None:
+    from raytda.core.grads import samples_outputs
+    from raytda.core.lds import lds_subsets
+
+    task = job.task
+    data = task.data()
+    rows = np.flatnonzero(lds_subsets(data.n_train, job.lds)[job.subset])
+    states, seconds = fit_task(task, data.train.subset(rows), job.seed, args)
+    net = task.network(load_state(task.build_model(), states[FINAL]))
+    f, _ = samples_outputs(net, data.test, None, "test", args.forward_batch, args.device,
+                           task.output())
+    # f on the test set: the margin, or the log-likelihood for generative tasks (the
+    # tensor keeps its historical name for both).
+    store.put(job.key, {"test_margins": f}, {"train_time_s": seconds}, job.spec())
+
+
+def train_base(job: TrainBase, store: ArtifactStore, args: ComputeArgs) -> None:
+    states, seconds = fit_task(job.task, job.task.data().train, job.seed, args, job.recipe)
+    put_states(store, job, {FINAL: states[FINAL]}, {"train_time_s": seconds})
+
+
+def base_module(store: ArtifactStore, base: TrainBase) -> torch.nn.Module:
+    task = base.task
+    return load_state(task.build_model(), load_epoch(store, base.key, None))
+
+
+def train_adapter(job: TrainAdapter, store: ArtifactStore, args: ComputeArgs) -> None:
+    from raytda.core.lora import train_adapter as fine_tune
+
+    task = job.task
+    data = task.data()
+    samples = data.train.subset(half_subset(data.n_train, job.subset_seed))
+    base = base_module(store, job.base)
+    with torch_threads(args.train_threads):
+        trained = fine_tune(base, task.lora_spec, job.recipe, samples, job.seed, args.device,
+                            task.loss, task.forward)
+    store.put(job.key, trained.state, {"train_time_s": trained.train_time_s,
+                                       "params": trained.n_params}, job.spec())
