@@ -5,13 +5,19 @@ Naive independent ensembles (I = 1, 3, 5), Dropout Ensemble (D = 10, 25) and the
 against 50 retrained models; writes the measured table beside the paper's numbers, the
 ratios to naive, the ground-truth noise ceiling and the run time.
 
+The MNIST directory (the four IDX files) is ``--data-dir``, else ``$RAYTDA_DATA/mnist``, else
+``~/raytda-data/mnist`` (never relative to this file, which ``ray submit`` copies elsewhere).
+The device is ``--device auto`` (CUDA when this process sees it), ``cpu`` or ``cuda``.
+
 Local::
 
     python experiments/table1_mnist.py --data-dir ../shared/data/mnist
 
-On a cluster (arguments after the script)::
+On a cluster started from ``clusters/aws.yaml`` (which ships ``~/raytda-data`` to every node;
+arguments after ``--``; the head has no GPU, so ask for CUDA explicitly)::
 
-    ray submit clusters/aws.yaml experiments/table1_mnist.py -- --executor ray --data-dir /data/mnist
+    ray submit clusters/aws.yaml experiments/table1_mnist.py -- \
+        --executor ray --device cuda --store s3://BUCKET/raytda/table1/store
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ ROW_NAMES = {"naive": "Naive independent", "dropout": "Dropout Ensemble",
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--data-dir", default=None,
+                   help="MNIST IDX files (default: $RAYTDA_DATA/mnist, else ~/raytda-data/mnist)")
     p.add_argument("--out", default=str(HERE / "results"), help="where the table is written")
     p.add_argument("--store", default="runs/table1_mnist/store", help="artifact store path/URI")
     p.add_argument("--I", default="1,3,5")
@@ -49,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="override the 100-epoch recipe")
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when this process sees it), cpu, cuda or cuda:N")
     p.add_argument("--no-ablation", action="store_true", help="skip 'only random projection'")
     p.add_argument("--cached-only", action="store_true",
                    help="compute nothing: write the table from the configurations already in the store")
@@ -158,8 +166,27 @@ def render(df, a: argparse.Namespace, seconds: float,
     return "\n".join(lines) + "\n"
 
 
+def resolve(a: argparse.Namespace) -> None:
+    """Replace the data directory and device flags by what they resolve to (so the table
+    and the JSON record what was used); raises DataError / SpecError with one line."""
+    from raytda.data.location import data_dir
+    from raytda.run.device import resolve_device
+
+    a.data_dir = str(data_dir("mnist", a.data_dir))
+    # With --executor ray the jobs run on the cluster's nodes, not in this process.
+    a.device = resolve_device(a.device, on_cluster=a.executor == "ray")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from raytda.data import DataError
+    from raytda.specs import SpecError
+
     a = parse_args(argv)
+    try:
+        resolve(a)
+    except (DataError, SpecError) as e:  # a bad flag: one line, before any work
+        print(f"table1_mnist.py: error: {e}", file=sys.stderr)
+        return 2
     notes = Path(a.notes).read_text() if a.notes else ""  # read now: a bad path fails before work
     sweep = build(a)
     plan = sweep.plan()
