@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from raytda.plan.jobs import TrainModel
     from raytda.run.ray_executor import RayExecutor
     from raytda.settings import get_setting
+    from raytda.tasks import SettingTask
 
     overrides = {"epochs": a.epochs} if a.epochs else {}
     setting = get_setting(a.setting, data_dir=a.data_dir, **overrides)
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="raytda-bench-") as tmp:
         def jobs_for(tag: int) -> list[TrainModel]:
-            return [TrainModel(setting, i, base_seed=base + tag) for i in range(a.jobs)]
+            return [TrainModel(SettingTask(setting), i, base_seed=base + tag)
+                    for i in range(a.jobs)]
 
         # Warm-up: start every worker process and load the data once in each.
         for device, n in configs:

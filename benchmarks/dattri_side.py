@@ -10,7 +10,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # dattri's progress bars would swamp
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from raytda.core.network import Network  # noqa: E402
 from raytda.core.outputs import margin  # noqa: E402
+from raytda.core.train import example_input  # noqa: E402
 from raytda.data import Dataset  # noqa: E402
 from raytda.models import build_model  # noqa: E402
 from raytda.specs import ModelSpec  # noqa: E402
@@ -44,7 +46,7 @@ class FixedMaskMLP(nn.Module):
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
-        self.net = build_model(spec)
+        self.net = Network(build_model(spec), example_input(spec))
         for s, w in enumerate(self.net.mask_sizes):
             self.register_buffer(f"mask{s}", torch.ones(w))
 

@@ -136,7 +136,7 @@ def dattri_sweep_loop(setting: Setting, data: Dataset, configs: list[Config], k:
             for i, d in c.members():
                 spec = member_mask(setting, i, d)
                 masks = fixed_masks(spec, model.net.mask_sizes)
-                ck = {f"net.{key}": v for key, v in states[i].items()}
+                ck = {f"net.module.{key}": v for key, v in states[i].items()}
                 ck.update({f"mask{s}": m for s, m in enumerate(masks)})
                 ckpts.append(ck)
         scores[c.label], _ = serve_dattri(model, ckpts, data, k, batch)

@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     from raytda import ComputeArgs, LDSSpec, Sweep
     from raytda.data import DataError
     from raytda.data.location import setting_data_dir
+    from raytda.ensembles import Ensemble
     from raytda.run.device import resolve_device
     from raytda.settings import get_setting
-    from raytda.specs import Ensemble, SpecError
+    from raytda.specs import SpecError
 
     try:  # bad flags or missing data: one line, before any work
         found = setting_data_dir(get_setting(a.setting).data.source, a.data_dir)

@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build(a: argparse.Namespace):
     from raytda import ComputeArgs, LDSSpec, Sweep
-    from raytda.specs import Ensemble
+    from raytda.ensembles import Ensemble
 
     i_values = [int(v) for v in a.I.split(",")]
     d_values = [int(v) for v in a.D.split(",")]

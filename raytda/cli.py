@@ -76,7 +76,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=("local", "ray"), default=None,
                    help="local (in-process, default) or ray")
     p.add_argument("--address", help="Ray cluster address to join (implies --executor ray)")
-    p.add_argument("--device", default="cpu", help="torch device for compute (cpu, cuda)")
+    p.add_argument("--device", default="auto",
+                   help="torch device: auto (CUDA when this machine has it, default), cpu, "
+                        "cuda, cuda:N; with --address, cuda asks the cluster for GPUs")
     p.add_argument("--cost", default="train_time_s",
                    help="cost axis for the Pareto flag (train_time_s, serve_time_s, params, "
                         "peak_mem_bytes)")
@@ -93,6 +95,7 @@ def _cfg_list(cfg: dict[str, Any], key: str, default: list) -> list:
 def build_sweep(a: argparse.Namespace):
     from raytda.api import Sweep
     from raytda.core.args import ComputeArgs
+    from raytda.run.device import resolve_device
 
     cfg = load_config(a.config) if a.config else {}
     overrides = dict(cfg.get("overrides", {}))
@@ -130,7 +133,7 @@ def build_sweep(a: argparse.Namespace):
         proj_dim=a.proj_dim if a.proj_dim is not None else cfg.get("proj_dim"),
         executor=executor,
         address=a.address,
-        compute=ComputeArgs(device=a.device),
+        compute=ComputeArgs(device=resolve_device(a.device, on_cluster=bool(a.address))),
         progress=not a.quiet,
         **overrides,
     )
