@@ -87,8 +87,10 @@ class DatasetSamples(Samples):
     def _load(self, index: list[int], batch_size: int):
         from torch.utils.data import DataLoader, Subset
 
+        # A private generator: a DataLoader draws its base seed from the global RNG
+        # otherwise, which would shift the training's seeded dropout stream.
         return DataLoader(Subset(self.dataset, index), batch_size=batch_size, shuffle=False,
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, generator=torch.Generator())
 
     def take(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         index = self._index(rows)

@@ -67,7 +67,9 @@ def train_model(job: TrainModel, store: ArtifactStore, args: ComputeArgs) -> Non
 def read_checkpoint(ckpt) -> dict[str, torch.Tensor]:
     """A state dict from a safetensors file, a torch file, or a state dict."""
     if not isinstance(ckpt, (str, Path)):
-        return {k: v.detach().cpu() for k, v in ckpt.items()}
+        # Copies: runs may hand the same tensors in several places (safetensors refuses
+        # shared storage), and the caller may go on changing its own.
+        return {k: v.detach().cpu().clone() for k, v in ckpt.items()}
     from raytda.core.checkpoint import CheckpointError, load_checkpoint
 
     path = Path(ckpt)
