@@ -8,3 +8,6 @@ from raytda.ensembles.spec import Ensemble, as_ensemble, parse_ensemble
 
 __all__ = ["ENSEMBLES", "Ensemble", "EnsembleKind", "as_ensemble", "ensemble_kind", "parse_ensemble",
            "register_ensemble"]
+
+# The paper's ensembles register themselves; importing any part of the package loads them.
+from raytda.ensembles import builtin  # noqa: E402, F401, I001

@@ -86,8 +86,6 @@ def register_ensemble(cls: type[EnsembleKind]) -> type[EnsembleKind]:
 
 def ensemble_kind(name: str) -> EnsembleKind:
     """The registered kind called ``name``."""
-    from raytda.ensembles import builtin  # noqa: F401  (registers the paper's kinds)
-
     kind = ENSEMBLES.get(name)
     if kind is None:
         raise SpecError(f"unknown ensemble kind {name!r}; choose one of {sorted(ENSEMBLES)}")

@@ -7,3 +7,6 @@ from raytda.methods.base import METHODS, AttributionMethod, method_class, regist
 from raytda.methods.spec import Method, as_method
 
 __all__ = ["METHODS", "AttributionMethod", "Method", "as_method", "method_class", "register_method"]
+
+# The paper's methods register themselves; importing any part of the package loads them.
+from raytda.methods import builtin  # noqa: E402, F401, I001

@@ -71,8 +71,6 @@ def register_method(cls: type[AttributionMethod]) -> type[AttributionMethod]:
 
 def method_class(name: str) -> AttributionMethod:
     """The registered method called ``name``."""
-    from raytda.methods import builtin  # noqa: F401  (registers the paper's methods)
-
     m = METHODS.get(name)
     if m is None:
         raise SpecError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
