@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raytda.ensembles import Ensemble, parse_ensemble
+from raytda.ensembles import ENSEMBLES, Ensemble, parse_ensemble
+from raytda.methods import METHODS
 from raytda.specs import LDSSpec, SpecError
 
 DEFAULT_ENSEMBLES = ("naive:I=1|2|3|5", "dropout:I=1|2|3|5,D=10")
@@ -57,9 +58,11 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                    help="your own Task: 'module:Class' or 'path/to/file.py:Class' (repeatable)")
     p.add_argument("--no-lds", action="store_true",
                    help="attribution only: scores and costs, no LDS ground truth")
-    p.add_argument("--method", action="append", help="trak, grad-dot, grad-cos, if (repeatable)")
+    p.add_argument("--method", action="append",
+                   help=f"{', '.join(sorted(METHODS))} or a registered one (repeatable)")
     p.add_argument("--ensemble", action="append",
                    help="grid like 'naive:I=1|3|5' or 'dropout:I=1|3,D=10|25' (repeatable); "
+                        f"kinds: {', '.join(sorted(ENSEMBLES))}; "
                         f"default {' '.join(DEFAULT_ENSEMBLES)}")
     p.add_argument("--out", default="raytda-out", help="output directory (results, plots)")
     p.add_argument("--store", help="artifact store path or URI (default OUT/store)")
