@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from raytda.specs import Member, SpecError, _check
+from raytda.registry import Registry
+from raytda.specs import Member, _check
 
 if TYPE_CHECKING:
     from raytda.core.costs import UnitCosts
@@ -74,22 +75,9 @@ class EnsembleKind:
                        f"it takes {sorted(self.takes | {'I'})}")
 
 
-ENSEMBLES: dict[str, EnsembleKind] = {}
-
-
-def register_ensemble(cls: type[EnsembleKind]) -> type[EnsembleKind]:
-    """Class decorator: make an ensemble kind available by its ``name``."""
-    _check(bool(cls.name), f"{cls.__name__} needs a non-empty class attribute 'name'")
-    ENSEMBLES[cls.name] = cls()
-    return cls
-
-
-def ensemble_kind(name: str) -> EnsembleKind:
-    """The registered kind called ``name``."""
-    kind = ENSEMBLES.get(name)
-    if kind is None:
-        raise SpecError(f"unknown ensemble kind {name!r}; choose one of {sorted(ENSEMBLES)}")
-    return kind
+ENSEMBLES: Registry[EnsembleKind] = Registry("ensemble kind")
+register_ensemble = ENSEMBLES.register  # class decorator: a kind available by its name
+ensemble_kind = ENSEMBLES.lookup  # the registered kind called ``name``
 
 
 def checkpoint_epochs(ens: Ensemble, epochs: tuple[int | None, ...]) -> tuple[int | None, ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from raytda.specs import SpecError, _check
+from raytda.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -59,19 +59,6 @@ class AttributionMethod:
         return mean_scores if q_mean is None else mean_scores * q_mean.unsqueeze(0)
 
 
-METHODS: dict[str, AttributionMethod] = {}
-
-
-def register_method(cls: type[AttributionMethod]) -> type[AttributionMethod]:
-    """Class decorator: make a method available by its ``name``."""
-    _check(bool(cls.name), f"{cls.__name__} needs a non-empty class attribute 'name'")
-    METHODS[cls.name] = cls()
-    return cls
-
-
-def method_class(name: str) -> AttributionMethod:
-    """The registered method called ``name``."""
-    m = METHODS.get(name)
-    if m is None:
-        raise SpecError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
-    return m
+METHODS: Registry[AttributionMethod] = Registry("method")
+register_method = METHODS.register  # class decorator: a method available by its name
+method_class = METHODS.lookup  # the registered method called ``name``

@@ -116,15 +116,11 @@ def checkpoint_digest(ckpt: Any) -> str:
 
 
 @dataclass(frozen=True, repr=False)
-class ImportModel(Job):
+class ImportModel(TrainModel):
     """Ensemble model ``index``: training run ``index`` of the user's own checkpoints,
     copied into the store (so every member reads one verified artifact). Keyed by the
     checkpoints' content, not their paths."""
 
-    task: Task
-    index: int
-    base_seed: int = 0
-    kind: str = field(default="model", init=False)
     body: str = field(default="raytda.work.train:import_model", init=False)
 
     def spec(self) -> dict[str, Any]:
@@ -161,13 +157,10 @@ class LDSModel(Job):
 
 
 @dataclass(frozen=True, repr=False)
-class TrainBase(Job):
+class TrainBase(TrainModel):
     """LoRA Ensemble base model ``index``: trained from scratch on the FULL training set
     with the shorter base recipe (``LoRASpec.base_recipe``; paper appendix C.2)."""
 
-    task: Task
-    index: int
-    base_seed: int = 0
     kind: str = field(default="basemodel", init=False)
     body: str = field(default="raytda.work.train:train_base", init=False)
 
