@@ -147,3 +147,52 @@ def test_ray_executor_gives_identical_results(local_run, ray_session, tmp_path):
     for label in ENSEMBLES:
         torch.testing.assert_close(r_main.scores(label, "trak"), main.scores(label, "trak"),
                                    rtol=1e-5, atol=1e-7)
+
+
+class OwnTrainerTask(GatedTask):
+    """A Task that trains with its own loop (full-batch LBFGS) and no recipe."""
+
+    name = "gated-own-trainer"
+    recipe = None
+    calls: list = []
+
+    def train(self, model, data, seed, device, recipe=None):
+        x, y = data.tensors()
+        opt = torch.optim.LBFGS(model.parameters(), max_iter=15)
+        model.train()
+
+        def closure():
+            opt.zero_grad()
+            loss = self.loss(self.forward(model, x), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        type(self).calls.append((seed, len(x)))
+        return {}  # raytda snapshots the final weights itself
+
+
+def test_a_tasks_own_train_function_replaces_the_recipe(tmp_path):
+    OwnTrainerTask.calls.clear()
+    sweep = Sweep(OwnTrainerTask(), PROJ, ["naive:I=2", "dropout:I=1,D=2"], lds=LDSSpec(m=3),
+                  store=str(tmp_path), progress=False)
+    df = sweep.run()
+    assert np.isfinite(df["lds"]).all()
+    # 2 ensemble models on their halves (16 rows), 3 LDS models on alpha n = 16 rows.
+    assert sorted(n for _, n in OwnTrainerTask.calls) == [16] * 5
+    assert len({s for s, _ in OwnTrainerTask.calls}) == 5
+
+
+def test_the_tasks_key_enters_every_artifact_key():
+    from raytda.plan.jobs import TrainModel
+
+    class V2(GatedTask):
+        version = "2"
+
+    class Wider(GatedTask):
+        def config(self):
+            return {"width": 24}
+
+    keys = {TrainModel(t(), 0).key for t in (GatedTask, V2, Wider)}
+    assert len(keys) == 3
+    assert TrainModel(GatedTask(), 0).key == TrainModel(GatedTask(), 0).key
