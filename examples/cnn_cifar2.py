@@ -10,16 +10,16 @@ results table, ``results.parquet`` and a plot under ``--out``)::
 
     python examples/cnn_cifar2.py --data-dir ../shared/data/cifar2 --out runs/cnn
 
-or hand the Task class to the command line (it constructs with no arguments and reads its
-data from ``$RAYTDA_DATA/cifar2``, else ``~/raytda-data/cifar2``; ``--data-dir`` is for
-the built-in settings only)::
+or hand the Task class to the command line (it constructs with no arguments; ``--data-dir``
+sets its ``data_dir``, else it reads ``$RAYTDA_DATA/cifar2``, else ``~/raytda-data/cifar2``)::
 
-    RAYTDA_DATA=../shared/data raytda sweep --task examples/cnn_cifar2.py:Cifar2CNN \\
+    raytda sweep --task examples/cnn_cifar2.py:Cifar2CNN --data-dir ../shared/data/cifar2 \\
         --ensemble 'naive:I=1|2' --ensemble 'dropout:I=1,D=5' --proj-dim 256 --lds-m 10 \\
         --out runs/cnn-cli
 
 The defaults (500 train / 50 test images, 4 epochs, projection dimension 256, 10 LDS
-subsets) run in well under a minute on a 2-core CPU; their LDS is noisy at that size.
+subsets) took 77 s on a 2-core CPU that other work was loading heavily; their LDS is noisy
+at that size.
 """
 
 from __future__ import annotations

@@ -53,6 +53,8 @@ class Task:
             mask covers (None: all of them per sample; 1 for sequence models that drop
             the same hidden units at every position).
         data_loader_workers: DataLoader workers when the data is a torch Dataset.
+        data_dir: where the Task's files are, set from ``--data-dir`` /
+            ``Sweep(data_dir=...)``; not part of the key (a location, not content).
     """
 
     name: ClassVar[str] = ""
@@ -61,6 +63,7 @@ class Task:
     lora: LoRASpec | None = None
     dropout_mask_dims: int | None = None
     data_loader_workers: int = 0
+    data_dir: str | None = None
 
     # ------------------------------------------------------------------ to override
 

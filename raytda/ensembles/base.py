@@ -56,6 +56,11 @@ class EnsembleKind:
         """Appendix E: one member serving per feature member."""
         raise NotImplementedError
 
+    def stored_params(self, ens: Ensemble, per_model: int, per_adapter: int = 0) -> int:
+        """Parameters the configuration keeps: I models (masks and projection seeds cost
+        nothing to store)."""
+        return ens.I * per_model
+
     def label(self, ens: Ensemble) -> str:
         parts = [self.name, f"I={ens.I}"]
         for f in ("L", "D", "C"):

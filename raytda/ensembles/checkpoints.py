@@ -16,5 +16,8 @@ class Checkpoints(EnsembleKind):
     def members(self, ens, epochs):
         return tuple(Member(i, c) for i in range(ens.I) for c in checkpoint_epochs(ens, epochs))
 
+    def stored_params(self, ens, per_model, per_adapter=0):
+        return ens.I * ens.C * per_model  # every member checkpoint is kept
+
     def serve_time(self, ens, u):
         return ens.I * ens.C * u.serve

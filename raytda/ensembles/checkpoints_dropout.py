@@ -17,5 +17,8 @@ class CheckpointsDropout(EnsembleKind):
         return tuple(Member(i, c, d, d) for i in range(ens.I)
                      for c in checkpoint_epochs(ens, epochs) for d in range(ens.D))
 
+    def stored_params(self, ens, per_model, per_adapter=0):
+        return ens.I * ens.C * per_model  # every member checkpoint is kept
+
     def serve_time(self, ens, u):
         return ens.I * ens.C * ens.D * u.serve

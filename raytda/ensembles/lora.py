@@ -25,5 +25,8 @@ class LoRA(EnsembleKind):
         # I x T_Train,Base + I x L x T_Train,LoRA
         return ens.I * u.train + ens.I * ens.L * u.train_lora
 
+    def stored_params(self, ens, per_model, per_adapter=0):
+        return ens.I * per_model + ens.I * ens.L * per_adapter
+
     def serve_time(self, ens, u):
         return ens.I * ens.L * u.serve

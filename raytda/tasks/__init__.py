@@ -17,8 +17,8 @@ def get_task(name: str, data_dir: str | None = None, **overrides: Any) -> Settin
 
 def as_task(task: str | Task, data_dir: str | None = None,
             overrides: dict[str, Any] | None = None) -> Task:
-    """A Task from a built-in name, a Setting or a Task object (data_dir and overrides
-    apply to built-in settings only)."""
+    """A Task from a built-in name, a Setting or a Task object. ``data_dir`` sets where
+    the data is (``Task.data_dir``); ``overrides`` apply to built-in settings only."""
     from raytda.specs import Setting, SpecError
 
     overrides = dict(overrides or {})
@@ -29,6 +29,11 @@ def as_task(task: str | Task, data_dir: str | None = None,
         if data_dir is not None and isinstance(task, SettingTask):
             s = task.setting
             return SettingTask(s.replace(data=s.data.replace(root=data_dir)))
+        if data_dir is not None:
+            import copy
+
+            task = copy.copy(task)
+            task.data_dir = data_dir
         return task
     if isinstance(task, Setting):
         if data_dir is not None:

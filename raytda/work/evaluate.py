@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from raytda.core.args import ComputeArgs
-from raytda.core.costs import UnitCosts, analytic_params
+from raytda.core.costs import UnitCosts
 from raytda.core.lds import lds_subsets, spearman_columns, summarize
 from raytda.ground_truth import GroundTruth
 from raytda.plan.jobs import Evaluate, scores_key
@@ -127,7 +127,7 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
         # I x T_base + I x L x T_lora), each measured once and shared across configs.
         "train_time_s": float(np.sum(train_times) + np.sum(adapter_times)),
         "serve_time_s": float(np.sum(serve_block) + np.sum(serve_q) + aggregate_s),
-        "params": analytic_params(ens.I, int(model_meta[0]["params"]), ens.L, adapter_params),
+        "params": kind.stored_params(ens, int(model_meta[0]["params"]), adapter_params),
         "peak_mem_bytes": int(max(x["peak_bytes"] for x in block_meta + q_meta)),
         "analytic_train_time_s": kind.train_time(ens, unit),
         "analytic_serve_time_s": kind.serve_time(ens, unit),

@@ -57,3 +57,15 @@ def test_forward_only_with_one_mask_costs_the_same_as_naive():
 def test_paper_headline_ratio():
     """Dropout I=5 vs naive I=25: 80% less training (the paper's headline)."""
     assert 1 - train("dropout", I=5, D=10) / train("naive", I=25) == pytest.approx(0.8)
+
+
+def test_stored_parameters():
+    """Masks and projections are free to store; checkpoints and adapters are not."""
+    def params(kind, **kw):
+        e = Ensemble(kind, **kw)
+        return e.kind_class.stored_params(e, 1000, 50)
+
+    assert params("naive", I=5) == params("dropout", I=5, D=10) == 5000
+    assert params("projection-only", I=2, D=4) == params("dropout-forward", I=2, D=4) == 2000
+    assert params("checkpoints", I=2, C=3) == params("checkpoints-dropout", I=2, C=3, D=2) == 6000
+    assert params("lora", I=1, L=3) == 1000 + 3 * 50
