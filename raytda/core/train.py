@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +76,20 @@ def state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+_LOOP_SECONDS: ContextVar[list[float] | None] = ContextVar("raytda_fit_loops", default=None)
+
+
+@contextmanager
+def loop_clock() -> Iterator[list[float]]:
+    """Collects the loop time of every ``fit`` inside the block (its one-off start-up, the
+    optimizer's first import of torch internals included, is not training)."""
+    token = _LOOP_SECONDS.set([])
+    try:
+        yield _LOOP_SECONDS.get()
+    finally:
+        _LOOP_SECONDS.reset(token)
+
+
 def fit(model: nn.Module, recipe: Recipe, samples: Samples | tuple, seed: int,
         device: str = "cpu", snapshot: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
         loss_fn: LossFn = mean_cross_entropy, forward: Forward = call_module
@@ -113,7 +129,11 @@ def fit(model: nn.Module, recipe: Recipe, samples: Samples | tuple, seed: int,
             states[epoch] = snapshot(model)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return states, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    clock = _LOOP_SECONDS.get()
+    if clock is not None:
+        clock.append(seconds)
+    return states, seconds
 
 
 def check_state(model: nn.Module, state: dict[str, torch.Tensor], what: str = "model") -> None:
