@@ -37,13 +37,12 @@ from raytda import Sweep
 from raytda.attributor import DEFAULT_MEMORY_BYTES, Attributor
 from raytda.core.args import ComputeArgs
 from raytda.data.sources import load_data
-from raytda.ensembles import Ensemble
+from raytda.ensembles import Ensemble, parse_ensemble
 from raytda.methods import Method
 from raytda.store import ArtifactStore
 from raytda.tasks import get_task
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-ENSEMBLES = (Ensemble("naive", 1), Ensemble("dropout", 1, 10))
 
 
 def log(msg: str) -> None:
@@ -113,6 +112,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3, help="warm calls per latency (best of)")
     ap.add_argument("--memory-bytes", type=int, default=DEFAULT_MEMORY_BYTES,
                     help="the Attributor's budget for resident projection matrices")
+    ap.add_argument("--ensembles", nargs="+", default=["naive:I=1", "dropout:I=1,D=10"],
+                    metavar="SPEC", help="configurations, e.g. naive:I=1 dropout:I=1,D=10")
     ap.add_argument("--store", default=None, help="keep the sweep's store here (default: temp)")
     return ap.parse_args(argv)
 
@@ -130,20 +131,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     more = load_data(task.setting.data.replace(n_test=args.n_test + args.batch))
     x_new, y_new = more.x_test[args.n_test:], more.y_test[args.n_test:]
 
+    ensembles = [parse_ensemble(e) for e in args.ensembles]
     compute = ComputeArgs()
     store_dir = args.store or tempfile.mkdtemp(prefix="raytda-bench-attributor-")
     print(f"# raytda Attributor benchmark ({time.strftime('%Y-%m-%d %H:%M')}, torch "
           f"{torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.1f} at start)")
     try:
-        sweep = Sweep(task, Method("trak", proj_dim=args.proj_dim), ENSEMBLES, lds=None,
+        sweep = Sweep(task, Method("trak", proj_dim=args.proj_dim), ensembles, lds=None,
                       store=store_dir, compute=compute, progress=False)
         log("sweep: training the model and serving the members")
         t0 = time.perf_counter()
         sweep.run()
         sweep_s = time.perf_counter() - t0
         rows = []
-        for ens in ENSEMBLES:
+        for ens in ensembles:
             log(f"{ens.label}: Attributor")
             gc.collect()
             rss0 = rss_bytes()

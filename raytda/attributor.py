@@ -67,7 +67,7 @@ class _Member:
     net: Network
     mask: MaskSpec | None
     projector: GaussianProjector
-    train_side: dict[str, torch.Tensor]  # train_features (n, k), chol (k, k), on the device
+    train_side: dict[str, torch.Tensor]  # solved: (Phi^T Phi + ridge I)^-1 Phi^T (k, n)
     p_bytes: int  # bytes of its projection matrix when resident
     sparse: SparseInputProjection | None = None  # the zero-input path, when resident
 
@@ -113,7 +113,7 @@ class Attributor:
         self._calls = 0
         self._resident: OrderedDict[int, int] = OrderedDict()  # member -> last call used
         self.members: list[_Member] = [self._load(b) for b in evaluate.blocks()]
-        self.n_train = int(self.members[0].train_side["train_features"].shape[0])
+        self.n_train = int(self.members[0].train_side["solved"].shape[1])
         self.q_mean: torch.Tensor | None = None
         if self.impl.needs_q:
             qs = [self.store.get(q.key)[0]["q"].double() for q in evaluate.qvalues()]
@@ -150,8 +150,14 @@ class Attributor:
         net = load_member(self.store, block.model, block.member).to(self.device)
         mask = member_mask(net, block.model, block.member, block.mask_mode)
         payload, _ = self.store.get(block.key)
-        side = {k: payload[k].to(self.device) for k in ("train_features", "chol")}
-        k = int(side["train_features"].shape[1])
+        # TRAK's score_rows is phi (Phi^T Phi + ridge I)^-1 Phi^T in float64, solved per call;
+        # the solve against the stored train side, (Phi^T Phi + ridge I)^-1 Phi^T (k, n), is
+        # done once here, so a call is one product (the same math, other rounding order).
+        phi = payload["train_features"].to(self.device, torch.float64)
+        side = {"solved": torch.cholesky_solve(phi.T.contiguous(),
+                                               payload["chol"].to(self.device))}
+        del phi
+        k = int(side["solved"].shape[0])
         n = n_trainable(net)
         p_bytes = n * k * 4
         # Resident (P generated once) when P fits the budget alone, else streamed within it.
@@ -253,9 +259,9 @@ class Attributor:
         self._calls += 1
         acc = torch.zeros(x.shape[0], self.n_train, dtype=torch.float64, device=self.device)
         for e, m in enumerate(self.members):
-            feats = self.features(e, x, y, split, start)
-            payload = {"test_features": feats.to(self.device), **m.train_side}
-            acc += self.impl.score_rows(payload, slice(None)).double()
+            feats = self.features(e, x, y, split, start).to(self.device, torch.float64)
+            # a member's block in float32, accumulated in float64, as the batch path does
+            acc += (feats @ m.train_side["solved"]).float().double()
         return self.impl.combine(acc / len(self.members), self.q_mean).float().cpu()
 
     def top_k(self, x: torch.Tensor, y: torch.Tensor, k: int = 10, split: str = "test",
