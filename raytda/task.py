@@ -126,9 +126,31 @@ class Task:
 
     # ------------------------------------------------------------------ derived
 
+    def test_config(self) -> dict[str, Any] | None:
+        """What identifies the test set beyond ``config()`` (JSON values), or None.
+
+        None (the default): ``config()`` names the test data too. Return e.g. a digest of
+        the test inputs to let Tasks that differ only in their test set share the train
+        side: models, Q and the trainings are keyed by ``train_key`` (without it), the
+        test-side artifacts (member test features, LDS outputs, results) by ``key``."""
+        return None
+
     @property
     def key(self) -> str:
-        """The content key: a hash of name, version, config and recipe.
+        """The content key: ``train_key``, plus ``test_config()`` when it is given."""
+        train = self.train_key
+        test = self.test_config()
+        if test is None:
+            return train
+        try:
+            return stable_hash({"train": train, "test": test}, 20)
+        except TypeError as e:
+            raise SpecError(f"Task {self.name!r}: test_config() must return JSON values "
+                            f"({e})") from None
+
+    @property
+    def train_key(self) -> str:
+        """The train side's content key: a hash of name, version, config and recipe.
 
         LoRA settings are not in it: they do not change a base model, so configurations
         that differ only there share base models; adapter keys add them."""

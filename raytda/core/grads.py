@@ -245,10 +245,13 @@ def samples_outputs(model: nn.Module, samples, mask: MaskSpec | None, split: str
 
 
 def samples_grads(model: nn.Module, samples, mask: MaskSpec | None, split: str,
-                  batch_size: int, device: str, output: ModelOutput
+                  batch_size: int, device: str, output: ModelOutput, offset: int = 0
                   ) -> Iterator[tuple[slice, torch.Tensor]]:
-    """``per_sample_grads`` over every row of ``samples``; rows are split-wide slices."""
+    """``per_sample_grads`` over every row of ``samples``; rows are slices of ``samples``.
+
+    ``offset`` is the split row number of ``samples``' row 0 (per-sample masks are keyed
+    by ``offset + row``)."""
     for start, xb, yb in samples.chunks(batch_size):
         for rows, g in per_sample_grads(model, xb, yb, mask, split, batch_size, device,
-                                        output, start):
+                                        output, offset + start):
             yield slice(start + rows.start, start + rows.stop), g

@@ -99,9 +99,11 @@ class SparseInputProjection:
 
     def batches(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 mask: MaskSpec | None, split: str, batch_size: int, device: str = "cpu",
-                output: ModelOutput = CLASSIFICATION
+                output: ModelOutput = CLASSIFICATION, offset: int = 0
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (sample indices, G) with G in the grouped layout, cut to the batch's prefix."""
+        """Yield (sample indices, G) with G in the grouped layout, cut to the batch's prefix.
+
+        ``offset`` is the split row number of ``x[0]`` (per-sample masks are keyed by it)."""
         model = model.to(device)
         needed = _needed(x, self.rank)
         by_need = torch.argsort(needed, stable=True)
@@ -111,7 +113,7 @@ class SparseInputProjection:
         for start in range(0, x.shape[0], batch_size):
             idx = by_need[start:start + batch_size]
             r = int(needed[idx[-1]])
-            masks, _ = masks_for(mask, sizes, split, idx, device)
+            masks, _ = masks_for(mask, sizes, split, idx + offset, device)
             inputs, deltas = linear_parts(model, self.layers, x[idx].to(device),
                                           y[idx].to(device), masks, output)
             b = idx.shape[0]
@@ -132,9 +134,11 @@ class SparseInputProjection:
 
     def features(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  mask: MaskSpec | None, split: str, batch_size: int, device: str = "cpu",
-                 output: ModelOutput = CLASSIFICATION) -> torch.Tensor:
-        """(n, k) projected per-sample gradients, rows in the order of ``x``."""
+                 output: ModelOutput = CLASSIFICATION, offset: int = 0) -> torch.Tensor:
+        """(n, k) projected per-sample gradients, rows in the order of ``x`` (``offset``:
+        the split row number of ``x[0]``, which keys per-sample masks)."""
         out = torch.empty(x.shape[0], self.projector.k, dtype=torch.float32)
-        for idx, g in self.batches(model, x, y, mask, split, batch_size, device, output):
+        for idx, g in self.batches(model, x, y, mask, split, batch_size, device, output,
+                                   offset):
             out[idx] = self.project(g).float().cpu()
         return out

@@ -29,19 +29,21 @@ AUTO_RIDGE = 1e-5
 def project_features(model: nn.Module, samples: Samples, projector: GaussianProjector,
                      mask: MaskSpec | None, split: str, args: ComputeArgs,
                      sparse: SparseInputProjection | None = None,
-                     output: ModelOutput = CLASSIFICATION) -> torch.Tensor:
+                     output: ModelOutput = CLASSIFICATION, offset: int = 0) -> torch.Tensor:
     """(n, k) projected per-sample gradients of the model output.
 
     ``sparse`` (from ``SparseInputProjection.build`` with the same projector) computes the
     same features while skipping the zero inputs' share of the product; it needs the
-    samples as tensors.
+    samples as tensors. ``offset`` is the split row number of the samples' row 0
+    (per-sample masks are keyed by it).
     """
     held = samples.tensors()
     if sparse is not None and held is not None:
-        return sparse.features(model, *held, mask, split, args.grad_batch, args.device, output)
+        return sparse.features(model, *held, mask, split, args.grad_batch, args.device, output,
+                               offset)
     out = torch.empty(samples.n, projector.k, dtype=torch.float32)
     for rows, g in samples_grads(model, samples, mask, split, args.grad_batch, args.device,
-                                 output):
+                                 output, offset):
         out[rows] = projector.project(g).float().cpu()
     return out
 

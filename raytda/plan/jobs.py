@@ -83,7 +83,7 @@ class TrainModel(Job):
     body: str = field(default="raytda.work.train:train_model", init=False)
 
     def spec(self) -> dict[str, Any]:
-        return {"task": self.task.key, "index": self.index, "base_seed": self.base_seed}
+        return {"task": self.task.train_key, "index": self.index, "base_seed": self.base_seed}
 
     def describe(self) -> str:
         return f"train model {self.index} of {self.task.name}"
@@ -125,7 +125,7 @@ class ImportModel(TrainModel):
 
     def spec(self) -> dict[str, Any]:
         run = self.task.checkpoints()[self.index]
-        return {"task": self.task.key, "run": self.index,
+        return {"task": self.task.train_key, "run": self.index,
                 "checkpoints": [checkpoint_digest(c) for c in run]}
 
     def describe(self) -> str:
@@ -169,7 +169,7 @@ class TrainBase(TrainModel):
         return self.task.lora_spec.base_recipe(self.task.recipe)
 
     def spec(self) -> dict[str, Any]:
-        return {"task": self.task.key, "recipe": self.recipe.to_dict(), "index": self.index,
+        return {"task": self.task.train_key, "recipe": self.recipe.to_dict(), "index": self.index,
                 "base_seed": self.base_seed}
 
     def describe(self) -> str:
@@ -294,8 +294,11 @@ class MemberBlock(Job):
 
     def spec(self) -> dict[str, Any]:
         mode = self.mask_mode if self.member.mask is not None else None
-        return {"model": self.model.key, "member": self.member.to_dict(),
+        spec = {"model": self.model.key, "member": self.member.to_dict(),
                 "method": self.method.hashed(), "mask_mode": mode}
+        if self.task.key != self.task.train_key:  # the test set is not in the model key
+            spec["test"] = self.task.key
+        return spec
 
     def deps(self) -> tuple[Job, ...]:
         return member_deps(self.model)

@@ -1,0 +1,154 @@
+"""The Attributor: new inputs scored from a finished ensemble's stored train side."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from raytda import Sweep
+from raytda.attributor import Attributor
+from raytda.core import trak as trak_core
+from raytda.data.sources import load_data
+from raytda.ensembles import Ensemble
+from raytda.methods import Method
+from raytda.specs import SpecError
+from raytda.tasks import get_task
+from raytda.tasks.setting import SettingTask
+
+METHOD = Method("trak", proj_dim=16)
+ENSEMBLES = (Ensemble("naive", 2), Ensemble("dropout", 1, 3),
+             Ensemble("dropout", 1, 3, mask_mode="per-sample"))
+
+
+class HeldOutTask(SettingTask):
+    """The toy task with another test set: same train side (``train_key``), so a sweep of
+    it reuses the models and Q of the built-in toy task's sweep."""
+
+    def __init__(self, setting, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().__init__(setting)
+        self.x, self.y = x, y
+
+    def test_data(self):
+        return self.x, self.y
+
+    def test_config(self):
+        h = hashlib.sha256(self.x.numpy().tobytes() + self.y.numpy().tobytes())
+        return {"held_out": h.hexdigest()[:16]}
+
+    def __reduce__(self):
+        return (HeldOutTask, (self.setting, self.x, self.y))
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, one_torch_thread):
+    store = tmp_path_factory.mktemp("store")
+    sweep = Sweep(get_task("toy-mlp"), METHOD, ENSEMBLES, lds=None, store=str(store),
+                  progress=False)
+    sweep.run()
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """Toy inputs from the same distribution that are not in the toy test set."""
+    setting = get_task("toy-mlp").setting
+    more = load_data(setting.data.replace(n_test=setting.data.n_test + 8))
+    x, y = more.x_test[setting.data.n_test:], more.y_test[setting.data.n_test:]
+    test_x = load_data(setting.data).x_test
+    assert not any(torch.equal(r, t) for r in x for t in test_x)
+    return setting, x, y
+
+
+@pytest.mark.parametrize("ens", ENSEMBLES, ids=lambda e: e.label)
+def test_scores_of_the_test_inputs_equal_the_sweeps(finished, ens):
+    attr = Attributor.from_sweep(finished, ens)
+    x, y = finished.spec.tasks[0].data().test.tensors()
+    ref = finished.scores(ens)
+    got = attr.scores(x, y)
+    assert got.shape == ref.shape == (len(x), attr.n_train)
+    assert rel_diff(got, ref) < 1e-5
+    # rows given on their own, at their place in the test split (per-sample masks too)
+    assert rel_diff(attr.scores(x[5:9], y[5:9], start=5), ref[5:9]) < 1e-5
+
+
+def test_per_sample_masks_follow_the_row_number(finished):
+    ens = ENSEMBLES[2]
+    attr = Attributor.from_sweep(finished, ens)
+    x, y = finished.spec.tasks[0].data().test.tensors()
+    ref = finished.scores(ens)
+    # row 5 scored as if it were row 0: other masks, other scores
+    assert rel_diff(attr.scores(x[5:6], y[5:6], start=0), ref[5:6]) > 1e-3
+
+
+def test_new_inputs_score_as_if_they_were_in_a_test_set(finished, held_out):
+    setting, x, y = held_out
+    attrs = {ens: Attributor.from_sweep(finished, ens) for ens in ENSEMBLES}
+    new = {ens: a.scores(x, y) for ens, a in attrs.items()}
+    assert all(torch.isfinite(s).all() for s in new.values())
+
+    second = Sweep(HeldOutTask(setting, x, y), METHOD, ENSEMBLES, lds=None,
+                   store=str(finished.store.uri), progress=False)
+    kinds = {j.kind for j in second.plan().todo}
+    assert "model" not in kinds and "q" not in kinds  # the train side is reused
+    assert "block" in kinds
+    second.run()
+    for ens in ENSEMBLES:
+        assert rel_diff(new[ens], second.scores(ens)) < 1e-5
+
+
+def test_the_train_side_is_not_recomputed(finished, held_out, monkeypatch):
+    _, x, y = held_out
+    ens = ENSEMBLES[1]
+    before = sorted(finished.store.keys())
+    seen: list[tuple[str, int]] = []
+    real = trak_core.project_features
+
+    def counting(model, samples, *args, **kw):
+        seen.append((args[2], samples.n))
+        return real(model, samples, *args, **kw)
+
+    monkeypatch.setattr(trak_core, "project_features", counting)
+    attr = Attributor.from_sweep(finished, ens)
+    assert seen == []  # construction loads the train side, it computes none of it
+    top = attr.top_k(x, y, k=4)
+    assert seen == [("test", len(x))] * attr.n_members
+    assert sorted(finished.store.keys()) == before  # nothing new written
+    s = attr.scores(x, y)
+    assert torch.equal(top.proponent_scores, s.topk(4, dim=1).values)
+    assert torch.equal(top.opponents, s.topk(4, dim=1, largest=False).indices)
+    assert (top.proponent_scores[:, 0] >= top.opponent_scores[:, 0]).all()
+
+
+def test_memory_budget_changes_what_is_resident_not_the_scores(finished, held_out):
+    _, x, y = held_out
+    ens = ENSEMBLES[1]
+    full = Attributor.from_sweep(finished, ens)
+    assert full.resident_members == full.n_members
+    mem = full.memory()
+    assert mem["projections"] > 0 and mem["total"] == full.resident_bytes
+    one = full.members[0].p_bytes
+    tight = Attributor.from_sweep(finished, ens, memory_bytes=one)
+    assert tight.resident_members == 1
+    assert torch.equal(tight.scores(x, y), full.scores(x, y))
+    assert tight.resident_members == 1
+    assert tight.memory()["projections"] < mem["projections"]
+
+
+def test_methods_without_a_stored_train_side_are_refused(tmp_path):
+    sweep = Sweep("toy-mlp", Method("grad-cos"), [Ensemble("naive", 1)], lds=None,
+                  store=str(tmp_path), progress=False)
+    with pytest.raises(SpecError, match="grad-cos.*train gradients"):
+        Attributor.from_sweep(sweep, Ensemble("naive", 1))
+
+
+def test_a_configuration_that_has_not_run_is_refused(tmp_path):
+    sweep = Sweep("toy-mlp", METHOD, [Ensemble("naive", 1)], lds=None, store=str(tmp_path),
+                  progress=False)
+    with pytest.raises(SpecError, match="has not run"):
+        Attributor.from_sweep(sweep, Ensemble("naive", 1))
