@@ -215,3 +215,13 @@ def test_tiny_sweep_runs_end_to_end(name, tmp_path):
         lora = df[df.ensemble == "lora"].iloc[0]
         naive = df[df.ensemble == "naive"].iloc[0]
         assert naive.params < lora.params < 2 * naive.params
+
+
+def test_cli_plans_a_task_class_by_name(tmp_path, capsys):
+    from raytda.cli import main
+
+    argv = ["plan", "--setting", "maestro-mt", "--n-train", "100", "--ensemble", "lora:I=1,L=3",
+            "--ensemble", "naive:I=3", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "basemodel       1" in text and "adapter         3" in text and "model           3" in text
