@@ -225,6 +225,22 @@ def recorded_compute(sweep) -> float:
     return total
 
 
+# --------------------------------------------------------------------------- counting
+
+
+def adapter_counts(task) -> tuple[int, int]:
+    """(low-rank factors only, factors plus the adapted layers' biases) of one adapter.
+
+    peft's ``bias='lora_only'`` trains the biases of the adapted layers (q_proj, v_proj):
+    they are stored and differentiated, so raytda's ``params`` include them. The paper's
+    space costs (Table 6) fit the factors alone, r * (d_in + d_out) per adapted matrix."""
+    from raytda.core.lora import attach_adapter
+
+    peft_model = attach_adapter(task.build_model(), task.lora_spec)
+    trainable = [(n, p.numel()) for n, p in peft_model.named_parameters() if p.requires_grad]
+    return sum(k for n, k in trainable if "lora_" in n), sum(k for _, k in trainable)
+
+
 # --------------------------------------------------------------------------- writing
 
 

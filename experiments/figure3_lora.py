@@ -40,19 +40,6 @@ def ensembles(l_values=LORA_L, i_values=NAIVE_I) -> list[str]:
     return [f"naive:I={i}" for i in i_values] + [f"lora:I=1,L={n}" for n in l_values]
 
 
-def adapter_counts(task) -> tuple[int, int]:
-    """(low-rank factors only, factors plus the adapted layers' biases) of one adapter.
-
-    peft's ``bias='lora_only'`` trains the biases of the adapted layers (q_proj, v_proj):
-    they are stored and differentiated, so raytda's ``params`` include them. The paper's
-    space costs (Table 6) fit the factors alone, r * (d_in + d_out) per adapted matrix."""
-    from raytda.core.lora import attach_adapter
-
-    peft_model = attach_adapter(task.build_model(), task.lora_spec)
-    trainable = [(n, p.numel()) for n, p in peft_model.named_parameters() if p.requires_grad]
-    return sum(k for n, k in trainable if "lora_" in n), sum(k for _, k in trainable)
-
-
 def reduction_rows(df, setting: str) -> list[list[str]]:
     sub = df[df.setting == setting]
     lora = common.pick(sub, ensemble="lora", I=1, L=3)
@@ -131,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     outcome = common.run_sweep(a, tasks, ensembles(common.int_list(a.L), common.int_list(a.I)))
     if outcome is None:
         return 1
-    counts = {t.name: adapter_counts(t) for t in tasks}
+    counts = {t.name: common.adapter_counts(t) for t in tasks}
     common.save(a, "figure3_lora", render(a, outcome, counts), outcome.df,
                 {"seconds": outcome.seconds, "adapter_params": counts})
     plot(a, outcome.df)

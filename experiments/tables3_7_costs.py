@@ -112,13 +112,11 @@ def table5(a) -> list[str]:
 def table6(a) -> list[str]:
     import argparse
 
-    from figure3_lora import adapter_counts
-
     lines = []
     for full in (True, False):
         task = common.task_for("maestro-mt", argparse.Namespace(**{**vars(a), "full": full}))
         base = sum(p.numel() for p in task.build_model().parameters())
-        factors, with_bias = adapter_counts(task)
+        factors, with_bias = common.adapter_counts(task)
         lines += [f"{'Paper' if full else 'Our CPU'} scale: base {base:,} parameters, adapter "
                   f"{with_bias:,} with the q/v biases, {factors:,} in the factors alone.", ""]
         rows = []

@@ -20,13 +20,26 @@ TINY_MT = ["--set", "n_train=12", "--set", "n_test=2", "--set", "seq_len=8", "--
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def script(name: str) -> ModuleType:
-    if str(EXPERIMENTS) not in sys.path:
-        sys.path.insert(0, str(EXPERIMENTS))  # the scripts import their sibling `common`
-    spec = importlib.util.spec_from_file_location(f"paper_{name}", EXPERIMENTS / f"{name}.py")
+def load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
+
+
+def script(name: str) -> ModuleType:
+    """An experiment script, importing experiments/common.py as its sibling ``common``
+    even when another ``common`` (e.g. benchmarks') is already imported in this session."""
+    saved = sys.modules.get("common")
+    sys.modules["common"] = load("experiments_common", EXPERIMENTS / "common.py")
+    try:
+        return load(f"paper_{name}", EXPERIMENTS / f"{name}.py")
+    finally:
+        if saved is None:
+            sys.modules.pop("common", None)
+        else:
+            sys.modules["common"] = saved
 
 
 def flags(tmp_path: Path, *more: str) -> list[str]:
