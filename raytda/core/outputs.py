@@ -20,6 +20,14 @@ Why that Q for sequences and not the alternatives:
   fitting the sample, in [0, 1), down-weighting samples it already fits) on the scale of a
   single prediction, independent of length. It is the convention of dattri's language-model
   TRAK (probability = exp(-mean token loss)), which the paper's authors use.
+
+Ignored positions: a target equal to ``IGNORE_INDEX`` (-100, PyTorch's cross-entropy
+convention) is left out of f and of Q's mean, so a Task can attribute part of a sequence.
+The Music Transformer task gives its test targets -100 everywhere but the last position:
+its test output is ``log p(event | prompt)``, one predicted event after a held-out prompt,
+as in the paper. Without ignored targets f and Q are bit for bit what they were (the
+ignore path adds exact zeros to the sum and selects the plain mean), and no branch depends
+on the data, so ``torch.func.vmap`` still applies.
 """
 
 from __future__ import annotations
@@ -46,20 +54,42 @@ def one_minus_p(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(-margin(logits, y))
 
 
+#: a target that is not predicted (left out of f and Q), as in ``F.cross_entropy``
+IGNORE_INDEX = -100
+
+
 def token_logprobs(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """log p(y_t | x_<=t) for every position: logits (..., T, V), y (..., T) -> (..., T)."""
-    return torch.log_softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    """log p(y_t | x_<=t) for every position: logits (..., T, V), y (..., T) -> (..., T).
+
+    Positions whose target is ``IGNORE_INDEX`` give exactly 0."""
+    keep = y != IGNORE_INDEX
+    # any valid index for the gather at ignored positions; its value is zeroed below
+    lp = torch.log_softmax(logits, dim=-1).gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return lp.masked_fill(~keep, 0.0)
 
 
 def sequence_loglik(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The generative model output f: sum of token log-probs, (..., T, V) -> (...)."""
+    """The generative model output f: sum of token log-probs over the positions whose
+    target is not ``IGNORE_INDEX``, (..., T, V) -> (...)."""
     return token_logprobs(logits, y).sum(-1)
 
 
+def mean_token_logprob(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean log-prob over the positions not ignored (..., T, V) -> (...).
+
+    Both means are computed and one is selected per sample (no data-dependent branch, so
+    vmap applies): with nothing ignored it is ``.mean(-1)`` itself, bit for bit. A sample
+    whose every target is ignored has mean 0 (Q = 0: it carries no weight)."""
+    lp = token_logprobs(logits, y)
+    kept = (y != IGNORE_INDEX).sum(-1)
+    masked_mean = lp.sum(-1) / kept.clamp(min=1).to(lp.dtype)
+    return torch.where(kept == y.shape[-1], lp.mean(-1), masked_mean)
+
+
 def one_minus_mean_p(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Q = 1 - exp(mean token log-prob), as -expm1 so it stays accurate when the fit is poor
-    or near perfect."""
-    return -torch.expm1(token_logprobs(logits, y).mean(-1))
+    """Q = 1 - exp(mean token log-prob over the positions not ignored), as -expm1 so it
+    stays accurate when the fit is poor or near perfect."""
+    return -torch.expm1(mean_token_logprob(logits, y))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,101 @@
+"""The paper-result scripts run end to end at a tiny scale, re-render from the store with
+--cached-only, write their table and plot, and reject bad flags with one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+DATA = Path(__file__).parents[3] / "shared" / "data"
+TINY_MT = ["--set", "n_train=12", "--set", "n_test=2", "--set", "seq_len=8", "--set", "n_layer=1",
+           "--set", "n_head=2", "--set", "d_model=8", "--set", "d_ff=16", "--set", "epochs=2",
+           "--set", "batch_size=6"]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def script(name: str) -> ModuleType:
+    """An experiment script, importing experiments/common.py as its sibling ``common``
+    even when another ``common`` (e.g. benchmarks') is already imported in this session."""
+    saved = sys.modules.get("common")
+    sys.modules["common"] = load("experiments_common", EXPERIMENTS / "common.py")
+    try:
+        return load(f"paper_{name}", EXPERIMENTS / f"{name}.py")
+    finally:
+        if saved is None:
+            sys.modules.pop("common", None)
+        else:
+            sys.modules["common"] = saved
+
+
+def flags(tmp_path: Path, *more: str) -> list[str]:
+    return ["--out", str(tmp_path / "out"), "--store", str(tmp_path / "store"), "--lds-m", "3",
+            "--proj-dim", "8", "--device", "cpu", *more]
+
+
+def test_figure3_lora_runs_renders_cached_and_feeds_tables3_7(tmp_path):
+    if not (DATA / "maestro").is_dir():
+        pytest.skip("MAESTRO not found")
+    f3 = script("figure3_lora")
+    argv = flags(tmp_path, "--data-root", str(DATA), "--I", "1,3,5", "--L", "1,3", *TINY_MT)
+    assert f3.main(argv) == 0
+    out = tmp_path / "out"
+    df = pd.read_parquet(out / "figure3_lora.parquet")
+    assert sorted(df.label) == sorted(["naive I=1", "naive I=3", "naive I=5", "lora I=1 L=1",
+                                       "lora I=1 L=3"])
+    text = (out / "figure3_lora.md").read_text()
+    assert "(78.4%)" in text and "(60.5%)" in text and "(79.6%)" in text  # the paper beside ours
+    assert "further, for every task (--set)" in text and (out / "figure3_lora_maestro-mt.png").is_file()
+    assert "d_model" in text and "one adapter" in text.lower()
+    (out / "figure3_lora.md").unlink()
+    assert f3.main([*argv, "--cached-only"]) == 0  # nothing to compute: renders from the store
+    rendered = (out / "figure3_lora.md").read_text()
+    assert "--cached-only" in rendered and "Command: `python experiments/figure3_lora.py --out" in rendered
+    t37 = script("tables3_7_costs")
+    assert t37.main(["--out", str(out), "--data-root", str(DATA), "--setting", "maestro-mt"]) == 0
+    costs = (out / "tables3_7_costs.md").read_text()
+    assert "13,113,732" in costs and "(13.41M)" in costs and "(13.11M)" in costs
+    assert "from maestro-mt's measured unit costs" in costs
+
+
+def test_figure1_and_table2_on_a_toy_setting(tmp_path):
+    f1 = script("figure1_dropout")
+    assert f1.main(flags(tmp_path, "--setting", "toy-mlp", "--I", "1,2", "--D", "2")) == 0
+    df = pd.read_parquet(tmp_path / "out" / "figure1_dropout.parquet")
+    assert set(df.ensemble) == {"naive", "dropout", "dropout-forward"}
+    assert (tmp_path / "out" / "figure1_dropout.png").is_file()
+    t2 = script("table2_checkpoints")
+    assert t2.main(flags(tmp_path, "--setting", "toy-mlp", "--D", "2")) == 0
+    text = (tmp_path / "out" / "table2_checkpoints.md").read_text()
+    assert "(0.122)" in text and "(0.342)" not in text  # D = 25 not run, D = 10 not run
+    df = pd.read_parquet(tmp_path / "out" / "table2_checkpoints.parquet")
+    assert sorted(df.C.unique()) == [1, 3, 5]
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--set", "bogus=1", "--setting", "toy-mlp"], ("bogus",)),
+    (["--set", "novalue", "--setting", "toy-mlp"], ("KEY=VALUE",)),
+    (["--data-root", "/nonexistent", "--setting", "maestro-mt"], ("/nonexistent/maestro",)),
+    (["--setting", "nope"], ("nope",)),
+])
+def test_bad_flags_fail_with_one_line_before_any_work(tmp_path, capsys, argv, words):
+    out = tmp_path / "out"
+    assert script("figure6_methods").main([*argv, "--out", str(out), "--device", "cpu"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("figure6_methods.py: error: "), err
+    assert all(w in err[0] for w in words), err[0]
+    assert not out.exists()
