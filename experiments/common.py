@@ -193,7 +193,8 @@ def run_sweep(a: argparse.Namespace, tasks: Sequence, ensembles: Iterable, metho
     from raytda.methods import Method
     from raytda.results import add_pareto
 
-    methods = [Method(m, proj_dim=a.proj_dim) if m == "trak" else Method(m) for m in methods]
+    # proj_dim only enters the keys of methods that project (AttributionMethod.params).
+    methods = [Method(m, proj_dim=a.proj_dim) for m in methods]
     sweep = Sweep(list(tasks), methods, list(ensembles),
                   lds=LDSSpec(m=a.lds_m, models_per_subset=lds_replicates), store=a.store,
                   executor=a.executor, address=a.address, compute=ComputeArgs(device=a.device))
