@@ -77,7 +77,11 @@ class SparseInputProjection:
     """
 
     def __init__(self, layout: list[tuple[nn.Linear, str]], projector: GaussianProjector,
-                 order: torch.Tensor, v: torch.Tensor | None = None) -> None:
+                 order: torch.Tensor, v: torch.Tensor | None = None,
+                 materialize: bool = True) -> None:
+        # materialize=False: the layout only (``batches`` works, ``project`` does not), for
+        # gradients that several projectors share (``for_projector``).
+        self.layout = layout
         self.first = layout[0][0]
         self.rest = layout[1:]  # every parameter but W1, in module order
         self.layers = list(dict.fromkeys(layer for layer, _ in layout))
@@ -101,6 +105,10 @@ class SparseInputProjection:
         where = torch.empty_like(source)
         where[source] = dest
         self.projector = projector
+        self.flops = 0.0  # multiply-adds x 2 actually done by ``project``
+        self.p_grouped: torch.Tensor | None = None
+        if not materialize:
+            return
         self.p_grouped = torch.empty(projector.n_params + self.n_bg, projector.k,
                                      device=projector.device, dtype=projector.dtype)
         projector._fill(0, projector.n_chunks, self.p_grouped, where)
@@ -109,11 +117,15 @@ class SparseInputProjection:
             w1 = self.p_grouped[self.n_head:].view(n_in, n_out * projector.k)
             r_v = self.v_ordered.to(w1.device, w1.dtype) @ w1
             self.p_grouped[self.n_rest:self.n_head] = r_v.view(n_out, projector.k)
-        self.flops = 0.0  # multiply-adds x 2 actually done by ``project``
+
+    def for_projector(self, projector: GaussianProjector) -> SparseInputProjection:
+        """The same layout (background, ranks) for another projector of the same shape:
+        batches from either project with both, so gradients can be shared."""
+        return SparseInputProjection(self.layout, projector, self.order, self.v)
 
     @classmethod
     def build(cls, model: nn.Module, projector: GaussianProjector, x_ref: torch.Tensor,
-              batch_size: int) -> SparseInputProjection | None:
+              batch_size: int, materialize: bool = True) -> SparseInputProjection | None:
         """The sparse path for ``model`` with background and ranks from ``x_ref``, or None
         if it does not apply or would not pay."""
         layout = linear_layout(model)
@@ -135,7 +147,7 @@ class SparseInputProjection:
         skipped = x_ref.shape[0] * first.weight.numel() - w1_work - bg_work
         if skipped < MIN_SAVING * x_ref.shape[0] * projector.n_params:
             return None
-        return cls(layout, projector, order, v)
+        return cls(layout, projector, order, v, materialize)
 
     def batches(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 mask: MaskSpec | None, split: str, batch_size: int, device: str = "cpu",
@@ -169,6 +181,9 @@ class SparseInputProjection:
 
     def project(self, g: torch.Tensor) -> torch.Tensor:
         """G (grouped layout, any prefix) -> (batch, k)."""
+        if self.p_grouped is None:
+            raise RuntimeError("this SparseInputProjection holds the layout only; "
+                               "use for_projector(projector) to project")
         p = self.p_grouped[: g.shape[1]]
         self.flops += 2.0 * g.shape[0] * g.shape[1] * p.shape[1]
         g = g.to(device=p.device, dtype=p.dtype)
