@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_loaders import CIFAR2_DIR, MNIST_DIR, fake_mnist
 
 from raytda.data.sources import load_data
 from raytda.settings import get_setting
 from raytda.specs import PAPER_NORMALIZE, DataSpec, SpecError
-from test_loaders import CIFAR2_DIR, MNIST_DIR, fake_mnist
 
 
 def test_unset_normalization_is_left_out_of_the_key():
