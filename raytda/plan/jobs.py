@@ -468,8 +468,12 @@ def block_parts(job: Job) -> tuple[str, ...]:
 def shared_blocks(ev: Evaluate, models) -> tuple[SharedGradientBlocks, ...]:
     """One SharedGradientBlocks per model, for kinds whose feature members are each
     model's unmasked final weights under projections 0..D-1."""
+    from raytda.methods.trak import TRAK
     from raytda.specs import SpecError
 
+    if not isinstance(ev.method.impl, TRAK):  # the job computes TRAK's payload itself
+        raise SpecError(f"{ev.ensemble.label} shares gradients between TRAK members; "
+                        f"method {ev.method.name!r} is not TRAK")
     by_model: dict[int, list[Member]] = {}
     for mem in ev.ensemble.feature_members(ev.task.saved_epochs()):
         by_model.setdefault(mem.model, []).append(mem)
