@@ -4,6 +4,10 @@
     python benchmarks/bench_serving.py --data-dir ... --sweep                       # + sweep
     python benchmarks/bench_serving.py --data-dir ... --sweep --with-dattri-sweep   # + dattri loop
 
+Inputs are the registered setting's: MNIST normalized as dattri's benchmark does (mean
+0.1307, std 0.3081), so both sides see the same normalized tensors and raytda's zero-input
+path skips the background value -0.4242 instead of 0 (``raytda/core/sparse_input.py``).
+
 Serving = everything after training: per-sample gradients of the margin on train and test,
 their k=2048 Gaussian projection (including generating the projection matrix), the kernel
 solve, Q = 1 - p on the train set, and the scores (I = 1). Both sides use the same trained
@@ -233,8 +237,10 @@ def run_serving(args: argparse.Namespace, setting: Setting, data: Dataset) -> di
     out = {"raytda_s": r_best, "raytda_runs": runs_r, "dattri": dattri, "agree": agree,
            "breakdown": br, "machine_gflops": machine, "p": p}
 
+    norm = setting.data.normalize
+    inputs = "pixels / 255" if norm is None else f"inputs normalized (mean {norm[0]}, std {norm[1]})"
     print(f"\n## TRAK serving, MNIST-MLP ({p:,} params), k={k}, "
-          f"{data.n_train} train + {data.n_test} test, I=1, CPU, "
+          f"{data.n_train} train + {data.n_test} test, {inputs}, I=1, CPU, "
           f"{torch.get_num_threads()} torch threads\n")
     noise = mean_row_corr(scores_by_seed[1], scores_by_seed[2]) if len(scores_by_seed) > 1 \
         else float("nan")

@@ -90,6 +90,12 @@ class DataSpec(Spec):
     ``root`` is where the files are; it is not part of the content key because the same
     files may live in different places on different machines. ``seq_len`` is the number of
     predicted tokens per sample for token sources (None otherwise; left out of the key then).
+
+    ``normalize`` is ``(mean, std)``: image sources (MNIST, CIFAR-2, digits) scale pixels to
+    [0, 1] and then, when it is set, map every feature v to ``(v - mean) / std``, as a
+    torchvision ``Normalize`` with the same constant for every channel. None (no
+    normalization) is left out of the key, so specs that never set it keep their keys. The
+    paper's benchmark (dattri 0.3.0) normalizes; :data:`PAPER_NORMALIZE` holds its constants.
     """
 
     source: str
@@ -98,6 +104,7 @@ class DataSpec(Spec):
     seed: int = 0
     root: str | None = field(default=None, compare=False)
     seq_len: int | None = None
+    normalize: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "data source must be non-empty")
@@ -106,13 +113,31 @@ class DataSpec(Spec):
         _check(self.seq_len is None or (isinstance(self.seq_len, int) and self.seq_len >= 1),
                f"seq_len (tokens per sample) must be None or an integer >= 1, "
                f"got {self.seq_len!r}")
+        if self.normalize is not None:
+            _check(len(self.normalize) == 2,
+                   f"normalize must be (mean, std) or None, got {self.normalize!r}")
+            mean, std = (float(v) for v in self.normalize)
+            _check(std > 0, f"normalize std must be > 0, got {std}")
+            object.__setattr__(self, "normalize", (mean, std))
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d.pop("root")
-        if d["seq_len"] is None:
-            d.pop("seq_len")
+        for name in ("seq_len", "normalize"):  # unset: left out, so older keys stay valid
+            if d[name] is None:
+                d.pop(name)
+            elif name == "normalize":
+                d[name] = list(d[name])
         return d
+
+
+# Per-dataset (mean, std) of dattri 0.3.0's benchmark loaders (benchmark/datasets/mnist and
+# .../cifar: torchvision ``Normalize((0.1307,), (0.3081,))`` and ``Normalize((0.5,) * 3,
+# (0.5,) * 3)`` after ``ToTensor``), which the paper's experiments use.
+PAPER_NORMALIZE: dict[str, tuple[float, float]] = {
+    "mnist": (0.1307, 0.3081),
+    "cifar2": (0.5, 0.5),
+}
 
 
 MODEL_ARCHS = ("mlp", "gpt")

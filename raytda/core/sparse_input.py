@@ -1,18 +1,26 @@
-"""Exact TRAK features that skip the work an MLP's zero inputs make pointless.
+"""Exact TRAK features that skip the work an MLP's background inputs make pointless.
 
-The first layer's per-sample weight gradient is ``delta x^T``: wherever a sample's input
-feature x_j is exactly zero (MNIST: ~80% of pixels), the whole column W1[:, j] of its
-gradient is zero and the matching rows of P add nothing to ``G @ P``. The dense product
-pays for them anyway, and the first layer holds ~92% of MNIST-MLP's parameters. Here:
+The first layer's per-sample weight gradient is ``delta x^T``. Most input features of a
+sample sit at a background value (MNIST: ~80% of pixels are the blank value, 0 as pixels
+in [0, 1], -0.4242 once normalized). Split each input into a per-feature background
+vector ``v`` and a sparse rest, ``x = v + s``; then ``delta x^T = delta v^T + delta s^T``
+and the projection of the first layer's gradient is
 
-- input features are ranked by how often they are non-zero in a reference set (the
-  train split); P is held with every other parameter's rows first, in their usual order,
-  then the rows of W1 grouped by input feature in rank order, so the rows a sample needs
-  form a prefix of P;
+    sum_ij delta_i x_j P[row(i, j)] = delta @ R_v + sum_{ij: s_j != 0} delta_i s_j P[row(i, j)]
+
+with ``R_v[i] = sum_j v_j P[row(i, j)]`` (out x k), computed once per projector. The
+first term costs ``out`` rows instead of ``out * in``; the second skips every feature at
+its background. (``v`` is each feature's most frequent value over a reference set, the
+train split, zero where that ties; where it is 0 everywhere, ``R_v`` is left out.) Here:
+
+- input features are ranked by how often they differ from ``v`` in the reference set; P
+  is held with every other parameter's rows first, in their usual order, then the ``out``
+  rows of ``R_v`` (when ``v`` is not all zero), then the rows of W1 grouped by input
+  feature in rank order, so the rows a sample needs form a prefix;
 - samples are taken in order of the last-ranked feature they use, so each batch needs
   only the prefix its own samples reach;
-- each batch's gradient is written in that grouped layout up to the prefix, and
-  projected with the prefix of P.
+- each batch's gradient is written in that grouped layout up to the prefix (the ``R_v``
+  columns hold ``delta``, the W1 columns ``delta s^T``), and projected with the prefix.
 
 The sum is the same with the zero terms left out, so features equal the dense path's up
 to float32 rounding. Used only on the linear fast path with P resident, and only when it
@@ -37,9 +45,21 @@ from raytda.core.projection import GaussianProjector
 MIN_SAVING = 0.1
 
 
-def _needed(x: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
-    """Per sample: how many leading ranked features reach its last non-zero one."""
-    return ((x != 0) * (rank + 1)).amax(dim=1)
+def background(x_ref: torch.Tensor) -> torch.Tensor:
+    """Each input feature's most frequent value over ``x_ref`` (n, in): the ``v`` above.
+
+    Any choice keeps the features exact; the most frequent value makes ``s`` sparsest.
+    Zero wins ties, and a value seen once is no background (a feature whose values are all
+    distinct gets 0), so inputs whose background is zero keep the plain layout, no ``R_v``.
+    """
+    mode = torch.mode(x_ref, dim=0).values
+    more = (x_ref == mode).sum(dim=0) > (x_ref == 0).sum(dim=0).clamp_min(1)
+    return torch.where(more, mode, torch.zeros_like(mode)).contiguous()
+
+
+def _needed(x: torch.Tensor, rank: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Per sample: how many leading ranked features reach its last off-background one."""
+    return ((x != v) * (rank + 1)).amax(dim=1)
 
 
 def _batched_prefix_work(needed: torch.Tensor, batch_size: int) -> int:
@@ -57,7 +77,11 @@ class SparseInputProjection:
     """
 
     def __init__(self, layout: list[tuple[nn.Linear, str]], projector: GaussianProjector,
-                 order: torch.Tensor) -> None:
+                 order: torch.Tensor, v: torch.Tensor | None = None,
+                 materialize: bool = True) -> None:
+        # materialize=False: the layout only (``batches`` works, ``project`` does not), for
+        # gradients that several projectors share (``for_projector``).
+        self.layout = layout
         self.first = layout[0][0]
         self.rest = layout[1:]  # every parameter but W1, in module order
         self.layers = list(dict.fromkeys(layer for layer, _ in layout))
@@ -67,17 +91,43 @@ class SparseInputProjection:
         self.order = order
         self.rank = torch.empty_like(order)
         self.rank[order] = torch.arange(n_in)
-        # Row of W1[i, j] in P is i * n_in + j; grouped, it moves to n_rest + rank(j) * n_out + i.
+        self.v = torch.zeros(n_in) if v is None else v.to(torch.float32)
+        self.v_ordered = self.v[order]
+        # All-zero background: delta v^T = 0, so no R_v rows (the plain zero-input path).
+        self.n_bg = n_out if bool((self.v != 0).any()) else 0
+        self.n_head = self.n_rest + self.n_bg  # columns every batch has, before W1's prefix
+        # Row of W1[i, j] in P is i * n_in + j; grouped, it moves to
+        # n_head + rank(j) * n_out + i. Rows are drawn straight into place (no second copy
+        # of P), leaving the n_bg rows of R_v to fill from the grouped W1 rows below.
         w1_rows = (torch.arange(n_out)[None, :] * n_in + order[:, None]).reshape(-1)
+        source = torch.cat([torch.arange(n_w1, projector.n_params), w1_rows])
+        dest = torch.cat([torch.arange(self.n_rest), self.n_head + torch.arange(n_w1)])
+        where = torch.empty_like(source)
+        where[source] = dest
         self.projector = projector
-        self.p_grouped = projector.matrix(torch.cat([torch.arange(n_w1, projector.n_params),
-                                                     w1_rows]))
         self.flops = 0.0  # multiply-adds x 2 actually done by ``project``
+        self.p_grouped: torch.Tensor | None = None
+        if not materialize:
+            return
+        self.p_grouped = torch.empty(projector.n_params + self.n_bg, projector.k,
+                                     device=projector.device, dtype=projector.dtype)
+        projector._fill(0, projector.n_chunks, self.p_grouped, where)
+        if self.n_bg:
+            # R_v[i] = sum_j v_j P[row(i, j)]: the grouped rows are (rank, i) ordered.
+            w1 = self.p_grouped[self.n_head:].view(n_in, n_out * projector.k)
+            r_v = self.v_ordered.to(w1.device, w1.dtype) @ w1
+            self.p_grouped[self.n_rest:self.n_head] = r_v.view(n_out, projector.k)
+
+    def for_projector(self, projector: GaussianProjector) -> SparseInputProjection:
+        """The same layout (background, ranks) for another projector of the same shape:
+        batches from either project with both, so gradients can be shared."""
+        return SparseInputProjection(self.layout, projector, self.order, self.v)
 
     @classmethod
     def build(cls, model: nn.Module, projector: GaussianProjector, x_ref: torch.Tensor,
-              batch_size: int) -> SparseInputProjection | None:
-        """The sparse path for ``model`` with ranks from ``x_ref``, or None if not worth it."""
+              batch_size: int, materialize: bool = True) -> SparseInputProjection | None:
+        """The sparse path for ``model`` with background and ranks from ``x_ref``, or None
+        if it does not apply or would not pay."""
         layout = linear_layout(model)
         if (layout is None or not isinstance(projector, GaussianProjector)
                 or not projector.resident or layout[0][1] != "weight"):
@@ -87,15 +137,17 @@ class SparseInputProjection:
         if hidden is None or first is not hidden[0] or x_ref.ndim != 2 \
                 or x_ref.shape[1] != first.in_features or x_ref.shape[0] == 0:
             return None
-        freq = (x_ref != 0).sum(dim=0)
+        v = background(x_ref)
+        freq = (x_ref != v).sum(dim=0)
         order = torch.argsort(freq, descending=True, stable=True)
         rank = torch.empty_like(order)
         rank[order] = torch.arange(first.in_features)
-        w1_work = _batched_prefix_work(_needed(x_ref, rank), batch_size) * first.out_features
-        skipped = x_ref.shape[0] * first.weight.numel() - w1_work
+        w1_work = _batched_prefix_work(_needed(x_ref, rank, v), batch_size) * first.out_features
+        bg_work = x_ref.shape[0] * first.out_features * bool((v != 0).any())
+        skipped = x_ref.shape[0] * first.weight.numel() - w1_work - bg_work
         if skipped < MIN_SAVING * x_ref.shape[0] * projector.n_params:
             return None
-        return cls(layout, projector, order)
+        return cls(layout, projector, order, v, materialize)
 
     def batches(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 mask: MaskSpec | None, split: str, batch_size: int, device: str = "cpu",
@@ -105,9 +157,10 @@ class SparseInputProjection:
 
         ``offset`` is the split row number of ``x[0]`` (per-sample masks are keyed by it)."""
         model = model.to(device)
-        needed = _needed(x, self.rank)
+        needed = _needed(x, self.rank, self.v)
         by_need = torch.argsort(needed, stable=True)
         order = self.order.to(device)
+        v_ordered = self.v_ordered.to(device)
         sizes = getattr(model, "mask_sizes", ())
         n_out = self.first.out_features
         for start in range(0, x.shape[0], batch_size):
@@ -117,16 +170,22 @@ class SparseInputProjection:
             inputs, deltas = linear_parts(model, self.layers, x[idx].to(device),
                                           y[idx].to(device), masks, output)
             b = idx.shape[0]
-            g = torch.empty(b, self.n_rest + r * n_out, dtype=deltas[self.first].dtype,
-                            device=device)
+            delta = deltas[self.first]
+            g = torch.empty(b, self.n_head + r * n_out, dtype=delta.dtype, device=device)
             write_linear_grads(self.rest, inputs, deltas, g[:, :self.n_rest])
-            torch.mul(inputs[self.first][:, order[:r]].unsqueeze(2),
-                      deltas[self.first].unsqueeze(1),
-                      out=g[:, self.n_rest:].view(b, r, n_out))
+            sparse = inputs[self.first][:, order[:r]]
+            if self.n_bg:  # x = v + s: delta times R_v's rows, then delta s^T
+                g[:, self.n_rest:self.n_head] = delta
+                sparse = sparse - v_ordered[:r]
+            torch.mul(sparse.unsqueeze(2), delta.unsqueeze(1),
+                      out=g[:, self.n_head:].view(b, r, n_out))
             yield idx, g
 
     def project(self, g: torch.Tensor) -> torch.Tensor:
         """G (grouped layout, any prefix) -> (batch, k)."""
+        if self.p_grouped is None:
+            raise RuntimeError("this SparseInputProjection holds the layout only; "
+                               "use for_projector(projector) to project")
         p = self.p_grouped[: g.shape[1]]
         self.flops += 2.0 * g.shape[0] * g.shape[1] * p.shape[1]
         g = g.to(device=p.device, dtype=p.dtype)

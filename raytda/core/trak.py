@@ -109,6 +109,91 @@ def trak_features(model: nn.Module, data, projector: GaussianProjector, mask: Ma
             {"ridge": used, "proj_dim": projector.k, "n_params": n_trainable(model)})
 
 
+# Gradients held at once by ``shared_gradient_features`` (more are projected in passes,
+# each generating every projection again).
+GRAD_CACHE_BYTES = 2 << 30
+
+
+def shared_gradient_features(model: nn.Module, data, seeds: list[int], k: int,
+                             ridge: float | None, args: ComputeArgs,
+                             output: ModelOutput = CLASSIFICATION,
+                             cache_bytes: int = GRAD_CACHE_BYTES
+                             ) -> tuple[list[dict[str, torch.Tensor]], dict]:
+    """One unmasked model's per-sample gradients computed once, projected with each seed.
+
+    Returns, per seed, what ``trak_features`` returns for that seed's projector (the same
+    features up to float32 rounding), and the time split: ``grad_s`` (the one gradient
+    pass), ``project_s`` and ``solve_s`` (one entry per seed; projecting includes
+    generating that seed's P). Gradients are held up to ``cache_bytes`` (in the zero-input
+    layout when it applies, else dense) and each full cache is projected seed by seed, so
+    one projection matrix is held at a time.
+    """
+    import time
+
+    width = n_trainable(model)
+
+    def projector(seed: int) -> GaussianProjector:  # as TRAK's member() builds it
+        return GaussianProjector(width, k, seed, args.proj_memory_bytes, args.device,
+                                 cpu_gemm=args.cpu_gemm)
+
+    splits = {"train": data.train, "test": data.test}
+    tensors = {s: v.tensors() for s, v in splits.items()}
+    layout = None  # the zero-input layout, shared by every seed's projector
+    if args.sparse_inputs and all(t is not None for t in tensors.values()):
+        layout = SparseInputProjection.build(model, projector(seeds[0]), tensors["train"][0],
+                                             args.grad_batch, materialize=False)
+    feats = [{s: torch.empty(v.n, k, dtype=torch.float32) for s, v in splits.items()}
+             for _ in seeds]
+    info: dict = {"grad_s": 0.0, "project_s": [0.0] * len(seeds), "solve_s": [0.0] * len(seeds),
+                  "passes": 0, "sparse_inputs": layout is not None}
+    held: list[tuple[str, object, torch.Tensor]] = []
+    held_bytes = 0
+
+    def flush() -> None:
+        nonlocal held_bytes
+        for d, seed in enumerate(seeds):
+            t0 = time.perf_counter()
+            proj = projector(seed)
+            fn = proj.project if layout is None else layout.for_projector(proj).project
+            for split, rows, g in held:
+                feats[d][split][rows] = fn(g).float().cpu()
+            del proj, fn  # one seed's P at a time
+            info["project_s"][d] += time.perf_counter() - t0
+        held.clear()
+        held_bytes = 0
+        info["passes"] += 1
+
+    for split, samples in splits.items():
+        if layout is not None:
+            it = layout.batches(model, *tensors[split], None, split, args.grad_batch,
+                                args.device, output)
+        else:
+            it = samples_grads(model, samples, None, split, args.grad_batch, args.device, output)
+        while True:
+            t0 = time.perf_counter()
+            item = next(it, None)
+            info["grad_s"] += time.perf_counter() - t0
+            if item is None:
+                break
+            rows, g = item
+            held.append((split, rows, g))
+            held_bytes += g.numel() * g.element_size()
+            if held_bytes >= cache_bytes:
+                flush()
+    if held:
+        flush()
+    out, ridges = [], []
+    for d in range(len(seeds)):
+        t0 = time.perf_counter()
+        chol, used = train_side(feats[d]["train"], ridge)
+        info["solve_s"][d] = time.perf_counter() - t0
+        out.append({"train_features": feats[d]["train"], "chol": chol,
+                    "test_features": feats[d]["test"]})
+        ridges.append(used)
+    info.update({"ridge": ridges, "proj_dim": k, "n_params": width})
+    return out, info
+
+
 def trak_block(model: nn.Module, data, projector: GaussianProjector, mask: MaskSpec | None,
                ridge: float | None, args: ComputeArgs,
                output: ModelOutput = CLASSIFICATION) -> tuple[torch.Tensor, dict]:

@@ -71,13 +71,23 @@ def choose(n_total: int, n: int, rng: np.random.Generator, what: str) -> np.ndar
 
 def finish(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
            spec: DataSpec, scale: float) -> Dataset:
-    """Sample the spec's sizes with its seed and convert to tensors."""
+    """Sample the spec's sizes with its seed and convert to tensors.
+
+    Features are divided by ``scale`` (the source's maximum value, so they lie in [0, 1]),
+    then normalized with ``spec.normalize = (mean, std)`` when it is set: ``(v - mean) / std``
+    in float32, the order and precision of torchvision's ``ToTensor`` + ``Normalize``.
+    """
     rng = np.random.default_rng(spec.seed)
     itr = choose(len(xtr), spec.n_train, rng, "train")
     ite = choose(len(xte), spec.n_test, rng, "test")
 
     def as_x(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a.reshape(len(a), -1), dtype=np.float32) / scale)
+        flat = np.ascontiguousarray(a.reshape(len(a), -1), dtype=np.float32)
+        x = torch.from_numpy(flat / scale)
+        if spec.normalize is not None:
+            mean, std = spec.normalize
+            x = (x - mean) / std
+        return x
 
     def as_y(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(a, dtype=np.int64))

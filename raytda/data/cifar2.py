@@ -13,7 +13,12 @@ KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 def load_cifar2(spec: DataSpec) -> Dataset:
-    """Images HWC uint8 are flattened channel-first and scaled to [0, 1]."""
+    """Images HWC uint8 are flattened channel-first and scaled to [0, 1].
+
+    Then normalized when ``spec.normalize`` is set; the registered ``cifar2-mlp`` setting
+    uses dattri's ``(0.5, 0.5)`` for every channel (``raytda.specs.PAPER_NORMALIZE["cifar2"]``),
+    which maps pixels to [-1, 1].
+    """
     if spec.root is None:
         raise DataError("CIFAR-2 needs a data directory: pass --data-dir DIR holding cifar2.npz")
     path = Path(spec.root).expanduser() / "cifar2.npz"

@@ -43,7 +43,12 @@ def find(root: Path, stem: str) -> Path:
 
 
 def load_mnist(spec: DataSpec) -> Dataset:
-    """Read MNIST from ``spec.root`` and sample the spec's train/test sizes."""
+    """Read MNIST from ``spec.root`` and sample the spec's train/test sizes.
+
+    Pixels are divided by 255 and, when ``spec.normalize`` is set, normalized; the
+    registered ``mnist-mlp`` setting uses dattri's ``(0.1307, 0.3081)``
+    (``raytda.specs.PAPER_NORMALIZE["mnist"]``), so the background pixel is -0.4242.
+    """
     if spec.root is None:
         raise DataError("MNIST needs a data directory: pass --data-dir DIR (or DataSpec.root) "
                         "pointing at the four IDX files")

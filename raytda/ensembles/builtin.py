@@ -5,6 +5,7 @@ from raytda.ensembles import (  # noqa: F401
     checkpoints_dropout,
     dropout,
     dropout_forward,
+    dropout_forward_shared,
     lora,
     naive,
     projection_only,

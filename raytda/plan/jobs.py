@@ -358,10 +358,15 @@ class Evaluate(Job):
         return models[mem.model] if mem.adapter is None else TrainAdapter(models[mem.model],
                                                                           mem.adapter)
 
-    def blocks(self) -> tuple[MemberBlock, ...]:
+    def blocks(self) -> tuple[Job, ...]:
+        """The jobs that make the feature members' payloads: one MemberBlock per member,
+        or, for kinds that share gradients (``shares_gradients``), one
+        SharedGradientBlocks per model. ``block_parts`` lists their payload artifacts."""
         from dataclasses import replace
 
         models = self.models()
+        if getattr(self.ensemble.kind_class, "shares_gradients", False):
+            return shared_blocks(self, models)
         out = []
         for mem in self.ensemble.feature_members(self.task.saved_epochs()):
             if not self.method.impl.projected:  # projection seeds mean nothing then
@@ -401,3 +406,78 @@ class Evaluate(Job):
 def scores_key(result_key: str, chunk: int) -> str:
     """Key of chunk ``chunk`` (test rows) of a configuration's aggregated scores."""
     return f"scores-{stable_hash([result_key, chunk], 20)}"
+
+
+# --------------------------------------------------------------------------- shared gradients
+
+
+@dataclass(frozen=True, repr=False)
+class SharedGradientBlocks(Job):
+    """TRAK payloads of the unmasked members (model, projection d), d < D, of one model,
+    from its per-sample gradients computed once: one gradient pass, D projections, D
+    kernel solves (``raytda.core.trak.shared_gradient_features``).
+
+    Member d's payload equals the MemberBlock payload of ``Member(model, projection=d)``
+    (the same projection seed) up to float32 rounding. Each is its own artifact
+    (``parts()``), so evaluation reads and caches members one at a time as it does
+    MemberBlocks; the job's own record holds the time split.
+    """
+
+    model: Source
+    D: int
+    method: Method
+    kind: str = field(default="block", init=False)
+    body: str = field(default="raytda.work.shared:shared_gradient_blocks", init=False)
+
+    @property
+    def task(self) -> Task:  # type: ignore[override]
+        return self.model.task
+
+    def members(self) -> tuple[Member, ...]:
+        return tuple(Member(self.model.index, None, None, d) for d in range(self.D))
+
+    def spec(self) -> dict[str, Any]:
+        return {"model": self.model.key, "shared_gradients": self.D,
+                "method": self.method.hashed()}
+
+    def deps(self) -> tuple[Job, ...]:
+        return member_deps(self.model)
+
+    def parts(self) -> tuple[str, ...]:
+        """Keys of the D member payloads, in projection order."""
+        return tuple(f"blockpart-{stable_hash([self.key, d], 20)}" for d in range(self.D))
+
+    def complete(self, store: ArtifactStore) -> bool:
+        return all(store.has(k) for k in self.parts())
+
+    def describe(self) -> str:
+        return (f"{self.method.name} shared-gradient blocks model {self.model.index} "
+                f"proj 0..{self.D - 1}")
+
+
+def block_parts(job: Job) -> tuple[str, ...]:
+    """Keys of the member payloads a block job stores: its own, or its parts."""
+    parts = getattr(job, "parts", None)
+    return parts() if parts is not None else (job.key,)
+
+
+def shared_blocks(ev: Evaluate, models) -> tuple[SharedGradientBlocks, ...]:
+    """One SharedGradientBlocks per model, for kinds whose feature members are each
+    model's unmasked final weights under projections 0..D-1."""
+    from raytda.methods.trak import TRAK
+    from raytda.specs import SpecError
+
+    if not isinstance(ev.method.impl, TRAK):  # the job computes TRAK's payload itself
+        raise SpecError(f"{ev.ensemble.label} shares gradients between TRAK members; "
+                        f"method {ev.method.name!r} is not TRAK")
+    by_model: dict[int, list[Member]] = {}
+    for mem in ev.ensemble.feature_members(ev.task.saved_epochs()):
+        by_model.setdefault(mem.model, []).append(mem)
+    out = []
+    for i, mems in sorted(by_model.items()):
+        job = SharedGradientBlocks(models[i], len(mems), ev.method)
+        if tuple(mems) != job.members():
+            raise SpecError(f"{ev.ensemble.label}: shared-gradient members must be the "
+                            f"unmasked final model under projections 0..D-1, got {mems}")
+        out.append(job)
+    return tuple(out)

@@ -13,7 +13,7 @@ from raytda.core.args import ComputeArgs
 from raytda.core.costs import UnitCosts
 from raytda.core.lds import lds_subsets, spearman_columns, summarize
 from raytda.ground_truth import GroundTruth
-from raytda.plan.jobs import Evaluate, scores_key
+from raytda.plan.jobs import Evaluate, block_parts, scores_key
 from raytda.specs import LDSSpec
 from raytda.store import ArtifactStore
 
@@ -60,6 +60,7 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
     t0 = time.perf_counter()
     blocks = job.blocks()
     block_meta = [store.meta(b.key) for b in blocks]
+    parts = [key for b in blocks for key in block_parts(b)]  # one payload per feature member
     q_meta, q_mean = [], None
     if impl.needs_q:
         qs = []
@@ -74,17 +75,17 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
     # Test rows in chunks: no n_test x n_train matrix is ever held, only rows x n_train.
     rows_per_chunk = max(1, args.score_chunk_bytes // (8 * n))
     cache = PayloadCache(store, args.payload_cache_bytes)
-    score_s = np.zeros(len(blocks))
+    score_s = np.zeros(len(parts))
     chunks = []
     for c, r0 in enumerate(range(0, m, rows_per_chunk)):
         rows = slice(r0, min(m, r0 + rows_per_chunk))
         acc = torch.zeros(rows.stop - rows.start, n, dtype=torch.float64)
-        for e, b in enumerate(blocks):
-            payload = cache.get(b.key)
+        for e, key in enumerate(parts):
+            payload = cache.get(key)
             t = time.perf_counter()
             acc += impl.score_rows(payload, rows).double()
             score_s[e] += time.perf_counter() - t
-        scores = impl.combine(acc / len(blocks), q_mean).float()
+        scores = impl.combine(acc / len(parts), q_mean).float()
         key = scores_key(job.key, c)
         store.put(key, {"scores": scores}, {"rows": [rows.start, rows.stop], "result": job.key},
                   {"result": job.key, "chunk": c})
@@ -110,10 +111,17 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
     serve_block = [x["serve_time_s"] for x in block_meta]
     serve_q = [x["serve_time_s"] for x in q_meta]
     q_unit = float(np.mean(serve_q)) if serve_q else 0.0
-    # One member's serving: its payload job plus scoring the test set against it.
+    # Each member's own serving (its payload; for shared-gradient jobs its share beyond
+    # the shared gradient pass) plus scoring the test set against it.
+    own = [s for x in block_meta for s in x.get("part_serve_s", [x["serve_time_s"]])]
+    shared = [x["shared_serve_s"] for x in block_meta if "shared_serve_s" in x]
+    member_s = float(np.mean(np.add(own, score_s)))
+    shared_s = float(np.mean(shared)) if shared else 0.0
+    # T_Serving: one member from scratch. T_Serving,Forward-only: one more mask, Q only
+    # (masked-Q reading) or, where gradients are shared, a member on shared gradients.
     unit = UnitCosts(train=float(np.mean(train_times)),
-                     serve=float(np.mean(np.add(serve_block, score_s))) + q_unit,
-                     serve_forward_only=q_unit,
+                     serve=shared_s + member_s + q_unit,
+                     serve_forward_only=member_s + q_unit if shared else q_unit,
                      train_lora=float(np.mean(adapter_times)) if adapter_times else 0.0)
     adapter_params = int(adapter_meta[0]["params"]) if adapter_meta else 0
     nan = float("nan")
@@ -131,7 +139,7 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
         "peak_mem_bytes": int(max(x["peak_bytes"] for x in block_meta + q_meta)),
         "analytic_train_time_s": kind.train_time(ens, unit),
         "analytic_serve_time_s": kind.serve_time(ens, unit),
-        "n_members": len(blocks), "n_q_members": len(q_meta),
+        "n_members": len(parts), "n_q_members": len(q_meta),
         "ridge_max": max((x.get("ridge", 0.0) for x in block_meta), default=0.0),
         "n_test": m, "n_train": n, "score_chunks": chunks, "key": job.key,
     }

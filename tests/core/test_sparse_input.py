@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from raytda.core.args import ComputeArgs
-from raytda.core.grads import n_params
+from raytda.core.grads import n_params, per_sample_grads
 from raytda.core.masks import MaskSpec, fixed_masks, sample_masks
+from raytda.core.network import Network
 from raytda.core.outputs import margin
 from raytda.core.projection import GaussianProjector
-from raytda.core.sparse_input import SparseInputProjection
+from raytda.core.sparse_input import SparseInputProjection, background
 from raytda.core.trak import trak_block
 from raytda.data import Dataset
+from raytda.data.sources import load_data
+from raytda.models import build_model
+from raytda.settings import get_setting
 
 K = 16
 
@@ -96,3 +101,73 @@ def test_grouped_matrix_is_a_row_permutation_of_p():
     assert torch.equal(proj.matrix(order), proj.matrix()[order])
     with pytest.raises(ValueError, match="permutation of 9000 rows"):
         proj.matrix(order[:10])
+
+
+# ----------------------------------------------------------------------------- normalized
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
+MASKS = [None, MaskSpec(seed=5, rate=0.1), MaskSpec(seed=5, rate=0.1, mode="per-sample")]
+MASK_IDS = ["no-mask", "fixed", "per-sample"]
+
+
+def dense_features(model: nn.Module, x: torch.Tensor, y: torch.Tensor, proj: GaussianProjector,
+                   mask: MaskSpec | None, split: str) -> torch.Tensor:
+    """The dense path: full per-sample gradients times the whole P."""
+    return torch.cat([proj.project(g) for _, g in
+                      per_sample_grads(model, x, y, mask, split, batch_size=64)])
+
+
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((got.double() - ref.double()).abs().max() / ref.double().abs().max())
+
+
+@pytest.fixture(scope="module")
+def normalized_data(sparse_data: Dataset) -> Dataset:
+    """The sparse toy data normalized like torchvision: background 0 becomes -0.3 / 0.7."""
+    return dataclasses.replace(sparse_data, x_train=(sparse_data.x_train - 0.3) / 0.7,
+                               x_test=(sparse_data.x_test - 0.3) / 0.7)
+
+
+def test_background_is_each_features_most_frequent_value(normalized_data):
+    v = background(normalized_data.x_train)
+    # Feature 0 is never at the background (all values distinct): zero wins the tie.
+    assert v[0] == 0
+    assert torch.allclose(v[1:], torch.full_like(v[1:], -0.3 / 0.7))
+
+
+@pytest.mark.parametrize("mask", MASKS, ids=MASK_IDS)
+def test_normalized_inputs_equal_explicit_gradients_times_p(toy_model, normalized_data, mask):
+    proj = GaussianProjector(n_params(toy_model), K, seed=2)
+    sparse = SparseInputProjection.build(toy_model, proj, normalized_data.x_train, batch_size=7)
+    assert sparse is not None and sparse.n_bg == toy_model.module.hidden[0].out_features
+    for x, y, split in ((normalized_data.x_train, normalized_data.y_train, "train"),
+                        (normalized_data.x_test, normalized_data.y_test, "test")):
+        got = sparse.features(toy_model, x, y, mask, split, batch_size=7)
+        assert rel_err(got, explicit_features(toy_model, x, y, proj.matrix(), mask, split)) < 1e-5
+        assert rel_err(got, dense_features(toy_model, x, y, proj, mask, split)) < 1e-5
+    n = normalized_data.n_train + normalized_data.n_test
+    assert sparse.flops < 0.9 * 2.0 * n * n_params(toy_model) * K
+
+
+def test_zero_background_keeps_the_plain_layout(toy_model, sparse_data):
+    proj = GaussianProjector(n_params(toy_model), K, seed=2)
+    sparse = SparseInputProjection.build(toy_model, proj, sparse_data.x_train, batch_size=7)
+    assert sparse.n_bg == 0 and sparse.p_grouped.shape[0] == n_params(toy_model)
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f"no shared MNIST at {SHARED_MNIST}")
+@pytest.mark.parametrize("mask", MASKS[1:], ids=MASK_IDS[1:])
+def test_real_normalized_mnist_rows_equal_the_dense_path(mask):
+    setting = get_setting("mnist-mlp", data_dir=str(SHARED_MNIST), n_train=300, n_test=40)
+    data = load_data(setting.data)
+    torch.manual_seed(0)
+    net = Network(build_model(setting.model), data.x_train[:1]).eval()
+    proj = GaussianProjector(n_params(net), K, seed=3)
+    sparse = SparseInputProjection.build(net, proj, data.x_train, batch_size=64)
+    assert sparse is not None and sparse.n_bg > 0
+    assert torch.allclose(sparse.v.min(), torch.tensor((0 - 0.1307) / 0.3081))
+    for x, y, split in ((data.x_train, data.y_train, "train"), (data.x_test, data.y_test, "test")):
+        got = sparse.features(net, x, y, mask, split, batch_size=64)
+        assert rel_err(got, dense_features(net, x, y, proj, mask, split)) < 1e-5
+    assert sparse.flops < 0.8 * 2.0 * (data.n_train + data.n_test) * n_params(net) * K

@@ -58,3 +58,20 @@ def test_bad_flags_fail_with_one_line(home, capsys, tmp_path, name, argv, words)
     assert len(err) == 1 and err[0].startswith(f"{name}.py: error: "), err
     assert all(w in err[0] for w in words), err[0]
     assert not out.exists()
+
+
+def test_figure2_cpu_defaults_and_full_scale():
+    f2 = script("figure2_forward_only")
+    cpu, full = f2.parse_args([]), f2.parse_args(["--full"])
+    assert (cpu.n_train, cpu.n_test, cpu.I, cpu.D) == (1000, 200, 1, "3,10")
+    assert (full.n_train, full.n_test, full.I, full.D) == (5000, 500, 5, "3,10,25")
+    kinds = {e.kind for e in f2.ensembles(cpu)}
+    assert {"dropout", "dropout-forward", "dropout-forward-shared", "naive"} <= kinds
+
+
+def test_table1_main_table_is_one_model_per_subset(home):
+    t1 = script("table1_mnist")
+    a = t1.parse_args(["--data-dir", str(home), "--lds-replicates", "3"])
+    assert t1.build(a).spec.lds.models_per_subset == 1
+    truth = t1.build_truth(a)
+    assert truth.spec.lds.models_per_subset == 3 and len(truth.spec.ensembles) == 1
