@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import random
 import tempfile
 from pathlib import Path
@@ -136,8 +137,9 @@ def default_searcher(cost: str, task: Task | None = None) -> Any | None:
         from ray.tune.search.optuna import OptunaSearch
     except ImportError:
         return None
-    kinds = search_kinds(task)
-    return OptunaSearch(space=lambda trial: define_space(trial, kinds),
+    # A partial of a module function, so Tune can pickle the searcher with its state.
+    space = functools.partial(define_space, kinds=search_kinds(task))
+    return OptunaSearch(space=space,
                         metric=[OBJECTIVE, cost], mode=["max", "min"])
 
 
