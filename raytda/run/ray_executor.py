@@ -35,7 +35,7 @@ from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
 from raytda.run.local import JobFailed
-from raytda.run.worker import JobRunner, job_cpus
+from raytda.run.worker import JobRunner, job_cpus, warm_up
 from raytda.store import ArtifactStore, CorruptArtifact
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,8 @@ class RaytdaWorker:
         logging.basicConfig(level=logging.WARNING)  # raytda warnings reach the driver's log
         self.name, self.share, self.accel = name, share, accel
         self.runner = JobRunner(name, ray.get_runtime_context().get_node_id())
+        warm_up()  # before the driver sees the actor ready, so no job pays for it
+        self.runner._warm = True
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "node_id": self.runner.node_id, "pid": os.getpid(),

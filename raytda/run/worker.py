@@ -31,6 +31,28 @@ MODEL_KINDS = ("model-", "basemodel-", "adapter-")
 MODEL_CACHE_BYTES = int(os.environ.get("RAYTDA_MODEL_CACHE_BYTES", 1 << 30))
 
 
+def warm_up() -> None:
+    """Pay a process's one-off costs before any job is timed: the job bodies' imports and
+    torch's first autograd pass and optimizer step (lazy kernels, thread pools, BLAS).
+    Every executor calls it once per worker process, so no first job is charged for it."""
+    import torch
+
+    import raytda.core.grads  # noqa: F401
+    import raytda.core.trak  # noqa: F401
+    import raytda.work.evaluate  # noqa: F401
+    import raytda.work.serve  # noqa: F401
+    import raytda.work.train  # noqa: F401
+    from raytda.core.args import torch_threads
+
+    with torch_threads(1):
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 8)), torch.zeros(4).long())
+        loss.backward()
+        opt.step()
+        torch.func.vmap(lambda x: x @ x.T)(torch.randn(2, 3, 3))
+
+
 def resources_label(cpus: float, accel_share: float = 0.0, accel: str = "GPU") -> str:
     """What a job held while measured, e.g. ``"cpu x1"`` or ``"cpu x1 + GPU x0.25"``."""
     out = f"cpu x{cpus:g}"
@@ -81,6 +103,7 @@ class JobRunner:
         self.model_bytes = 0
         self.model_cache_bytes = model_cache_bytes
         self._data_key: str | None = None  # the running job's task, until its data is seen
+        self._warm = False
 
     def model_get(self, store: ArtifactStore, key: str):
         if key in self.models:
@@ -116,6 +139,9 @@ class JobRunner:
         from raytda.core.args import torch_threads
         from raytda.tasks import cache
 
+        if not self._warm:
+            warm_up()
+            self._warm = True
         cpus = job_cpus(job)
         if accel_share <= 0 and args.device.startswith("cuda"):
             accel_share = 1.0  # a whole device, e.g. the in-process executor on CUDA
