@@ -51,6 +51,11 @@ def warm_up() -> None:
         loss.backward()
         opt.step()
         torch.func.vmap(lambda x: x @ x.T)(torch.randn(2, 3, 3))
+        # The CPU GEMM backend is chosen by timing both once per process and thread
+        # count; choosing it here keeps that out of the first projection's cost.
+        from raytda.core import gemm
+
+        gemm.resolve("auto")
 
 
 def resources_label(cpus: float, accel_share: float = 0.0, accel: str = "GPU") -> str:
