@@ -487,7 +487,11 @@ class _Run:
         for job in plan.todo:
             self.want(job)
         self.cpus = max((job_cpus(j) for j in plan.jobs), default=1)
-        self.share = max((ex.gpu_share(j) for j in plan.todo), default=0.0)
+        # The pool's share: the largest any job asks for. The default policy depends on
+        # the model only, so one job per task and kind answers for all of them.
+        probes = {(j.task.key, j.kind): j for j in plan.todo} if ex.gpu_fraction is None \
+            else {(j.key,): j for j in plan.todo}
+        self.share = max((ex.gpu_share(j) for j in probes.values()), default=0.0)
         for slot in list(ex.pool):  # actors kept from an earlier plan must still fit
             if slot.share != self.share or slot.dedicated:
                 self.kill(slot)
