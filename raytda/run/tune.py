@@ -24,7 +24,7 @@ Example::
 from __future__ import annotations
 
 import functools
-import random
+import itertools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -68,28 +68,32 @@ def define_space(trial: Any, kinds: list[str]) -> None:
             trial.suggest_categorical(f"{f}_{kind}", list(_field_choices(f)))
 
 
-def _conditional(field_name: str):
-    """A sample_from for ``field_name`` that exists only for kinds that take it."""
-    def sample(spec: Any) -> int | None:
-        kind = spec.config["kind"]
-        if field_name not in ensemble_kind(kind).takes:
-            return None
-        return random.choice(_field_choices(field_name))
-    return sample
+def space_configs(task: Task | None = None) -> list[dict[str, Any]]:
+    """Every configuration of the conditional space, each with only the fields its kind
+    takes (naive: I; Dropout: I, D; LoRA: I, L)."""
+    out: list[dict[str, Any]] = []
+    for kind in search_kinds(task):
+        takes = ensemble_kind(kind).takes
+        grids = [[{}]] + [[{f: v} for v in _field_choices(f)] for f in ("D", "L") if f in takes]
+        for i in range(1, I_MAX + 1):
+            for combo in itertools.product(*grids):
+                out.append({"kind": kind, "I": i, **{k: v for c in combo for k, v in c.items()}})
+    return out
 
 
 def default_space(task: Task | None = None) -> dict[str, Any]:
-    """Tune param space (random search): kind, I, and D / L only where the kind takes
-    them (a kind that does not take one gets None)."""
+    """Tune param space for random search: one choice among :func:`space_configs`, so a
+    sampled configuration never carries a field its kind does not take."""
     from ray import tune
 
-    return {"kind": tune.choice(search_kinds(task)), "I": tune.randint(1, I_MAX + 1),
-            "D": tune.sample_from(_conditional("D")), "L": tune.sample_from(_conditional("L"))}
+    return {"ensemble": tune.choice(space_configs(task))}
 
 
 def config_to_ensemble(config: dict[str, Any]) -> Ensemble:
     """A sampled config as an Ensemble, with fields the kind does not take normalized away
     (so 'naive D=3' and 'naive D=10' are one cached configuration, not two)."""
+    if isinstance(config.get("ensemble"), dict):  # a choice of :func:`space_configs`
+        config = {**config, **config["ensemble"]}
     kind = str(config.get("kind", "naive"))
     takes = ensemble_kind(kind).takes
     defaults = {"D": 1, "C": 1, "L": 0, "mask_mode": "fixed"}

@@ -92,15 +92,14 @@ def test_conditional_space_asks_only_what_a_kind_takes():
 
 
 def test_random_space_has_no_unused_fields():
-    from raytda.run.tune import _conditional
+    from raytda.run.tune import space_configs
 
-    class Spec:
-        def __init__(self, kind):
-            self.config = {"kind": kind}
-
-    assert _conditional("D")(Spec("naive")) is None
-    assert _conditional("L")(Spec("dropout")) is None
-    assert _conditional("D")(Spec("dropout")) in (1, 3, 10)
+    configs = space_configs()
+    assert {c["kind"] for c in configs} == {"naive", "dropout"}
+    for c in configs:
+        assert set(c) == ({"kind", "I"} if c["kind"] == "naive" else {"kind", "I", "D"})
+        ens = config_to_ensemble({"ensemble": c})
+        assert (ens.kind, ens.I, ens.D) == (c["kind"], c["I"], c.get("D", 1))
 
 
 def test_search_resumes_from_its_storage(ray_session, tmp_path, reference):
@@ -119,3 +118,36 @@ def test_search_resumes_from_its_storage(ray_session, tmp_path, reference):
     assert first["jobs_run"].sum() > 0
     for label, lds in zip(again["label"], again["lds"], strict=True):
         assert lds == reference[0][label]
+
+
+def test_tune_cli_killed_then_resumed(tmp_path):
+    """`raytda tune` killed after its first trial, then `--resume`d: the search ends with
+    all its trials and no artifact that had been finished is written again."""
+    import os
+    import signal
+    import time
+
+    import pandas as pd
+    from ray_helpers import cli, mtimes
+
+    out = tmp_path / "out"
+    args = ["tune", "--setting", "toy-mlp", "--num-samples", "3", "--lds-m", "5",
+            "--proj-dim", "16", "--random", "--out", str(out)]
+    env = {"RAY_ADDRESS": ""}  # a search of its own, not the test session's Ray
+    proc = cli(*args, env=env)
+    t_end = time.monotonic() + 120
+    while time.monotonic() < t_end and proc.poll() is None \
+            and not list((out / "store").glob("result/*.json")):
+        time.sleep(0.1)
+    assert proc.poll() is None, f"search ended before it could be killed: {proc.communicate()}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = mtimes(out / "store")
+    again = cli(*args, "--resume", env=env)
+    _, err = again.communicate(timeout=240)
+    assert again.returncode == 0, err[-3000:]
+    df = pd.read_parquet(out / "tune.parquet")
+    assert len(df) == 3
+    after = mtimes(out / "store")
+    for path, stamp in before.items():
+        assert after[path] == stamp, f"{path} was recomputed after the restart"
