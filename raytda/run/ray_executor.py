@@ -1,19 +1,28 @@
-"""The Ray executor: a plan's jobs as Ray tasks, dependency-aware, with retries and repair.
+"""The Ray executor: a plan's jobs on a pool of Ray actors, dependency-aware, with
+retries and repair.
 
-The driver keeps the DAG: a job is submitted once all its inputs exist, at most
-``max_in_flight`` tasks are outstanding, and results stream back through ``ray.wait``.
-Workers share nothing but the artifact store (pickled by URI), so a task's only output is
-a small status dict; tensors never travel through the object store.
+The driver keeps the DAG: a job is dispatched once all its inputs exist, one at a time
+to each actor (:class:`RaytdaWorker`), and results stream back through ``ray.wait``.
+An actor keeps the task's data, the model weights it read and the projections it built,
+so the driver sends a model's Q and block jobs to the actor that trained it (an idle actor
+takes other work rather than wait). The pool's size follows the cluster's resources,
+re-read during the run, and the autoscaler is asked for what the ready jobs could use.
+Actors share nothing but the artifact store (pickled by URI), so a job's only output is a
+small status dict; tensors never travel through the object store.
 
 Failure handling, from cheapest to most drastic:
 
-* a worker process that dies (OOM, preemption, ``kill -9``) is retried by Ray itself
-  (``max_retries``), as are transient ``OSError``s (store on a flaky network filesystem);
-* a task whose input turns out truncated or corrupt (``CorruptArtifact``, or missing
+* an actor process that dies (OOM kill, preemption, ``kill -9``) is restarted by Ray and
+  its job retried (``max_retries``), as are transient ``OSError``s (store on a flaky
+  network filesystem); an actor whose node is gone is dropped and its job requeued;
+* a job that runs out of CUDA memory on a GPU share reports ``'oom'`` and runs again on
+  an actor with twice the share, up to a whole GPU, before it fails;
+* a job whose input turns out truncated or corrupt (``CorruptArtifact``, or missing
   altogether) reports the input's key instead of failing; the driver reruns the producer
   (and, recursively, whatever the producer itself lacks), then the consumer;
-* a task that still fails marks its dependents as blocked; independent jobs go on, so
-  the store keeps every artifact that could be built, and the sweep raises at the end;
+* a job that still fails marks its dependents as blocked (the worker's traceback is
+  logged on the driver); independent jobs go on, so the store keeps every artifact that
+  could be built, and the sweep raises at the end;
 * a driver that is killed loses nothing: every finished artifact is in the store, and a
   rerun plans only what is missing.
 
