@@ -244,6 +244,8 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--top-k-only", action="store_true", help="skip the full score table")
     sc.add_argument("--out", help="output directory (default DIR)")
     sc.set_defaults(fn=cmd_scores)
+    from raytda.run.tune_cli import add_tune_parser
+    add_tune_parser(sub)
     return p
 
 

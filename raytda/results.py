@@ -12,7 +12,7 @@ from raytda.store import ArtifactStore
 
 COST_AXES = ("train_time_s", "serve_time_s", "params", "peak_mem_bytes")
 COLUMNS = ("setting", "method", "ensemble", "I", "D", "L", "lds", "lds_se", "train_time_s",
-           "serve_time_s", "params", "peak_mem_bytes")
+           "serve_time_s", "params", "peak_mem_bytes", "measured_on")
 
 
 def pareto_mask(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
@@ -41,8 +41,18 @@ def add_pareto(df: pd.DataFrame, cost: str = "train_time_s") -> pd.DataFrame:
     return df
 
 
+def measured_on(store: ArtifactStore, evaluation) -> str:
+    """The resources the configuration's costs were measured on (its models' trainings,
+    its Q and block servings, its aggregation), e.g. ``"cpu x1"``; several are joined
+    with ``"; "``, and artifacts from before this was recorded count as ``"unrecorded"``."""
+    keys = [evaluation.key, *(d.key for d in evaluation.deps() if d.kind != "ldsmodel")]
+    seen = {store.meta(k).get("resources") or "unrecorded" for k in keys if store.has(k)}
+    return "; ".join(sorted(seen))
+
+
 def collect_results(plan: Plan, store: ArtifactStore, cost: str = "train_time_s") -> pd.DataFrame:
-    rows = [{k: v for k, v in store.meta(e.key).items() if k != "score_chunks"}
+    rows = [{**{k: v for k, v in store.meta(e.key).items() if k != "score_chunks"},
+             "measured_on": measured_on(store, e)}
             for e in plan.evaluations]
     return add_pareto(pd.DataFrame(rows), cost)
 
@@ -80,7 +90,7 @@ def write_results(df: pd.DataFrame, out: str | Path, store_uri: str | None = Non
 
 def format_table(df: pd.DataFrame) -> str:
     cols = ["setting", "method", "label", "lds", "lds_se", "train_time_s", "serve_time_s",
-            "params", "peak_mem_bytes", "pareto"]
+            "params", "peak_mem_bytes", "measured_on", "pareto"]
     view = df[[c for c in cols if c in df]].copy()
     view["peak_mem_MiB"] = (view.pop("peak_mem_bytes") / 2**20).round(1)
     with pd.option_context("display.width", 160, "display.max_rows", 500,

@@ -59,7 +59,8 @@ def test_analytic_cost_model_agrees_with_measurement_in_ratio(finished):
         if r.ensemble in ("naive", "dropout", "dropout-forward", "projection-only"):
             # the measured time adds only the (tiny) aggregation step to the unit costs
             assert r.analytic_serve_time_s <= r.serve_time_s
-            assert r.analytic_serve_time_s == pytest.approx(r.serve_time_s, rel=0.25)
+            # (aggregation is a few ms whatever the size: absolute slack for toy-sized runs)
+            assert r.analytic_serve_time_s == pytest.approx(r.serve_time_s, rel=0.25, abs=5e-3)
         assert r.analytic_train_time_s == pytest.approx(r.train_time_s, rel=1e-9)
 
 

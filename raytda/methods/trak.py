@@ -20,13 +20,17 @@ class TRAK(AttributionMethod):
 
     def member(self, spec, net, data, mask, seed, args, task):
         from raytda.core.grads import n_trainable
-        from raytda.core.projection import GaussianProjector
+        from raytda.core.projector_cache import projector
         from raytda.core.trak import trak_features
 
-        # LoRA members: the projection spans the adapter's parameters only.
-        proj = GaussianProjector(n_trainable(net), spec.proj_dim, seed, args.proj_memory_bytes,
-                                 args.device, cpu_gemm=args.cpu_gemm)
-        return trak_features(net, data, proj, mask, spec.ridge, args, task.output())
+        # LoRA members: the projection spans the adapter's parameters only. The process
+        # keeps built projectors, so a worker builds each distinct one once.
+        proj = projector(n_trainable(net), spec.proj_dim, seed, args.proj_memory_bytes,
+                         args.device, cpu_gemm=args.cpu_gemm)
+        payload, info = trak_features(net, data, proj, mask, spec.ridge, args, task.output())
+        # Build time a reused projector saved; serving cost charges it as if built here.
+        info["projection_reused_s"] = proj.take_reused_s()
+        return payload, info
 
     def score_rows(self, payload, rows):
         from raytda.core.trak import score_rows

@@ -1,19 +1,28 @@
-"""The Ray executor: a plan's jobs as Ray tasks, dependency-aware, with retries and repair.
+"""The Ray executor: a plan's jobs on a pool of Ray actors, dependency-aware, with
+retries and repair.
 
-The driver keeps the DAG: a job is submitted once all its inputs exist, at most
-``max_in_flight`` tasks are outstanding, and results stream back through ``ray.wait``.
-Workers share nothing but the artifact store (pickled by URI), so a task's only output is
-a small status dict; tensors never travel through the object store.
+The driver keeps the DAG: a job is dispatched once all its inputs exist, one at a time
+to each actor (:class:`RaytdaWorker`), and results stream back through ``ray.wait``.
+An actor keeps the task's data, the model weights it read and the projections it built,
+so the driver sends a model's Q and block jobs to the actor that trained it (an idle actor
+takes other work rather than wait). The pool's size follows the cluster's resources,
+re-read during the run, and the autoscaler is asked for what the ready jobs could use.
+Actors share nothing but the artifact store (pickled by URI), so a job's only output is a
+small status dict; tensors never travel through the object store.
 
 Failure handling, from cheapest to most drastic:
 
-* a worker process that dies (OOM, preemption, ``kill -9``) is retried by Ray itself
-  (``max_retries``), as are transient ``OSError``s (store on a flaky network filesystem);
-* a task whose input turns out truncated or corrupt (``CorruptArtifact``, or missing
+* an actor process that dies (OOM kill, preemption, ``kill -9``) is restarted by Ray and
+  its job retried (``max_retries``), as are transient ``OSError``s (store on a flaky
+  network filesystem); an actor whose node is gone is dropped and its job requeued;
+* a job that runs out of CUDA memory on a GPU share reports ``'oom'`` and runs again on
+  an actor with twice the share, up to a whole GPU, before it fails;
+* a job whose input turns out truncated or corrupt (``CorruptArtifact``, or missing
   altogether) reports the input's key instead of failing; the driver reruns the producer
   (and, recursively, whatever the producer itself lacks), then the consumer;
-* a task that still fails marks its dependents as blocked; independent jobs go on, so
-  the store keeps every artifact that could be built, and the sweep raises at the end;
+* a job that still fails marks its dependents as blocked (the worker's traceback is
+  logged on the driver); independent jobs go on, so the store keeps every artifact that
+  could be built, and the sweep raises at the end;
 * a driver that is killed loses nothing: every finished artifact is in the store, and a
   rerun plans only what is missing.
 
@@ -35,6 +44,7 @@ from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
 from raytda.run.local import JobFailed
+from raytda.run.worker import JobRunner, job_cpus, warm_up
 from raytda.store import ArtifactStore, CorruptArtifact
 
 log = logging.getLogger(__name__)
@@ -138,60 +148,127 @@ def _worker_args(args: ComputeArgs, gpu_share: float) -> ComputeArgs:
     if gpu_share < 1 and not _GPU_FRACTION_SET:
         import torch
 
-        # A share of a GPU also means that share of its memory, so co-located tasks
+        # A share of a GPU also means that share of its memory, so co-located actors
         # fail with a clear OOM of their own instead of starving each other.
         torch.cuda.set_per_process_memory_fraction(gpu_share, 0)
         _GPU_FRACTION_SET = True
     return dataclasses.replace(args, device="cuda")
 
 
-def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float
-               ) -> dict[str, Any]:
-    """Body of every Ray task: run ``job`` unless its artifact exists; report, never raise
-    for a bad input (the driver repairs it)."""
+def _is_cuda_oom(e: BaseException) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return oom is not None and isinstance(e, oom)
+
+
+def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
+               runner: JobRunner | None = None, accel: str = "GPU") -> dict[str, Any]:
+    """Run ``job`` in a worker unless its artifact exists; report, never raise, for a bad
+    input (the driver repairs it) or a CUDA out-of-memory (the driver retries the job on
+    a larger GPU share)."""
     t0 = time.perf_counter()
+    runner = runner or JobRunner("task")
+    where = {"worker": runner.worker, "node_id": runner.node_id, "pid": os.getpid()}
     if store.has(job.key):  # built meanwhile by a concurrent sweep, or a retried attempt
-        return {"status": "cached", "key": job.key}
+        return {"status": "cached", "key": job.key, **where}
     for dep in job.deps():
         if not store.has(dep.key):  # has() also drops a truncated payload
-            return {"status": "missing", "key": dep.key}
-    args = _worker_args(args, gpu_share)
+            return {"status": "missing", "key": dep.key, **where}
+    wargs = _worker_args(args, gpu_share)
     try:
-        job.run(store, args)
+        runner.run(job, store, wargs, gpu_share if gpu_share > 0 else 0.0, accel)
     except CorruptArtifact as e:
         if e.key == job.key:
             raise
-        return {"status": "corrupt", "key": e.key, "why": str(e)}
+        return {"status": "corrupt", "key": e.key, "why": str(e), **where}
     except KeyError:
         # Another consumer found an input corrupt and removed it after our check above.
         gone = next((d.key for d in job.deps() if not store.has(d.key)), None)
         if gone is None:
             raise
-        return {"status": "missing", "key": gone}
+        return {"status": "missing", "key": gone, **where}
+    except Exception as e:
+        if not _is_cuda_oom(e):
+            raise
+        import torch
+
+        torch.cuda.empty_cache()  # the actor lives on; leave its share clean for the next job
+        return {"status": "oom", "key": job.key, "share": gpu_share,
+                "why": str(e).strip().splitlines()[0] if str(e).strip() else "CUDA OOM", **where}
     return {"status": "ran", "key": job.key, "seconds": time.perf_counter() - t0,
-            "pid": os.getpid()}
+            "loads": runner.loads(), **where}
+
+
+class RaytdaWorker:
+    """A Ray actor that runs jobs one at a time and keeps what is expensive resident:
+    task data (:mod:`raytda.tasks.cache`), model weights read from the store
+    (:class:`~raytda.run.worker.JobRunner`), built projections
+    (:mod:`raytda.core.projector_cache`), and warm torch/BLAS/CUDA state.
+
+    It holds ``cpus`` CPUs (its torch thread count) and ``share`` of an accelerator
+    (``accel``: Ray's ``GPU`` or a custom resource standing in for one) for its lifetime,
+    so every job it runs is measured on exactly that reservation.
+    """
+
+    def __init__(self, name: str, share: float, accel: str) -> None:
+        import ray
+
+        logging.basicConfig(level=logging.WARNING)  # raytda warnings reach the driver's log
+        self.name, self.share, self.accel = name, share, accel
+        self.runner = JobRunner(name, ray.get_runtime_context().get_node_id())
+        warm_up()  # before the driver sees the actor ready, so no job pays for it
+        self.runner._warm = True
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "node_id": self.runner.node_id, "pid": os.getpid(),
+                "loads": self.runner.loads()}
+
+    def run(self, job: Job, store: ArtifactStore, args: ComputeArgs) -> dict[str, Any]:
+        return run_remote(job, store, args, self.share, self.runner, self.accel)
 
 
 # --------------------------------------------------------------------------- driver side
 
 
 class RayExecutor:
-    """Runs a plan's jobs as Ray tasks on a local or joined cluster.
+    """Runs a plan's jobs on a pool of Ray actors on a local or joined cluster.
+
+    The driver keeps the DAG and routes each ready job to an actor: the Q and block jobs
+    of a model go to the actor that trained or loaded it (it holds the weights and the
+    projections), other jobs to any free actor, and an idle actor takes another's queued
+    work rather than wait. The pool follows the cluster: its size is polled from the
+    cluster's resources during the run (at most one actor per ``num_cpus`` CPUs and
+    accelerator share), the autoscaler is asked for what the ready jobs could use, and
+    actors on a node that went away are replaced by the scheduler's choice.
 
     Args:
         compute: how to compute (device, batch sizes); ``device='cuda'`` makes the
-            compute-heavy jobs request GPU shares.
+            actors request GPU shares.
         address: cluster to join (``host:6379``, ``ray://host:10001`` or ``'auto'``).
             None: ``RAY_ADDRESS`` or a cluster already running on this machine, else a
             new local one. A given address is probed first, so a wrong one fails in
             seconds with one ``ConnectionError`` line, before any work.
         progress: show a tqdm bar.
-        max_in_flight: tasks outstanding at once (default: twice the cluster's CPUs,
-            at least 4); bounds driver memory and lets the repair path act early.
-        max_retries: Ray retries of a task whose worker died or that raised a
-            transient ``OSError``.
-        gpu_fraction: GPU share per job when computing on CUDA: a number for every
-            GPU job, or a function of the job (default :func:`default_gpu_share`).
+        max_workers: most actors at once (default: as many as the cluster holds).
+        max_in_flight: older name of ``max_workers`` (one job in flight per actor).
+        max_retries: restarts of an actor whose process died (OOM kill, preemption,
+            ``kill -9``), retries of the job it was running (Ray's ``max_task_retries``)
+            and of a job that raised a transient ``OSError``.
+        gpu_fraction: accelerator share per actor: a number, or a function of the job
+            (default :func:`default_gpu_share`; the pool takes the largest over the plan).
+            A job that runs out of CUDA memory on a share is retried on twice the share,
+            up to a whole device, before it fails.
+        accelerator: the Ray resource that stands for a GPU share: ``"GPU"`` (shares
+            requested only when computing on CUDA), or a custom resource (e.g.
+            ``"fake_gpu"`` in tests, or a node label resource) that actors always
+            request, whatever the device.
+        autoscale: ask the autoscaler (``ray.autoscaler.sdk.request_resources``) for the
+            actors the ready jobs could use; harmless on a fixed cluster.
+        keep_workers: keep the actors (and what they hold) between ``execute`` calls
+            until :meth:`close`; by default they go when a plan is done, freeing the CPUs.
+        poll_s: how often the driver re-reads the cluster's resources and nodes.
         init_kwargs: extra ``ray.init`` arguments when a new local cluster is started
             (``num_cpus``, ``object_store_memory``, ...).
         runtime_env: ``ray.init`` runtime environment (e.g. ``{"py_modules": [...]}``
@@ -206,19 +283,28 @@ class RayExecutor:
                  max_retries: int = 3, gpu_fraction: GpuPolicy = None,
                  init_kwargs: dict[str, Any] | None = None,
                  runtime_env: dict[str, Any] | None = None, probe_timeout_s: float = 5.0,
-                 shutdown: bool = True) -> None:
+                 shutdown: bool = True, max_workers: int | None = None,
+                 accelerator: str = "GPU", autoscale: bool = True,
+                 keep_workers: bool = False, poll_s: float = 1.0) -> None:
         self.args = compute or ComputeArgs()
         self.address = address
         self.progress = progress
-        self.max_in_flight = max_in_flight
+        self.max_workers = max_workers or max_in_flight
         self.max_retries = max_retries
         self.gpu_fraction = gpu_fraction
+        self.accelerator = accelerator
+        self.autoscale = autoscale
+        self.keep_workers = keep_workers
+        self.poll_s = poll_s
         self.init_kwargs = dict(init_kwargs or {})
         self.runtime_env = runtime_env
         self.probe_timeout_s = probe_timeout_s
         self.shutdown = shutdown
         self.stats: Counter[str] = Counter()
         self.ran: list[str] = []
+        self.placement: dict[str, dict[str, Any]] = {}  # job key -> where it ran
+        self.workers: dict[str, dict[str, Any]] = {}  # actor name -> its last loads
+        self.pool: list[_Slot] = []
         self._owns_ray = False
         target = address or os.environ.get("RAY_ADDRESS")
         if target:
@@ -234,7 +320,9 @@ class RayExecutor:
         if ray.is_initialized():
             return
         address = self.address or os.environ.get("RAY_ADDRESS") or None
-        kw: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+        # Worker output reaches the driver (and so `ray job logs`); failures are also
+        # logged here with the worker's traceback.
+        kw: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
         if self.runtime_env:
             kw["runtime_env"] = self.runtime_env
         if address is None and self.init_kwargs:
@@ -256,8 +344,22 @@ class RayExecutor:
             raise
         self._owns_ray = True  # shutdown() disconnects; it stops only what we started
 
+    def stop_workers(self) -> None:
+        """Kill this executor's actors (what they held is gone; the store keeps all)."""
+        if not self.pool:
+            return
+        import ray
+
+        for slot in self.pool:
+            try:
+                ray.kill(slot.handle, no_restart=True)
+            except Exception:  # already dead, or Ray is shutting down
+                log.debug("could not kill %s", slot.name, exc_info=True)
+        self.pool.clear()
+
     def close(self) -> None:
-        """Shut Ray down if this executor started it."""
+        """Stop the actors, and shut Ray down if this executor started it."""
+        self.stop_workers()
         if self._owns_ray:
             import ray
 
@@ -266,25 +368,38 @@ class RayExecutor:
 
     # ---------------------------------------------------------------- policy
 
+    @property
+    def uses_accelerator(self) -> bool:
+        return self.args.device.startswith("cuda") or self.accelerator != "GPU"
+
     def gpu_share(self, job: Job) -> float:
-        if not self.args.device.startswith("cuda") or job.kind not in GPU_KINDS:
+        if not self.uses_accelerator or job.kind not in GPU_KINDS:
             return 0.0
         pol = self.gpu_fraction
         if pol is None:
             return default_gpu_share(job)
         return float(pol(job) if callable(pol) else pol)
 
-    def options(self, job: Job) -> dict[str, Any]:
-        """Ray task options for ``job``: its resources, GPU share, retry policy."""
-        opts: dict[str, Any] = dict(job.resources())
-        share = self.gpu_share(job)
+    def actor_options(self, share: float, cpus: int) -> dict[str, Any]:
+        """Ray actor options: its reservation and restart policy."""
+        opts: dict[str, Any] = {"num_cpus": cpus, "max_restarts": self.max_retries,
+                                "max_task_retries": self.max_retries, "max_concurrency": 1,
+                                # An explicit strategy keeps actors out of an enclosing
+                                # placement group (a Tune trial's has no room for them).
+                                "scheduling_strategy": "DEFAULT"}
         if share > 0:
-            opts["num_gpus"] = share
-        # An explicit strategy keeps jobs out of an enclosing placement group (a Tune
-        # trial's captures child tasks by default and has no room for them).
-        opts.update(max_retries=self.max_retries, retry_exceptions=list(TRANSIENT_ERRORS),
-                    name=f"raytda:{job.kind}", scheduling_strategy="DEFAULT")
+            if self.accelerator == "GPU":
+                opts["num_gpus"] = share
+            else:
+                opts["resources"] = {self.accelerator: share}
         return opts
+
+    def bundle(self, share: float, cpus: int) -> dict[str, float]:
+        """One actor's resources as an autoscaler bundle."""
+        out: dict[str, float] = {"CPU": float(cpus)}
+        if share > 0:
+            out[self.accelerator] = share
+        return out
 
     # ---------------------------------------------------------------- execution
 
@@ -292,12 +407,15 @@ class RayExecutor:
         """Run every job in ``plan.todo``; raise :class:`JobFailed` if some could not be."""
         self.stats.clear()
         self.ran.clear()
+        self.placement.clear()
         if not plan.todo:
             return
         self.connect()
         try:
             _Run(self, plan, store).loop()
         finally:
+            if not self.keep_workers:
+                self.stop_workers()
             if self.shutdown:
                 self.close()
 
@@ -324,6 +442,30 @@ def ship_task_code(plan: Plan) -> None:
             cloudpickle.register_pickle_by_value(mod)
 
 
+def affinity(job: Job) -> str | None:
+    """The model a job should run next to: its own key for model jobs, its source model's
+    for Q and block jobs (the actor that made the model holds it), None for the rest."""
+    if job.kind in ("model", "basemodel", "adapter"):
+        return job.key
+    if job.kind in ("q", "block"):
+        return job.model.key  # type: ignore[attr-defined]
+    return None
+
+
+@dataclasses.dataclass(eq=False)
+class _Slot:
+    """One actor of the pool, as the driver sees it."""
+
+    handle: Any
+    name: str
+    share: float
+    started: Any  # ref of its first info() call: the actor is usable once it resolves
+    node_id: str | None = None
+    ready: bool = False
+    busy: str | None = None  # key of the job it runs
+    dedicated: str | None = None  # a job retried on a larger share, alone on this actor
+
+
 class _Run:
     """Driver-side bookkeeping of one ``execute`` call."""
 
@@ -332,31 +474,46 @@ class _Run:
 
         ship_task_code(plan)
         self.ray, self.ex, self.store = ray, ex, store
-        self.remote = ray.remote(run_remote)
+        self.actor_cls = ray.remote(RaytdaWorker)
         self.jobs: dict[str, Job] = {j.key: j for j in plan.jobs}
         self.done: set[str] = set(plan.cached)
         self.pending: set[str] = set()  # waiting, ready or running
         self.waiting: dict[str, set[str]] = {}
         self.dependents: dict[str, set[str]] = {}
         self.ready: deque[str] = deque()
-        self.running: dict[Any, str] = {}
+        self.running: dict[Any, tuple[str, _Slot]] = {}
         self.running_keys: set[str] = set()
         self.failed: dict[str, str] = {}
         self.repairs: Counter[str] = Counter()
+        self.requeues: Counter[str] = Counter()
+        self.bigger: dict[str, float] = {}  # job -> share it retries on after a CUDA OOM
+        self.owner: dict[str, str] = {}  # affinity key -> actor name
         self.added = self.settled = 0  # progress: jobs ever queued, jobs done or failed
+        self.next_poll = 0.0
+        self.capacity = 0
+        self.requested = -1
+        self.serial = len(ex.pool)
         for job in plan.todo:
             self.want(job)
+        self.cpus = max((job_cpus(j) for j in plan.jobs), default=1)
+        # The pool's share: the largest any job asks for. The default policy depends on
+        # the model only, so one job per task and kind answers for all of them.
+        probes = {(j.task.key, j.kind): j for j in plan.todo} if ex.gpu_fraction is None \
+            else {(j.key,): j for j in plan.todo}
+        self.share = max((ex.gpu_share(j) for j in probes.values()), default=0.0)
+        for slot in list(ex.pool):  # actors kept from an earlier plan must still fit
+            if slot.share != self.share or slot.dedicated:
+                self.kill(slot)
         if "://" not in store.uri or store.uri.startswith("file://"):
             nodes = [n for n in ray.nodes() if n.get("Alive")]
             if len(nodes) > 1:
                 log.warning("store %s is a local path but the cluster has %d nodes; every "
                             "node must mount it at the same path (else use s3://, gs://, "
                             "or a shared filesystem)", store.uri, len(nodes))
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.limit = ex.max_in_flight or max(4, 2 * cpus)
-        if ex.args.device.startswith("cuda") and not ray.cluster_resources().get("GPU"):
-            log.warning("computing on CUDA but the cluster has no GPUs yet; GPU tasks wait "
-                        "for the autoscaler to add GPU nodes")
+        if ex.args.device.startswith("cuda") and ex.accelerator == "GPU" \
+                and not ray.cluster_resources().get("GPU"):
+            log.warning("computing on CUDA but the cluster has no GPUs yet; actors wait for "
+                        "the autoscaler to add GPU nodes")
 
     # A job enters 'pending' once and leaves it as done or failed.
     def want(self, job: Job) -> None:
@@ -430,33 +587,203 @@ class _Run:
 
     def requeue(self, key: str) -> None:
         self.added -= 1  # counted when first queued
+        self.pending.discard(key)
         self.want(self.jobs[key])
 
-    def submit(self, key: str) -> None:
-        job = self.jobs[key]
+    # ---------------------------------------------------------------- the pool
+
+    def start_actor(self, share: float, dedicated: str | None = None) -> _Slot:
         ex = self.ex
-        ref = self.remote.options(**ex.options(job)).remote(
-            job, self.store, ex.args, ex.gpu_share(job))
-        self.running[ref] = key
+        name = f"raytda-worker-{os.getpid()}-{id(ex) % 10_000:04d}-{self.serial}"
+        self.serial += 1
+        handle = self.actor_cls.options(name=name, **ex.actor_options(share, self.cpus)).remote(
+            name, share, ex.accelerator)
+        slot = _Slot(handle, name, share, handle.info.remote(), dedicated=dedicated)
+        ex.pool.append(slot)
+        ex.stats["actors_started"] += 1
+        return slot
+
+    def kill(self, slot: _Slot) -> None:
+        if slot in self.ex.pool:
+            self.ex.pool.remove(slot)
+        try:
+            self.ray.kill(slot.handle, no_restart=True)
+        except Exception:  # already gone
+            log.debug("could not kill %s", slot.name, exc_info=True)
+        for a, owner in list(self.owner.items()):
+            if owner == slot.name:
+                del self.owner[a]
+
+    def poll(self) -> None:
+        """Re-read the cluster: resize the pool to what it holds now, replace actors on
+        nodes that are gone, and ask the autoscaler for what the ready jobs could use."""
+        ray, ex = self.ray, self.ex
+        now = time.monotonic()
+        if now < self.next_poll:
+            return
+        self.next_poll = now + ex.poll_s
+        res = ray.cluster_resources()
+        cap = int(res.get("CPU", 0) // self.cpus)
+        if self.share > 0:
+            cap = min(cap, int(res.get(ex.accelerator, 0) / self.share + 1e-9))
+        if ex.max_workers:
+            cap = min(cap, ex.max_workers)
+        self.capacity = cap
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        for slot in list(ex.pool):
+            if slot.node_id is not None and slot.node_id not in alive:
+                # Its node is gone: Ray would restart it elsewhere only once resources
+                # free up; the driver requeues its job on the actors that are left.
+                log.warning("node %s of %s is gone; its running job is requeued",
+                            slot.node_id[:8], slot.name)
+                ex.stats["lost_actors"] += 1
+                self.kill(slot)
+        pool = [s for s in ex.pool if not s.dedicated]
+        demand = len(self.ready) + sum(1 for s in pool if s.busy)
+        want = min(demand, ex.max_workers or demand)
+        if ex.autoscale and want != self.requested:
+            self.request(want)
+        # Shrink to what the cluster holds now: idle actors go first, starting ones next.
+        extra = len(pool) - max(cap, 1)
+        for slot in sorted(pool, key=lambda s: (s.busy is not None, s.ready)):
+            if extra <= 0 or slot.busy is not None:
+                break
+            self.kill(slot)
+            ex.stats["actors_stopped"] += 1
+            extra -= 1
+        # Grow up to it, but not beyond what there is to do (at least one actor, so a
+        # cluster that has no room yet gets an autoscaler request and a pending actor).
+        grow = min(max(cap, 1), max(want, 1)) - len([s for s in ex.pool if not s.dedicated])
+        for _ in range(grow if demand else 0):
+            self.start_actor(self.share)
+
+    def request(self, n: int) -> None:
+        try:
+            from ray.autoscaler.sdk import request_resources
+
+            request_resources(bundles=[self.ex.bundle(self.share, self.cpus)] * n)
+            self.requested = n
+        except Exception:  # no autoscaler API on this cluster: nothing to ask
+            log.debug("request_resources failed", exc_info=True)
+            self.ex.autoscale = False
+
+    def pick(self, slot: _Slot) -> str | None:
+        """The ready job for ``slot``: one of its own models' first, then one nobody
+        holds, then another actor's (an idle actor steals rather than wait)."""
+        best: tuple[int, str] | None = None
+        for key in list(self.ready):
+            if key not in self.pending or key in self.running_keys:
+                self.ready.remove(key)
+                continue
+            if key in self.bigger:
+                continue  # waits for an actor with a larger share
+            a = affinity(self.jobs[key])
+            owner = self.owner.get(a) if a is not None else None
+            rank = 0 if owner == slot.name and a is not None else 1 if owner is None else 2
+            if rank == 0:
+                best = (0, key)
+                break
+            if best is None or rank < best[0]:
+                best = (rank, key)
+        if best is None:
+            return None
+        self.ready.remove(best[1])
+        return best[1]
+
+    def dispatch(self) -> None:
+        for key, share in list(self.bigger.items()):
+            if key in self.pending and key in self.ready and key not in self.running_keys \
+                    and not any(s.dedicated == key for s in self.ex.pool):
+                self.start_actor(share, dedicated=key)
+        for slot in list(self.ex.pool):
+            if not slot.ready or slot.busy is not None:
+                continue
+            if slot.dedicated:
+                if slot.dedicated in self.ready:
+                    self.ready.remove(slot.dedicated)
+                    self.submit(slot, slot.dedicated)
+                continue
+            key = self.pick(slot)
+            if key is None:
+                continue
+            self.submit(slot, key)
+
+    def submit(self, slot: _Slot, key: str) -> None:
+        job = self.jobs[key]
+        a = affinity(job)
+        if a is not None and a not in self.owner:
+            self.owner[a] = slot.name
+        ref = slot.handle.run.options(retry_exceptions=list(TRANSIENT_ERRORS)).remote(
+            job, self.store, self.ex.args)
+        self.running[ref] = (key, slot)
         self.running_keys.add(key)
+        slot.busy = key
+
+    # ---------------------------------------------------------------- results
+
+    def started(self, ref: Any) -> None:
+        slot = next(s for s in self.ex.pool if s.started == ref)
+        try:
+            info = self.ray.get(ref)
+        except Exception as e:
+            log.warning("%s could not start: %s", slot.name, str(e).strip().splitlines()[-1:])
+            self.kill(slot)
+            return
+        slot.node_id, slot.ready = info["node_id"], True
+        self.ex.workers[slot.name] = info
 
     def handle(self, ref: Any) -> None:
-        key = self.running.pop(ref)
+        key, slot = self.running.pop(ref)
         self.running_keys.discard(key)
+        slot.busy = None
+        job = self.jobs[key]
         try:
             out = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as e:
+            # Its actor is gone for good (node removed, restarts used up): the job
+            # itself did nothing wrong, so it runs again elsewhere.
+            if slot in self.ex.pool:
+                self.kill(slot)
+            self.requeues[key] += 1
+            if self.requeues[key] > self.ex.max_retries:
+                self.fail(key, f"its actor died {self.requeues[key]} times: {e}")
+                self.ex.stats["failed"] += 1
+                return
+            self.ex.stats["requeued"] += 1
+            self.requeue(key)
+            return
         except Exception as e:
             msg = str(e).strip().splitlines()
             self.fail(key, msg[-1] if msg else e.__class__.__name__)
-            log.error("%s failed: %s", self.jobs[key].describe(), e)
+            # The worker's traceback, on the driver's log (and so in `ray job logs`).
+            log.error("%s failed on %s:\n%s", job.describe(), slot.name, e)
             self.ex.stats["failed"] += 1
             return
+        finally:
+            if slot.dedicated and slot in self.ex.pool:
+                self.kill(slot)
         status = out["status"]
         self.ex.stats[status] += 1
+        self.ex.placement[key] = {k: out.get(k) for k in ("worker", "node_id", "pid")}
+        if "loads" in out:
+            self.ex.workers[out["worker"]] = {**self.ex.workers.get(out["worker"], {}),
+                                              "loads": out["loads"]}
         if status in ("ran", "cached"):
             if status == "ran":
                 self.ex.ran.append(key)
+            self.bigger.pop(key, None)
             self.finish(key)
+        elif status == "oom":
+            share = float(out.get("share") or self.share or 1.0)
+            if share >= 1.0:
+                self.fail(key, f"CUDA out of memory on a whole GPU: {out.get('why')}")
+                self.ex.stats["failed"] += 1
+                return
+            new = min(1.0, 2 * share)
+            log.warning("%s ran out of memory on %g of a GPU; retrying on %g", job.describe(),
+                        share, new)
+            self.bigger[key] = new
+            self.requeue(key)
         else:
             self.repair(key, out["key"], "missing" if status == "missing" else "corrupt")
 
@@ -468,27 +795,37 @@ class _Run:
             bar = tqdm(total=self.added, desc="raytda jobs (ray)", unit="job")
         try:
             while self.pending:
-                while self.ready and len(self.running) < self.limit:
-                    key = self.ready.popleft()
-                    if key in self.pending and key not in self.running_keys:
-                        self.submit(key)
-                if not self.running:
-                    stuck = sorted(self.pending)[:3]
-                    raise RuntimeError(f"scheduler stalled with jobs pending: {stuck}")
-                finished, _ = self.ray.wait(list(self.running), num_returns=1)
+                self.poll()
+                self.dispatch()
+                starting = [s.started for s in self.ex.pool if not s.ready]
+                if not self.running and not starting and not self.ex.pool:
+                    self.next_poll = 0.0  # nothing alive: re-read the cluster now
+                    self.poll()
+                    if not self.ex.pool:
+                        stuck = sorted(self.pending)[:3]
+                        raise RuntimeError(f"scheduler stalled with jobs pending: {stuck}")
+                    continue
+                finished, _ = self.ray.wait([*self.running, *starting], num_returns=1,
+                                            timeout=self.ex.poll_s)
                 for ref in finished:
-                    self.handle(ref)
+                    if ref in self.running:
+                        self.handle(ref)
+                    else:
+                        self.started(ref)
                 if bar is not None:
                     bar.total, bar.n = self.added, self.settled
-                    bar.set_postfix_str(f"{len(self.running)} running", refresh=False)
+                    bar.set_postfix_str(f"{len(self.running)} running on "
+                                        f"{len(self.ex.pool)} actors", refresh=False)
                     bar.refresh()
         except BaseException:
-            for ref in list(self.running):
-                self.ray.cancel(ref, force=True)
+            # Actor tasks cannot be force-cancelled; killing the actors stops them.
+            self.ex.stop_workers()
             raise
         finally:
             if bar is not None:
                 bar.close()
+            if self.ex.autoscale and self.requested > 0:
+                self.request(0)  # the sweep needs nothing more
         if self.failed:
             first = next(iter(self.failed.items()))
             raise JobFailed(f"{len(self.failed)} job(s) failed; first: "

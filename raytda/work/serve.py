@@ -68,5 +68,8 @@ def member_block(job: MemberBlock, store: ArtifactStore, args: ComputeArgs) -> N
         mask = member_mask(net, job.model, job.member, job.mask_mode)
         payload, info = job.method.impl.member(job.method, net, data, mask,
                                                projection_seed(job.model, job.member), args, task)
+    # A projection reused from an earlier job of this worker is charged its build time, so
+    # the cost does not depend on which worker served which member before.
+    seconds = m.seconds + float(info.get("projection_reused_s", 0.0))
     store.put(job.key, payload,
-              {"serve_time_s": m.seconds, "peak_bytes": m.peak_bytes, **info}, job.spec())
+              {"serve_time_s": seconds, "peak_bytes": m.peak_bytes, **info}, job.spec())

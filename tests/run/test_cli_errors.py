@@ -88,3 +88,15 @@ def test_import_raytda_loads_neither_ray_nor_torch():
                          capture_output=True, text=True, check=True)
     mods = {ln.split("|")[-1].strip() for ln in res.stderr.splitlines() if "|" in ln}
     assert not {m for m in mods if m.split(".")[0] in ("ray", "torch")}
+
+
+def test_cuda_device_without_cuda(tmp_path, capsys, monkeypatch):
+    """`raytda sweep --device cuda` on a machine without CUDA: one line, nothing written."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    out = tmp_path / "out"
+    line = run_failing(capsys, [*BASE, "--ensemble", "naive:I=1", "--out", str(out),
+                                "--device", "cuda"], out)
+    assert "CUDA is not available" in line

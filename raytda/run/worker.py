@@ -1,0 +1,163 @@
+"""Running one job in a worker process, the same way in every executor.
+
+Both executors (in-process and the Ray actors) run a job through :class:`JobRunner`, so a
+measured cost means the same wherever it was measured:
+
+* torch runs the job with as many intra-op threads as the job reserves CPUs (1 by
+  default), never the machine's default, so a time measured in-process equals one
+  measured on a Ray worker holding the same reservation;
+* every artifact's meta says where and on what it was measured: ``resources`` (e.g.
+  ``"cpu x1"`` or ``"cpu x1 + GPU x0.25"``), ``worker``, ``node_id``, ``pid``, and
+  ``loads``: what this worker process loaded or built so far (task data, model weights
+  read from the store, projections built) and how often it reused them;
+* model weights read from the store are kept per process (content-addressed artifacts
+  never change), so the Q and block jobs of one model that land on the worker that
+  trained or loaded it do not read it again.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections import Counter, OrderedDict
+from typing import Any
+
+from raytda.core.args import ComputeArgs
+from raytda.plan.jobs import Job
+from raytda.store import ArtifactStore
+
+# Kinds whose artifacts are model weights that several later jobs read.
+MODEL_KINDS = ("model-", "basemodel-", "adapter-")
+MODEL_CACHE_BYTES = int(os.environ.get("RAYTDA_MODEL_CACHE_BYTES", 1 << 30))
+
+
+def warm_up() -> None:
+    """Pay a process's one-off costs before any job is timed: the job bodies' imports and
+    torch's first autograd pass and optimizer step (lazy kernels, thread pools, BLAS).
+    Every executor calls it once per worker process, so no first job is charged for it."""
+    import torch
+
+    import raytda.core.grads  # noqa: F401
+    import raytda.core.trak  # noqa: F401
+    import raytda.work.evaluate  # noqa: F401
+    import raytda.work.serve  # noqa: F401
+    import raytda.work.train  # noqa: F401
+    from raytda.core.args import torch_threads
+
+    with torch_threads(1):
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 8)), torch.zeros(4).long())
+        loss.backward()
+        opt.step()
+        torch.func.vmap(lambda x: x @ x.T)(torch.randn(2, 3, 3))
+        # The CPU GEMM backend is chosen by timing both once per process and thread
+        # count; choosing it here keeps that out of the first projection's cost.
+        from raytda.core import gemm
+
+        gemm.resolve("auto")
+
+
+def resources_label(cpus: float, accel_share: float = 0.0, accel: str = "GPU") -> str:
+    """What a job held while measured, e.g. ``"cpu x1"`` or ``"cpu x1 + GPU x0.25"``."""
+    out = f"cpu x{cpus:g}"
+    return out + (f" + {accel} x{accel_share:g}" if accel_share > 0 else "")
+
+
+def job_cpus(job: Job) -> int:
+    """CPUs the job reserves, which is also its torch thread count (at least 1)."""
+    return max(1, int(round(float(job.resources().get("num_cpus", 1)))))
+
+
+class _Recording:
+    """A store view for one job: model reads come from the process's cache, and every
+    ``put`` carries the worker's context in its meta. Everything else is the store's."""
+
+    def __init__(self, store: ArtifactStore, runner: JobRunner, context: dict[str, Any]) -> None:
+        self._store, self._runner, self._context = store, runner, context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def __reduce__(self):  # a job that ships its store on pickles the real one
+        return (_identity, (self._store,))
+
+    def get(self, key: str):
+        if key.startswith(MODEL_KINDS):
+            return self._runner.model_get(self._store, key)
+        return self._store.get(key)
+
+    def put(self, key: str, tensors, meta: dict[str, Any], spec=None) -> None:
+        self._store.put(key, tensors, {**meta, **self._context,
+                                       "loads": self._runner.loads()}, spec)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+class JobRunner:
+    """Per-process state of a worker: the model cache and the load counters."""
+
+    def __init__(self, worker: str = "local", node_id: str | None = None,
+                 model_cache_bytes: int = MODEL_CACHE_BYTES) -> None:
+        self.worker = worker
+        self.node_id = node_id or platform.node()
+        self.counts: Counter[str] = Counter()
+        self.models: OrderedDict[str, tuple[dict, dict]] = OrderedDict()
+        self.model_bytes = 0
+        self.model_cache_bytes = model_cache_bytes
+        self._data_key: str | None = None  # the running job's task, until its data is seen
+        self._warm = False
+
+    def model_get(self, store: ArtifactStore, key: str):
+        if key in self.models:
+            self.models.move_to_end(key)
+            self.counts["model_hits"] += 1
+            return self.models[key]
+        out = store.get(key)  # a corrupt payload raises here and is never kept
+        self.counts["model_loads"] += 1
+        size = sum(t.numel() * t.element_size() for t in out[0].values())
+        if size <= self.model_cache_bytes:
+            self.models[key] = out
+            self.model_bytes += size
+            while self.model_bytes > self.model_cache_bytes:
+                _, (old, _) = self.models.popitem(last=False)
+                self.model_bytes -= sum(t.numel() * t.element_size() for t in old.values())
+        return out
+
+    def loads(self) -> dict[str, int]:
+        """Loads and reuses of this worker process so far (cumulative)."""
+        from raytda.core import projector_cache
+        from raytda.tasks import cache
+
+        if self._data_key is not None and self._data_key in cache._CACHE:
+            self.counts["data_loads"] += 1  # loaded by the running job, counted once
+            self._data_key = None
+        return {"jobs": int(self.counts["jobs"]), "data_loads": int(self.counts["data_loads"]),
+                "model_loads": int(self.counts["model_loads"]),
+                "model_hits": int(self.counts["model_hits"]), **projector_cache.stats()}
+
+    def run(self, job: Job, store: ArtifactStore, args: ComputeArgs,
+            accel_share: float = 0.0, accel: str = "GPU") -> None:
+        """Run ``job`` with torch threads = its CPU reservation, recording its context."""
+        from raytda.core.args import torch_threads
+        from raytda.tasks import cache
+
+        if not self._warm:
+            warm_up()
+            self._warm = True
+        cpus = job_cpus(job)
+        if accel_share <= 0 and args.device.startswith("cuda"):
+            accel_share = 1.0  # a whole device, e.g. the in-process executor on CUDA
+        context = {"resources": resources_label(cpus, accel_share, accel),
+                   "worker": self.worker, "node_id": self.node_id, "pid": os.getpid()}
+        self._data_key = None if job.task.key in cache._CACHE else job.task.key
+        self.counts["jobs"] += 1
+        view = _Recording(store, self, context)
+        with torch_threads(cpus):
+            try:
+                job.run(view, args)  # type: ignore[arg-type]
+            finally:
+                self.loads()
+                self._data_key = None

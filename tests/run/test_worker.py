@@ -1,0 +1,119 @@
+"""What every executor's job runner does the same way: torch threads equal to the job's
+CPU reservation, the measuring context in each artifact's meta, per-process model and
+projection caches that change no value and no measured cost. No Ray needed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+
+from raytda.core import projector_cache
+from raytda.core.projection import GaussianProjector
+from raytda.plan.jobs import Job
+from raytda.plan.planner import Plan
+from raytda.run.local import InProcessExecutor
+from raytda.run.worker import JobRunner, resources_label
+from raytda.store import ArtifactStore
+from raytda.tasks import get_task
+
+
+@dataclass(frozen=True, repr=False)
+class ThreadProbe(Job):
+    """Stores the torch thread count it ran with, and reads a model artifact twice."""
+
+    task: Any
+    model_key: str | None = None
+    kind: str = field(default="probe", init=False)
+
+    def spec(self) -> dict[str, Any]:
+        return {"probe": "threads", "model": self.model_key}
+
+    def run(self, store, args) -> None:
+        if self.model_key is not None:
+            a, _ = store.get(self.model_key)
+            b, _ = store.get(self.model_key)
+            assert a is b  # the second read is the process's kept copy
+        store.put(self.key, {"x": torch.zeros(1)}, {"threads": torch.get_num_threads()},
+                  self.spec())
+
+
+@pytest.fixture
+def many_threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(max(2, n))
+    yield
+    torch.set_num_threads(n)
+
+
+def test_in_process_jobs_run_on_their_reservation(tmp_path, many_threads):
+    store = ArtifactStore(str(tmp_path / "store"))
+    task = get_task("toy-mlp")
+    store.put("model-abc", {"w": torch.ones(3)}, {}, {})
+    job = ThreadProbe(task, "model-abc")
+    ex = InProcessExecutor(progress=False)
+    ex.execute(Plan(jobs=[job], evaluations=[], cached=set()), store)
+    meta = store.meta(job.key)
+    assert meta["threads"] == 1  # the job's one CPU, not the machine's default
+    assert torch.get_num_threads() >= 2  # and the caller's setting is back
+    assert meta["resources"] == resources_label(1) == "cpu x1"
+    assert meta["worker"] == "local" and meta["pid"] > 0 and meta["node_id"]
+    assert meta["loads"]["model_loads"] == 1 and meta["loads"]["model_hits"] == 1
+
+
+def test_runner_counts_data_loads_once(tmp_path):
+    from raytda.tasks import cache
+
+    task = get_task("toy-mlp", n_train=30)  # a task key no other test has loaded
+    cache._CACHE.pop(task.key, None)
+
+    @dataclass(frozen=True, repr=False)
+    class ReadsData(ThreadProbe):
+        def run(self, store, args) -> None:
+            task.data()
+            super().run(store, args)
+
+    from raytda.core.args import ComputeArgs
+
+    runner, store = JobRunner(), ArtifactStore(str(tmp_path / "s"))
+    store.put("model-abc", {"w": torch.ones(3)}, {}, {})
+    for job in (ReadsData(task), ReadsData(task, "model-abc")):  # two distinct jobs
+        runner.run(job, store, ComputeArgs())
+    assert runner.loads()["data_loads"] == 1 and runner.loads()["jobs"] == 2
+    first = store.meta(ReadsData(task).key)["loads"]
+    assert first["data_loads"] == 1  # counted by the job that loaded it
+
+
+def test_cached_projector_same_values_built_once(monkeypatch):
+    projector_cache.clear()
+    monkeypatch.setattr(projector_cache, "_budget", 1 << 26)
+    order = torch.randperm(5000)
+    ref = GaussianProjector(5000, 32, 7)
+    p1 = projector_cache.projector(5000, 32, 7)
+    m1 = p1.matrix(order)
+    p1.take_reused_s()
+    p2 = projector_cache.projector(5000, 32, 7)
+    assert p2 is p1
+    m2 = p2.matrix(order)
+    assert m2 is m1 and torch.equal(m1, ref.matrix(order))
+    # A reuse is charged what the build took, so the measured cost does not change.
+    assert p2.take_reused_s() == p1._build_s[projector_cache._tag(order)] > 0
+    g = torch.randn(4, 5000)
+    assert torch.equal(p2.project(g), ref.project(g))
+    s = projector_cache.stats()
+    assert s["projections_built"] == 2 and s["projection_hits"] == 1  # permuted + plain
+
+
+def test_projector_cache_stays_within_budget(monkeypatch):
+    projector_cache.clear()
+    one = 5000 * 32 * 4
+    monkeypatch.setattr(projector_cache, "_budget", 2 * one)
+    for seed in range(4):
+        projector_cache.projector(5000, 32, seed).materialize()
+    s = projector_cache.stats()
+    assert s["projection_cache_bytes"] <= 2 * one and s["projection_evictions"] == 2
+    projector_cache.projector(5000, 32, 0).materialize()  # evicted: built again
+    assert projector_cache.stats()["projections_built"] == 5
+    projector_cache.clear()
