@@ -191,7 +191,7 @@ def run_sweep(a: argparse.Namespace, tasks: Sequence, ensembles: Iterable, metho
     """Run (or with --cached-only, read) one sweep; None when nothing is stored yet."""
     from raytda import ComputeArgs, LDSSpec, Sweep
     from raytda.methods import Method
-    from raytda.results import add_pareto
+    from raytda.results import cached_results
 
     # proj_dim only enters the keys of methods that project (AttributionMethod.params).
     methods = [Method(m, proj_dim=a.proj_dim) for m in methods]
@@ -202,11 +202,10 @@ def run_sweep(a: argparse.Namespace, tasks: Sequence, ensembles: Iterable, metho
     print(plan.summary(), flush=True)
     t0 = time.perf_counter()
     if a.cached_only:
-        done = [e for e in plan.evaluations if e.key in plan.cached]
-        if not done:
+        df = cached_results(plan, sweep.store)
+        if df is None:
             print("no finished configuration in the store yet", file=sys.stderr)
             return None
-        df = add_pareto(pd.DataFrame([sweep.store.meta(e.key) for e in done]))
         sweep.results = df
     else:
         df = sweep.run()

@@ -236,13 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     print(plan.summary(), flush=True)
     t0 = time.perf_counter()
     if a.cached_only:
-        import pandas as pd
+        from raytda.results import cached_results
 
-        done = [e for e in plan.evaluations if e.key in plan.cached]
-        if not done:
+        df = cached_results(plan, sweep.store)
+        if df is None:
             print("no finished configuration in the store yet", file=sys.stderr)
             return 1
-        df = pd.DataFrame([sweep.store.meta(e.key) for e in done])
     else:
         df = sweep.run(cost="serve_time_s")
     seconds = time.perf_counter() - t0

@@ -281,15 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     print(plan.summary(), flush=True)
     t0 = time.perf_counter()
     if a.cached_only:
-        import pandas as pd
+        from raytda.results import cached_results
 
-        from raytda.results import add_pareto
-
-        done = [e for e in plan.evaluations if e.key in plan.cached]
-        if not done:
+        df = cached_results(plan, sweep.store)
+        if df is None:
             print("no finished configuration in the store yet", file=sys.stderr)
             return 1
-        df = add_pareto(pd.DataFrame([sweep.store.meta(e.key) for e in done]))
         sweep.results = df
     else:
         df = sweep.run()

@@ -50,11 +50,21 @@ def measured_on(store: ArtifactStore, evaluation) -> str:
     return "; ".join(sorted(seen))
 
 
+def result_rows(store: ArtifactStore, evaluations) -> pd.DataFrame:
+    """One row per finished configuration (its result record) and where it was measured."""
+    return pd.DataFrame([{**{k: v for k, v in store.meta(e.key).items() if k != "score_chunks"},
+                          "measured_on": measured_on(store, e)} for e in evaluations])
+
+
 def collect_results(plan: Plan, store: ArtifactStore, cost: str = "train_time_s") -> pd.DataFrame:
-    rows = [{**{k: v for k, v in store.meta(e.key).items() if k != "score_chunks"},
-             "measured_on": measured_on(store, e)}
-            for e in plan.evaluations]
-    return add_pareto(pd.DataFrame(rows), cost)
+    return add_pareto(result_rows(store, plan.evaluations), cost)
+
+
+def cached_results(plan: Plan, store: ArtifactStore, cost: str = "train_time_s"
+                   ) -> pd.DataFrame | None:
+    """The configurations the store already has (None if none), without computing."""
+    done = [e for e in plan.evaluations if e.key in plan.cached]
+    return add_pareto(result_rows(store, done), cost) if done else None
 
 
 def stored_scores(store: ArtifactStore, result_key: str):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from raytda.core.args import ComputeArgs
-from raytda.core.costs import measure
+from raytda.core.costs import Measured, measure
 from raytda.core.masks import MaskSpec
 from raytda.core.network import Network
 from raytda.plan.jobs import MemberBlock, QValues, Source, TrainAdapter, mask_seed, projection_seed
@@ -44,29 +47,31 @@ def warm_member_imports(source: Source) -> None:
         import raytda.core.lora  # noqa: F401
 
 
+@contextmanager
+def serving(job: QValues | MemberBlock, store: ArtifactStore, args: ComputeArgs
+            ) -> Iterator[tuple[Network, MaskSpec | None, Measured]]:
+    """Load a member and its masks inside the measured block; ``Measured`` fills on exit."""
+    warm_member_imports(job.model)
+    with measure(args.device) as m:
+        net = load_member(store, job.model, job.member)
+        yield net, member_mask(net, job.model, job.member, job.mask_mode), m
+
+
 def q_values(job: QValues, store: ArtifactStore, args: ComputeArgs) -> None:
     from raytda.core.grads import samples_outputs
 
     task = job.task
-    data = task.data()
-    warm_member_imports(job.model)
-    with measure(args.device) as m:
-        net = load_member(store, job.model, job.member)
-        mask = member_mask(net, job.model, job.member, job.mask_mode)
-        _, q = samples_outputs(net, data.train, mask, "train", args.forward_batch, args.device,
-                               task.output())
+    with serving(job, store, args) as (net, mask, m):
+        _, q = samples_outputs(net, task.data().train, mask, "train", args.forward_batch,
+                               args.device, task.output())
     store.put(job.key, {"q": q}, {"serve_time_s": m.seconds, "peak_bytes": m.peak_bytes},
               job.spec())
 
 
 def member_block(job: MemberBlock, store: ArtifactStore, args: ComputeArgs) -> None:
     task = job.task
-    data = task.data()
-    warm_member_imports(job.model)
-    with measure(args.device) as m:
-        net = load_member(store, job.model, job.member)
-        mask = member_mask(net, job.model, job.member, job.mask_mode)
-        payload, info = job.method.impl.member(job.method, net, data, mask,
+    with serving(job, store, args) as (net, mask, m):
+        payload, info = job.method.impl.member(job.method, net, task.data(), mask,
                                                projection_seed(job.model, job.member), args, task)
     # A projection reused from an earlier job of this worker is charged its build time, so
     # the cost does not depend on which worker served which member before.
