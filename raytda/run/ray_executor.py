@@ -34,202 +34,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import socket
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from typing import Any
 
 from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
+from raytda.run.connect import _enable_token_auth_if_token_given, probe_address
 from raytda.run.local import JobFailed
-from raytda.run.worker import JobRunner, job_cpus, warm_up
-from raytda.store import ArtifactStore, CorruptArtifact
+from raytda.run.policy import GPU_KINDS, GpuPolicy, affinity, default_gpu_share, ship_task_code
+from raytda.run.remote import TRANSIENT_ERRORS, RaytdaWorker
+from raytda.run.worker import job_cpus
+from raytda.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
-# Kinds that do torch compute per sample and so benefit from an accelerator; 'result'
-# (aggregation + LDS) is cheap numpy work that would only hold a GPU share idle.
-GPU_KINDS = frozenset({"model", "basemodel", "adapter", "ldsmodel", "q", "block"})
-
-# Errors worth retrying in place: network filesystems, object stores, sockets.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError,)
-
-GpuPolicy = float | Callable[[Job], float] | None
-
-
-
-def model_params(job: Job) -> int:
-    """Parameter count of the job's model, from an unallocated (meta-device) instance."""
-    import torch
-
-    with torch.device("meta"):
-        return sum(p.numel() for p in job.task.build_model().parameters())
-
-
-def default_gpu_share(job: Job) -> float:
-    """Quarter of a GPU for small models (4 jobs share a device), a whole one otherwise."""
-    if job.kind not in GPU_KINDS:
-        return 0.0
-    return 0.25 if model_params(job) < 5_000_000 else 1.0
-
-
 # --------------------------------------------------------------------------- connection
-
-
-def _host_port(address: str) -> tuple[str, int] | None:
-    rest = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        return None
-    return host.strip("[]"), int(port)
-
-
-def probe_address(address: str, timeout_s: float = 5.0) -> None:
-    """Raise a one-line ``ConnectionError`` unless ``address`` accepts TCP connections.
-
-    ``ray.init`` retries an unreachable GCS for a long time; a plain socket tells in
-    milliseconds (refused) or ``timeout_s`` (filtered) whether anything listens there.
-    """
-    if address in ("auto", "local"):
-        return
-    if address.startswith(("http://", "https://")):
-        raise ConnectionError(
-            f"{address} looks like a dashboard URL (used by `ray job submit`); --address "
-            "needs the cluster's GCS address host:6379 or a Ray client address ray://host:10001")
-    hp = _host_port(address)
-    if hp is None:
-        raise ConnectionError(f"cannot parse Ray address {address!r}; use host:port (GCS, "
-                              "usually port 6379), ray://host:10001 or 'auto'")
-    try:
-        with socket.create_connection(hp, timeout=timeout_s):
-            pass
-    except OSError as e:
-        why = e.strerror or e.__class__.__name__
-        raise ConnectionError(
-            f"cannot reach a Ray cluster at {address} ({why}); start one with "
-            "`ray start --head` or fix --address / RAY_ADDRESS") from None
-
-
-def _enable_token_auth_if_token_given() -> None:
-    """Turn on Ray token auth when the user handed us a token explicitly.
-
-    Ray enables token auth on its own only for clusters it starts or finds locally; for an
-    explicit address it waits for RAY_AUTH_MODE=token. A RAY_AUTH_TOKEN or
-    RAY_AUTH_TOKEN_PATH in the environment is a deliberate choice of credentials for the
-    cluster we are about to join, so we honor it instead of failing after a 20 s timeout.
-    """
-    if os.environ.get("RAY_AUTH_MODE") is not None:
-        return
-    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
-        return
-    os.environ["RAY_AUTH_MODE"] = "token"
-    try:  # Ray caches its config at import; refresh it the way Ray itself does
-        from ray._raylet import Config
-
-        Config.initialize("")
-    except Exception:  # pragma: no cover - private API moved; env var still reaches children
-        log.debug("could not refresh Ray's cached config", exc_info=True)
-
-
-# --------------------------------------------------------------------------- worker side
-
-_GPU_FRACTION_SET = False
-
-
-def _worker_args(args: ComputeArgs, gpu_share: float) -> ComputeArgs:
-    """The device a task really has: Ray hides other GPUs, so a granted one is 'cuda'."""
-    global _GPU_FRACTION_SET
-    if not args.device.startswith("cuda"):
-        return args
-    if gpu_share <= 0:
-        return dataclasses.replace(args, device="cpu")
-    if gpu_share < 1 and not _GPU_FRACTION_SET:
-        import torch
-
-        # A share of a GPU also means that share of its memory, so co-located actors
-        # fail with a clear OOM of their own instead of starving each other.
-        torch.cuda.set_per_process_memory_fraction(gpu_share, 0)
-        _GPU_FRACTION_SET = True
-    return dataclasses.replace(args, device="cuda")
-
-
-def _is_cuda_oom(e: BaseException) -> bool:
-    import sys
-
-    torch = sys.modules.get("torch")
-    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-    return oom is not None and isinstance(e, oom)
-
-
-def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
-               runner: JobRunner | None = None, accel: str = "GPU") -> dict[str, Any]:
-    """Run ``job`` in a worker unless its artifact exists; report, never raise, for a bad
-    input (the driver repairs it) or a CUDA out-of-memory (the driver retries the job on
-    a larger GPU share)."""
-    t0 = time.perf_counter()
-    runner = runner or JobRunner("task")
-    where = {"worker": runner.worker, "node_id": runner.node_id, "pid": os.getpid()}
-    if store.has(job.key):  # built meanwhile by a concurrent sweep, or a retried attempt
-        return {"status": "cached", "key": job.key, **where}
-    for dep in job.deps():
-        if not store.has(dep.key):  # has() also drops a truncated payload
-            return {"status": "missing", "key": dep.key, **where}
-    wargs = _worker_args(args, gpu_share)
-    try:
-        runner.run(job, store, wargs, gpu_share if gpu_share > 0 else 0.0, accel)
-    except CorruptArtifact as e:
-        if e.key == job.key:
-            raise
-        return {"status": "corrupt", "key": e.key, "why": str(e), **where}
-    except KeyError:
-        # Another consumer found an input corrupt and removed it after our check above.
-        gone = next((d.key for d in job.deps() if not store.has(d.key)), None)
-        if gone is None:
-            raise
-        return {"status": "missing", "key": gone, **where}
-    except Exception as e:
-        if not _is_cuda_oom(e):
-            raise
-        import torch
-
-        torch.cuda.empty_cache()  # the actor lives on; leave its share clean for the next job
-        return {"status": "oom", "key": job.key, "share": gpu_share,
-                "why": str(e).strip().splitlines()[0] if str(e).strip() else "CUDA OOM", **where}
-    return {"status": "ran", "key": job.key, "seconds": time.perf_counter() - t0,
-            "loads": runner.loads(), **where}
-
-
-class RaytdaWorker:
-    """A Ray actor that runs jobs one at a time and keeps what is expensive resident:
-    task data (:mod:`raytda.tasks.cache`), model weights read from the store
-    (:class:`~raytda.run.worker.JobRunner`), built projections
-    (:mod:`raytda.core.projector_cache`), and warm torch/BLAS/CUDA state.
-
-    It holds ``cpus`` CPUs (its torch thread count) and ``share`` of an accelerator
-    (``accel``: Ray's ``GPU`` or a custom resource standing in for one) for its lifetime,
-    so every job it runs is measured on exactly that reservation.
-    """
-
-    def __init__(self, name: str, share: float, accel: str) -> None:
-        import ray
-
-        logging.basicConfig(level=logging.WARNING)  # raytda warnings reach the driver's log
-        self.name, self.share, self.accel = name, share, accel
-        self.runner = JobRunner(name, ray.get_runtime_context().get_node_id())
-        warm_up()  # before the driver sees the actor ready, so no job pays for it
-        self.runner._warm = True
-
-    def info(self) -> dict[str, Any]:
-        return {"name": self.name, "node_id": self.runner.node_id, "pid": os.getpid(),
-                "loads": self.runner.loads()}
-
-    def run(self, job: Job, store: ArtifactStore, args: ComputeArgs) -> dict[str, Any]:
-        return run_remote(job, store, args, self.share, self.runner, self.accel)
-
-
-# --------------------------------------------------------------------------- driver side
 
 
 class RayExecutor:
@@ -418,38 +239,6 @@ class RayExecutor:
                 self.stop_workers()
             if self.shutdown:
                 self.close()
-
-
-def ship_task_code(plan: Plan) -> None:
-    """Pickle user Task classes by value, so workers need not import the user's module.
-
-    A Task defined in a script, a notebook or a test file lives in a module the workers
-    cannot import (``ray job submit --working-dir`` makes a project importable, but a
-    driver started from a REPL has no such thing). raytda's own classes and installed
-    packages are pickled by reference as usual.
-    """
-    import sys
-
-    from ray import cloudpickle
-
-    for job in plan.jobs:
-        for cls in type(job.task).__mro__:
-            mod = sys.modules.get(cls.__module__)
-            name = cls.__module__.split(".")[0]
-            if mod is None or name in ("raytda", "builtins", "__main__") \
-                    or "site-packages" in (getattr(mod, "__file__", None) or "site-packages"):
-                continue
-            cloudpickle.register_pickle_by_value(mod)
-
-
-def affinity(job: Job) -> str | None:
-    """The model a job should run next to: its own key for model jobs, its source model's
-    for Q and block jobs (the actor that made the model holds it), None for the rest."""
-    if job.kind in ("model", "basemodel", "adapter"):
-        return job.key
-    if job.kind in ("q", "block"):
-        return job.model.key  # type: ignore[attr-defined]
-    return None
 
 
 @dataclasses.dataclass(eq=False)

@@ -1,0 +1,65 @@
+"""Where and how the Ray executor runs a job: GPU shares, actor affinity, user code.
+
+Driver-side decisions only; nothing here runs on a worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from raytda.plan.jobs import Job
+from raytda.plan.planner import Plan
+
+# Kinds that do torch compute per sample and so benefit from an accelerator; 'result'
+# (aggregation + LDS) is cheap numpy work that would only hold a GPU share idle.
+GPU_KINDS = frozenset({"model", "basemodel", "adapter", "ldsmodel", "q", "block"})
+
+GpuPolicy = float | Callable[[Job], float] | None
+
+
+
+def model_params(job: Job) -> int:
+    """Parameter count of the job's model, from an unallocated (meta-device) instance."""
+    import torch
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in job.task.build_model().parameters())
+
+
+def default_gpu_share(job: Job) -> float:
+    """Quarter of a GPU for small models (4 jobs share a device), a whole one otherwise."""
+    if job.kind not in GPU_KINDS:
+        return 0.0
+    return 0.25 if model_params(job) < 5_000_000 else 1.0
+
+
+def ship_task_code(plan: Plan) -> None:
+    """Pickle user Task classes by value, so workers need not import the user's module.
+
+    A Task defined in a script, a notebook or a test file lives in a module the workers
+    cannot import (``ray job submit --working-dir`` makes a project importable, but a
+    driver started from a REPL has no such thing). raytda's own classes and installed
+    packages are pickled by reference as usual.
+    """
+    import sys
+
+    from ray import cloudpickle
+
+    for job in plan.jobs:
+        for cls in type(job.task).__mro__:
+            mod = sys.modules.get(cls.__module__)
+            name = cls.__module__.split(".")[0]
+            if mod is None or name in ("raytda", "builtins", "__main__") \
+                    or "site-packages" in (getattr(mod, "__file__", None) or "site-packages"):
+                continue
+            cloudpickle.register_pickle_by_value(mod)
+
+
+def affinity(job: Job) -> str | None:
+    """The model a job should run next to: its own key for model jobs, its source model's
+    for Q and block jobs (the actor that made the model holds it), None for the rest."""
+    if job.kind in ("model", "basemodel", "adapter"):
+        return job.key
+    if job.kind in ("q", "block"):
+        return job.model.key  # type: ignore[attr-defined]
+    return None

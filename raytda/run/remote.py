@@ -1,0 +1,118 @@
+"""The actor side of the Ray executor: one job at a time in a long-lived worker process.
+
+An actor (:class:`RaytdaWorker`) keeps what its jobs load (the task's data, model weights,
+projections) for the next job; :func:`run_remote` is the body of every job it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Any
+
+from raytda.core.args import ComputeArgs
+from raytda.plan.jobs import Job
+from raytda.run.worker import JobRunner, warm_up
+from raytda.store import ArtifactStore, CorruptArtifact
+
+# Errors worth retrying in place: network filesystems, object stores, sockets.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError,)
+
+
+_GPU_FRACTION_SET = False
+
+
+def _worker_args(args: ComputeArgs, gpu_share: float) -> ComputeArgs:
+    """The device a task really has: Ray hides other GPUs, so a granted one is 'cuda'."""
+    global _GPU_FRACTION_SET
+    if not args.device.startswith("cuda"):
+        return args
+    if gpu_share <= 0:
+        return dataclasses.replace(args, device="cpu")
+    if gpu_share < 1 and not _GPU_FRACTION_SET:
+        import torch
+
+        # A share of a GPU also means that share of its memory, so co-located actors
+        # fail with a clear OOM of their own instead of starving each other.
+        torch.cuda.set_per_process_memory_fraction(gpu_share, 0)
+        _GPU_FRACTION_SET = True
+    return dataclasses.replace(args, device="cuda")
+
+
+def _is_cuda_oom(e: BaseException) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return oom is not None and isinstance(e, oom)
+
+
+def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
+               runner: JobRunner | None = None, accel: str = "GPU") -> dict[str, Any]:
+    """Run ``job`` in a worker unless its artifact exists; report, never raise, for a bad
+    input (the driver repairs it) or a CUDA out-of-memory (the driver retries the job on
+    a larger GPU share)."""
+    t0 = time.perf_counter()
+    runner = runner or JobRunner("task")
+    where = {"worker": runner.worker, "node_id": runner.node_id, "pid": os.getpid()}
+    if store.has(job.key):  # built meanwhile by a concurrent sweep, or a retried attempt
+        return {"status": "cached", "key": job.key, **where}
+    for dep in job.deps():
+        if not store.has(dep.key):  # has() also drops a truncated payload
+            return {"status": "missing", "key": dep.key, **where}
+    wargs = _worker_args(args, gpu_share)
+    try:
+        runner.run(job, store, wargs, gpu_share if gpu_share > 0 else 0.0, accel)
+    except CorruptArtifact as e:
+        if e.key == job.key:
+            raise
+        return {"status": "corrupt", "key": e.key, "why": str(e), **where}
+    except KeyError:
+        # Another consumer found an input corrupt and removed it after our check above.
+        gone = next((d.key for d in job.deps() if not store.has(d.key)), None)
+        if gone is None:
+            raise
+        return {"status": "missing", "key": gone, **where}
+    except Exception as e:
+        if not _is_cuda_oom(e):
+            raise
+        import torch
+
+        torch.cuda.empty_cache()  # the actor lives on; leave its share clean for the next job
+        return {"status": "oom", "key": job.key, "share": gpu_share,
+                "why": str(e).strip().splitlines()[0] if str(e).strip() else "CUDA OOM", **where}
+    return {"status": "ran", "key": job.key, "seconds": time.perf_counter() - t0,
+            "loads": runner.loads(), **where}
+
+
+class RaytdaWorker:
+    """A Ray actor that runs jobs one at a time and keeps what is expensive resident:
+    task data (:mod:`raytda.tasks.cache`), model weights read from the store
+    (:class:`~raytda.run.worker.JobRunner`), built projections
+    (:mod:`raytda.core.projector_cache`), and warm torch/BLAS/CUDA state.
+
+    It holds ``cpus`` CPUs (its torch thread count) and ``share`` of an accelerator
+    (``accel``: Ray's ``GPU`` or a custom resource standing in for one) for its lifetime,
+    so every job it runs is measured on exactly that reservation.
+    """
+
+    def __init__(self, name: str, share: float, accel: str) -> None:
+        import ray
+
+        logging.basicConfig(level=logging.WARNING)  # raytda warnings reach the driver's log
+        self.name, self.share, self.accel = name, share, accel
+        self.runner = JobRunner(name, ray.get_runtime_context().get_node_id())
+        warm_up()  # before the driver sees the actor ready, so no job pays for it
+        self.runner._warm = True
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "node_id": self.runner.node_id, "pid": os.getpid(),
+                "loads": self.runner.loads()}
+
+    def run(self, job: Job, store: ArtifactStore, args: ComputeArgs) -> dict[str, Any]:
+        return run_remote(job, store, args, self.share, self.runner, self.accel)
+
+
+# --------------------------------------------------------------------------- driver side
