@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +66,39 @@ def _enable_token_auth_if_token_given() -> None:
 
 
 # --------------------------------------------------------------------------- worker side
+
+
+def join_ray(address: str | None, init_kwargs: dict[str, Any], runtime_env: dict[str, Any] | None
+             ) -> bool:
+    """Join the cluster at ``address`` (or RAY_ADDRESS, or a local one, started with
+    ``init_kwargs``); False when this process was connected already. A refused or
+    unauthenticated connection is one ``ConnectionError`` line with the fix."""
+    _enable_token_auth_if_token_given()
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    # Worker output reaches the driver (and so `ray job logs`); failures are also
+    # logged here with the worker's traceback.
+    kw: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if runtime_env:
+        kw["runtime_env"] = runtime_env
+    if address is None and init_kwargs:
+        address = "local"  # resource arguments are only valid for a new cluster
+    if address in (None, "local"):
+        kw.update({"include_dashboard": False} | init_kwargs)
+    try:
+        ray.init(address=address, **kw)
+    except ConnectionError as e:
+        hint = ("; if the cluster uses token authentication, export RAY_AUTH_MODE=token "
+                "and RAY_AUTH_TOKEN=<token> (from `ray get-auth-token` on the head node)"
+                if os.environ.get("RAY_AUTH_MODE") != "token" else
+                "; check that RAY_AUTH_TOKEN / ~/.ray/auth_token holds the cluster's token")
+        first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        raise ConnectionError(f"{first}{hint}") from None
+    except Exception as e:
+        if e.__class__.__name__ == "AuthenticationError":
+            raise ConnectionError(str(e).splitlines()[0]) from None
+        raise
+    return True

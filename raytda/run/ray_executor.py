@@ -41,7 +41,7 @@ from typing import Any
 from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
-from raytda.run.connect import _enable_token_auth_if_token_given, probe_address
+from raytda.run.connect import join_ray, probe_address
 from raytda.run.local import JobFailed
 from raytda.run.policy import GPU_KINDS, GpuPolicy, affinity, default_gpu_share, ship_task_code
 from raytda.run.remote import TRANSIENT_ERRORS, RaytdaWorker
@@ -135,35 +135,8 @@ class RayExecutor:
 
     def connect(self) -> None:
         """Join or start Ray (no-op if this process is already connected)."""
-        _enable_token_auth_if_token_given()
-        import ray
-
-        if ray.is_initialized():
-            return
-        address = self.address or os.environ.get("RAY_ADDRESS") or None
-        # Worker output reaches the driver (and so `ray job logs`); failures are also
-        # logged here with the worker's traceback.
-        kw: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
-        if self.runtime_env:
-            kw["runtime_env"] = self.runtime_env
-        if address is None and self.init_kwargs:
-            address = "local"  # resource arguments are only valid for a new cluster
-        if address in (None, "local"):
-            kw.update({"include_dashboard": False} | self.init_kwargs)
-        try:
-            ray.init(address=address, **kw)
-        except ConnectionError as e:
-            hint = ("; if the cluster uses token authentication, export RAY_AUTH_MODE=token "
-                    "and RAY_AUTH_TOKEN=<token> (from `ray get-auth-token` on the head node)"
-                    if os.environ.get("RAY_AUTH_MODE") != "token" else
-                    "; check that RAY_AUTH_TOKEN / ~/.ray/auth_token holds the cluster's token")
-            first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-            raise ConnectionError(f"{first}{hint}") from None
-        except Exception as e:
-            if e.__class__.__name__ == "AuthenticationError":
-                raise ConnectionError(str(e).splitlines()[0]) from None
-            raise
-        self._owns_ray = True  # shutdown() disconnects; it stops only what we started
+        if join_ray(self.address, self.init_kwargs, self.runtime_env):
+            self._owns_ray = True  # shutdown() disconnects; it stops only what we started
 
     def stop_workers(self) -> None:
         """Kill this executor's actors (what they held is gone; the store keeps all)."""
