@@ -191,7 +191,6 @@ def run_sweep(a: argparse.Namespace, tasks: Sequence, ensembles: Iterable, metho
     """Run (or with --cached-only, read) one sweep; None when nothing is stored yet."""
     from raytda import ComputeArgs, LDSSpec, Sweep
     from raytda.methods import Method
-    from raytda.results import cached_results
 
     # proj_dim only enters the keys of methods that project (AttributionMethod.params).
     methods = [Method(m, proj_dim=a.proj_dim) for m in methods]
@@ -201,14 +200,10 @@ def run_sweep(a: argparse.Namespace, tasks: Sequence, ensembles: Iterable, metho
     plan = sweep.plan()
     print(plan.summary(), flush=True)
     t0 = time.perf_counter()
-    if a.cached_only:
-        df = cached_results(plan, sweep.store)
-        if df is None:
-            print("no finished configuration in the store yet", file=sys.stderr)
-            return None
-        sweep.results = df
-    else:
-        df = sweep.run()
+    df = sweep.cached(plan=plan) if a.cached_only else sweep.run()
+    if df is None:
+        print("no finished configuration in the store yet", file=sys.stderr)
+        return None
     return Outcome(df, time.perf_counter() - t0, a.cached_only, sweep)
 
 

@@ -235,15 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = sweep.plan()
     print(plan.summary(), flush=True)
     t0 = time.perf_counter()
-    if a.cached_only:
-        from raytda.results import cached_results
-
-        df = cached_results(plan, sweep.store)
-        if df is None:
-            print("no finished configuration in the store yet", file=sys.stderr)
-            return 1
-    else:
-        df = sweep.run(cost="serve_time_s")
+    cost = "serve_time_s"
+    df = sweep.cached(cost, plan) if a.cached_only else sweep.run(cost=cost)
+    if df is None:
+        print("no finished configuration in the store yet", file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - t0
     df = add_split(sweep, df)
     out = Path(a.out)

@@ -280,18 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     plan = sweep.plan()
     print(plan.summary(), flush=True)
     t0 = time.perf_counter()
-    if a.cached_only:
-        from raytda.results import cached_results
-
-        df = cached_results(plan, sweep.store)
-        if df is None:
-            print("no finished configuration in the store yet", file=sys.stderr)
-            return 1
-        sweep.results = df
-    else:
-        df = sweep.run()
-        if truth is not None:
-            truth.run()  # the extra LDS replicates; everything else is shared
+    df = sweep.cached(plan=plan) if a.cached_only else sweep.run()
+    if df is None:
+        print("no finished configuration in the store yet", file=sys.stderr)
+        return 1
+    if truth is not None and not a.cached_only:
+        truth.run()  # the extra LDS replicates; everything else is shared
     side = None if truth is None else side_table(sweep, truth, df)
     seconds = time.perf_counter() - t0
     out = Path(a.out)

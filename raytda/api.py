@@ -115,6 +115,15 @@ class Sweep:
         self.results = collect_results(plan, self.store, cost)
         return self.results
 
+    def cached(self, cost: str = "train_time_s", plan: Plan | None = None) -> pd.DataFrame | None:
+        """The configurations the store already has, computing nothing (None if none)."""
+        from raytda.results import cached_results
+
+        df = cached_results(plan or self.plan(), self.store, cost)
+        if df is not None:
+            self.results = df
+        return df
+
     def plot(self, out_dir: str | Path = ".", fmt: str = "png") -> list[Path]:
         """LDS against training time, serving time and stored parameters."""
         from raytda.plot import plot_results
