@@ -188,12 +188,15 @@ class Outcome:
 
 def run_sweep(a: argparse.Namespace, tasks: Sequence, ensembles: Iterable, methods: Sequence = ("trak",),
               lds_replicates: int = 1) -> Outcome | None:
-    """Run (or with --cached-only, read) one sweep; None when nothing is stored yet."""
+    """Run (or with --cached-only, read) one sweep; None when nothing is stored yet.
+
+    ``methods``: names (TRAK gets ``--proj-dim``) or :class:`raytda.methods.Method` specs."""
     from raytda import ComputeArgs, LDSSpec, Sweep
     from raytda.methods import Method
 
-    # proj_dim only enters the keys of methods that project (AttributionMethod.params).
-    methods = [Method(m, proj_dim=a.proj_dim) for m in methods]
+    # proj_dim only enters the keys of methods that project (AttributionMethod.params);
+    # a Method given whole keeps its own parameters.
+    methods = [m if isinstance(m, Method) else Method(m, proj_dim=a.proj_dim) for m in methods]
     sweep = Sweep(list(tasks), methods, list(ensembles),
                   lds=LDSSpec(m=a.lds_m, models_per_subset=lds_replicates), store=a.store,
                   executor=a.executor, address=a.address, compute=ComputeArgs(device=a.device))

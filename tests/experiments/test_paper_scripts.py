@@ -99,3 +99,18 @@ def test_bad_flags_fail_with_one_line_before_any_work(tmp_path, capsys, argv, wo
     assert len(err) == 1 and err[0].startswith("figure6_methods.py: error: "), err
     assert all(w in err[0] for w in words), err[0]
     assert not out.exists()
+
+
+def test_figure6_passes_its_if_flags_into_the_method(tmp_path):
+    f6 = script("figure6_methods")
+    argv = flags(tmp_path, "--setting", "toy-mlp", "--I", "1", "--D", "2", "--methods",
+                 "if,grad-dot", "--if-cg-max-iter", "3", "--if-damping", "0.01")
+    assert f6.main(argv) == 0
+    df = pd.read_parquet(tmp_path / "out" / "figure6_methods.parquet")
+    assert set(df.method) == {"if", "grad-dot"} and set(df.ensemble) == {"naive", "dropout"}
+    assert "at most 3 conjugate-gradient iterations" in (tmp_path / "out" / "figure6_methods.md").read_text()
+    from raytda.store import ArtifactStore
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    blocks = [m for m in map(store.meta, store.keys()) if m and "cg_iterations" in m]
+    assert blocks and all(m["cg_iterations"] <= 3 and m["damping"] == 0.01 for m in blocks)
