@@ -114,3 +114,15 @@ def test_figure6_passes_its_if_flags_into_the_method(tmp_path):
     store = ArtifactStore(str(tmp_path / "store"))
     blocks = [m for m in map(store.meta, store.keys()) if m and "cg_iterations" in m]
     assert blocks and all(m["cg_iterations"] <= 3 and m["damping"] == 0.01 for m in blocks)
+
+
+def test_a_script_runs_unchanged_on_ray_with_the_same_results(tmp_path, ray_session):
+    f1 = script("figure1_dropout")
+    argv = ["--setting", "toy-mlp", "--I", "1,2", "--D", "2"]
+    assert f1.main(flags(tmp_path / "local", *argv)) == 0
+    assert f1.main(flags(tmp_path / "ray", *argv, "--executor", "ray")) == 0
+    local, on_ray = (pd.read_parquet(tmp_path / d / "out" / "figure1_dropout.parquet")
+                     .sort_values("label").reset_index(drop=True) for d in ("local", "ray"))
+    assert list(local.label) == list(on_ray.label) and len(local) == 5
+    assert (local.lds == on_ray.lds).all()
+    assert "executor ray" in (tmp_path / "ray" / "out" / "figure1_dropout.md").read_text()
