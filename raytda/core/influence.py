@@ -63,29 +63,46 @@ def make_hvp(model: nn.Module, samples: Samples, mask: MaskSpec | None,
 
 def conjugate_gradients(matvec, b: torch.Tensor, damping: float, max_iter: int, tol: float
                         ) -> tuple[torch.Tensor, dict]:
-    """Solve (A + damping I) X = B column by column (A symmetric), all columns at once."""
+    """Solve (A + damping I) X = B column by column (A symmetric), all columns at once.
+
+    A network's loss Hessian is indefinite away from a minimum, and CG's steps along a
+    direction of non-positive curvature p^T (A + damping I) p <= 0 climb the quadratic
+    instead of descending it (the residual then grows without bound). A column that meets
+    one stops there and keeps its last iterate (truncated Newton-CG, Nocedal & Wright,
+    Algorithm 7.1); one that meets it on its first step keeps B's column itself, the
+    steepest-descent direction. How many columns stopped so is reported.
+    """
     x = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
     rs = (r * r).sum(0)
     bnorm = b.norm(dim=0).clamp_min(1e-30)
+    stopped = torch.zeros_like(rs, dtype=torch.bool)  # met non-positive curvature
     it = 0
     for it in range(1, max_iter + 1):
-        active = rs.sqrt() > tol * bnorm
+        active = (rs.sqrt() > tol * bnorm) & ~stopped
         if not bool(active.any()):
             it -= 1
             break
         ap = matvec(p) + damping * p
         curv = (p * ap).sum(0)
-        alpha = torch.where(active & (curv != 0), rs / curv, torch.zeros_like(rs))
+        bad = active & (curv <= 0)
+        if it == 1 and bool(bad.any()):  # p = b here, so the residual of x = b is b - ap
+            x[:, bad] = b[:, bad]
+            r[:, bad] = b[:, bad] - ap[:, bad]
+            rs = torch.where(bad, (r * r).sum(0), rs)
+        stopped |= bad
+        active &= ~bad
+        alpha = torch.where(active, rs / torch.where(active, curv, 1.0), torch.zeros_like(rs))
         x += alpha * p
         r -= alpha * ap
         rs_new = (r * r).sum(0)
         beta = torch.where(active, rs_new / rs.clamp_min(1e-300), torch.zeros_like(rs))
         p = r + beta * p
-        rs = rs_new
+        rs = torch.where(active, rs_new, rs)
     rel = float((rs.sqrt() / bnorm).max())
-    return x, {"cg_iterations": it, "cg_max_rel_residual": rel}
+    return x, {"cg_iterations": it, "cg_max_rel_residual": rel,
+               "cg_negative_curvature_columns": int(stopped.sum())}
 
 
 def influence_block(model: nn.Module, data, mask: MaskSpec | None, damping: float,

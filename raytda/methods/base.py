@@ -27,6 +27,9 @@ class AttributionMethod:
 
     name: ClassVar[str] = ""
     params: ClassVar[tuple[str, ...]] = ()
+    #: bumped when the method's math changes, so payloads stored by an earlier revision
+    #: are not reused (it enters the keys; revision 0 adds nothing to them)
+    revision: ClassVar[int] = 0
     needs_q: ClassVar[bool] = False
     projected: ClassVar[bool] = False
     serves_new_inputs: ClassVar[bool] = False

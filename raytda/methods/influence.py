@@ -10,6 +10,7 @@ from raytda.methods.base import AttributionMethod, register_method
 class InfluenceFunction(AttributionMethod):
     name = "if"
     params = ("damping", "cg_max_iter", "cg_tol", "hessian_samples")
+    revision = 1  # 1: CG stops a column at non-positive curvature (core/influence.py)
 
     def member(self, spec, net, data, mask, seed, args, task):
         from raytda.core.influence import influence_block

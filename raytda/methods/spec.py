@@ -48,6 +48,8 @@ class Method(Spec):
     def hashed(self) -> dict[str, Any]:
         """Only the fields that affect this method's scores (for artifact keys)."""
         out: dict[str, Any] = {"name": self.name}
+        if self.impl.revision:
+            out["revision"] = self.impl.revision
         for f in self.impl.params:
             out[f] = getattr(self, f)
         if self.options:

@@ -159,3 +159,21 @@ def test_influence_on_hessian_subset_uses_fewer_samples(convex_case):
     torch.testing.assert_close(same, full)  # hessian_samples >= n means the whole set
     assert not torch.allclose(sub, full, rtol=1e-2)
     assert torch.isfinite(sub).all()
+
+
+def test_conjugate_gradients_stops_a_column_at_negative_curvature():
+    """Indefinite A (eigenvalues 4, 2, 1, 3 and -0.5): a column whose Krylov space reaches
+    the negative eigendirection stops and keeps its last iterate (here the first step,
+    alpha b); one on the positive part is solved exactly; one whose very first direction
+    has negative curvature keeps b itself."""
+    eig = torch.tensor([4.0, 2.0, 1.0, -0.5, 3.0], dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(0),
+                                       dtype=torch.float64))
+    A = q @ torch.diag(eig) @ q.T
+    B = torch.stack([2 * q[:, 0] + q[:, 3], q[:, 1] + q[:, 2], q[:, 0] + 3 * q[:, 3]], 1)
+    X, info = conjugate_gradients(lambda v: A @ v, B, damping=0.0, max_iter=20, tol=1e-12)
+    assert info["cg_negative_curvature_columns"] == 2
+    b0 = B[:, 0]
+    torch.testing.assert_close(X[:, 0], (b0 @ b0) / (b0 @ A @ b0) * b0)
+    torch.testing.assert_close(X[:, 1], torch.linalg.solve(A, B[:, 1]))
+    assert torch.equal(X[:, 2], B[:, 2])  # b^T A b = 4 - 4.5 < 0 on the first step

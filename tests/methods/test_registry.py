@@ -55,6 +55,20 @@ def test_a_methods_options_enter_its_keys(registered):
     assert ea.models()[0].key == eb.models()[0].key  # the trained model is shared
 
 
+def test_a_methods_revision_enters_its_keys_and_only_its_own(registered, monkeypatch):
+    def keys():
+        sweep = Sweep("toy-mlp", [Method("input-kernel"), Method("grad-dot")], ["naive:I=1"],
+                      store="/unused", progress=False)
+        return {ev.method.name: ev.blocks()[0].key for ev in sweep.spec.evaluations()}
+
+    before = keys()
+    assert "revision" not in Method("input-kernel").hashed()  # revision 0 adds nothing
+    monkeypatch.setattr(InputKernel, "revision", 2)
+    after = keys()
+    assert after["input-kernel"] != before["input-kernel"]  # old payloads are not reused
+    assert after["grad-dot"] == before["grad-dot"]
+
+
 def test_unregistered_and_incapable_methods_fail_before_any_work():
     with pytest.raises(SpecError, match="unknown method 'input-kernel'"):
         Method("input-kernel")
