@@ -337,6 +337,15 @@ def plot_panels(path: Path, panels: Sequence[tuple[str, pd.DataFrame, str, str]]
     return path
 
 
+def plot_grid(a: argparse.Namespace, stem: str, df: pd.DataFrame, by: str, x: str,
+              xlabel: str) -> Path:
+    """``<stem>.png`` under --out: one panel per value of column ``by`` (setting, method),
+    LDS against ``x``, one line per configuration family."""
+    return plot_panels(Path(a.out) / f"{stem}.png",
+                       [(v, df[df[by] == v], x, xlabel) for v in sorted(df[by].unique())],
+                       family_series)
+
+
 # --------------------------------------------------------------------------- grids over I
 
 

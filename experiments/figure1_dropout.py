@@ -85,11 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{r.serve_time_s:.1f}", f"{r.params:,}", f"{r.peak_mem_bytes / 2**20:.0f}"]
                                 for r in df.sort_values(["setting", "ensemble", "D", "I"]).itertuples()))]
     common.save(a, "figure1_dropout", lines, df, {"seconds": outcome.seconds})
-    from pathlib import Path
-
-    common.plot_panels(Path(a.out) / "figure1_dropout.png",
-                       [(s, grid[grid.setting == s], "I", "independently trained models I")
-                        for s in sorted(grid.setting.unique())], common.family_series)
+    common.plot_grid(a, "figure1_dropout", grid, "setting", "I", "independently trained models I")
     return 0
 
 

@@ -73,11 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{r.serve_time_s:.1f}"]
                                 for r in df.sort_values(["method", "ensemble", "I"]).itertuples()))]
     common.save(a, "figure6_methods", lines, df, {"seconds": outcome.seconds})
-    from pathlib import Path
-
-    common.plot_panels(Path(a.out) / "figure6_methods.png",
-                       [(m, df[df.method == m], "I", "independently trained models I")
-                        for m in sorted(df.method.unique())], common.family_series)
+    common.plot_grid(a, "figure6_methods", df, "method", "I", "independently trained models I")
     return 0
 
 

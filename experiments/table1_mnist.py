@@ -161,6 +161,21 @@ def _paper(v: float | None, unit: str = "", digits: int = 3) -> str:
     return "no paper number" if v is None or v != v else f"{v:.{digits}f}{unit}"
 
 
+def _grid(rows: dict, df, i_values: list[int], cell) -> list[str]:
+    """A markdown table: one line per (kind, D) of ``rows`` that ``df`` has, one column per
+    I; ``cell(row or None, i, paper numbers of the line)`` writes each cell."""
+    out = ["| ensemble | D | " + " | ".join(f"I = {i}" for i in i_values) + " |",
+           "|---|---|" + "---|" * len(i_values)]
+    for (kind, d), paper in rows.items():
+        sub = df[(df.ensemble == kind) & ((df.D == d) if d else True)]
+        if sub.empty:
+            continue
+        cells = [cell(next(r.itertuples()) if not (r := sub[sub.I == i]).empty else None, i, paper)
+                 for i in i_values]
+        out.append(f"| {ROW_NAMES[kind]} | {d or 'n/a'} | " + " | ".join(cells) + " |")
+    return out
+
+
 def render(df, a: argparse.Namespace, seconds: float,
            compute: dict[str, tuple[int, float]] | None = None,
            side: tuple[dict[str, tuple[float, float]], float] | None = None) -> str:
@@ -193,53 +208,28 @@ def render(df, a: argparse.Namespace, seconds: float,
         "",
         "LDS, measured (paper) ± standard error over test samples, one model per LDS subset:",
         "",
-        "| ensemble | D | " + " | ".join(f"I = {i}" for i in i_values) + " |",
-        "|---|---|" + "---|" * len(i_values),
+        *_grid(rows, df, i_values, lambda r, i, paper: "–" if r is None else
+               f"{r.lds:.3f} ± {r.lds_se:.3f} ({_paper(paper.get(i))})"),
     ]
-    for (kind, d), paper in rows.items():
-        sub = df[(df.ensemble == kind) & ((df.D == d) if d else True)]
-        if sub.empty:
-            continue
-        cells = []
-        for i in i_values:
-            r = sub[sub.I == i]
-            cells.append("–" if r.empty else
-                         f"{r.lds.iloc[0]:.3f} ± {r.lds_se.iloc[0]:.3f} ({_paper(paper.get(i))})")
-        lines.append(f"| {ROW_NAMES[kind]} | {d or 'n/a'} | " + " | ".join(cells) + " |")
+
+    def ratio(r, i, paper):
+        p = paper.get(i, float("nan")) / PAPER[("naive", None)].get(i, float("nan"))
+        return ("–" if r is None or i not in naive else
+                f"{r.lds / naive[i]:.2f}x ({_paper(p, 'x', 2)})")
+
     lines += ["", "Ratio to naive at the same I, measured (paper):", "",
-              "| ensemble | D | " + " | ".join(f"I = {i}" for i in i_values) + " |",
-              "|---|---|" + "---|" * len(i_values)]
-    for (kind, d), paper in rows.items():
-        if kind == "naive":
-            continue
-        sub = df[(df.ensemble == kind) & (df.D == d)]
-        if sub.empty:
-            continue
-        cells = []
-        for i in i_values:
-            r = sub[sub.I == i]
-            p = paper.get(i, float("nan")) / PAPER[("naive", None)].get(i, float("nan"))
-            cells.append("–" if r.empty or i not in naive else
-                         f"{r.lds.iloc[0] / naive[i]:.2f}x ({_paper(p, 'x', 2)})")
-        lines.append(f"| {ROW_NAMES[kind]} | {d} | " + " | ".join(cells) + " |")
+              *_grid({k: v for k, v in rows.items() if k[0] != "naive"}, df, i_values, ratio)]
     if side is not None:
         by_label, ceiling = side
+
+        def averaged(r, i, paper):
+            got = None if r is None else by_label.get(r.label)
+            return "–" if got is None else f"{got[0]:.3f} ± {got[1]:.3f} ({r.lds:.3f})"
+
         lines += ["", f"Beside it, not instead of it: the same scores against the ground truth "
                       f"averaged over {a.lds_replicates} models per LDS subset, measured ± "
                       f"standard error (one model per subset, from the table above):", "",
-                  "| ensemble | D | " + " | ".join(f"I = {i}" for i in i_values) + " |",
-                  "|---|---|" + "---|" * len(i_values)]
-        for (kind, d) in rows:
-            sub = df[(df.ensemble == kind) & ((df.D == d) if d else True)]
-            if sub.empty:
-                continue
-            cells = []
-            for i in i_values:
-                r = sub[sub.I == i]
-                got = None if r.empty else by_label.get(r.label.iloc[0])
-                cells.append("–" if got is None else
-                             f"{got[0]:.3f} ± {got[1]:.3f} ({r.lds.iloc[0]:.3f})")
-            lines.append(f"| {ROW_NAMES[kind]} | {d or 'n/a'} | " + " | ".join(cells) + " |")
+                  *_grid(rows, df, i_values, averaged)]
         lines += ["", f"Ground-truth noise ceiling (Spearman of a second model per LDS subset "
                       f"against the first, mean over test samples): {ceiling:.3f}."]
     elif a.lds_replicates >= 2:

@@ -63,11 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{r.serve_time_s:.1f}", f"{r.params:,}"]
                                 for r in df.sort_values(["ensemble", "D", "C"]).itertuples()))]
     common.save(a, "table2_checkpoints", lines, df, {"seconds": outcome.seconds})
-    from pathlib import Path
-
-    common.plot_panels(Path(a.out) / "table2_checkpoints.png",
-                       [(s, df[df.setting == s], "C", "checkpoints C (I = 1)")
-                        for s in sorted(df.setting.unique())], common.family_series)
+    common.plot_grid(a, "table2_checkpoints", df, "setting", "C", "checkpoints C (I = 1)")
     return 0
 
 
