@@ -56,7 +56,16 @@ class CachedProjector(GaussianProjector):
 
     @property
     def held_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._kept.values())
+        """Everything this projector holds: kept matrices, the resident P and the
+        streaming buffer of a non-resident one (each tensor counted once)."""
+        held = [*self._kept.values(), self._full, self._scratch]
+        return sum({t.data_ptr(): t.numel() * t.element_size()
+                    for t in held if t is not None}.values())
+
+    def release(self) -> None:
+        """Drop every tensor this projector holds (it regenerates them on demand)."""
+        self._kept.clear()
+        self._full = self._scratch = None
 
     def begin_job(self) -> None:
         """Start charging reuse to a new job."""
@@ -101,7 +110,7 @@ def _trim() -> None:
     while len(_cache) > 1 and sum(p.held_bytes for p in _cache.values()) > _budget:
         _, old = _cache.popitem(last=False)
         _stats["projection_evictions"] += 1
-        old._kept.clear()
+        old.release()
 
 
 def projector(n_params: int, k: int, seed: int, memory_bytes: int = 1 << 30,
@@ -121,6 +130,9 @@ def projector(n_params: int, k: int, seed: int, memory_bytes: int = 1 << 30,
     else:
         _cache.move_to_end(key)
         _stats["projector_reuses"] += 1
+    # Earlier jobs' projectors may have grown (a streaming buffer, a resident P) since
+    # they were last trimmed; the budget covers all of it.
+    _trim()
     proj.begin_job()
     return proj
 
@@ -131,7 +143,7 @@ def set_budget(nbytes: int) -> None:
     _budget = int(nbytes)
     if _budget <= 0:
         for p in _cache.values():
-            p._kept.clear()
+            p.release()
         _cache.clear()
     else:
         _trim()
@@ -148,6 +160,6 @@ def stats() -> dict[str, int]:
 def clear() -> None:
     """Forget every kept projector and reset the counts (tests)."""
     for p in _cache.values():
-        p._kept.clear()
+        p.release()
     _cache.clear()
     _stats.clear()

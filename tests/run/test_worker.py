@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from raytda.core import projector_cache
-from raytda.core.projection import GaussianProjector
+from raytda.core.projection import CHUNK_ROWS, GaussianProjector
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
 from raytda.run.local import InProcessExecutor
@@ -116,4 +116,20 @@ def test_projector_cache_stays_within_budget(monkeypatch):
     assert s["projection_cache_bytes"] <= 2 * one and s["projection_evictions"] == 2
     projector_cache.projector(5000, 32, 0).materialize()  # evicted: built again
     assert projector_cache.stats()["projections_built"] == 5
+    projector_cache.clear()
+
+
+def test_streaming_projectors_buffers_count_against_the_budget(monkeypatch):
+    """A projector too large to hold P streams it through a block buffer that it keeps;
+    many such projectors (one per dropout member) must not pile those buffers up."""
+    projector_cache.clear()
+    block = CHUNK_ROWS * 32 * 4  # one chunk of rows at k = 32: the streaming buffer
+    monkeypatch.setattr(projector_cache, "_budget", 2 * block)
+    g = torch.randn(3, 3 * CHUNK_ROWS)
+    for seed in range(6):
+        p = projector_cache.projector(3 * CHUNK_ROWS, 32, seed, memory_bytes=block)
+        assert not p.resident
+        assert torch.equal(p.project(g), GaussianProjector(3 * CHUNK_ROWS, 32, seed, block).project(g))
+    s = projector_cache.stats()  # the budget, plus the buffer of the job that ran last
+    assert s["projection_cache_bytes"] <= 2 * block + block and s["projection_evictions"] >= 3
     projector_cache.clear()
