@@ -354,10 +354,12 @@ def int_list(text: str) -> list[int]:
 
 
 def row_name(r) -> str:
-    """A configuration family: its kind, with D (and C) when it has them."""
-    extra = "".join(f", {k}={int(getattr(r, k))}" for k in ("D",)
-                    if getattr(r, k, None) is not None and not pd.isna(getattr(r, k)))
-    return f"{r.ensemble}{extra}"
+    """A configuration family: its kind, with D when the kind takes one."""
+    from raytda.ensembles import ensemble_kind
+
+    d = getattr(r, "D", None)
+    takes_d = "D" in ensemble_kind(r.ensemble).takes
+    return f"{r.ensemble}, D={int(d)}" if takes_d and d is not None and not pd.isna(d) else r.ensemble
 
 
 def grid_lines(df: pd.DataFrame, column: str, values: Sequence[int],
