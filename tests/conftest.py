@@ -71,7 +71,9 @@ def ray_session():
     ray = pytest.importorskip("ray")
     started = False
     if not ray.is_initialized():
+        # On loopback: without it Ray binds the host's external address.
         ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2,
+                 _node_ip_address="127.0.0.1",
                  include_dashboard=False, logging_level="WARNING", log_to_driver=False)
         started = True
     yield ray

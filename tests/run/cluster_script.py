@@ -81,7 +81,7 @@ class NeedsWholeDevice(Job):
         store.put(self.key, {"x": torch.zeros(1)}, {"share": share}, self.spec())
 
 
-def undisturbed(root: Path, reference: dict[str, float]) -> None:
+def undisturbed(root: Path, reference: dict[str, float], address: str) -> None:
     import ray
     from ray.util.state import list_actors
 
@@ -96,7 +96,7 @@ def undisturbed(root: Path, reference: dict[str, float]) -> None:
     def watch() -> None:  # `ray list actors` while the sweep runs
         while not stop.is_set():
             try:
-                for a in list_actors(filters=[("state", "=", "ALIVE")]):
+                for a in list_actors(address=address, filters=[("state", "=", "ALIVE")]):
                     if a.class_name == "RaytdaWorker":
                         seen.add(a.name)
             except Exception as e:  # the dashboard may still be starting
@@ -106,7 +106,7 @@ def undisturbed(root: Path, reference: dict[str, float]) -> None:
     t_end = time.monotonic() + 60
     while True:  # the state API answers once the head's dashboard is up
         try:
-            list_actors(limit=1)
+            list_actors(address=address, limit=1)
             break
         except Exception:
             if time.monotonic() > t_end:
@@ -218,7 +218,9 @@ def main(root: str) -> int:
             cluster.add_node(num_cpus=1, resources={ACCEL: 1}, node_ip_address="127.0.0.1")
         ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
         cluster.wait_for_nodes()
-        undisturbed(out, reference)
+        # The state API is asked of this cluster by address: another Ray instance on the
+        # host (the test session's own, say) would otherwise make the lookup ambiguous.
+        undisturbed(out, reference, cluster.address)
         node_removed(cluster, out, reference, ref_counts)
         oom_retry(out, ref_sweep.spec.tasks[0])
     finally:
