@@ -31,12 +31,12 @@ PAPER_CLAIMS = ["- IF and Grad-Dot: Dropout Ensemble with I = 1 matches naive wi
 
 
 def methods_of(a) -> list:
-    """The methods to run: IF with the --if-* flags, the others by name."""
+    """The methods to run, each given every flag's value: a Method keys only the
+    parameters its method declares, so the --if-* flags reach IF and nothing else."""
     from raytda.methods import Method
 
-    return [Method("if", damping=a.if_damping, cg_max_iter=a.if_cg_max_iter,
-                   hessian_samples=a.if_hessian_samples) if m == "if" else m
-            for m in a.methods.split(",")]
+    return [Method(m, proj_dim=a.proj_dim, damping=a.if_damping, cg_max_iter=a.if_cg_max_iter,
+                   hessian_samples=a.if_hessian_samples) for m in a.methods.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:
