@@ -11,13 +11,18 @@ Subclass :class:`Task` for your own model; raytda's built-in settings are Tasks 
 - how models are trained: raytda's trainer with a :class:`~raytda.specs.Recipe` and the
   Task's ``loss``, or your own ``train``; or not at all, from your own ``checkpoints``;
 - its content key: ``name``, ``version`` and ``config()`` (plus the recipe and LoRA
-  settings). Every artifact raytda stores is keyed by it, so bump ``version`` when the
-  code behind the Task changes.
+  settings) and the data itself: a fingerprint of the train rows enters every train-side
+  key, one of the test rows every test-side key (:mod:`raytda.data.check`). Changing one
+  pixel or one label changes the keys; bump ``version`` when the code behind the Task
+  changes.
 
 Dropout sites are the model's own ``nn.Dropout`` modules, so any model with dropout
 supports Dropout Ensembles; ``lora.targets`` are module names handed to peft.
 
-This module imports no torch: a planner can key a Task's jobs without loading it.
+The data fingerprint is taken once per Task object, by the check a sweep runs before any
+work (``Sweep.check``, which reads every row anyway) or, failing that, the first time a
+key is asked for; it travels with the Task when it is pickled, so Ray workers key jobs
+without reading the data, and verify it when they load the data themselves.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class Task:
         data_loader_workers: DataLoader workers when the data is a torch Dataset.
         data_dir: where the Task's files are, set from ``--data-dir`` /
             ``Sweep(data_dir=...)``; not part of the key (a location, not content).
+        data_version: for data too large to hash: a string you change whenever the data
+            changes; it then stands in the keys for the rows' digests (None: hash the rows).
     """
 
     name: ClassVar[str] = ""
@@ -64,6 +71,7 @@ class Task:
     dropout_mask_dims: int | None = None
     data_loader_workers: int = 0
     data_dir: str | None = None
+    data_version: ClassVar[str | None] = None
 
     # ------------------------------------------------------------------ to override
 
@@ -127,33 +135,39 @@ class Task:
     # ------------------------------------------------------------------ derived
 
     def test_config(self) -> dict[str, Any] | None:
-        """What identifies the test set beyond ``config()`` (JSON values), or None.
+        """Anything else that identifies the test side (JSON values), or None.
 
-        None (the default): ``config()`` names the test data too. Return e.g. a digest of
-        the test inputs to let Tasks that differ only in their test set share the train
-        side: models, Q and the trainings are keyed by ``train_key`` (without it), the
-        test-side artifacts (member test features, LDS outputs, results) by ``key``."""
+        The test rows are fingerprinted already; use this for what the rows do not show
+        (e.g. how test outputs are read). Models, Q and the trainings are keyed by
+        ``train_key``; test-side artifacts (member test features, LDS outputs, results)
+        by ``key``, so Tasks that differ only in their test set share the train side."""
         return None
 
     @property
     def key(self) -> str:
-        """The content key: ``train_key``, plus ``test_config()`` when it is given."""
-        train = self.train_key
+        """The content key of the test side: ``train_key``, the test data's fingerprint and
+        ``test_config()``."""
         test = self.test_config()
-        if test is None:
-            return train
         try:
-            return stable_hash({"train": train, "test": test}, 20)
+            return stable_hash({"train": self.train_key, "test_data": self.data_identity()["test"],
+                                "test": test}, 20)
         except TypeError as e:
             raise SpecError(f"Task {self.name!r}: test_config() must return JSON values "
                             f"({e})") from None
 
     @property
     def train_key(self) -> str:
-        """The train side's content key: a hash of name, version, config and recipe.
+        """The train side's content key: ``declared_key`` and the train data's fingerprint.
 
         LoRA settings are not in it: they do not change a base model, so configurations
         that differ only there share base models; adapter keys add them."""
+        return stable_hash({"declared": self.declared_key,
+                            "train_data": self.data_identity()["train"]}, 20)
+
+    @property
+    def declared_key(self) -> str:
+        """What the Task says about itself, without its data: a hash of name, version,
+        config, recipe and dropout mask dims."""
         if not self.name or not isinstance(self.name, str):
             raise SpecError(f"{type(self).__name__} has no key: set the class attribute "
                             f"'name' (and 'version'; config() adds your settings)")
@@ -164,6 +178,34 @@ class Task:
             return stable_hash(parts, 20)
         except TypeError as e:
             raise SpecError(f"Task {self.name!r}: config() must return JSON values ({e})") from None
+
+    # ------------------------------------------------------------------ data identity
+
+    def data_identity(self) -> dict[str, Any]:
+        """The fingerprints of the train and test data, ``{"train": ..., "test": ...}``.
+
+        Taken once per Task object (``Sweep.check`` takes it afresh before every run);
+        the first call without one reads every row."""
+        ident = self.__dict__.get("_data_identity")
+        if ident is None:
+            from raytda.tasks.cache import fingerprint_task
+
+            ident = fingerprint_task(self)
+        return ident
+
+    def set_data_identity(self, identity: dict[str, Any] | None) -> None:
+        """Record the data fingerprints (None forgets them); raytda calls this."""
+        # object.__setattr__: built-in Tasks may be frozen dataclasses.
+        object.__setattr__(self, "_data_identity", identity)
+
+    def known_data_identity(self) -> dict[str, Any] | None:
+        """The fingerprints if taken already, else None (reads nothing)."""
+        return self.__dict__.get("_data_identity")
+
+    def _identity_state(self) -> dict[str, Any] | None:
+        """Pickle state for Tasks with their own ``__reduce__``: the fingerprints."""
+        ident = self.known_data_identity()
+        return None if ident is None else {"_data_identity": ident}
 
     @property
     def lora_spec(self) -> LoRASpec:

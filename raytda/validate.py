@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from raytda.core.network import Network
+from raytda.data.check import TargetRule, check_targets
 from raytda.ensembles import Ensemble
 from raytda.ground_truth import GroundTruth
 from raytda.methods import Method
@@ -18,22 +20,41 @@ from raytda.specs import SpecError
 from raytda.task import Task
 
 
-def check_output(task: Task, net, data) -> None:
-    """f and Q must give one value per sample of a batch."""
-    x, y = data.train.take(torch.arange(min(2, data.n_train)))
-    with torch.no_grad():
-        logits = net(x)
+def check_output(task: Task, net, data) -> dict[str, TargetRule | None]:
+    """The model runs on a batch of each split, and f and Q give one value per sample.
+
+    Returns what each split's targets must be (:class:`TargetRule`, from the logits'
+    shape) when the output reads them as class indices, for the row-by-row pass."""
     out = task.output()
-    for name, fn in (("f", out.f), ("Q", out.q)):
+    rules: dict[str, TargetRule | None] = {}
+    for split in ("train", "test"):
+        samples = getattr(data, split)
+        x, y = samples.take(torch.arange(min(2, samples.n)))
         try:
-            v = fn(logits, y)
+            with torch.no_grad():
+                logits = net(x)
         except Exception as e:
-            raise SpecError(f"task {task.name!r}: model output {out.name!r} {name} fails on a "
-                            f"batch of {len(x)} ({type(e).__name__}: {e})") from None
-        if not isinstance(v, torch.Tensor) or tuple(v.shape) != (len(x),):
-            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            raise SpecError(f"task {task.name!r}: model output {out.name!r} {name} must return "
-                            f"one value per sample, shape ({len(x)},), got {shape}")
+            raise SpecError(f"task {task.name!r}: the model fails on {split} rows 0..{len(x) - 1} "
+                            f"(inputs {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}): "
+                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                            ) from None
+        rules[split] = None
+        if out.class_targets and isinstance(logits, torch.Tensor) and logits.ndim >= 2:
+            rules[split] = TargetRule(int(logits.shape[-1]), tuple(logits.shape[1:-1]),
+                                      out.ignore_index)
+            # f and Q index the logits with y: a bad label must fail as a line, not in a gather
+            check_targets(y, 0, rules[split], f"task {task.name!r}", split)
+        for name, fn in (("f", out.f), ("Q", out.q)):
+            try:
+                v = fn(logits, y)
+            except Exception as e:
+                raise SpecError(f"task {task.name!r}: model output {out.name!r} {name} fails on "
+                                f"a {split} batch of {len(x)} ({type(e).__name__}: {e})") from None
+            if not isinstance(v, torch.Tensor) or tuple(v.shape) != (len(x),):
+                shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+                raise SpecError(f"task {task.name!r}: model output {out.name!r} {name} must "
+                                f"return one value per sample, shape ({len(x)},), got {shape}")
+    return rules
 
 
 def check_checkpoints(task: Task) -> None:
@@ -57,14 +78,27 @@ def check_checkpoints(task: Task) -> None:
 
 def check_task(task: Task, ensembles: Sequence[Ensemble], methods: Sequence[Method],
                lds) -> None:
-    """Load the Task's data, build its model and probe it for what the sweep needs."""
-    data = task.data()
+    """Read every row of the Task's data (checked, fingerprinted: the keys of this run
+    say which data they were made from), build its model and probe it for what the sweep
+    needs. Reads and writes no artifact."""
+    from raytda.tasks.cache import load_task_data, remember, scan_task_data
+
+    data = load_task_data(task)
     if data.n_train < 2 or data.n_test < 1:
         raise SpecError(f"task {task.name!r} needs at least 2 train and 1 test samples, got "
                         f"{data.n_train} and {data.n_test}")
+    try:
+        net = Network(task.build_model(), data.train.example(),
+                      lambda m, x: task.forward(m, x), task.dropout_mask_dims).eval()
+    except SpecError:
+        raise
+    except Exception as e:
+        raise SpecError(f"task {task.name!r}: the model fails on train row 0 "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                        ) from None
+    rules = check_output(task, net, data)
+    remember(task, data, scan_task_data(task, data, rules))
     check_checkpoints(task)
-    net = task.network(task.build_model()).eval()
-    check_output(task, net, data)
     masked = [e.label for e in ensembles if e.kind_class.uses_masks]
     if masked and not net.sites:
         raise SpecError(f"{masked[0]} needs dropout, but task {task.name!r}'s model has no "

@@ -104,12 +104,13 @@ def test_keys_are_pinned():
     assert Ensemble(kind="dropout", I=5, D=10).key == "a301d288e99621ab"
     assert get_setting("toy-mlp").key == "8fef52d564f5c770"
     # Job keys also hash raytda's version (0.2.0: the Task interface changed every job's
-    # spec, so 0.1 stores are not reused).
+    # spec, so 0.1 stores are not reused; 0.3.0: the data's fingerprints entered the keys).
     from raytda.plan.jobs import TrainModel
     from raytda.tasks import get_task
 
-    assert get_task("toy-mlp").key == "c27391a1d5cb7f92b6ef"
-    assert TrainModel(get_task("toy-mlp"), 0).key == "model-63a462aa44b754812072"
+    assert get_task("toy-mlp").declared_key == "c27391a1d5cb7f92b6ef"
+    assert get_task("toy-mlp").key == "78f6cb473a8d5069ed4f"
+    assert TrainModel(get_task("toy-mlp"), 0).key == "model-1ab18a3e946a0013db78"
 
 
 def test_key_ignores_data_location_but_not_content():

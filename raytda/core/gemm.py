@@ -7,14 +7,17 @@ EPYC (Zen 4) machines this project runs CI on, OpenBLAS runs a (1000 x 109k) @ (
 only the summation order (so the last bits) differs. ``numpy`` shares the tensors' memory,
 so routing through it copies nothing.
 
-Backends: ``"torch"``, ``"numpy"`` or ``"auto"`` (time both once per process on a
-projection-shaped product and keep the faster). Everything that is not a float32 CPU
-product goes to torch whatever the choice.
+Backends: ``"torch"``, ``"numpy"`` or ``"auto"``. ``auto`` is a fixed rule, never a
+timing: numpy's OpenBLAS on AMD processors (where it was measured faster, above), torch's
+MKL everywhere else (MKL is Intel's own). A timed choice can flip under load between runs
+of one machine, and with it the last bits of every feature, which near-singular TRAK
+kernels amplify into different LDS digits; the rule gives the same backend on every run of
+a machine, and results record it (``cpu_gemm`` in each block's meta). Everything that is
+not a float32 CPU product goes to torch whatever the choice.
 """
 
 from __future__ import annotations
 
-import time
 from functools import cache
 
 import torch
@@ -45,24 +48,23 @@ def _numpy_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def cpu_vendor() -> str:
+    """The CPU vendor string (``AuthenticAMD``, ``GenuineIntel``, ...), or "" if unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 @cache
-def _auto_choice(threads: int) -> str:
+def _auto_choice() -> str:
     if _openblas() is None:
         return "torch"
-    # A projection-shaped product (~17 GFLOP, ~0.1 s), the two BLAS alternated so that
-    # background load hits both alike; the best of three rounds each.
-    a = torch.full((256, 16384), 0.5)  # BLAS speed does not depend on the values
-    b = torch.full((16384, 2048), 0.25)
-    runs = {"torch": lambda: a @ b, "numpy": lambda: _numpy_matmul(a, b)}
-    best = dict.fromkeys(runs, float("inf"))
-    for fn in runs.values():  # warm-up: BLAS thread pools started, pages touched
-        fn()
-    for _ in range(3):
-        for name, fn in runs.items():
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return "numpy" if best["numpy"] < 0.95 * best["torch"] else "torch"
+    return "numpy" if cpu_vendor() == "AuthenticAMD" else "torch"
 
 
 def resolve(backend: str) -> str:
@@ -70,7 +72,7 @@ def resolve(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown CPU GEMM backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
-        return _auto_choice(torch.get_num_threads())
+        return _auto_choice()
     if backend == "numpy" and _openblas() is None:
         raise ValueError("cpu_gemm='numpy' needs numpy built on OpenBLAS and threadpoolctl; "
                          "use 'torch' or 'auto'")

@@ -96,12 +96,17 @@ def one_minus_mean_p(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class ModelOutput:
     """f (differentiated per sample) and Q (TRAK's train weight), both from (logits, y).
 
-    Each maps a batch of logits and targets to one value per sample.
+    Each maps a batch of logits and targets to one value per sample. ``class_targets``
+    says that y indexes the logits' last dimension (checked row by row before any work:
+    integers in range, ``ignore_index`` allowed); leave it False for targets of another
+    kind, which raytda then does not check.
     """
 
     name: str
     f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    class_targets: bool = False
+    ignore_index: int | None = None
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -113,8 +118,9 @@ def mean_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
-CLASSIFICATION = ModelOutput("margin", margin, one_minus_p)
-GENERATIVE = ModelOutput("sequence log-likelihood", sequence_loglik, one_minus_mean_p)
+CLASSIFICATION = ModelOutput("margin", margin, one_minus_p, class_targets=True)
+GENERATIVE = ModelOutput("sequence log-likelihood", sequence_loglik, one_minus_mean_p,
+                         class_targets=True, ignore_index=IGNORE_INDEX)
 
 
 def output_for(generative: bool) -> ModelOutput:

@@ -19,6 +19,7 @@ class TRAK(AttributionMethod):
     serves_new_inputs = True
 
     def member(self, spec, net, data, mask, seed, args, task):
+        from raytda.core.gemm import resolve
         from raytda.core.grads import n_trainable
         from raytda.core.projector_cache import projector
         from raytda.core.trak import trak_features
@@ -30,6 +31,7 @@ class TRAK(AttributionMethod):
         payload, info = trak_features(net, data, proj, mask, spec.ridge, args, task.output())
         # Build time a reused projector saved; serving cost charges it as if built here.
         info["projection_reused_s"] = proj.take_reused_s()
+        info["cpu_gemm"] = resolve(args.cpu_gemm)  # the BLAS behind the last bits, recorded
         return payload, info
 
     def score_rows(self, payload, rows):

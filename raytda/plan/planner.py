@@ -68,7 +68,7 @@ class SweepSpec:
         _check(self.lds is None or isinstance(self.lds, (LDSSpec, GroundTruth)),
                f"lds must be an LDSSpec, a GroundTruth or None, got {type(self.lds).__name__}")
         for t in self.tasks:
-            _ = t.key  # a Task without a name fails here, before anything else
+            _ = t.declared_key  # a Task without a name fails here, before its data is read
             for m in self.methods:
                 for e in self.ensembles:
                     check_combination(t, m, e, self.lds)

@@ -84,7 +84,7 @@ class ScaledTask(Task):
         raise NotImplementedError
 
     def _data(self) -> tuple[Any, Any]:
-        return _cached_load(self, self.key, self.root())
+        return _cached_load(self, self.declared_key, self.root())
 
     def train_data(self) -> Any:
         return self._data()[0]
@@ -93,7 +93,8 @@ class ScaledTask(Task):
         return self._data()[1]
 
     def __reduce__(self):  # pickles (for Ray workers) as its constructor arguments
-        return (_rebuild, (type(self), self.data_dir, self.full, self._overrides()))
+        return (_rebuild, (type(self), self.data_dir, self.full, self._overrides()),
+                self._identity_state())
 
 
 def _rebuild(cls: type[ScaledTask], data_dir: str | None, full: bool,

@@ -67,7 +67,7 @@ class SettingTask(Task):
         return super().train(model, data, seed, device, recipe)
 
     def __reduce__(self):  # pickles as its spec
-        return (SettingTask, (self.setting,))
+        return (SettingTask, (self.setting,), self._identity_state())
 
 
 @lru_cache(maxsize=4)

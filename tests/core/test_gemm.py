@@ -59,3 +59,14 @@ def test_projection_is_backend_independent(budget_chunks):
                   for b in ("torch", "numpy")]
     # Values are ~sqrt(p)/4 in size; only float32 rounding of a 9000-term sum may differ.
     torch.testing.assert_close(by_backend[0], by_backend[1], rtol=1e-5, atol=2e-4)
+
+
+def test_auto_is_a_fixed_rule_not_a_timing(monkeypatch):
+    """The same machine must resolve 'auto' the same way on every run, whatever its load:
+    the choice follows the CPU vendor and the BLAS numpy carries, nothing measured."""
+    for vendor, expect in (("AuthenticAMD", "numpy"), ("GenuineIntel", "torch"), ("", "torch")):
+        gemm._auto_choice.cache_clear()
+        monkeypatch.setattr(gemm, "cpu_vendor", lambda v=vendor: v)
+        want = expect if gemm._openblas() is not None else "torch"
+        assert gemm.resolve("auto") == want
+    gemm._auto_choice.cache_clear()

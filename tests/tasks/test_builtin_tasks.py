@@ -79,14 +79,21 @@ def test_paper_scale_matches_appendix_b():
     assert (r.optimizer, r.lr, r.momentum, r.batch_size, r.epochs) == ("sgd", 0.01, 0.9, 64, 50)
     assert n_params(rn.build_model()) == 4_825_154
     # the CPU scale is a different task key, so its models are never mixed with the paper's
-    assert get_task("maestro-mt").key != mt.key and get_task("cifar2-resnet9").key != rn.key
+    assert get_task("maestro-mt").declared_key != mt.declared_key
+    assert get_task("cifar2-resnet9").declared_key != rn.declared_key
 
 
 def test_tasks_pickle_and_keep_their_key():
     t = get_task("maestro-mt", data_dir="/somewhere", n_train=7)
     back = pickle.loads(pickle.dumps(t))
-    assert back.key == t.key and back.data_dir == "/somewhere" and back.settings["n_train"] == 7
-    assert t.with_data_dir("/else").key == t.key  # where files live is not content
+    assert back.declared_key == t.declared_key and back.data_dir == "/somewhere"
+    assert back.settings["n_train"] == 7 and back.known_data_identity() is None
+    # where files live is not content
+    assert t.with_data_dir("/else").declared_key == t.declared_key
+    # the data fingerprints travel with the Task (a Ray worker keys jobs without reading data)
+    t.set_data_identity({"train": {"rows": 7}, "test": {"rows": 2}})
+    back = pickle.loads(pickle.dumps(t))
+    assert back.known_data_identity() == t.known_data_identity() and back.key == t.key
 
 
 # --------------------------------------------------------------------------- data
@@ -191,7 +198,7 @@ def test_lora_members_span_the_adapter_only(name):
 
 
 def test_planner_shares_base_models_across_L_on_the_music_transformer():
-    task = get_task("maestro-mt")
+    task = tiny("maestro-mt")  # planning reads the data: its fingerprint is in the keys
     spec = SweepSpec(tasks=(task,), methods=(TRAK,), lds=LDSSpec(m=3),
                      ensembles=(Ensemble("lora", 2, L=1), Ensemble("lora", 2, L=3),
                                 Ensemble("naive", 3)))
@@ -220,8 +227,9 @@ def test_tiny_sweep_runs_end_to_end(name, tmp_path):
 def test_cli_plans_a_task_class_by_name(tmp_path, capsys):
     from raytda.cli import main
 
-    argv = ["plan", "--setting", "maestro-mt", "--n-train", "100", "--ensemble", "lora:I=1,L=3",
-            "--ensemble", "naive:I=3", "--out", str(tmp_path / "out")]
+    root = tiny("maestro-mt").data_dir  # planning reads the data: its fingerprint is in the keys
+    argv = ["plan", "--setting", "maestro-mt", "--data-dir", root, "--n-train", "16",
+            "--ensemble", "lora:I=1,L=3", "--ensemble", "naive:I=3", "--out", str(tmp_path / "out")]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "basemodel       1" in text and "adapter         3" in text and "model           3" in text

@@ -1,0 +1,153 @@
+"""One streaming pass over a split: every row checked, and the split's content fingerprint.
+
+A sweep's keys say which data its artifacts were made from (:attr:`raytda.task.Task.key`),
+and nothing may start on data that would fail mid-run. Both need every row read once, so
+one pass does both: chunk by chunk it
+
+- hashes the inputs and the targets (two running sha256 digests over the rows' bytes in
+  order, so the fingerprint does not depend on the chunk size, and a torch ``Dataset``
+  gives the fingerprint of the same rows held as tensors);
+- checks that float inputs are finite, that every row has the first row's shape, and,
+  when the model output reads the targets as class indices (:class:`TargetRule`), that
+  they are integers in ``[0, classes)`` (or the output's ignore index) with the shape the
+  logits ask for.
+
+Each failure is one :class:`~raytda.specs.SpecError` line naming the split, the row and
+the fix. Cost: one read of the data and sha256 over its bytes (about 1 GB/s on one core),
+e.g. ~0.05 s for MNIST's 5000 x 784 float32 train inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from raytda.data.samples import DatasetSamples, Samples
+from raytda.specs import SpecError
+
+#: rows are read in chunks of about this many bytes of input
+CHUNK_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class TargetRule:
+    """What the model output asks of the targets: class indices into the logits' last
+    dimension, ``classes`` of them, each row shaped ``row_shape`` (the logits' shape
+    without the batch and class dimensions), ``ignore`` allowed as a no-target marker."""
+
+    classes: int
+    row_shape: tuple[int, ...]
+    ignore: int | None = None
+
+
+def _fail(where: str, split: str, row: int, what: str) -> None:
+    raise SpecError(f"{where}: {split} row {row}: {what}")
+
+
+def _bytes(t: torch.Tensor) -> memoryview:
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    if flat.dtype != torch.uint8:
+        flat = flat.view(torch.uint8) if flat.numel() else flat.to(torch.uint8)
+    return memoryview(flat.numpy())
+
+
+def _first(mask: torch.Tensor) -> int:
+    """Index of the first row with any True."""
+    return int(mask.reshape(mask.shape[0], -1).any(1).nonzero()[0, 0])
+
+
+def _chunks(samples: Samples, where: str, split: str) -> Iterator[tuple[int, torch.Tensor,
+                                                                         torch.Tensor]]:
+    """(first row, x, y) chunks; a Dataset whose rows cannot be batched names the row."""
+    first_x, _ = samples.take(torch.arange(1))
+    row_bytes = max(1, first_x[0].numel() * first_x.element_size())
+    size = max(1, min(samples.n, CHUNK_BYTES // row_bytes))
+    if not isinstance(samples, DatasetSamples):
+        yield from samples.chunks(size)
+        return
+    start = 0
+    while start < samples.n:
+        rows = torch.arange(start, min(samples.n, start + size))
+        try:
+            x, y = samples.take(rows)
+        except Exception as e:  # find the row that breaks the batch
+            for r in rows.tolist():
+                try:
+                    xr, yr = samples.take(torch.tensor([r]))
+                except Exception as e_row:
+                    _fail(where, split, r, f"cannot be read ({type(e_row).__name__}: {e_row})")
+                if tuple(xr.shape[1:]) != tuple(first_x.shape[1:]):
+                    _fail(where, split, r, f"input shape {tuple(xr.shape[1:])} differs from row "
+                                           f"0's {tuple(first_x.shape[1:])}; every row needs one shape")
+            raise SpecError(f"{where}: {split} rows {start}..{int(rows[-1])} cannot be batched "
+                            f"({type(e).__name__}: {e})") from None
+        yield start, x, y
+        start += len(x)
+
+
+def scan(samples: Samples, split: str, where: str, rule: TargetRule | None = None,
+         fingerprint: bool = True) -> dict[str, Any]:
+    """Check every row of ``samples`` and return the split's identity.
+
+    Args:
+        split: "train" or "test", for messages.
+        where: who owns the data, for messages (e.g. ``"task 'digits-mlp'"``).
+        rule: what the targets must be; None checks inputs only.
+        fingerprint: hash the rows (False: the identity is the row count and shapes only,
+            for Tasks that declare a ``data_version`` instead).
+
+    Returns a JSON-able dict: rows, input and target dtype and row shape, and the digests.
+    """
+    if samples.n < 1:
+        raise SpecError(f"{where}: the {split} split is empty")
+    hx, hy = hashlib.sha256(), hashlib.sha256()
+    x_shape = y_shape = None
+    x_dtype = y_dtype = None
+    for start, x, y in _chunks(samples, where, split):
+        if x_shape is None:
+            x_shape, y_shape = tuple(x.shape[1:]), tuple(y.shape[1:])
+            x_dtype, y_dtype = x.dtype, y.dtype
+        if tuple(x.shape[1:]) != x_shape or tuple(y.shape[1:]) != y_shape:
+            _fail(where, split, start, f"shape {tuple(x.shape[1:])} / target {tuple(y.shape[1:])} "
+                                       f"differs from row 0's {x_shape} / {y_shape}")
+        if x.dtype.is_floating_point or x.dtype.is_complex:
+            bad = ~torch.isfinite(x)
+            if bad.any():
+                r = _first(bad)
+                _fail(where, split, start + r, f"input holds {x[r][bad[r]][0].item()} (not finite); "
+                                               f"clean or drop that row")
+        if rule is not None:
+            check_targets(y, start, rule, where, split)
+        if fingerprint:
+            hx.update(_bytes(x))
+            hy.update(_bytes(y))
+    out: dict[str, Any] = {"rows": samples.n, "x": [str(x_dtype), list(x_shape)],
+                           "y": [str(y_dtype), list(y_shape)]}
+    if fingerprint:
+        out["sha256"] = [hx.hexdigest(), hy.hexdigest()]
+    return out
+
+
+def check_targets(y: torch.Tensor, start: int, rule: TargetRule, where: str, split: str) -> None:
+    """Targets ``y`` (rows ``start``..) are class indices as ``rule`` asks, or one line."""
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        _fail(where, split, start, f"targets are {str(y.dtype).removeprefix('torch.')}; the model "
+                                   f"output reads them as class indices: give integer labels "
+                                   f"(e.g. y.long())")
+    if tuple(y.shape[1:]) != rule.row_shape:
+        _fail(where, split, start, f"target shape {tuple(y.shape[1:])} does not match the "
+                                   f"logits' {rule.row_shape} (one class index per prediction)")
+    out = (y < 0) | (y >= rule.classes)
+    if rule.ignore is not None:
+        out &= y != rule.ignore
+    if out.any():
+        r = _first(out)
+        v = int(y[r][out[r]].reshape(-1)[0]) if y.ndim > 1 else int(y[r])
+        allowed = f"0..{rule.classes - 1}" + ("" if rule.ignore is None else f" or {rule.ignore}")
+        _fail(where, split, start + r, f"label {v} is outside {allowed} (the model has "
+                                       f"{rule.classes} outputs); fix the label or the model's "
+                                       f"output size")
