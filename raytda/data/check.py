@@ -14,7 +14,7 @@ one pass does both: chunk by chunk it
 
 Each failure is one :class:`~raytda.specs.SpecError` line naming the split, the row and
 the fix. Cost: one read of the data and sha256 over its bytes (about 1 GB/s on one core),
-e.g. ~0.05 s for MNIST's 5000 x 784 float32 train inputs.
+e.g. about 0.1 s for MNIST's 5000 x 784 float32 inputs on one core.
 """
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ def _bytes(t: torch.Tensor) -> memoryview:
     if flat.dtype != torch.uint8:
         flat = flat.view(torch.uint8) if flat.numel() else flat.to(torch.uint8)
     return memoryview(flat.numpy())
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    lo, hi = torch.aminmax(x.detach())
+    return bool(torch.isfinite(lo) and torch.isfinite(hi))
 
 
 def _first(mask: torch.Tensor) -> int:
@@ -114,7 +119,9 @@ def scan(samples: Samples, split: str, where: str, rule: TargetRule | None = Non
         if tuple(x.shape[1:]) != x_shape or tuple(y.shape[1:]) != y_shape:
             _fail(where, split, start, f"shape {tuple(x.shape[1:])} / target {tuple(y.shape[1:])} "
                                        f"differs from row 0's {x_shape} / {y_shape}")
-        if x.dtype.is_floating_point or x.dtype.is_complex:
+        # min and max propagate NaN and meet every inf: one cheap reduction per chunk,
+        # the element-wise search only when something is wrong
+        if x.dtype.is_floating_point and x.numel() and not _all_finite(x):
             bad = ~torch.isfinite(x)
             if bad.any():
                 r = _first(bad)
