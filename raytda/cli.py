@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,42 +11,27 @@ from typing import Any
 from raytda.ensembles import ENSEMBLES, Ensemble, parse_ensemble
 from raytda.methods import METHODS
 from raytda.specs import LDSSpec, SpecError
+from raytda.sweep_config import CONFIG_KEYS, load_config
 
 DEFAULT_ENSEMBLES = ("naive:I=1|2|3|5", "dropout:I=1|2|3|5,D=10")
-CONFIG_KEYS = {"settings", "methods", "ensembles", "lds", "data_dir", "proj_dim", "overrides",
-               "base_seed", "store"}
 
 
 def expand_grid(text: str) -> list[Ensemble]:
     """'dropout:I=1|3,D=10|25' -> the four ensembles of that grid."""
     kind, _, rest = text.partition(":")
     fields = [p.strip() for p in rest.split(",") if p.strip()]
-    options = []
+    options, names = [], set()
     for f in fields:
         name, eq, values = f.partition("=")
         if not eq:
             raise SpecError(f"cannot parse {f!r} in {text!r}; write e.g. 'dropout:I=1|3,D=10'")
+        if name.strip() in names:
+            raise SpecError(f"{name.strip()} is given twice in {text!r}; list its values "
+                            f"once, e.g. '{name.strip()}=1|2'")
+        names.add(name.strip())
         options.append([f"{name.strip()}={v.strip()}" for v in values.split("|")])
     combos = itertools.product(*options) if options else [()]
     return [parse_ensemble(f"{kind}:{','.join(c)}") for c in combos]
-
-
-def load_config(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"config file {path} does not exist")
-    text = p.read_text()
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
-
-        cfg = yaml.safe_load(text) or {}
-    else:
-        cfg = json.loads(text)
-    unknown = set(cfg) - CONFIG_KEYS
-    if unknown:
-        raise SpecError(f"unknown sweep axis/key(s) {sorted(unknown)} in {path}; "
-                        f"valid keys: {sorted(CONFIG_KEYS)}")
-    return cfg
 
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
@@ -85,6 +69,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cost", default="train_time_s",
                    help="cost axis for the Pareto flag (train_time_s, serve_time_s, params, "
                         "peak_mem_bytes)")
+    p.add_argument("--memory-budget", default=None, metavar="SIZE",
+                   help="memory the caches of one node may hold, e.g. 8GiB (the default) or "
+                        "512MiB; Ray divides it among a node's actors")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -95,13 +82,39 @@ def _cfg_list(cfg: dict[str, Any], key: str, default: list) -> list:
     return [] if v is None else [v] if isinstance(v, (str, dict)) else list(v)
 
 
+def check_cost(cost: str) -> None:
+    """Fail before any work on a cost axis the results table does not have."""
+    from raytda.results import COST_AXES
+
+    if cost not in COST_AXES:
+        raise SpecError(f"unknown cost axis {cost!r} (--cost); choose one of {list(COST_AXES)}")
+
+
+def check_store_uri(uri: str) -> None:
+    """Fail before any work on a store URI no filesystem answers to (a local path always
+    opens; its writability is checked by the sweep)."""
+    if "://" not in uri:
+        return
+    from raytda.store import ArtifactStore
+
+    try:
+        ArtifactStore(uri)
+    except Exception as e:  # pyarrow: ArrowInvalid / ArrowNotImplementedError / OSError
+        detail = " ".join(str(e).split()) or e.__class__.__name__
+        raise SpecError(f"cannot open store {uri!r} ({detail}); give a local path or a URI "
+                        f"pyarrow can open (file://, s3://, gs://, hdfs://)") from None
+
+
 def build_sweep(a: argparse.Namespace):
     from raytda.api import Sweep
-    from raytda.core.args import ComputeArgs
+    from raytda.core.args import ComputeArgs, parse_size
     from raytda.run.device import resolve_device
 
+    check_cost(a.cost)
+    budget = {} if a.memory_budget is None else {
+        "memory_budget_bytes": parse_size(a.memory_budget, "--memory-budget")}
     cfg = load_config(a.config) if a.config else {}
-    overrides = dict(cfg.get("overrides", {}))
+    overrides = dict(cfg.get("overrides") or {})
     for flag, name in (("n_train", "n_train"), ("n_test", "n_test"), ("epochs", "epochs")):
         if getattr(a, flag) is not None:
             overrides[name] = getattr(a, flag)
@@ -115,13 +128,14 @@ def build_sweep(a: argparse.Namespace):
             ensembles.extend(expand_grid(str(e)))
     if not ensembles:
         raise SpecError("the ensemble grid is empty; give at least one --ensemble")
-    lds_kw = dict(cfg.get("lds", {}))
+    lds_kw = dict(cfg.get("lds") or {})
     for flag, name in (("lds_m", "m"), ("lds_alpha", "alpha"), ("lds_replicates",
                                                                  "models_per_subset")):
         if getattr(a, flag) is not None:
             lds_kw[name] = getattr(a, flag)
     executor = a.executor or ("ray" if a.address else "local")
     store = a.store or cfg.get("store") or str(Path(a.out) / "store")
+    check_store_uri(store)
     tasks: list = [load_task(t) for t in (a.task or [])]
     if a.setting or not tasks:
         tasks += a.setting or _cfg_list(cfg, "settings", ["digits-mlp"])
@@ -132,11 +146,12 @@ def build_sweep(a: argparse.Namespace):
         lds=None if a.no_lds else LDSSpec.from_dict(lds_kw),
         store=store,
         data_dir=a.data_dir or cfg.get("data_dir"),
-        base_seed=a.seed if a.seed is not None else int(cfg.get("base_seed", 0)),
+        base_seed=a.seed if a.seed is not None else int(cfg.get("base_seed") or 0),
         proj_dim=a.proj_dim if a.proj_dim is not None else cfg.get("proj_dim"),
         executor=executor,
         address=a.address,
-        compute=ComputeArgs(device=resolve_device(a.device, on_cluster=bool(a.address))),
+        compute=ComputeArgs(device=resolve_device(a.device, on_cluster=bool(a.address)),
+                            **budget),
         progress=not a.quiet,
         **overrides,
     )
@@ -195,26 +210,57 @@ def cmd_plan(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    import pandas as pd
 
     from raytda.plot import plot_results
     from raytda.results import add_pareto, format_table
 
+    check_cost(a.cost)
     path = Path(a.dir) / "results.parquet"
     if not path.is_file():
         raise SpecError(f"{path} not found; run `raytda sweep --out {a.dir}` first")
-    df = add_pareto(pd.read_parquet(path), a.cost)
+    df = add_pareto(read_results(path), a.cost)
     print(format_table(df))
     plots = plot_results(df, a.dir)
     print(f"plots: {', '.join(str(p) for p in plots)}")
     return 0
 
 
+def read_results(path: Path):
+    """A run's results table; a file that is not one is a one-line SpecError."""
+    import pandas as pd
+
+    from raytda.results import COST_AXES
+
+    rerun = f"rerun `raytda sweep --out {path.parent}` to write it again"
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # pyarrow: ArrowInvalid, OSError, ... on a damaged file
+        detail = " ".join(str(e).split()) or e.__class__.__name__
+        raise SpecError(f"{path} is not a readable results file ({detail}); {rerun}") from None
+    missing = [c for c in ("setting", "lds", *COST_AXES) if c not in df]
+    if missing:
+        raise SpecError(f"{path} is not a raytda results file (no columns {missing}); {rerun}")
+    return df
+
+
 def cmd_scores(a: argparse.Namespace) -> int:
     from raytda.export import export_scores
+    from raytda.store import CorruptArtifact
 
-    paths = export_scores(a.dir, a.ensemble, method=a.method, task=a.setting, k=a.top_k,
-                          out=a.out, full=not a.top_k_only)
+    results = Path(a.dir) / "results.parquet"
+    if results.is_file():  # a missing file is export_scores' own error
+        read_results(results)
+    rebuild = f"rerun the sweep that wrote {a.dir} to rebuild it"
+    try:
+        paths = export_scores(a.dir, a.ensemble, method=a.method, task=a.setting, k=a.top_k,
+                              out=a.out, full=not a.top_k_only)
+    except CorruptArtifact as e:
+        raise SpecError(f"{e}; {rebuild}") from None
+    except KeyError as e:
+        # store.meta/get: the configuration's record is missing or unreadable.
+        if not str(e.args[0] if e.args else "").startswith("artifact "):
+            raise
+        raise SpecError(f"{e.args[0]} (missing or corrupt); {rebuild}") from None
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 
@@ -249,21 +295,54 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how Kubernetes, SLURM and `kill` stop a job), raised where Ctrl-C's
+    KeyboardInterrupt would be so that the same cleanup runs: the Ray executor kills its
+    actors and shuts down the Ray it started, and finished artifacts stay in the store."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    import signal
+
+    # Once: a second SIGTERM must not interrupt the cleanup the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (pyarrow's and YAML's span several)."""
+    return " ".join(str(e).split()) or e.__class__.__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     from raytda.core.checkpoint import CheckpointError
     from raytda.data import DataError
     from raytda.run.local import JobFailed
-    from raytda.store import StoreError
+    from raytda.store import CorruptArtifact, StoreError
 
     args = parser().parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.fn(args)
-    except (SpecError, DataError, StoreError, CheckpointError, ConnectionError, JobFailed) as e:
-        print(f"raytda: error: {e}", file=sys.stderr)
+    except (SpecError, DataError, StoreError, CorruptArtifact, CheckpointError, JobFailed,
+            OSError) as e:  # OSError: a full disk, a vanished directory, a refused connection
+        print(f"raytda: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("raytda: terminated (SIGTERM); finished artifacts are kept, rerun to resume",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("raytda: interrupted; finished artifacts are kept, rerun to resume", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -77,3 +77,37 @@ def test_config_file_runs(tmp_path):
     cfg.write_text("settings: [toy-mlp]\nproj_dim: 8\nlds: {m: 4}\nensembles: ['naive:I=1']\n")
     assert main(["sweep", "--out", str(tmp_path / "o"), "--config", str(cfg), "--quiet"]) == 0
     assert len(pd.read_parquet(tmp_path / "o" / "results.parquet")) == 1
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path):
+    """SIGTERM (Kubernetes, SLURM) mid-sweep: one raytda line, no traceback, exit 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    # Enough jobs that the sweep is still running when the signal comes (progress on, so
+    # the bar says when the first job has started).
+    argv = [sys.executable, "-m", "raytda.cli", "sweep", "--setting", "toy-mlp", "--proj-dim",
+            "8", "--lds-m", "40", "--ensemble", "naive:I=1|2|3|4|5", "--out", str(tmp_path / "o")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            cwd=root)
+    seen = b""
+    while b"train model" not in seen:
+        chunk = proc.stderr.read1(4096)
+        assert chunk, f"the sweep ended before it was signalled: {seen.decode()}"
+        seen += chunk
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rest = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    err = (seen + rest).decode()
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("raytda:")]
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert lines == ["raytda: terminated (SIGTERM); finished artifacts are kept, rerun to "
+                     "resume"], err
+    assert "Traceback" not in err

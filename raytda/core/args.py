@@ -2,18 +2,59 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
+DEFAULT_MEMORY_BUDGET = 8 << 30
+
+# How one process's memory budget is split among what it keeps (fractions of the total).
+# The rest (3/32) is headroom for the job's own working tensors. At the default 8 GiB
+# these are the sizes raytda used before there was one budget (4 GiB of member
+# payloads, 1 GiB each for a projection, kept projectors and kept models, 256 MiB of
+# scores per chunk), so the default measures exactly what it did.
+BUDGET_SPLIT = {
+    "payload_cache_bytes": 1 / 2,  # member payloads kept by an evaluation job
+    "proj_memory_bytes": 1 / 8,  # one projection matrix held resident (else streamed)
+    "projector_cache_bytes": 1 / 8,  # projections kept for later jobs of the process
+    "model_cache_bytes": 1 / 8,  # model weights kept for later jobs of the process
+    "score_chunk_bytes": 1 / 32,  # one chunk of test rows x n_train scores (float64)
+}
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tb": 10**12,
+          "tib": 1 << 40}
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """Bytes in '8GiB', '512MiB', '2G' (binary), '3GB' (decimal) or '1048576'."""
+    from raytda.specs import SpecError
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m and _UNITS.get(m.group(2).lower())
+    if not m or unit is None or float(m.group(1)) * unit < 1:
+        raise SpecError(f"{what} {text!r} is not a positive size; write e.g. 8GiB, 512MiB or "
+                        f"a number of bytes")
+    return int(float(m.group(1)) * unit)
+
 
 @dataclass(frozen=True)
 class ComputeArgs:
-    """Batch sizes, memory budgets and device for the compute core."""
+    """Batch sizes, memory budget and device for the compute core.
+
+    ``memory_budget_bytes`` is what one process's caches and buffers may hold in all,
+    split by :data:`BUDGET_SPLIT`; the in-process executor uses it whole, the Ray
+    executor gives each actor its node's budget divided by the actors on that node
+    (:meth:`share`). A cache field given explicitly (other than its share) overrides its
+    share of the budget, per process.
+    """
 
     grad_batch: int = 500
     forward_batch: int = 2048
-    proj_memory_bytes: int = 1 << 30
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET
+    proj_memory_bytes: int | None = None
     device: str = "cpu"
     # Small-batch training gains nothing from intra-op threads and, when several processes
     # share the cores, spinning thread pools slow it down many times over.
@@ -25,16 +66,39 @@ class ComputeArgs:
     # Aggregation: test rows per chunk of scores are chosen so that one chunk (rows x
     # n_train, float64) stays within this; member payloads are kept in memory up to
     # payload_cache_bytes and read again per chunk beyond it.
-    score_chunk_bytes: int = 1 << 28
-    payload_cache_bytes: int = 4 << 30
+    score_chunk_bytes: int | None = None
+    payload_cache_bytes: int | None = None
+    projector_cache_bytes: int | None = None
+    model_cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        from raytda.specs import SpecError
+
         if self.grad_batch < 1 or self.forward_batch < 1:
             raise ValueError("batch sizes must be >= 1")
-        if self.proj_memory_bytes < 1:
-            raise ValueError("proj_memory_bytes must be >= 1")
         if self.cpu_gemm not in ("auto", "torch", "numpy"):
             raise ValueError(f"cpu_gemm must be 'auto', 'torch' or 'numpy', got {self.cpu_gemm!r}")
+        if not isinstance(self.memory_budget_bytes, int) or self.memory_budget_bytes < 1:
+            raise SpecError(f"memory budget must be a positive number of bytes, got "
+                            f"{self.memory_budget_bytes!r}")
+        for name in BUDGET_SPLIT:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.budget_share(name))
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+    def budget_share(self, name: str) -> int:
+        """Bytes of the budget that cache ``name`` (a key of BUDGET_SPLIT) gets."""
+        return max(1, int(self.memory_budget_bytes * BUDGET_SPLIT[name]))
+
+    def share(self, n: int) -> ComputeArgs:
+        """These arguments for one of ``n`` processes sharing this budget (a node's actors):
+        the budget and every cache that follows it divided by ``n``; explicit ones kept."""
+        n = max(1, int(n))
+        kept = {k: None if getattr(self, k) == self.budget_share(k) else getattr(self, k)
+                for k in BUDGET_SPLIT}
+        return dataclasses.replace(self, memory_budget_bytes=max(1, self.memory_budget_bytes
+                                                                 // n), **kept)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,24 +11,23 @@ each of its matrices took, and a job that reuses one is charged that time
 (:meth:`CachedProjector.take_reused_s`), so a member's serving cost does not depend on
 what its worker happened to serve before.
 
-The budget is ``RAYTDA_PROJECTOR_CACHE_BYTES`` (default 1 GiB) or :func:`set_budget`;
+The budget is ``ComputeArgs.projector_cache_bytes`` (a share of the process's memory
+budget, 1 GiB by default), which the job runner applies with :func:`set_budget`;
 :func:`stats` counts builds and hits in this process.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections import Counter, OrderedDict
 
 import torch
 
+from raytda.core.args import ComputeArgs
 from raytda.core.projection import GaussianProjector
 
-DEFAULT_BUDGET = 1 << 30
-
-_budget = int(os.environ.get("RAYTDA_PROJECTOR_CACHE_BYTES", DEFAULT_BUDGET))
+_budget = ComputeArgs().projector_cache_bytes
 _cache: OrderedDict[tuple, CachedProjector] = OrderedDict()
 _stats: Counter[str] = Counter()
 
@@ -135,6 +134,11 @@ def projector(n_params: int, k: int, seed: int, memory_bytes: int = 1 << 30,
     _trim()
     proj.begin_job()
     return proj
+
+
+def budget() -> int:
+    """This process's cache budget in bytes."""
+    return _budget
 
 
 def set_budget(nbytes: int) -> None:

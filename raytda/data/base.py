@@ -69,6 +69,19 @@ def choose(n_total: int, n: int, rng: np.random.Generator, what: str) -> np.ndar
     return np.sort(rng.choice(n_total, size=n, replace=False))
 
 
+def check_shape(a: np.ndarray, ndim: int, path: object, what: str) -> None:
+    """A loaded array must have the dimensions its file is meant to hold."""
+    if a.ndim != ndim:
+        raise DataError(f"{path} holds an array of shape {tuple(a.shape)}, not {what}")
+
+
+def check_pairs(x: np.ndarray, y: np.ndarray, x_from: object, y_from: object) -> None:
+    """Every sample needs its label: as many rows of labels as of features."""
+    if len(x) != len(y):
+        raise DataError(f"{x_from} has {len(x)} samples but {y_from} has {len(y)} labels; "
+                        f"they must come in pairs")
+
+
 def finish(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
            spec: DataSpec, scale: float) -> Dataset:
     """Sample the spec's sizes with its seed and convert to tensors.

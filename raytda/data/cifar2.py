@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from raytda.data.base import DataError, Dataset, finish
+from raytda.data.base import DataError, Dataset, check_pairs, check_shape, finish
 from raytda.specs import DataSpec
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -24,10 +25,24 @@ def load_cifar2(spec: DataSpec) -> Dataset:
     path = Path(spec.root).expanduser() / "cifar2.npz"
     if not path.is_file():
         raise DataError(f"{path} not found; the directory must hold cifar2.npz with keys {KEYS}")
-    with np.load(path) as d:
-        missing = [k for k in KEYS if k not in d]
-        if missing:
-            raise DataError(f"{path} lacks arrays {missing}")
-        a = {k: d[k] for k in KEYS}
+    try:
+        d = np.load(path)
+        if not isinstance(d, np.lib.npyio.NpzFile):
+            raise DataError(f"{path} holds a single array, not an .npz archive with {KEYS}")
+        with d:
+            missing = [k for k in KEYS if k not in d]
+            if missing:
+                raise DataError(f"{path} lacks arrays {missing}")
+            a = {k: d[k] for k in KEYS}
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        # Not a zip, a damaged member, or an object array (which would need pickle).
+        raise DataError(f"cannot read {path} ({e.__class__.__name__}: {e}); it must be an "
+                        f".npz archive of plain arrays {KEYS}") from None
+    for split in ("train", "test"):
+        check_shape(a[f"x_{split}"], 4, f"{path}[x_{split}]", "images (n, height, width, 3)")
+        check_shape(a[f"y_{split}"], 1, f"{path}[y_{split}]", "labels (n,)")
+        check_pairs(a[f"x_{split}"], a[f"y_{split}"], f"{path}[x_{split}]", f"{path}[y_{split}]")
     chw = {k: a[k].transpose(0, 3, 1, 2) for k in ("x_train", "x_test")}
     return finish(chw["x_train"], a["y_train"], chw["x_test"], a["y_test"], spec, scale=255.0)

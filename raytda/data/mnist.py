@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from raytda.data.base import DataError, Dataset, finish
+from raytda.data.base import DataError, Dataset, check_pairs, check_shape, finish
 from raytda.specs import DataSpec
 
 FILES = {
@@ -21,8 +22,12 @@ FILES = {
 def read_idx(path: Path) -> np.ndarray:
     """Parse one IDX file (big-endian header: magic, dims; then uint8 payload)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"cannot read {path} ({e.__class__.__name__}: {e}); replace it with "
+                        f"an intact copy of the MNIST file") from None
     if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
@@ -55,5 +60,11 @@ def load_mnist(spec: DataSpec) -> Dataset:
     root = Path(spec.root).expanduser()
     if not root.is_dir():
         raise DataError(f"MNIST data directory {root} does not exist")
-    a = {k: read_idx(find(root, stem)) for k, stem in FILES.items()}
+    paths = {k: find(root, stem) for k, stem in FILES.items()}
+    a = {k: read_idx(p) for k, p in paths.items()}
+    for split in ("train", "test"):
+        x, y = f"x_{split}", f"y_{split}"
+        check_shape(a[x], 3, paths[x], "images (n, rows, columns)")
+        check_shape(a[y], 1, paths[y], "labels (n,)")
+        check_pairs(a[x], a[y], paths[x], paths[y])
     return finish(a["x_train"], a["y_train"], a["x_test"], a["y_test"], spec, scale=255.0)

@@ -72,6 +72,7 @@ def parse_ensemble(text: str) -> Ensemble:
                f"cannot parse {part!r} in ensemble {text!r}; write e.g. 'dropout:I=5,D=10'")
         k = k.strip()
         _check(k in FIELDS, f"unknown ensemble field {k!r} in {text!r}; valid: {', '.join(FIELDS)}")
+        _check(k not in kw, f"{k} is given twice in ensemble {text!r}; give each field once")
         if k == "mask_mode":
             kw[k] = v.strip()
             continue

@@ -57,8 +57,13 @@ class Method(Spec):
         return out
 
 
-def as_method(m: str | Method, proj_dim: int | None = None) -> Method:
-    """A Method from its name (with ``proj_dim`` when given) or a Method."""
+def as_method(m: str | dict[str, Any] | Method, proj_dim: int | None = None) -> Method:
+    """A Method from its name (with ``proj_dim`` when given), its fields as a mapping
+    (``{"name": "trak", "proj_dim": 512}``, as in a sweep file) or a Method."""
     if isinstance(m, Method):
         return m
+    if isinstance(m, dict):
+        fields = dict(m) if proj_dim is None else {"proj_dim": proj_dim, **m}
+        return Method.from_dict(fields)
+    _check(isinstance(m, str), f"a method is a name or a mapping of its fields, got {m!r}")
     return Method(m) if proj_dim is None else Method(m, proj_dim=proj_dim)

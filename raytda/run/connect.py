@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,23 @@ def _enable_token_auth_if_token_given() -> None:
 # --------------------------------------------------------------------------- worker side
 
 
+@contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """Keep the caller's own SIGTERM handler across ``ray.init``, which replaces it with
+    ``sys.exit`` (the raytda CLI stops on SIGTERM as on Ctrl-C: one line, actors killed).
+    A process without one keeps Ray's, which at least runs Ray's exit hooks."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
+
+
 def join_ray(address: str | None, init_kwargs: dict[str, Any], runtime_env: dict[str, Any] | None
              ) -> bool:
     """Join the cluster at ``address`` (or RAY_ADDRESS, or a local one, started with
@@ -89,7 +108,8 @@ def join_ray(address: str | None, init_kwargs: dict[str, Any], runtime_env: dict
     if address in (None, "local"):
         kw.update({"include_dashboard": False} | init_kwargs)
     try:
-        ray.init(address=address, **kw)
+        with _keep_sigterm_handler():
+            ray.init(address=address, **kw)
     except ConnectionError as e:
         hint = ("; if the cluster uses token authentication, export RAY_AUTH_MODE=token "
                 "and RAY_AUTH_TOKEN=<token> (from `ray get-auth-token` on the head node)"

@@ -54,18 +54,20 @@ class InProcessExecutor:
         todo = plan.todo
         by_key = {j.key: j for j in plan.jobs}
         bar = None
-        if self.progress and todo:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=len(todo), desc="raytda jobs", unit="job")
-        for job in todo:
-            if bar is not None:
-                bar.set_postfix_str(job.describe()[:40])
-            if not store.has(job.key):
-                run_job_with_repair(job, store, self.args, by_key, runner=self.runner)
-            if bar is not None:
-                bar.update()
-        if bar is not None:
-            bar.close()
+        try:
+            if self.progress and todo:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=len(todo), desc="raytda jobs", unit="job")
+            for job in todo:
+                if bar is not None:
+                    bar.set_postfix_str(job.describe()[:40])
+                if not store.has(job.key):
+                    run_job_with_repair(job, store, self.args, by_key, runner=self.runner)
+                if bar is not None:
+                    bar.update()
+        finally:
+            if bar is not None:  # ends the bar's line, so that an error starts its own
+                bar.close()
 
 
 def run_plan(plan: Plan, store: ArtifactStore, executor=None) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
 
@@ -16,6 +17,21 @@ GPU_KINDS = frozenset({"model", "basemodel", "adapter", "ldsmodel", "q", "block"
 
 GpuPolicy = float | Callable[[Job], float] | None
 
+
+def actors_per_node(resources: dict[str, float], cpus: int, share: float = 0.0,
+                    accel: str = "GPU") -> int:
+    """How many of the pool's actors (``cpus`` CPUs and ``share`` of ``accel`` each) a
+    node with these Ray resources holds; at least 1 (an actor placed there is alone)."""
+    n = int(resources.get("CPU", 0) // max(1, cpus))
+    if share > 0:
+        n = min(n, int(resources.get(accel, 0) / share + 1e-9))
+    return max(1, n)
+
+
+def actor_compute_args(args: ComputeArgs, actors_on_node: int) -> ComputeArgs:
+    """An actor's ComputeArgs: the node's memory budget divided among its actors, so
+    that a full node's caches together stay within ``args.memory_budget_bytes``."""
+    return args.share(actors_on_node)
 
 
 def model_params(job: Job) -> int:

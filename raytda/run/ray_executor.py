@@ -43,7 +43,15 @@ from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
 from raytda.run.connect import join_ray, probe_address
 from raytda.run.local import JobFailed
-from raytda.run.policy import GPU_KINDS, GpuPolicy, affinity, default_gpu_share, ship_task_code
+from raytda.run.policy import (
+    GPU_KINDS,
+    GpuPolicy,
+    actor_compute_args,
+    actors_per_node,
+    affinity,
+    default_gpu_share,
+    ship_task_code,
+)
 from raytda.run.remote import TRANSIENT_ERRORS, RaytdaWorker
 from raytda.run.worker import job_cpus
 from raytda.store import ArtifactStore
@@ -65,8 +73,9 @@ class RayExecutor:
     actors on a node that went away are replaced by the scheduler's choice.
 
     Args:
-        compute: how to compute (device, batch sizes); ``device='cuda'`` makes the
-            actors request GPU shares.
+        compute: how to compute (device, batch sizes, memory budget); ``device='cuda'``
+            makes the actors request GPU shares. ``memory_budget_bytes`` is per node: each
+            actor gets it divided by the actors its node holds.
         address: cluster to join (``host:6379``, ``ray://host:10001`` or ``'auto'``).
             None: ``RAY_ADDRESS`` or a cluster already running on this machine, else a
             new local one. A given address is probed first, so a wrong one fails in
@@ -253,6 +262,7 @@ class _Run:
         self.added = self.settled = 0  # progress: jobs ever queued, jobs done or failed
         self.next_poll = 0.0
         self.capacity = 0
+        self.per_node: dict[str, int] = {}  # node id -> actors of this pool it holds
         self.requested = -1
         self.serial = len(ex.pool)
         for job in plan.todo:
@@ -391,7 +401,10 @@ class _Run:
         if ex.max_workers:
             cap = min(cap, ex.max_workers)
         self.capacity = cap
-        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        alive = {n["NodeID"] for n in nodes}
+        self.per_node = {n["NodeID"]: actors_per_node(n.get("Resources", {}), self.cpus,
+                                                      self.share, ex.accelerator) for n in nodes}
         for slot in list(ex.pool):
             if slot.node_id is not None and slot.node_id not in alive:
                 # Its node is gone: Ray would restart it elsewhere only once resources
@@ -475,8 +488,10 @@ class _Run:
         a = affinity(job)
         if a is not None and a not in self.owner:
             self.owner[a] = slot.name
+        # A node not seen yet (just joined) counts as the most crowded one known.
+        crowd = self.per_node.get(slot.node_id) or max(self.per_node.values(), default=1)
         ref = slot.handle.run.options(retry_exceptions=list(TRANSIENT_ERRORS)).remote(
-            job, self.store, self.ex.args)
+            job, self.store, actor_compute_args(self.ex.args, crowd))
         self.running[ref] = (key, slot)
         self.running_keys.add(key)
         slot.busy = key

@@ -18,7 +18,9 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     t.add_argument("--setting", default="digits-mlp", help="registered setting (digits-mlp)")
     t.add_argument("--method", default="trak", help="attribution method (trak)")
     t.add_argument("--num-samples", type=int, default=8, help="trials (default 8)")
-    t.add_argument("--cost", default="train_time_s", help="cost column to minimize")
+    t.add_argument("--cost", default="train_time_s",
+                   help="cost column to minimize (train_time_s, serve_time_s, params, "
+                        "peak_mem_bytes)")
     t.add_argument("--out", default="raytda-tune-out", help="output directory (tune.parquet)")
     t.add_argument("--store", help="artifact store (default OUT/store)")
     t.add_argument("--tune-dir", help="Tune's storage path, holding the search state "
@@ -39,6 +41,20 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     return t
 
 
+def check_tune_args(a: argparse.Namespace) -> None:
+    """Fail before Ray starts on counts and axes that cannot make a search."""
+    from raytda.cli import check_cost, check_store_uri
+    from raytda.specs import SpecError
+
+    if a.num_samples < 1:
+        raise SpecError(f"--num-samples must be >= 1 (trials to run), got {a.num_samples}")
+    if a.concurrent < 1:
+        raise SpecError(f"--concurrent must be >= 1 (trials at once), got {a.concurrent}")
+    check_cost(a.cost)
+    if a.store:
+        check_store_uri(a.store)
+
+
 def cmd_tune(a: argparse.Namespace) -> int:
     """Run (or resume) the search; print one row per trial with its Pareto flag."""
     import pandas as pd
@@ -47,6 +63,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
     from raytda.run.tune import tune_ensembles
     from raytda.specs import LDSSpec
 
+    check_tune_args(a)
     out = Path(a.out)
     lds = LDSSpec(m=a.lds_m) if a.lds_m is not None else LDSSpec()
     df = tune_ensembles(a.setting, a.store or str(out / "store"),

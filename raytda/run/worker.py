@@ -12,7 +12,9 @@ measured cost means the same wherever it was measured:
   read from the store, projections built) and how often it reused them;
 * model weights read from the store are kept per process (content-addressed artifacts
   never change), so the Q and block jobs of one model that land on the worker that
-  trained or loaded it do not read it again.
+  trained or loaded it do not read it again;
+* the process's caches (kept models, kept projections) follow the running job's
+  ``ComputeArgs`` memory budget, which the Ray executor has divided among a node's actors.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from raytda.store import ArtifactStore
 
 # Kinds whose artifacts are model weights that several later jobs read.
 MODEL_KINDS = ("model-", "basemodel-", "adapter-")
-MODEL_CACHE_BYTES = int(os.environ.get("RAYTDA_MODEL_CACHE_BYTES", 1 << 30))
 
 
 def warm_up() -> None:
@@ -100,7 +101,7 @@ class JobRunner:
     """Per-process state of a worker: the model cache and the load counters."""
 
     def __init__(self, worker: str = "local", node_id: str | None = None,
-                 model_cache_bytes: int = MODEL_CACHE_BYTES) -> None:
+                 model_cache_bytes: int = ComputeArgs().model_cache_bytes) -> None:
         self.worker = worker
         self.node_id = node_id or platform.node()
         self.counts: Counter[str] = Counter()
@@ -121,10 +122,24 @@ class JobRunner:
         if size <= self.model_cache_bytes:
             self.models[key] = out
             self.model_bytes += size
-            while self.model_bytes > self.model_cache_bytes:
-                _, (old, _) = self.models.popitem(last=False)
-                self.model_bytes -= sum(t.numel() * t.element_size() for t in old.values())
+            self.trim_models()
         return out
+
+    def trim_models(self) -> None:
+        """Drop least recently used models until the kept ones fit the cache budget."""
+        while self.model_bytes > self.model_cache_bytes and self.models:
+            _, (old, _) = self.models.popitem(last=False)
+            self.model_bytes -= sum(t.numel() * t.element_size() for t in old.values())
+
+    def follow_budget(self, args: ComputeArgs) -> None:
+        """Size this process's caches to the running job's memory budget."""
+        from raytda.core import projector_cache
+
+        if args.model_cache_bytes != self.model_cache_bytes:
+            self.model_cache_bytes = args.model_cache_bytes
+            self.trim_models()
+        if projector_cache.budget() != args.projector_cache_bytes:
+            projector_cache.set_budget(args.projector_cache_bytes)
 
     def loads(self) -> dict[str, int]:
         """Loads and reuses of this worker process so far (cumulative)."""
@@ -147,6 +162,7 @@ class JobRunner:
         if not self._warm:
             warm_up()
             self._warm = True
+        self.follow_budget(args)
         cpus = job_cpus(job)
         if accel_share <= 0 and args.device.startswith("cuda"):
             accel_share = 1.0  # a whole device, e.g. the in-process executor on CUDA

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from raytda.core.args import ComputeArgs
-from raytda.core.costs import UnitCosts
+from raytda.core.costs import UnitCosts, measure
 from raytda.core.lds import lds_subsets, spearman_columns, summarize
 from raytda.ground_truth import GroundTruth
 from raytda.plan.jobs import Evaluate, block_parts, scores_key
@@ -57,51 +57,54 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
     impl = job.method.impl
     data = job.task.data()
     n, m = data.n_train, data.n_test
-    t0 = time.perf_counter()
-    blocks = job.blocks()
-    block_meta = [store.meta(b.key) for b in blocks]
-    parts = [key for b in blocks for key in block_parts(b)]  # one payload per feature member
-    q_meta, q_mean = [], None
-    if impl.needs_q:
-        qs = []
-        for q in job.qvalues():
-            tensors, meta = store.get(q.key)
-            qs.append(tensors["q"].double())
-            q_meta.append(meta)
-        q_mean = torch.stack(qs).mean(0)
-    truth = ground_truth(job, store, n, m)
-    predicted = None if truth is None else np.zeros((truth[0].shape[0], m))
+    # The job's own peak memory (payloads, score chunks, ground truth, LDS) counts in
+    # the configuration's peak like its servings' do.
+    with measure(args.device) as mem:
+        t0 = time.perf_counter()
+        blocks = job.blocks()
+        block_meta = [store.meta(b.key) for b in blocks]
+        parts = [key for b in blocks for key in block_parts(b)]  # one payload per feature member
+        q_meta, q_mean = [], None
+        if impl.needs_q:
+            qs = []
+            for q in job.qvalues():
+                tensors, meta = store.get(q.key)
+                qs.append(tensors["q"].double())
+                q_meta.append(meta)
+            q_mean = torch.stack(qs).mean(0)
+        truth = ground_truth(job, store, n, m)
+        predicted = None if truth is None else np.zeros((truth[0].shape[0], m))
 
-    # Test rows in chunks: no n_test x n_train matrix is ever held, only rows x n_train.
-    rows_per_chunk = max(1, args.score_chunk_bytes // (8 * n))
-    cache = PayloadCache(store, args.payload_cache_bytes)
-    score_s = np.zeros(len(parts))
-    chunks = []
-    for c, r0 in enumerate(range(0, m, rows_per_chunk)):
-        rows = slice(r0, min(m, r0 + rows_per_chunk))
-        acc = torch.zeros(rows.stop - rows.start, n, dtype=torch.float64)
-        for e, key in enumerate(parts):
-            payload = cache.get(key)
-            t = time.perf_counter()
-            acc += impl.score_rows(payload, rows).double()
-            score_s[e] += time.perf_counter() - t
-        scores = impl.combine(acc / len(parts), q_mean).float()
-        key = scores_key(job.key, c)
-        store.put(key, {"scores": scores}, {"rows": [rows.start, rows.stop], "result": job.key},
-                  {"result": job.key, "chunk": c})
-        chunks.append({"key": key, "rows": [rows.start, rows.stop]})
-        if predicted is not None:
-            predicted[:, rows] = truth[0].astype(np.float64) @ scores.double().numpy().T
-    aggregate_s = time.perf_counter() - t0
+        # Test rows in chunks: no n_test x n_train matrix is ever held, only rows x n_train.
+        rows_per_chunk = max(1, args.score_chunk_bytes // (8 * n))
+        cache = PayloadCache(store, args.payload_cache_bytes)
+        score_s = np.zeros(len(parts))
+        chunks = []
+        for c, r0 in enumerate(range(0, m, rows_per_chunk)):
+            rows = slice(r0, min(m, r0 + rows_per_chunk))
+            acc = torch.zeros(rows.stop - rows.start, n, dtype=torch.float64)
+            for e, key in enumerate(parts):
+                payload = cache.get(key)
+                t = time.perf_counter()
+                acc += impl.score_rows(payload, rows).double()
+                score_s[e] += time.perf_counter() - t
+            scores = impl.combine(acc / len(parts), q_mean).float()
+            key = scores_key(job.key, c)
+            store.put(key, {"scores": scores}, {"rows": [rows.start, rows.stop], "result": job.key},
+                      {"result": job.key, "chunk": c})
+            chunks.append({"key": key, "rows": [rows.start, rows.stop]})
+            if predicted is not None:
+                predicted[:, rows] = truth[0].astype(np.float64) @ scores.double().numpy().T
+        aggregate_s = time.perf_counter() - t0
 
-    reps = 0 if truth is None else truth[1].shape[1]
-    if truth is not None:
-        res = summarize(spearman_columns(truth[1].mean(1), predicted))
-        per_sample = res.per_sample
-    else:
-        res, per_sample = None, np.full(m, np.nan)
-    ceiling = (summarize(spearman_columns(truth[1][:, 0], truth[1][:, 1])).mean
-               if reps >= 2 else float("nan"))
+        reps = 0 if truth is None else truth[1].shape[1]
+        if truth is not None:
+            res = summarize(spearman_columns(truth[1].mean(1), predicted))
+            per_sample = res.per_sample
+        else:
+            res, per_sample = None, np.full(m, np.nan)
+        ceiling = (summarize(spearman_columns(truth[1][:, 0], truth[1][:, 1])).mean
+                   if reps >= 2 else float("nan"))
 
     ens, kind = job.ensemble, job.ensemble.kind_class
     model_meta = [store.meta(x.key) for x in job.models()]
@@ -136,7 +139,12 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
         "train_time_s": float(np.sum(train_times) + np.sum(adapter_times)),
         "serve_time_s": float(np.sum(serve_block) + np.sum(serve_q) + aggregate_s),
         "params": kind.stored_params(ens, int(model_meta[0]["params"]), adapter_params),
-        "peak_mem_bytes": int(max(x["peak_bytes"] for x in block_meta + q_meta)),
+        # Every job the configuration needs but the ground truth's: trainings (when they
+        # were measured), servings and this evaluation.
+        "peak_mem_bytes": int(max(mem.peak_bytes, *(x.get("peak_bytes", 0) for x in
+                                                    model_meta + adapter_meta + block_meta
+                                                    + q_meta))),
+        "eval_peak_bytes": int(mem.peak_bytes),
         "analytic_train_time_s": kind.train_time(ens, unit),
         "analytic_serve_time_s": kind.serve_time(ens, unit),
         "n_members": len(parts), "n_q_members": len(q_meta),

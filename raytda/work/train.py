@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from raytda.core.args import ComputeArgs, torch_threads
+from raytda.core.costs import measure
 from raytda.core.train import half_subset, load_state, loop_clock, seeded_init, state_snapshot
 from raytda.plan.jobs import ImportModel, LDSModel, TrainAdapter, TrainBase, TrainModel
 from raytda.specs import Recipe
@@ -61,8 +62,9 @@ def load_epoch(store: ArtifactStore, model_key: str, epoch: int | None) -> dict[
 def train_model(job: TrainModel, store: ArtifactStore, args: ComputeArgs) -> None:
     data = job.task.data()
     samples = data.train.subset(half_subset(data.n_train, job.subset_seed))
-    states, seconds = fit_task(job.task, samples, job.seed, args)
-    put_states(store, job, states, {"train_time_s": seconds})
+    with measure(args.device) as mem:  # its peak enters the configuration's peak_mem
+        states, seconds = fit_task(job.task, samples, job.seed, args)
+    put_states(store, job, states, {"train_time_s": seconds, "peak_bytes": mem.peak_bytes})
 
 
 def read_checkpoint(ckpt) -> dict[str, torch.Tensor]:
@@ -114,8 +116,10 @@ def lds_model(job: LDSModel, store: ArtifactStore, args: ComputeArgs) -> None:
 
 
 def train_base(job: TrainBase, store: ArtifactStore, args: ComputeArgs) -> None:
-    states, seconds = fit_task(job.task, job.task.data().train, job.seed, args, job.recipe)
-    put_states(store, job, {FINAL: states[FINAL]}, {"train_time_s": seconds})
+    with measure(args.device) as mem:
+        states, seconds = fit_task(job.task, job.task.data().train, job.seed, args, job.recipe)
+    put_states(store, job, {FINAL: states[FINAL]}, {"train_time_s": seconds,
+                                                     "peak_bytes": mem.peak_bytes})
 
 
 def base_module(store: ArtifactStore, base: TrainBase) -> torch.nn.Module:
@@ -130,8 +134,9 @@ def train_adapter(job: TrainAdapter, store: ArtifactStore, args: ComputeArgs) ->
     data = task.data()
     samples = data.train.subset(half_subset(data.n_train, job.subset_seed))
     base = base_module(store, job.base)
-    with torch_threads(args.train_threads):
+    with torch_threads(args.train_threads), measure(args.device) as mem:
         trained = fine_tune(base, task.lora_spec, job.recipe, samples, job.seed, args.device,
                             task.loss, task.forward)
     store.put(job.key, trained.state, {"train_time_s": trained.train_time_s,
-                                       "params": trained.n_params}, job.spec())
+                                       "params": trained.n_params,
+                                       "peak_bytes": mem.peak_bytes}, job.spec())

@@ -180,3 +180,40 @@ def test_real_cifar2():
     ds = load_data(DataSpec("cifar2", n_train=200, n_test=50, root=str(CIFAR2_DIR)))
     check_dataset(ds, 200, 50, 3072, 2)
     assert set(ds.y_train.tolist()) == {0, 1}  # sampling must reach both class blocks
+
+
+def test_damaged_gzip_idx_names_the_file(tmp_path):
+    fake_mnist(tmp_path, gz=True)
+    bad = tmp_path / (FILES["x_train"] + ".gz")
+    bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) // 2])  # cut mid-stream
+    with pytest.raises(DataError, match=f"cannot read {bad}"):
+        load_data(DataSpec("mnist", n_train=4, n_test=2, root=str(tmp_path)))
+    bad.write_bytes(b"not gzip at all, just bytes")
+    with pytest.raises(DataError, match=f"cannot read {bad}"):
+        load_data(DataSpec("mnist", n_train=4, n_test=2, root=str(tmp_path)))
+
+
+def test_mnist_images_without_labels(tmp_path):
+    fake_mnist(tmp_path, n_train=12)
+    write_idx(tmp_path / FILES["y_train"], np.zeros(7))  # 12 images, 7 labels
+    with pytest.raises(DataError, match="has 12 samples but .* has 7 labels"):
+        load_data(DataSpec("mnist", n_train=4, n_test=2, root=str(tmp_path)))
+    write_idx(tmp_path / FILES["y_train"], np.zeros((12, 28, 28)))  # images in place of labels
+    with pytest.raises(DataError, match=r"train-labels.* not labels \(n,\)"):
+        load_data(DataSpec("mnist", n_train=4, n_test=2, root=str(tmp_path)))
+
+
+def test_cifar2_damaged_or_unpaired(tmp_path):
+    spec = DataSpec("cifar2", n_train=4, n_test=2, root=str(tmp_path))
+    path = tmp_path / "cifar2.npz"
+    path.write_bytes(b"PK\x03\x04 a damaged zip")
+    with pytest.raises(DataError, match=f"cannot read {path}"):
+        load_data(spec)
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    (tmp_path / "single.npy").rename(path)
+    with pytest.raises(DataError, match="single array"):
+        load_data(spec)
+    np.savez(path, x_train=np.zeros((6, 32, 32, 3), np.uint8), y_train=np.zeros(5, np.uint8),
+             x_test=np.zeros((3, 32, 32, 3), np.uint8), y_test=np.zeros(3, np.uint8))
+    with pytest.raises(DataError, match=r"x_train\] has 6 samples but .*y_train\] has 5"):
+        load_data(spec)
