@@ -12,7 +12,7 @@ from raytda.store import ArtifactStore
 
 COST_AXES = ("train_time_s", "serve_time_s", "params", "peak_mem_bytes")
 COLUMNS = ("setting", "method", "ensemble", "I", "D", "L", "lds", "lds_se", "train_time_s",
-           "serve_time_s", "params", "peak_mem_bytes", "measured_on")
+           "serve_time_s", "params", "peak_mem_bytes", "measured_on", "timing")
 
 
 def pareto_mask(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
@@ -41,19 +41,33 @@ def add_pareto(df: pd.DataFrame, cost: str = "train_time_s") -> pd.DataFrame:
     return df
 
 
-def measured_on(store: ArtifactStore, evaluation) -> str:
-    """The resources the configuration's costs were measured on (its models' trainings,
-    its Q and block servings, its aggregation), e.g. ``"cpu x1"``; several are joined
-    with ``"; "``, and artifacts from before this was recorded count as ``"unrecorded"``."""
-    keys = [evaluation.key, *(d.key for d in evaluation.deps() if d.kind != "ldsmodel")]
-    seen = {store.meta(k).get("resources") or "unrecorded" for k in keys if store.has(k)}
+def _recorded(store: ArtifactStore, evaluation, field: str) -> str:
+    """The values of meta ``field`` over the artifacts a configuration is charged for (its
+    models' trainings, its Q and block servings, its aggregation), joined with ``"; "``;
+    artifacts from before the field was recorded count as ``"unrecorded"``."""
+    keys = [evaluation.key, *(d.key for d in evaluation.deps() if d.costed)]
+    seen = {store.meta(k).get(field) or "unrecorded" for k in keys if store.has(k)}
     return "; ".join(sorted(seen))
 
 
+def measured_on(store: ArtifactStore, evaluation) -> str:
+    """The resources the configuration's costs were measured on, e.g. ``"cpu x1"``."""
+    return _recorded(store, evaluation, "resources")
+
+
+def cost_timing(store: ArtifactStore, evaluation) -> str:
+    """How the configuration's costs were timed: ``"alone on its node"`` when every job it
+    is charged for held its node's timing slot (:mod:`raytda.run.timing_slot`)."""
+    return _recorded(store, evaluation, "timing")
+
+
 def result_rows(store: ArtifactStore, evaluations) -> pd.DataFrame:
-    """One row per finished configuration (its result record) and where it was measured."""
-    return pd.DataFrame([{**{k: v for k, v in store.meta(e.key).items() if k != "score_chunks"},
-                          "measured_on": measured_on(store, e)} for e in evaluations])
+    """One row per finished configuration (its result record), where and how its costs
+    were measured."""
+    skip = {"score_chunks", "slot_wait_s"}
+    return pd.DataFrame([{**{k: v for k, v in store.meta(e.key).items() if k not in skip},
+                          "measured_on": measured_on(store, e),
+                          "timing": cost_timing(store, e)} for e in evaluations])
 
 
 def collect_results(plan: Plan, store: ArtifactStore, cost: str = "train_time_s") -> pd.DataFrame:

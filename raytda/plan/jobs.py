@@ -39,6 +39,9 @@ class Job:
     kind: str = ""
     body: str = ""  # "module:function" in raytda.work, called as function(job, store, args)
     task: Task
+    #: whether the job's measured time is charged to a configuration (its training or
+    #: serving cost); such jobs are timed alone on their node (raytda.run.timing_slot)
+    costed: bool = True
 
     def spec(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -142,6 +145,7 @@ class LDSModel(Job):
     replicate: int = 0
     kind: str = field(default="ldsmodel", init=False)
     body: str = field(default="raytda.work.train:lds_model", init=False)
+    costed: bool = field(default=False, init=False)  # ground truth: nobody's cost
 
     def spec(self) -> dict[str, Any]:
         lds = {"m": self.lds.m, "alpha": self.lds.alpha, "seed": self.lds.seed}

@@ -157,6 +157,7 @@ class JobRunner:
             accel_share: float = 0.0, accel: str = "GPU") -> None:
         """Run ``job`` with torch threads = its CPU reservation, recording its context."""
         from raytda.core.args import torch_threads
+        from raytda.run.timing_slot import timing_slot
         from raytda.tasks import cache
 
         if not self._warm:
@@ -171,7 +172,8 @@ class JobRunner:
         self._data_key = None if job.task.key in cache._CACHE else job.task.key
         self.counts["jobs"] += 1
         view = _Recording(store, self, context)
-        with torch_threads(cpus):
+        with torch_threads(cpus), timing_slot(job.costed) as slot:
+            context.update(slot)
             try:
                 job.run(view, args)  # type: ignore[arg-type]
             finally:
