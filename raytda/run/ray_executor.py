@@ -46,7 +46,7 @@ from raytda.run.local import JobFailed
 from raytda.run.policy import GPU_KINDS, GpuPolicy, affinity, default_gpu_share, ship_task_code
 from raytda.run.remote import TRANSIENT_ERRORS, RaytdaWorker
 from raytda.run.worker import job_cpus
-from raytda.store import ArtifactStore
+from raytda.store import ArtifactStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -514,6 +514,11 @@ class _Run:
             self.ex.stats["requeued"] += 1
             self.requeue(key)
             return
+        except StoreError as e:
+            # The store is full or gone: every other job would fail the same way, so the
+            # sweep stops with the worker's one line (no traceback, no retry).
+            cause = getattr(e, "cause", None) or e
+            raise StoreError(str(cause).strip().splitlines()[0]) from None
         except Exception as e:
             msg = str(e).strip().splitlines()
             self.fail(key, msg[-1] if msg else e.__class__.__name__)

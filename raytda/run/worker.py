@@ -12,7 +12,11 @@ measured cost means the same wherever it was measured:
   read from the store, projections built) and how often it reused them;
 * model weights read from the store are kept per process (content-addressed artifacts
   never change), so the Q and block jobs of one model that land on the worker that
-  trained or loaded it do not read it again.
+  trained or loaded it do not read it again;
+* a job runs under a lease on its key (:mod:`raytda.store.lease`), so of several sweeps
+  on one store one computes it and the others wait for it; every record it writes names
+  its ``inputs`` (the job's dependencies) or its ``owner`` (the job, for score chunks and
+  block parts), which ``raytda store gc|verify`` follow.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.store import ArtifactStore
+from raytda.store.lease import claim
 
 # Kinds whose artifacts are model weights that several later jobs read.
 MODEL_KINDS = ("model-", "basemodel-", "adapter-")
@@ -73,8 +78,9 @@ class _Recording:
     """A store view for one job: model reads come from the process's cache, and every
     ``put`` carries the worker's context in its meta. Everything else is the store's."""
 
-    def __init__(self, store: ArtifactStore, runner: JobRunner, context: dict[str, Any]) -> None:
-        self._store, self._runner, self._context = store, runner, context
+    def __init__(self, store: ArtifactStore, runner: JobRunner, context: dict[str, Any],
+                 job: Job) -> None:
+        self._store, self._runner, self._context, self._job = store, runner, context, job
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -88,8 +94,11 @@ class _Recording:
         return self._store.get(key)
 
     def put(self, key: str, tensors, meta: dict[str, Any], spec=None) -> None:
-        self._store.put(key, tensors, {**meta, **self._context,
-                                       "loads": self._runner.loads()}, spec)
+        job = self._job
+        own = key == job.key
+        self._store.put(key, tensors, {**meta, **self._context, "loads": self._runner.loads()},
+                        spec, inputs=[d.key for d in job.deps()] if own else None,
+                        owner=None if own else job.key)
 
 
 def _identity(x: Any) -> Any:
@@ -139,8 +148,19 @@ class JobRunner:
                 "model_hits": int(self.counts["model_hits"]), **projector_cache.stats()}
 
     def run(self, job: Job, store: ArtifactStore, args: ComputeArgs,
-            accel_share: float = 0.0, accel: str = "GPU") -> None:
-        """Run ``job`` with torch threads = its CPU reservation, recording its context."""
+            accel_share: float = 0.0, accel: str = "GPU") -> bool:
+        """Run ``job`` with torch threads = its CPU reservation, recording its context,
+        under a lease on its key. False, computing nothing, when the artifact is there
+        already or another sweep holding the lease built it while this one waited."""
+        lease = claim(store, job.key, lambda: store.has(job.key) and job.complete(store))
+        if lease is None:
+            return False
+        with lease:
+            self._run(job, store, args, accel_share, accel)
+        return True
+
+    def _run(self, job: Job, store: ArtifactStore, args: ComputeArgs, accel_share: float,
+             accel: str) -> None:
         from raytda.core.args import torch_threads
         from raytda.tasks import cache
 
@@ -154,7 +174,7 @@ class JobRunner:
                    "worker": self.worker, "node_id": self.node_id, "pid": os.getpid()}
         self._data_key = None if job.task.key in cache._CACHE else job.task.key
         self.counts["jobs"] += 1
-        view = _Recording(store, self, context)
+        view = _Recording(store, self, context, job)
         with torch_threads(cpus):
             try:
                 job.run(view, args)  # type: ignore[arg-type]

@@ -1,0 +1,127 @@
+"""``raytda store verify``: read every artifact of a store and name what is wrong.
+
+Findings, one per line: a record or payload that fails its checksum (``corrupt``), a
+payload shorter or longer than its record says (``truncated``), a record without payload,
+a payload without record, or a part (score chunk, block part) whose owning job's artifact
+is gone (``orphaned``), a temp file whose writer died (``stale temp``) and a lease whose
+holder died (``stale lease``). ``repair`` removes them; the next sweep rebuilds whatever
+it needs of what was removed. Files a live sweep is writing are left alone: temp files of
+live writers are never findings, and ``repair`` refuses while a sweep holds leases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from raytda.store.artifacts import TEMP_MARK, ArtifactStore, StoreError
+from raytda.store.lease import lease_expired, live_leases, read_lease
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong in a store: ``what`` kind of problem, at ``path``, and why.
+    ``key`` is set when the whole artifact (payload and record) has to go."""
+
+    what: str
+    path: str
+    detail: str
+    key: str | None = None
+
+    def line(self, root: str) -> str:
+        rel = self.path[len(root) + 1:] if self.path.startswith(root + "/") else self.path
+        return f"{self.what}: {rel} ({self.detail})"
+
+
+def _artifact_files(store: ArtifactStore) -> tuple[set[str], set[str], list[Any]]:
+    """(keys with a record, keys with a payload, other files) under the store's kinds."""
+    records, payloads, other = set(), set(), []
+    for info in store.files():
+        name = info.base_name
+        if TEMP_MARK not in name and name.endswith(".json"):
+            records.add(name[:-5])
+        elif TEMP_MARK not in name and name.endswith(".st"):
+            payloads.add(name[:-3])
+        else:
+            other.append(info)
+    return records, payloads, other
+
+
+def verify_store(store: ArtifactStore, progress: bool = False) -> list[Finding]:
+    """Everything wrong in ``store``; reads every payload in full."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    records, payloads, other = _artifact_files(store)
+    found: list[Finding] = []
+    valid: dict[str, dict[str, Any]] = {}
+    for key in tqdm(sorted(records), desc="verifying", unit="artifact", disable=not progress):
+        st_path, js_path = store.paths(key)
+        rec, why = store.read_record(key)
+        if rec is None:
+            found.append(Finding("corrupt", js_path, why or "record unreadable", key))
+            continue
+        if key not in payloads:
+            found.append(Finding("orphaned", js_path, "record without payload", key))
+            continue
+        why = store.payload_problem(key, rec)
+        if why is None:
+            valid[key] = rec
+        else:
+            kind = "truncated" if why.startswith("payload truncated") else "corrupt"
+            found.append(Finding(kind, st_path, why, key))
+    for key, rec in sorted(valid.items()):
+        owner = rec.get("owner")
+        if owner is not None and owner not in valid:
+            found.append(Finding("orphaned", store.paths(key)[1],
+                                 f"part of {owner}, which is gone", key))
+    for key in sorted(payloads - records):
+        found.append(Finding("orphaned", store.paths(key)[0], "payload without record", key))
+    now = time.time()
+    stale_temp = set(store.stale_temp_files(now))
+    for info in sorted(other, key=lambda i: i.path):
+        if info.path in stale_temp:
+            found.append(Finding("stale temp", info.path, f"{info.size} bytes, writer gone"))
+        elif info.base_name.endswith(".lease"):
+            held = read_lease(store, info.base_name[:-6])
+            if held is not None and lease_expired(held, now):
+                found.append(Finding("stale lease", info.path, f"holder pid {held['pid']} "
+                                                               "is gone"))
+    return found
+
+
+def repair_store(store: ArtifactStore, found: list[Finding]) -> None:
+    """Remove what ``found`` names. Refuses while a live sweep holds leases: what it is
+    writing can look orphaned until it finishes."""
+    busy = live_leases(store)
+    if busy:
+        key, held = busy[0]
+        raise StoreError(f"a sweep is running on store {store.uri!r} ({len(busy)} live "
+                         f"lease(s), e.g. {key} held by pid {held['pid']} on "
+                         f"{held.get('node', '?')}); repair when it has finished")
+    for f in found:
+        if f.key is not None:
+            store.delete(f.key)
+        else:
+            store._discard(f.path)
+
+
+def run_verify(store: ArtifactStore, repair: bool = False, progress: bool = True) -> int:
+    """The command: print one line per finding; exit status 1 if something is wrong
+    (0 once ``repair`` removed it all)."""
+    found = verify_store(store, progress)
+    for f in found:
+        print(f.line(store.root))
+    n = len(store.keys())
+    if not found:
+        print(f"store {store.uri}: {n} artifact(s), all intact")
+        return 0
+    if repair:
+        repair_store(store, found)
+        print(f"removed {len(found)} broken or stale item(s); the next sweep rebuilds what "
+              f"it needs of them")
+        return 0
+    print(f"store {store.uri}: {len(found)} problem(s); `raytda store verify --repair` "
+          f"removes them")
+    return 1
