@@ -3,10 +3,13 @@
 Findings, one per line: a record or payload that fails its checksum (``corrupt``), a
 payload shorter or longer than its record says (``truncated``), a record without payload,
 a payload without record, or a part (score chunk, block part) whose owning job's artifact
-is gone (``orphaned``), a temp file whose writer died (``stale temp``) and a lease whose
-holder died (``stale lease``). ``repair`` removes them; the next sweep rebuilds whatever
-it needs of what was removed. Files a live sweep is writing are left alone: temp files of
-live writers are never findings, and ``repair`` refuses while a sweep holds leases.
+or record is gone or broken (``orphaned``), an input a record names that is not in the
+store (``missing``: nothing to remove), an artifact made from a broken or missing one
+(``stale``: a sweep would recompute it anyway), a temp file whose writer died
+(``stale temp``) and a lease whose holder died (``stale lease``). ``repair`` removes
+them; the next sweep rebuilds whatever it needs of what was removed. Files a live sweep
+is writing are left alone: temp files of live writers are never findings, and ``repair``
+refuses while a sweep holds leases.
 """
 
 from __future__ import annotations
@@ -55,27 +58,50 @@ def verify_store(store: ArtifactStore, progress: bool = False) -> list[Finding]:
 
     records, payloads, other = _artifact_files(store)
     found: list[Finding] = []
-    valid: dict[str, dict[str, Any]] = {}
+    readable: dict[str, dict[str, Any]] = {}  # records that pass their own checksum
     for key in tqdm(sorted(records), desc="verifying", unit="artifact", disable=not progress):
         st_path, js_path = store.paths(key)
         rec, why = store.read_record(key)
         if rec is None:
             found.append(Finding("corrupt", js_path, why or "record unreadable", key))
             continue
+        readable[key] = rec
         if key not in payloads:
             found.append(Finding("orphaned", js_path, "record without payload", key))
             continue
         why = store.payload_problem(key, rec)
-        if why is None:
-            valid[key] = rec
-        else:
+        if why is not None:
             kind = "truncated" if why.startswith("payload truncated") else "corrupt"
             found.append(Finding(kind, st_path, why, key))
-    for key, rec in sorted(valid.items()):
-        owner = rec.get("owner")
-        if owner is not None and owner not in valid:
-            found.append(Finding("orphaned", store.paths(key)[1],
-                                 f"part of {owner}, which is gone", key))
+    needed_by: dict[str, str] = {}
+    for key, rec in sorted(readable.items()):
+        for dep in rec.get("inputs") or ():
+            if dep not in records and dep not in payloads:
+                needed_by.setdefault(dep, key)
+    for dep, key in sorted(needed_by.items()):
+        found.append(Finding("missing", store.paths(dep)[1], f"input of {key}"))
+    # What was made from something broken or missing, and parts of a job whose artifact
+    # is: a sweep would recompute them anyway, so they are named and removed with it.
+    broken = {**{f.key: f.what for f in found if f.key}, **dict.fromkeys(needed_by, "missing")}
+    changed = True
+    while changed:
+        changed = False
+        for key, rec in sorted(readable.items()):
+            if key in broken:
+                continue
+            owner, js_path = rec.get("owner"), store.paths(key)[1]
+            bad = next((d for d in rec.get("inputs") or () if d in broken), None)
+            if owner is not None and (owner in broken or owner not in readable):
+                found.append(Finding("orphaned", js_path, f"part of {owner}, which is "
+                                     f"{broken.get(owner, 'gone')}", key))
+                broken[key] = "orphaned"
+            elif bad is not None:
+                found.append(Finding("stale", js_path, f"made from {bad}, which is "
+                                     f"{broken[bad]}", key))
+                broken[key] = "stale"
+            else:
+                continue
+            changed = True
     for key in sorted(payloads - records):
         found.append(Finding("orphaned", store.paths(key)[0], "payload without record", key))
     now = time.time()
