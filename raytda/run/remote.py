@@ -78,11 +78,14 @@ def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: flo
         if gone is None:
             raise
         return {"status": "missing", "key": gone, **where}
+    except StoreError:
+        raise
     except Exception as e:
         full = full_disk(e)
         if full is not None:
-            raise StoreError(f"{runner.node_id}: disk full ({os.strerror(full.errno)}) "
-                             f"while running {job.describe()}; free space") from None
+            raise StoreError(f"disk full on node {runner.node_id[:8]} "
+                             f"({os.strerror(full.errno)}) while running {job.describe()}; "
+                             f"free space") from None
         if not _is_cuda_oom(e):
             raise
         import torch

@@ -85,7 +85,7 @@ def full_disk(e: BaseException) -> OSError | None:
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in FULL_DISK:
             return seen
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return None
 
 

@@ -151,3 +151,22 @@ def test_temp_files_are_stale_only_once_their_writer_is_gone(tmp_path):
     other_host = f"model-a.st{TEMP_MARK}00000000-{os.getpid()}-abc"
     assert not temp_is_stale(other_host, now, now)  # another host's: only age tells
     assert temp_is_stale(other_host, now - TEMP_MAX_AGE_S - 1, now)
+
+
+def test_a_sweep_on_a_full_disk_fails_with_one_line(tmp_path, monkeypatch, capsys):
+    import tiny_task
+
+    from raytda.cli import main
+
+    real = ArtifactStore._open_output
+
+    def open_output(self, path):
+        real(self, path).close()
+        return _FullStream()
+
+    monkeypatch.setattr(ArtifactStore, "_open_output", open_output)
+    store = tmp_path / "store"
+    assert main(["sweep", *tiny_task.cli_args(str(store), str(tmp_path / "out"))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("raytda: error: store") and "full" in err[0]
+    assert not [p for p in store.rglob("*") if p.is_file()]
