@@ -14,7 +14,8 @@ Failure handling, from cheapest to most drastic:
 
 * an actor process that dies (OOM kill, preemption, ``kill -9``) is restarted by Ray and
   its job retried (``max_retries``), as are transient ``OSError``s (store on a flaky
-  network filesystem); an actor whose node is gone is dropped and its job requeued;
+  network filesystem), but not a full disk, which stops the sweep with one
+  ``StoreError`` line; an actor whose node is gone is dropped and its job requeued;
 * a job that runs out of CUDA memory on a GPU share reports ``'oom'`` and runs again on
   an actor with twice the share, up to a whole GPU, before it fails;
 * a job whose input turns out truncated or corrupt (``CorruptArtifact``, or missing
