@@ -12,7 +12,7 @@ from raytda.core.args import ComputeArgs
 from raytda.ensembles import Ensemble, as_ensemble
 from raytda.methods import Method, as_method
 from raytda.plan.jobs import Evaluate, Truth
-from raytda.plan.planner import Plan, SweepSpec, make_plan
+from raytda.plan.planner import Plan, SweepSpec, clear_stale, make_plan
 from raytda.results import stored_scores
 from raytda.run.executors import make_executor
 from raytda.specs import LDSSpec, Setting, SpecError
@@ -111,6 +111,7 @@ class Sweep:
         executor = make_executor(self._executor, self.compute, self._address, self._progress)
         self.check()
         plan = self.plan()
+        clear_stale(plan, self.store)
         executor.execute(plan, self.store)
         self.results = collect_results(plan, self.store, cost)
         return self.results

@@ -265,6 +265,22 @@ def cmd_scores(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store(a: argparse.Namespace) -> int:
+    from raytda.store import ArtifactStore
+
+    store = ArtifactStore(a.store)
+    if not any(True for _ in store.files()):
+        raise SpecError(f"store {a.store} is empty or does not exist; give the --store (or "
+                        f"OUT/store) directory of a sweep")
+    if a.store_cmd == "verify":
+        from raytda.store.verify import run_verify
+
+        return run_verify(store, repair=a.repair, progress=not a.quiet)
+    from raytda.store.gc import run_gc
+
+    return run_gc(store, dry_run=a.dry_run)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raytda", description="Training data attribution with "
                                 "efficient ensembles, orchestrated by Ray.")
@@ -290,6 +306,18 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--top-k-only", action="store_true", help="skip the full score table")
     sc.add_argument("--out", help="output directory (default DIR)")
     sc.set_defaults(fn=cmd_scores)
+    st = sub.add_parser("store", help="check or clean an artifact store")
+    st_sub = st.add_subparsers(dest="store_cmd", required=True)
+    v = st_sub.add_parser("verify", help="read every artifact; name what is corrupt, "
+                          "truncated, orphaned or stale (exit 1 if anything is)")
+    v.add_argument("store", help="store path or URI (a sweep's --store, default OUT/store)")
+    v.add_argument("--repair", action="store_true", help="remove what is found; the next "
+                   "sweep rebuilds what it needs")
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = st_sub.add_parser("gc", help="remove artifacts that no result references")
+    g.add_argument("store", help="store path or URI")
+    g.add_argument("--dry-run", action="store_true", help="list, remove nothing")
+    st.set_defaults(fn=cmd_store)
     from raytda.run.tune_cli import add_tune_parser
     add_tune_parser(sub)
     return p

@@ -1,7 +1,15 @@
-"""From a sweep spec to a deduplicated, topologically ordered DAG of jobs."""
+"""From a sweep spec to a deduplicated, topologically ordered DAG of jobs.
+
+Planning only reads the store: a job counts as cached when its record passes its checksum,
+its payload has the recorded size, its parts are there (``Job.complete``) and every job it
+depends on counts as cached too, so a result whose inputs are gone or broken is computed
+again. What a run must clear first (an incomplete artifact, or one to be recomputed) is
+listed in ``Plan.stale`` and removed by :func:`clear_stale` when the run starts.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -15,6 +23,8 @@ from raytda.store import ArtifactStore
 
 if TYPE_CHECKING:
     from raytda.task import Task
+
+log = logging.getLogger(__name__)
 
 
 def check_combination(task: Task, method: Method, ensemble: Ensemble, lds: Truth) -> None:
@@ -91,6 +101,7 @@ class Plan:
     jobs: list[Job]
     evaluations: list[Evaluate]
     cached: set[str]
+    stale: list[str] = field(default_factory=list)  # in the store, but to be rebuilt
 
     @property
     def todo(self) -> list[Job]:
@@ -130,18 +141,34 @@ def collect(roots: list[Job]) -> list[Job]:
 
 
 def make_plan(spec: SweepSpec, store: ArtifactStore | None = None) -> Plan:
-    """The sweep's jobs; a cached job's inputs are not needed and are left out."""
+    """The sweep's jobs; a cached job's inputs are not needed and are left out. Reads the
+    store, never changes it."""
     evals = spec.evaluations()
-    cached: set[str] = set()
+    verdict: dict[str, bool] = {}  # key -> cached
+    stale: list[str] = []
 
     def is_cached(job: Job) -> bool:
-        if store is not None and job.key not in cached and store.has(job.key):
-            if job.complete(store):
-                cached.add(job.key)
-            else:  # a part went missing: the whole artifact is rebuilt
-                store.delete(job.key)
-        return job.key in cached
+        # Post-order over the DAG with an explicit stack (sweeps nest deep enough to
+        # make recursion a risk): a job is cached when it and all its inputs are.
+        stack: list[tuple[Job, bool]] = [(job, False)]
+        while stack:
+            j, expanded = stack.pop()
+            if j.key in verdict:
+                continue
+            if not expanded:
+                stack.append((j, True))
+                stack.extend((d, False) for d in j.deps() if d.key not in verdict)
+                continue
+            present = store.problem(j.key)
+            ok = present is None and j.complete(store)
+            if ok and not all(verdict[d.key] for d in j.deps()):
+                ok = False  # made from inputs that are gone or broken: made again
+            if not ok and present != "missing":
+                stale.append(j.key)
+            verdict[j.key] = ok
+        return verdict[job.key]
 
+    cached: set[str] = set()
     needed: dict[str, Job] = {}
     stack: list[Job] = list(evals)
     while stack:
@@ -149,7 +176,27 @@ def make_plan(spec: SweepSpec, store: ArtifactStore | None = None) -> Plan:
         if job.key in needed:
             continue
         needed[job.key] = job
-        if not is_cached(job):
+        if store is not None and is_cached(job):
+            cached.add(job.key)
+        else:
             stack.extend(job.deps())
     jobs = [j for j in collect(list(evals)) if j.key in needed]
-    return Plan(jobs, evals, cached)
+    return Plan(jobs, evals, cached, [k for k in stale if k in needed])
+
+
+def clear_stale(plan: Plan, store: ArtifactStore) -> None:
+    """Before a run: remove what the plan rebuilds but the store still holds (incomplete
+    artifacts, and those whose inputs are gone), and temp files of writers that died."""
+    from raytda.store.lease import live_leases
+
+    busy = {k for k, _ in live_leases(store)} if plan.stale else set()
+    gone = [k for k in plan.stale if k not in busy]  # a live sweep is rewriting the rest
+    for key in gone:
+        store.delete(key)
+    if gone:
+        log.warning("removed %d incomplete or outdated artifact(s) before the run; they are "
+                    "rebuilt: %s", len(gone), ", ".join(gone[:5]) + (" ..." if len(gone) > 5
+                                                                     else ""))
+    temps = store.sweep_temp()
+    if temps:
+        log.warning("removed %d temp file(s) left by writers that died", len(temps))

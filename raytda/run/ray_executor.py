@@ -14,7 +14,8 @@ Failure handling, from cheapest to most drastic:
 
 * an actor process that dies (OOM kill, preemption, ``kill -9``) is restarted by Ray and
   its job retried (``max_retries``), as are transient ``OSError``s (store on a flaky
-  network filesystem); an actor whose node is gone is dropped and its job requeued;
+  network filesystem), but not a full disk, which stops the sweep with one
+  ``StoreError`` line; an actor whose node is gone is dropped and its job requeued;
 * a job that runs out of CUDA memory on a GPU share reports ``'oom'`` and runs again on
   an actor with twice the share, up to a whole GPU, before it fails;
 * a job whose input turns out truncated or corrupt (``CorruptArtifact``, or missing
@@ -54,7 +55,7 @@ from raytda.run.policy import (
 )
 from raytda.run.remote import TRANSIENT_ERRORS, RaytdaWorker
 from raytda.run.worker import job_cpus
-from raytda.store import ArtifactStore
+from raytda.store import ArtifactStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -529,6 +530,11 @@ class _Run:
             self.ex.stats["requeued"] += 1
             self.requeue(key)
             return
+        except StoreError as e:
+            # The store is full or gone: every other job would fail the same way, so the
+            # sweep stops with the worker's one line (no traceback, no retry).
+            cause = getattr(e, "cause", None) or e
+            raise StoreError(str(cause).strip().splitlines()[0]) from None
         except Exception as e:
             msg = str(e).strip().splitlines()
             self.fail(key, msg[-1] if msg else e.__class__.__name__)

@@ -15,9 +15,12 @@ from typing import Any
 from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.run.worker import JobRunner, warm_up
-from raytda.store import ArtifactStore, CorruptArtifact
+from raytda.store import ArtifactStore, CorruptArtifact, StoreError
+from raytda.store.artifacts import full_disk
 
-# Errors worth retrying in place: network filesystems, object stores, sockets.
+# Errors worth retrying in place: network filesystems, object stores, sockets. A full
+# disk is not one of them: the store raises it as a StoreError (not an OSError), and
+# run_remote turns any other ENOSPC / EDQUOT into one, so the driver stops the sweep.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError,)
 
 
@@ -64,7 +67,7 @@ def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: flo
             return {"status": "missing", "key": dep.key, **where}
     wargs = _worker_args(args, gpu_share)
     try:
-        runner.run(job, store, wargs, gpu_share if gpu_share > 0 else 0.0, accel)
+        ran = runner.run(job, store, wargs, gpu_share if gpu_share > 0 else 0.0, accel)
     except CorruptArtifact as e:
         if e.key == job.key:
             raise
@@ -75,7 +78,14 @@ def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: flo
         if gone is None:
             raise
         return {"status": "missing", "key": gone, **where}
+    except StoreError:
+        raise
     except Exception as e:
+        full = full_disk(e)
+        if full is not None:
+            raise StoreError(f"disk full on node {runner.node_id[:8]} "
+                             f"({os.strerror(full.errno)}) while running {job.describe()}; "
+                             f"free space") from None
         if not _is_cuda_oom(e):
             raise
         import torch
@@ -83,6 +93,8 @@ def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: flo
         torch.cuda.empty_cache()  # the actor lives on; leave its share clean for the next job
         return {"status": "oom", "key": job.key, "share": gpu_share,
                 "why": str(e).strip().splitlines()[0] if str(e).strip() else "CUDA OOM", **where}
+    if not ran:  # another sweep held its lease and built it
+        return {"status": "cached", "key": job.key, **where}
     return {"status": "ran", "key": job.key, "seconds": time.perf_counter() - t0,
             "loads": runner.loads(), **where}
 

@@ -109,7 +109,7 @@ def run_trial(config: dict[str, Any], task: Task, method: Method, lds: LDSSpec,
               store: str, cost: str, base_seed: int, compute: ComputeArgs,
               executor: str) -> dict[str, Any]:
     """Evaluate one configuration through the store; returns the metrics row."""
-    from raytda.plan.planner import SweepSpec, make_plan
+    from raytda.plan.planner import SweepSpec, clear_stale, make_plan
     from raytda.run.executors import make_executor
     from raytda.store import ArtifactStore
 
@@ -121,6 +121,7 @@ def run_trial(config: dict[str, Any], task: Task, method: Method, lds: LDSSpec,
     ex = make_executor(executor, compute, None, False)
     if executor == "ray":
         ex.shutdown = False  # the trial runs inside the Tune session's Ray
+    clear_stale(plan, st)
     ex.execute(plan, st)
     row = st.meta(plan.evaluations[0].key)
     return {OBJECTIVE: float(row["lds"]), cost: float(row[cost]), "label": row["label"],

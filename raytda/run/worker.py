@@ -14,7 +14,14 @@ measured cost means the same wherever it was measured:
   never change), so the Q and block jobs of one model that land on the worker that
   trained or loaded it do not read it again;
 * the process's caches (kept models, kept projections) follow the running job's
-  ``ComputeArgs`` memory budget, which the Ray executor has divided among a node's actors.
+  ``ComputeArgs`` memory budget, which the Ray executor has divided among a node's actors;
+* a job runs under a lease on its key (:mod:`raytda.store.lease`), so of several sweeps
+  on one store one computes it and the others wait for it; every record it writes names
+  its ``inputs`` (the job's dependencies) or its ``owner`` (the job, for score chunks and
+  block parts), which ``raytda store gc|verify`` follow;
+* then it holds its node's timing slot (:mod:`raytda.run.timing_slot`): exclusively when
+  its time is a configuration's cost, so no co-scheduled job inflates it. The lease comes
+  first, so a job waiting for another sweep's artifact never holds the slot.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.store import ArtifactStore
+from raytda.store.lease import claim
 
 # Kinds whose artifacts are model weights that several later jobs read.
 MODEL_KINDS = ("model-", "basemodel-", "adapter-")
@@ -74,8 +82,9 @@ class _Recording:
     """A store view for one job: model reads come from the process's cache, and every
     ``put`` carries the worker's context in its meta. Everything else is the store's."""
 
-    def __init__(self, store: ArtifactStore, runner: JobRunner, context: dict[str, Any]) -> None:
-        self._store, self._runner, self._context = store, runner, context
+    def __init__(self, store: ArtifactStore, runner: JobRunner, context: dict[str, Any],
+                 job: Job) -> None:
+        self._store, self._runner, self._context, self._job = store, runner, context, job
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -89,8 +98,11 @@ class _Recording:
         return self._store.get(key)
 
     def put(self, key: str, tensors, meta: dict[str, Any], spec=None) -> None:
-        self._store.put(key, tensors, {**meta, **self._context,
-                                       "loads": self._runner.loads()}, spec)
+        job = self._job
+        own = key == job.key
+        self._store.put(key, tensors, {**meta, **self._context, "loads": self._runner.loads()},
+                        spec, inputs=[d.key for d in job.deps()] if own else None,
+                        owner=None if own else job.key)
 
 
 def _identity(x: Any) -> Any:
@@ -154,8 +166,19 @@ class JobRunner:
                 "model_hits": int(self.counts["model_hits"]), **projector_cache.stats()}
 
     def run(self, job: Job, store: ArtifactStore, args: ComputeArgs,
-            accel_share: float = 0.0, accel: str = "GPU") -> None:
-        """Run ``job`` with torch threads = its CPU reservation, recording its context."""
+            accel_share: float = 0.0, accel: str = "GPU") -> bool:
+        """Run ``job`` with torch threads = its CPU reservation, recording its context,
+        under a lease on its key. False, computing nothing, when the artifact is there
+        already or another sweep holding the lease built it while this one waited."""
+        lease = claim(store, job.key, lambda: store.has(job.key) and job.complete(store))
+        if lease is None:
+            return False
+        with lease:
+            self._run(job, store, args, accel_share, accel)
+        return True
+
+    def _run(self, job: Job, store: ArtifactStore, args: ComputeArgs, accel_share: float,
+             accel: str) -> None:
         from raytda.core.args import torch_threads
         from raytda.run.timing_slot import timing_slot
         from raytda.tasks import cache
@@ -171,7 +194,7 @@ class JobRunner:
                    "worker": self.worker, "node_id": self.node_id, "pid": os.getpid()}
         self._data_key = None if job.task.key in cache._CACHE else job.task.key
         self.counts["jobs"] += 1
-        view = _Recording(store, self, context)
+        view = _Recording(store, self, context, job)
         with torch_threads(cpus), timing_slot(job.costed) as slot:
             context.update(slot)
             try:
