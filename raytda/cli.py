@@ -255,7 +255,7 @@ def cmd_scores(a: argparse.Namespace) -> int:
         paths = export_scores(a.dir, a.ensemble, method=a.method, task=a.setting, k=a.top_k,
                               out=a.out, full=not a.top_k_only)
     except CorruptArtifact as e:
-        raise SpecError(f"{e}; {rebuild}") from None
+        raise SpecError(f"artifact {e.key} is corrupt ({e.why}); {rebuild}") from None
     except KeyError as e:
         # store.meta/get: the configuration's record is missing or unreadable.
         if not str(e.args[0] if e.args else "").startswith("artifact "):

@@ -39,11 +39,18 @@ def reference(tmp_path_factory, one_torch_thread):
     return root, _results(sweep)
 
 
+def _blocks(store: ArtifactStore, result: str) -> list[str]:
+    """The block artifacts a result was made from, as its record lists them."""
+    return [k for k in store.record(result)["inputs"] if k.startswith("block-")]
+
+
 def _damage(store: ArtifactStore) -> dict[str, tuple[str, str]]:
     """Damage one of each; returns {what: (key or name, verify's word for it)}."""
     model = store.keys("model")[0]
-    block, deleted_block = store.keys("block")[:2]
-    result, edited_result = store.keys("result")
+    # The block deleted must be an input of a result whose record stays readable (the
+    # Dropout one: two blocks), or nothing would say it is missing.
+    edited_result, result = sorted(store.keys("result"), key=lambda r: len(_blocks(store, r)))
+    block, deleted_block = _blocks(store, result)[:2]
     q = store.keys("q")[0]
     damaged = {"model": model, "block": block, "ldsmodel": store.keys("ldsmodel")[0],
                "result": result, "scores": store.keys("scores")[0]}
@@ -106,11 +113,11 @@ def test_plan_changes_nothing_and_a_run_rebuilds_what_it_finds_broken(
     q = store.keys("q")[0]
     payload = Path(store.paths(q)[0])
     payload.write_bytes(payload.read_bytes()[:-40])  # truncated: found by its size
-    result = store.keys("result")[0]
+    result, other = store.keys("result")
     record = Path(store.paths(result)[1])
     lds = store.meta(result)["lds"]
     record.write_text(record.read_text().replace(repr(lds), repr(lds + 0.5)))
-    block = store.keys("block")[0]
+    block = _blocks(store, other)[0]  # the other result loses an input
     for path in store.paths(block):
         Path(path).unlink()
     before = _snapshot(root)
