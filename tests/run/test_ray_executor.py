@@ -23,6 +23,7 @@ from ray_helpers import (
     ship_by_value,
     verify_all,
 )
+from test_user_task import GatedTask
 
 from raytda.ensembles import Ensemble
 from raytda.plan.planner import make_plan
@@ -223,28 +224,34 @@ def test_two_concurrent_sweeps_share_one_store(gcs_address, tmp_path, reference)
     assert leftovers == []
 
 
+class UntrainableTask(GatedTask):
+    """Its data checks out on the driver, but every training fails on the workers."""
+
+    name = "untrainable-blobs"
+
+    def train(self, model, data, seed, device, recipe=None):
+        raise RuntimeError("the trainer's data directory is gone on this node")
+
+
 def test_failing_jobs_block_only_their_dependents(ray_session, tmp_path):
-    """A job that keeps failing (here: its data is missing) is not retried, its dependents
-    are skipped, every independent job still runs, and the sweep then raises."""
+    """A job that keeps failing (here: its training) is not retried, its dependents are
+    skipped, every independent job still runs, and the sweep then raises."""
     from raytda.plan.planner import SweepSpec
     from raytda.run.ray_executor import JobFailed
-    from raytda.settings import get_setting
-    from raytda.tasks import SettingTask
 
     good = make_sweep(tmp_path / "unused").spec
-    bad = get_setting("mnist-mlp", data_dir=str(tmp_path / "no-such-dir"), n_train=20,
-                      n_test=4, epochs=1)
-    spec = SweepSpec(tasks=(good.tasks[0], SettingTask(bad)), methods=good.methods,
+    spec = SweepSpec(tasks=(good.tasks[0], UntrainableTask()), methods=good.methods,
                      ensembles=(Ensemble("naive", 1),), lds=good.lds)
     store = ArtifactStore(str(tmp_path / "store"))
     plan = make_plan(spec, store)
     ex = executor()
-    with pytest.raises(JobFailed, match="data directory"):
+    with pytest.raises(JobFailed, match="data directory is gone"):
         ex.execute(plan, store)
     done = set(store.keys())
     for job in plan.jobs:
         assert (job.key in done) == (job.task.name == "toy-mlp"), job
-    # Only the jobs that read data ran and failed (one model, m LDS models), once each.
+    # Only the trainings of the failing task ran and failed (one model, m LDS models),
+    # once each.
     assert ex.stats["failed"] == 1 + good.lds.m
 
 
