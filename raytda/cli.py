@@ -82,32 +82,10 @@ def _cfg_list(cfg: dict[str, Any], key: str, default: list) -> list:
     return [] if v is None else [v] if isinstance(v, (str, dict)) else list(v)
 
 
-def check_cost(cost: str) -> None:
-    """Fail before any work on a cost axis the results table does not have."""
-    from raytda.results import COST_AXES
-
-    if cost not in COST_AXES:
-        raise SpecError(f"unknown cost axis {cost!r} (--cost); choose one of {list(COST_AXES)}")
-
-
-def check_store_uri(uri: str) -> None:
-    """Fail before any work on a store URI no filesystem answers to (a local path always
-    opens; its writability is checked by the sweep)."""
-    if "://" not in uri:
-        return
-    from raytda.store import ArtifactStore
-
-    try:
-        ArtifactStore(uri)
-    except Exception as e:  # pyarrow: ArrowInvalid / ArrowNotImplementedError / OSError
-        detail = " ".join(str(e).split()) or e.__class__.__name__
-        raise SpecError(f"cannot open store {uri!r} ({detail}); give a local path or a URI "
-                        f"pyarrow can open (file://, s3://, gs://, hdfs://)") from None
-
-
 def build_sweep(a: argparse.Namespace):
     from raytda.api import Sweep
     from raytda.core.args import ComputeArgs, parse_size
+    from raytda.results import check_cost
     from raytda.run.device import resolve_device
 
     check_cost(a.cost)
@@ -135,6 +113,8 @@ def build_sweep(a: argparse.Namespace):
             lds_kw[name] = getattr(a, flag)
     executor = a.executor or ("ray" if a.address else "local")
     store = a.store or cfg.get("store") or str(Path(a.out) / "store")
+    from raytda.store.uri import check_store_uri
+
     check_store_uri(store)
     tasks: list = [load_task(t) for t in (a.task or [])]
     if a.setting or not tasks:
@@ -212,7 +192,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
 
     from raytda.plot import plot_results
-    from raytda.results import add_pareto, format_table
+    from raytda.results import add_pareto, check_cost, format_table
 
     check_cost(a.cost)
     path = Path(a.dir) / "results.parquet"

@@ -15,6 +15,14 @@ COLUMNS = ("setting", "method", "ensemble", "I", "D", "L", "lds", "lds_se", "tra
            "serve_time_s", "params", "peak_mem_bytes", "measured_on", "timing")
 
 
+def check_cost(cost: str) -> None:
+    """Fail before any work on a cost axis the results table does not have."""
+    from raytda.specs import SpecError
+
+    if cost not in COST_AXES:
+        raise SpecError(f"unknown cost axis {cost!r} (--cost); choose one of {list(COST_AXES)}")
+
+
 def pareto_mask(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
     """True where no other point has cost <= and quality >= with at least one strict."""
     keep = np.ones(len(cost), dtype=bool)

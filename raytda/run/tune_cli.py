@@ -43,8 +43,9 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 def check_tune_args(a: argparse.Namespace) -> None:
     """Fail before Ray starts on counts and axes that cannot make a search."""
-    from raytda.cli import check_cost, check_store_uri
+    from raytda.results import check_cost
     from raytda.specs import SpecError
+    from raytda.store.uri import check_store_uri
 
     if a.num_samples < 1:
         raise SpecError(f"--num-samples must be >= 1 (trials to run), got {a.num_samples}")
