@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from raytda.store.artifacts import ArtifactStore, StoreError
-from raytda.store.lease import live_leases
+from raytda.store.artifacts import ArtifactStore
+from raytda.store.lease import refuse_while_running
 
 
 def referenced(records: dict[str, dict[str, Any]]) -> set[str]:
@@ -49,12 +49,7 @@ def unreferenced(store: ArtifactStore) -> tuple[list[str], int]:
 
 def run_gc(store: ArtifactStore, dry_run: bool = False) -> int:
     """The command: remove (or, ``dry_run``, list) unreferenced artifacts, one per line."""
-    busy = live_leases(store)
-    if busy:
-        key, held = busy[0]
-        raise StoreError(f"a sweep is running on store {store.uri!r} ({len(busy)} live "
-                         f"lease(s), e.g. {key} held by pid {held['pid']} on "
-                         f"{held.get('node', '?')}); run gc when it has finished")
+    refuse_while_running(store, "gc")
     drop, corrupt = unreferenced(store)
     freed = 0
     for key in drop:

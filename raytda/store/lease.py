@@ -202,3 +202,16 @@ def live_leases(store: ArtifactStore) -> list[tuple[str, dict[str, Any]]]:
             if held is not None and not lease_expired(held):
                 out.append((key, held))
     return out
+
+
+def refuse_while_running(store: ArtifactStore, what: str) -> None:
+    """Raise StoreError if a live sweep holds leases on ``store``: what it is writing can
+    look orphaned or unreferenced until it finishes. ``what``: the command, for the line."""
+    from raytda.store.artifacts import StoreError
+
+    busy = live_leases(store)
+    if busy:
+        key, held = busy[0]
+        raise StoreError(f"a sweep is running on store {store.uri!r} ({len(busy)} live "
+                         f"lease(s), e.g. {key} held by pid {held['pid']} on "
+                         f"{held.get('node', '?')}); run {what} when it has finished")

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from raytda.store.artifacts import TEMP_MARK, ArtifactStore, StoreError
-from raytda.store.lease import lease_expired, live_leases, read_lease
+from raytda.store.artifacts import TEMP_MARK, ArtifactStore
+from raytda.store.lease import lease_expired, read_lease, refuse_while_running
 
 
 @dataclass(frozen=True)
@@ -120,12 +120,7 @@ def verify_store(store: ArtifactStore, progress: bool = False) -> list[Finding]:
 def repair_store(store: ArtifactStore, found: list[Finding]) -> None:
     """Remove what ``found`` names. Refuses while a live sweep holds leases: what it is
     writing can look orphaned until it finishes."""
-    busy = live_leases(store)
-    if busy:
-        key, held = busy[0]
-        raise StoreError(f"a sweep is running on store {store.uri!r} ({len(busy)} live "
-                         f"lease(s), e.g. {key} held by pid {held['pid']} on "
-                         f"{held.get('node', '?')}); repair when it has finished")
+    refuse_while_running(store, "--repair")
     for f in found:
         if f.key is not None:
             store.delete(f.key)
