@@ -60,8 +60,8 @@ def load_epoch(store: ArtifactStore, model_key: str, epoch: int | None) -> dict[
 
 def training_rows(source: TrainModel | TrainAdapter, n_train: int) -> np.ndarray | None:
     """The train rows a member's weights were fitted on: a trained model's or a LoRA
-    adapter's own random half; None for imported checkpoints, whose training data raytda
-    does not know."""
+    adapter's own random half (the subset ``train_model`` and ``train_adapter`` draw);
+    None for imported checkpoints, whose training data raytda does not know."""
     if isinstance(source, ImportModel):
         return None
     return half_subset(n_train, source.subset_seed)
@@ -69,7 +69,7 @@ def training_rows(source: TrainModel | TrainAdapter, n_train: int) -> np.ndarray
 
 def train_model(job: TrainModel, store: ArtifactStore, args: ComputeArgs) -> None:
     data = job.task.data()
-    samples = data.train.subset(training_rows(job, data.n_train))
+    samples = data.train.subset(half_subset(data.n_train, job.subset_seed))
     states, seconds = fit_task(job.task, samples, job.seed, args)
     put_states(store, job, states, {"train_time_s": seconds})
 
@@ -137,7 +137,7 @@ def train_adapter(job: TrainAdapter, store: ArtifactStore, args: ComputeArgs) ->
 
     task = job.task
     data = task.data()
-    samples = data.train.subset(training_rows(job, data.n_train))
+    samples = data.train.subset(half_subset(data.n_train, job.subset_seed))
     base = base_module(store, job.base)
     with torch_threads(args.train_threads):
         trained = fine_tune(base, task.lora_spec, job.recipe, samples, job.seed, args.device,
