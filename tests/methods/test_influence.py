@@ -13,7 +13,7 @@ from raytda import ComputeArgs, LDSSpec, Sweep
 from raytda.core.influence import influence_block
 from raytda.methods import Method
 from raytda.work.serve import load_member
-from raytda.work.train import training_rows
+from raytda.work.train import FINAL, fit_task, load_epoch, training_rows
 
 ENSEMBLES = ["naive:I=1", "dropout:I=1,D=2"]
 
@@ -56,6 +56,13 @@ def test_a_members_curvature_is_over_the_rows_its_model_was_trained_on(ggn):
     data = block.task.data()
     rows = training_rows(block.model, data.n_train)
     assert len(rows) == data.n_train // 2  # the model's random half
+    # and the very rows it was trained on: retraining on them gives the stored weights
+    # (seeded training on one process: measured bit-identical)
+    retrained, _ = fit_task(block.task, data.train.subset(rows), block.model.seed,
+                            ComputeArgs())
+    stored_weights = load_epoch(sweep.store, block.model.key, None)
+    for k, v in stored_weights.items():
+        torch.testing.assert_close(retrained[FINAL][k], v, rtol=0, atol=0)
     assert sweep.store.meta(block.key)["curvature_rows"] == len(rows)
     stored = sweep.store.get(block.key)[0]["block"]
     net = load_member(sweep.store, block.model, block.member)
