@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -78,15 +79,35 @@ def result_rows(store: ArtifactStore, evaluations) -> pd.DataFrame:
                           "timing": cost_timing(store, e)} for e in evaluations])
 
 
+def warn_unconverged(df: pd.DataFrame) -> None:
+    """One warning naming every configuration flagged False in a ``*_converged`` column
+    (a method's iterative solve that missed its tolerance, e.g. IF's ``if_converged``)."""
+    flags = [c for c in df.columns if c.endswith("_converged")]
+    if not flags:
+        return
+    bad = df[df[flags].eq(False).any(axis=1)]
+    if len(bad):
+        names = ", ".join(f"{r.method} {r.label} on {r.setting}" for r in bad.itertuples())
+        warnings.warn(f"{len(bad)} configuration(s) did not converge ({', '.join(flags)} "
+                      f"false; see the diagnostics columns): {names}", RuntimeWarning,
+                      stacklevel=3)
+
+
 def collect_results(plan: Plan, store: ArtifactStore, cost: str = "train_time_s") -> pd.DataFrame:
-    return add_pareto(result_rows(store, plan.evaluations), cost)
+    df = add_pareto(result_rows(store, plan.evaluations), cost)
+    warn_unconverged(df)
+    return df
 
 
 def cached_results(plan: Plan, store: ArtifactStore, cost: str = "train_time_s"
                    ) -> pd.DataFrame | None:
     """The configurations the store already has (None if none), without computing."""
     done = [e for e in plan.evaluations if e.key in plan.cached]
-    return add_pareto(result_rows(store, done), cost) if done else None
+    if not done:
+        return None
+    df = add_pareto(result_rows(store, done), cost)
+    warn_unconverged(df)
+    return df
 
 
 def stored_scores(store: ArtifactStore, result_key: str):

@@ -1,17 +1,29 @@
-"""Influence functions: g(train)^T (H + damping I)^-1 g(test), H^-1 g by conjugate gradients.
+"""Influence functions: g(train)^T (C + damping I)^-1 g(test), C^-1 g by conjugate gradients.
 
-H is the Hessian of the member's mean training loss (the Task's loss, cross-entropy by
-default, its masks applied) with respect to its trainable parameters, reached only through
-Hessian-vector products (torch.func jvp of grad); CG solves all test right-hand sides at
-once, each column with its own step sizes.
+C, the curvature, is of the member's mean training loss (the Task's loss, cross-entropy by
+default, its masks applied) over the rows its model was trained on, with respect to its
+trainable parameters. Two curvatures, both reached only through matrix-vector products:
+
+- ``"ggn"`` (default): the generalized Gauss-Newton matrix J^T H_z J, J the Jacobian of
+  the logits z and H_z the Hessian of the loss with respect to z (for softmax
+  cross-entropy diag(p) - p p^T per prediction: the Fisher). Positive semi-definite
+  whenever the loss is convex in z, so CG on it converges on any network. J v is a jvp of
+  the logits, H_z (J v) a jvp of the loss's gradient with respect to z alone (exact for any
+  loss, and cheap: no pass through the network), J^T a vjp.
+- ``"hessian"``: the exact Hessian (jvp of grad). A trained network's Hessian is
+  indefinite; CG then stops a column at non-positive curvature (``conjugate_gradients``).
+
+CG solves all test right-hand sides at once, each column with its own step sizes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from raytda.core.args import ComputeArgs
 from raytda.core.grads import samples_grads, trainable_params
@@ -19,13 +31,17 @@ from raytda.core.masks import MaskSpec, masks_for
 from raytda.core.outputs import CLASSIFICATION, LossFn, ModelOutput, mean_cross_entropy
 from raytda.data.samples import Samples
 
+CURVATURES = ("ggn", "hessian")
+MatVec = Callable[[torch.Tensor], torch.Tensor]
 
-def make_hvp(model: nn.Module, samples: Samples, mask: MaskSpec | None,
-             batch: int = 1024, rhs_chunk: int = 64, loss_fn: LossFn = mean_cross_entropy):
-    """A function V (p, r) -> H V for the mean training loss over ``samples``.
 
-    ``loss_fn(logits, y)`` is a batch's mean loss; batches are weighted by their size.
-    """
+def _flat_batches(model: nn.Module, samples: Samples, mask: MaskSpec | None,
+                  rows: np.ndarray | None, batch: int):
+    """(theta, logits(flat, x, masks), [(x, y, masks)]): the model as a function of its
+    flat trainable parameters, and the batches of ``samples`` on the parameters' device.
+
+    ``rows`` numbers the samples as train rows (per-sample masks are keyed by that number,
+    as for the train gradients); None: they are rows 0..n-1."""
     params = trainable_params(model)
     names = list(params)
     shapes = [params[k].shape for k in names]
@@ -33,20 +49,33 @@ def make_hvp(model: nn.Module, samples: Samples, mask: MaskSpec | None,
     theta = torch.cat([params[k].reshape(-1) for k in names])
     device = theta.device  # data and masks must sit with the parameters
     mask_sizes = getattr(model, "mask_sizes", ())
-    n = samples.n
     batches = []
     for start, xb, yb in samples.chunks(batch):
         idx = torch.arange(start, start + xb.shape[0])
+        if rows is not None:
+            idx = torch.as_tensor(np.asarray(rows)[idx.numpy()], dtype=torch.long)
         masks, _ = masks_for(mask, mask_sizes, "train", idx, device)
         batches.append((xb.to(device), yb.to(device), masks))
 
-    def unflatten(flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: t.view(sh) for k, t, sh in zip(names, flat.split(sizes), shapes,
-                                                      strict=True)}
+    def logits(flat: torch.Tensor, xb: torch.Tensor, masks) -> torch.Tensor:
+        p = {k: t.view(sh) for k, t, sh in zip(names, flat.split(sizes), shapes, strict=True)}
+        return functional_call(model, p, (xb,), {"masks": masks})
+
+    return theta, logits, batches
+
+
+def make_hvp(model: nn.Module, samples: Samples, mask: MaskSpec | None,
+             batch: int = 1024, rhs_chunk: int = 64, loss_fn: LossFn = mean_cross_entropy,
+             rows: np.ndarray | None = None) -> MatVec:
+    """A function V (p, r) -> H V, H the Hessian of the mean training loss over ``samples``.
+
+    ``loss_fn(logits, y)`` is a batch's mean loss; batches are weighted by their size.
+    ``rows``: the samples' train-row numbers, for per-sample masks (default 0..n-1).
+    """
+    theta, logits, batches = _flat_batches(model, samples, mask, rows, batch)
 
     def loss(flat, xb, yb, masks):
-        logits = functional_call(model, unflatten(flat), (xb,), {"masks": masks})
-        return loss_fn(logits, yb) * xb.shape[0]
+        return loss_fn(logits(flat, xb, masks), yb) * xb.shape[0]
 
     def hvp(vecs: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(vecs)
@@ -56,13 +85,50 @@ def make_hvp(model: nn.Module, samples: Samples, mask: MaskSpec | None,
                 def one(u, xb=xb, yb=yb, masks=masks):
                     return jvp(lambda t: grad(loss)(t, xb, yb, masks), (theta,), (u,))[1]
                 out[:, c:c + rhs_chunk] += vmap(one, in_dims=1, out_dims=1)(v)
-        return out / n
+        return out / samples.n
 
     return hvp
 
 
-def conjugate_gradients(matvec, b: torch.Tensor, damping: float, max_iter: int, tol: float
-                        ) -> tuple[torch.Tensor, dict]:
+def make_gnvp(model: nn.Module, samples: Samples, mask: MaskSpec | None,
+              batch: int = 1024, rhs_chunk: int = 64, loss_fn: LossFn = mean_cross_entropy,
+              rows: np.ndarray | None = None) -> MatVec:
+    """A function V (p, r) -> G V, G = J^T H_z J the Gauss-Newton matrix of the mean
+    training loss over ``samples`` (arguments as for ``make_hvp``).
+
+    Works for any logits shape: (B, C) for classification, (B, T, V) for sequences.
+    """
+    theta, logits, batches = _flat_batches(model, samples, mask, rows, batch)
+
+    def gnvp(vecs: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(vecs)
+        for xb, yb, masks in batches:
+            def f(t, xb=xb, masks=masks):
+                return logits(t, xb, masks)
+
+            def loss_of_z(z, yb=yb, n=xb.shape[0]):
+                return loss_fn(z, yb) * n
+
+            z, pull_back = vjp(f, theta)  # one forward pass serves every column's J^T
+            z = z.detach()
+
+            def jv(u, f=f):
+                return jvp(f, (theta,), (u,))[1]
+
+            def hz(t, z=z, loss_of_z=loss_of_z):
+                return jvp(grad(loss_of_z), (z,), (t,))[1]
+
+            for c in range(0, vecs.shape[1], rhs_chunk):
+                v = vecs[:, c:c + rhs_chunk]
+                hjv = vmap(hz)(vmap(jv, in_dims=1)(v))
+                out[:, c:c + rhs_chunk] += vmap(pull_back)(hjv)[0].T
+        return out / samples.n
+
+    return gnvp
+
+
+def conjugate_gradients(matvec: MatVec, b: torch.Tensor, damping: float, max_iter: int,
+                        tol: float) -> tuple[torch.Tensor, dict]:
     """Solve (A + damping I) X = B column by column (A symmetric), all columns at once.
 
     A trained network's loss Hessian is indefinite, and along a direction of non-positive
@@ -71,7 +137,8 @@ def conjugate_gradients(matvec, b: torch.Tensor, damping: float, max_iter: int, 
     grew to thousands of times |b|). A column that meets one stops there and keeps its
     last iterate (truncated Newton-CG, Nocedal & Wright, Algorithm 7.1); one that meets it
     on its first step keeps B's column itself, the steepest-descent direction. How many
-    columns stopped so is reported.
+    columns stopped so is reported, and ``cg_converged`` says whether every column reached
+    the tolerance without meeting one.
     """
     x = torch.zeros_like(b)
     r = b.clone()
@@ -102,31 +169,48 @@ def conjugate_gradients(matvec, b: torch.Tensor, damping: float, max_iter: int, 
         p = r + beta * p
         rs = torch.where(active, rs_new, rs)
     rel = float((rs.sqrt() / bnorm).max())
+    negative = int(stopped.sum())
     return x, {"cg_iterations": it, "cg_max_rel_residual": rel,
-               "cg_negative_curvature_columns": int(stopped.sum())}
+               "cg_negative_curvature_columns": negative,
+               "cg_converged": rel <= tol and negative == 0}
+
+
+def curvature_rows(n_train: int, train_rows: np.ndarray | None, cap: int | None) -> np.ndarray:
+    """The train rows the curvature is taken over: the member's training rows (all rows
+    when None), at most ``cap`` of them drawn with a fixed seed."""
+    rows = np.arange(n_train) if train_rows is None else np.asarray(train_rows, dtype=np.int64)
+    if cap is not None and cap < len(rows):
+        rng = np.random.default_rng(0)
+        rows = rows[np.sort(rng.choice(len(rows), cap, replace=False))]
+    return rows
 
 
 def influence_block(model: nn.Module, data, mask: MaskSpec | None, damping: float,
                     max_iter: int, tol: float, hessian_samples: int | None, args: ComputeArgs,
-                    output: ModelOutput = CLASSIFICATION, loss_fn: LossFn = mean_cross_entropy
+                    output: ModelOutput = CLASSIFICATION, loss_fn: LossFn = mean_cross_entropy,
+                    curvature: str = "ggn", train_rows: np.ndarray | None = None
                     ) -> tuple[torch.Tensor, dict]:
     """(m x n) IF scores for one member, plus the damping and CG diagnostics.
 
-    Gradients are of the model output f; H is of ``loss_fn`` (the training loss).
-    ``hessian_samples`` rows drawn with a fixed seed stand in for the whole train split.
+    Gradients are of the model output f; the curvature (``"ggn"`` or ``"hessian"``) is of
+    ``loss_fn`` (the training loss) over ``train_rows``, the rows the member was trained on
+    (None: the whole train split), at most ``hessian_samples`` of them.
     """
-    hess = data.train
-    if hessian_samples is not None and hessian_samples < data.n_train:
-        rng = np.random.default_rng(0)
-        hess = hess.subset(np.sort(rng.choice(data.n_train, hessian_samples, replace=False)))
-    model = model.to(args.device)  # before make_hvp, which captures the parameters
-    hvp = make_hvp(model, hess, mask, loss_fn=loss_fn)
+    if curvature not in CURVATURES:
+        raise ValueError(f"unknown curvature {curvature!r}; choose one of {list(CURVATURES)}")
+    rows = curvature_rows(data.n_train, train_rows, hessian_samples)
+    model = model.to(args.device)  # before the products, which capture the parameters
+    make = make_gnvp if curvature == "ggn" else make_hvp
+    if len(rows) == data.n_train:  # rows are 0..n-1: no copy of the train split
+        matvec = make(model, data.train, mask, loss_fn=loss_fn)
+    else:
+        matvec = make(model, data.train.subset(rows), mask, loss_fn=loss_fn, rows=rows)
     test = torch.cat([g for _, g in samples_grads(model, data.test, mask, "test",
                                                   args.grad_batch, args.device, output)])
-    solved, info = conjugate_gradients(hvp, test.T.contiguous(), damping,
-                                       max_iter, tol)
+    solved, info = conjugate_gradients(matvec, test.T.contiguous(), damping, max_iter, tol)
     out = torch.empty(data.n_test, data.n_train)
-    for rows, g in samples_grads(model, data.train, mask, "train", args.grad_batch,
-                                 args.device, output):
-        out[:, rows] = (solved.T @ g.T).cpu()
-    return out, {"damping": damping, **info}
+    for idx, g in samples_grads(model, data.train, mask, "train", args.grad_batch,
+                                args.device, output):
+        out[:, idx] = (solved.T @ g.T).cpu()
+    return out, {"damping": damping, "curvature": curvature,
+                 "curvature_rows": len(rows), **info}

@@ -3,8 +3,9 @@
 A method turns one ensemble member (a network, its dropout mask, its projection seed) into
 a payload of tensors stored once, scores any rows of test samples from that payload, and
 declares what it needs: TRAK's Q weighting (``needs_q``), per-member projection seeds
-(``projected``), which ``Method`` fields change its scores (``params``), and whether it
-can score new inputs from stored train-side payloads (``serves_new_inputs``).
+(``projected``), which ``Method`` fields change its scores (``params``), whether it
+can score new inputs from stored train-side payloads (``serves_new_inputs``) and whether
+it needs the rows the member's model was trained on (``uses_training_rows``).
 ``register_method`` adds one from any module; nothing else in raytda names methods.
 """
 
@@ -33,6 +34,9 @@ class AttributionMethod:
     needs_q: ClassVar[bool] = False
     projected: ClassVar[bool] = False
     serves_new_inputs: ClassVar[bool] = False
+    #: ``member`` is given ``training_rows=``: the train rows the member's weights were
+    #: fitted on (None when unknown, e.g. imported checkpoints)
+    uses_training_rows: ClassVar[bool] = False
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -52,6 +56,12 @@ class AttributionMethod:
         (``task.output()``) and the training loss (``task.loss``).
         """
         raise NotImplementedError
+
+    def result_columns(self, spec: Method, member_meta: list[dict[str, Any]]
+                       ) -> dict[str, Any]:
+        """Columns this method adds to a configuration's results row, from its members'
+        metadata (e.g. solver diagnostics); none by default."""
+        return {}
 
     def score_rows(self, payload: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
         """Scores (len(rows) x n_train) of the member for test rows ``rows``."""

@@ -15,7 +15,9 @@ class Method(Spec):
 
     ``proj_dim`` (TRAK) is the random projection dimension k; ``ridge`` None means
     "no ridge unless the kernel is singular, then the smallest that makes it solvable"
-    (the value used is recorded with the result). ``damping`` and ``cg_*`` are for IF.
+    (the value used is recorded with the result). ``damping``, ``cg_*``, ``curvature``
+    (``"ggn"``, the Gauss-Newton matrix, or ``"hessian"``, the exact Hessian) and
+    ``hessian_samples`` (a cap on the rows the curvature is taken over) are for IF.
     ``options`` holds the parameters of a user's own method (JSON values).
     Only the fields the method declares (``AttributionMethod.params``) enter keys.
     """
@@ -26,7 +28,8 @@ class Method(Spec):
     damping: float = 1e-3
     cg_max_iter: int = 100
     cg_tol: float = 1e-6
-    hessian_samples: int | None = None  # None: Hessian over the whole training set
+    hessian_samples: int | None = None  # None: every row the member was trained on
+    curvature: str = "ggn"
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -36,6 +39,8 @@ class Method(Spec):
         _check(self.ridge is None or self.ridge >= 0, f"ridge must be >= 0, got {self.ridge}")
         _check(self.damping >= 0, f"damping must be >= 0, got {self.damping}")
         _check(self.cg_max_iter >= 1, f"cg_max_iter must be >= 1, got {self.cg_max_iter}")
+        _check(self.curvature in ("ggn", "hessian"),
+               f"curvature must be 'ggn' or 'hessian', got {self.curvature!r}")
         _check(isinstance(self.options, dict), "options must be a dict of JSON values")
 
     def __hash__(self) -> int:  # options is a dict; hash by content key

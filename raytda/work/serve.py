@@ -12,7 +12,7 @@ from raytda.core.network import Network
 from raytda.plan.jobs import MemberBlock, QValues, Source, TrainAdapter, mask_seed, projection_seed
 from raytda.specs import Member
 from raytda.store import ArtifactStore
-from raytda.work.train import base_module, load_epoch
+from raytda.work.train import base_module, load_epoch, training_rows
 
 
 def load_member(store: ArtifactStore, source: Source, member: Member) -> Network:
@@ -69,10 +69,13 @@ def q_values(job: QValues, store: ArtifactStore, args: ComputeArgs) -> None:
 
 
 def member_block(job: MemberBlock, store: ArtifactStore, args: ComputeArgs) -> None:
-    task = job.task
+    task, impl = job.task, job.method.impl
     with serving(job, store, args) as (net, mask, m):
-        payload, info = job.method.impl.member(job.method, net, task.data(), mask,
-                                               projection_seed(job.model, job.member), args, task)
+        data = task.data()
+        extra = ({"training_rows": training_rows(job.model, data.n_train)}
+                 if impl.uses_training_rows else {})
+        payload, info = impl.member(job.method, net, data, mask,
+                                    projection_seed(job.model, job.member), args, task, **extra)
     # A projection reused from an earlier job of this worker is charged its build time, so
     # the cost does not depend on which worker served which member before.
     seconds = m.seconds + float(info.get("projection_reused_s", 0.0))
