@@ -43,7 +43,16 @@ MODEL_KINDS = ("model-", "basemodel-", "adapter-")
 def warm_up() -> None:
     """Pay a process's one-off costs before any job is timed: the job bodies' imports and
     torch's first autograd pass and optimizer step (lazy kernels, thread pools, BLAS).
-    Every executor calls it once per worker process, so no first job is charged for it."""
+    Every executor calls it once per worker process, so no first job is charged for it.
+    It holds the node's timing slot shared: an actor starting up (importing torch, warming
+    its BLAS) is CPU work that would inflate a costed job timed beside it."""
+    from raytda.run.timing_slot import timing_slot
+
+    with timing_slot(exclusive=False):
+        _warm_up()
+
+
+def _warm_up() -> None:
     import torch
 
     import raytda.core.grads  # noqa: F401
