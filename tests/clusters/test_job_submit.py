@@ -169,7 +169,6 @@ def test_readme_shows_the_tested_command():
 
 
 def test_job_submit_runs_a_sweep(cluster: Cluster, tmp_path):
-    t0 = time.monotonic()
     out = tmp_path / "out"
     submission = f"raytda-test-{secrets.token_hex(4)}"
     # Without --no-wait, `ray job submit` follows the job and exits non-zero if it fails.
@@ -187,7 +186,6 @@ def test_job_submit_runs_a_sweep(cluster: Cluster, tmp_path):
     assert logs.returncode == 0, logs.stderr
     assert "naive I=1" in logs.stdout and "1 configurations in" in logs.stdout, logs.stdout
     assert (out / "results.parquet").is_file()
-    assert time.monotonic() - t0 < 90
 
 
 def test_job_api_demands_the_token(cluster: Cluster):
