@@ -59,6 +59,9 @@ from raytda.store import ArtifactStore, StoreError
 
 log = logging.getLogger(__name__)
 
+#: how long costed jobs wait for starting actors before being handed out anyway (s)
+STARTUP_GRACE_S = 60.0
+
 # --------------------------------------------------------------------------- connection
 
 
@@ -236,6 +239,7 @@ class _Slot:
     ready: bool = False
     busy: str | None = None  # key of the job it runs
     dedicated: str | None = None  # a job retried on a larger share, alone on this actor
+    since: float = dataclasses.field(default_factory=time.monotonic)  # when it was asked for
 
 
 class _Run:
@@ -445,14 +449,22 @@ class _Run:
 
     def pick(self, slot: _Slot) -> str | None:
         """The ready job for ``slot``: one of its own models' first, then one nobody
-        holds, then another actor's (an idle actor steals rather than wait)."""
+        holds, then another actor's (an idle actor steals rather than wait). While actors
+        are still starting (a process booting Ray and torch, outside any timing slot), only
+        work nobody is charged for is handed out, so no cost is timed beside a start-up."""
         best: tuple[int, str] | None = None
+        now = time.monotonic()
+        # Bounded: an actor waiting for resources that never come (a node the autoscaler
+        # cannot add) must not hold costed work back for good.
+        starting = any(not s.ready and now - s.since < STARTUP_GRACE_S for s in self.ex.pool)
         for key in list(self.ready):
             if key not in self.pending or key in self.running_keys:
                 self.ready.remove(key)
                 continue
             if key in self.bigger:
                 continue  # waits for an actor with a larger share
+            if starting and self.jobs[key].costed:
+                continue
             a = affinity(self.jobs[key])
             owner = self.owner.get(a) if a is not None else None
             rank = 0 if owner == slot.name and a is not None else 1 if owner is None else 2
