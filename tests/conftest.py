@@ -7,6 +7,8 @@ other layers (e.g. a Ray session) belong below this block.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from torch import nn
 
@@ -60,6 +62,13 @@ def toy_model(toy_models: tuple[nn.Module, nn.Module]) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- Ray session
+# Ray starts its workers at niceness 15. On a machine where other processes keep the cores
+# busy (CI under load, the suite run beside two CPU hogs), such workers get a few percent
+# of a core and a Ray test crawls for many minutes. Every Ray runtime the suite starts,
+# in this process or in `ray start` subprocesses (which inherit the environment), runs its
+# workers at the normal priority instead.
+os.environ.setdefault("RAY_worker_niceness", "0")
+
 # Added for the Ray executor / Tune tests (tests/run): one local Ray runtime per test
 # session, since ray.init costs ~10 s and ~0.8 GiB. Tests that need it request
 # `ray_session`; everything else stays on the in-process executor.
