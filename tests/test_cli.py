@@ -89,14 +89,15 @@ def test_sigterm_stops_like_ctrl_c(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    # Enough jobs that the sweep is still running when the signal comes (progress on, so
-    # the bar says when the first job has started).
+    # Enough jobs that the sweep is still running when the signal comes (progress on: the
+    # bar appears when the jobs start). Wait for the bar, not for one job's label: a bar
+    # refreshes every 0.1 s and may never show a job that fast.
     argv = [sys.executable, "-m", "raytda.cli", "sweep", "--setting", "toy-mlp", "--proj-dim",
-            "8", "--lds-m", "40", "--ensemble", "naive:I=1|2|3|4|5", "--out", str(tmp_path / "o")]
+            "8", "--lds-m", "300", "--ensemble", "naive:I=1|2|3|4|5", "--out", str(tmp_path / "o")]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             cwd=root)
     seen = b""
-    while b"train model" not in seen:
+    while b"raytda jobs" not in seen:
         chunk = proc.stderr.read1(4096)
         assert chunk, f"the sweep ended before it was signalled: {seen.decode()}"
         seen += chunk
