@@ -88,18 +88,24 @@ def test_sigterm_stops_like_ctrl_c(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    # A clean environment and a session of its own: nothing an earlier test left in this
+    # process (environment, process group) reaches the sweep.
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env["PYTHONPATH"] = str(root)
     # Enough jobs that the sweep is still running when the signal comes (progress on: the
     # bar appears when the jobs start). Wait for the bar, not for one job's label: a bar
     # refreshes every 0.1 s and may never show a job that fast.
     argv = [sys.executable, "-m", "raytda.cli", "sweep", "--setting", "toy-mlp", "--proj-dim",
             "8", "--lds-m", "300", "--ensemble", "naive:I=1|2|3|4|5", "--out", str(tmp_path / "o")]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            cwd=root)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=root, start_new_session=True)
     seen = b""
     while b"raytda jobs" not in seen:
         chunk = proc.stderr.read1(4096)
-        assert chunk, f"the sweep ended before it was signalled: {seen.decode()}"
+        if not chunk:
+            out = proc.communicate(timeout=60)[0].decode()[-2000:]
+            raise AssertionError(f"the sweep ended (exit {proc.returncode}) before it was "
+                                 f"signalled; stderr: {seen.decode()!r}; stdout: {out!r}")
         seen += chunk
     proc.send_signal(signal.SIGTERM)
     try:
