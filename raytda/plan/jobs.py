@@ -42,6 +42,17 @@ class Job:
     #: whether the job's measured time is charged to a configuration (its training or
     #: serving cost); such jobs are timed alone on their node (raytda.run.timing_slot)
     costed: bool = True
+    #: per-sample torch work that an accelerator speeds up (the executor's GPU policy
+    #: gives it a share); evaluation is cheap numpy work that would hold one idle
+    accelerated: bool = True
+    #: its artifact is model weights that later jobs of the same model read (a worker
+    #: keeps them in memory; jobs that read them prefer the actor that made them)
+    holds_model: bool = False
+
+    def affinity(self) -> str | None:
+        """Key of the model this job should run next to (the actor that made or loaded it
+        holds it), or None."""
+        return None
 
     def spec(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -84,6 +95,10 @@ class TrainModel(Job):
     base_seed: int = 0
     kind: str = field(default="model", init=False)
     body: str = field(default="raytda.work.train:train_model", init=False)
+    holds_model = True
+
+    def affinity(self) -> str | None:
+        return self.key
 
     def spec(self) -> dict[str, Any]:
         return {"task": self.task.train_key, "index": self.index, "base_seed": self.base_seed}
@@ -196,6 +211,10 @@ class TrainAdapter(Job):
     adapter: int
     kind: str = field(default="adapter", init=False)
     body: str = field(default="raytda.work.train:train_adapter", init=False)
+    holds_model = True
+
+    def affinity(self) -> str | None:
+        return self.key
 
     @property
     def task(self) -> Task:  # type: ignore[override]
@@ -275,6 +294,9 @@ class QValues(Job):
     def deps(self) -> tuple[Job, ...]:
         return member_deps(self.model)
 
+    def affinity(self) -> str | None:
+        return self.model.key
+
     def describe(self) -> str:
         extra = "" if self.member.adapter is None else f" adapter {self.member.adapter}"
         return f"Q of model {self.model.index} mask {self.member.mask}{extra}"
@@ -307,6 +329,9 @@ class MemberBlock(Job):
     def deps(self) -> tuple[Job, ...]:
         return member_deps(self.model)
 
+    def affinity(self) -> str | None:
+        return self.model.key
+
     def describe(self) -> str:
         m = self.member
         extra = "" if m.adapter is None else f" adapter {m.adapter}"
@@ -331,6 +356,7 @@ class Evaluate(Job):
     base_seed: int = 0
     kind: str = field(default="result", init=False)
     body: str = field(default="raytda.work.evaluate:evaluate", init=False)
+    accelerated = False
 
     def spec(self) -> dict[str, Any]:
         return {"task": self.task.key, "method": self.method.hashed(),
@@ -446,6 +472,9 @@ class SharedGradientBlocks(Job):
 
     def deps(self) -> tuple[Job, ...]:
         return member_deps(self.model)
+
+    def affinity(self) -> str | None:
+        return self.model.key
 
     def parts(self) -> tuple[str, ...]:
         """Keys of the D member payloads, in projection order."""

@@ -11,10 +11,6 @@ from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
 
-# Kinds that do torch compute per sample and so benefit from an accelerator; 'result'
-# (aggregation + LDS) is cheap numpy work that would only hold a GPU share idle.
-GPU_KINDS = frozenset({"model", "basemodel", "adapter", "ldsmodel", "q", "block"})
-
 GpuPolicy = float | Callable[[Job], float] | None
 
 
@@ -44,7 +40,7 @@ def model_params(job: Job) -> int:
 
 def default_gpu_share(job: Job) -> float:
     """Quarter of a GPU for small models (4 jobs share a device), a whole one otherwise."""
-    if job.kind not in GPU_KINDS:
+    if not job.accelerated:
         return 0.0
     return 0.25 if model_params(job) < 5_000_000 else 1.0
 
@@ -69,13 +65,3 @@ def ship_task_code(plan: Plan) -> None:
                     or "site-packages" in (getattr(mod, "__file__", None) or "site-packages"):
                 continue
             cloudpickle.register_pickle_by_value(mod)
-
-
-def affinity(job: Job) -> str | None:
-    """The model a job should run next to: its own key for model jobs, its source model's
-    for Q and block jobs (the actor that made the model holds it), None for the rest."""
-    if job.kind in ("model", "basemodel", "adapter"):
-        return job.key
-    if job.kind in ("q", "block"):
-        return job.model.key  # type: ignore[attr-defined]
-    return None

@@ -45,11 +45,9 @@ from raytda.plan.planner import Plan
 from raytda.run.connect import join_ray, probe_address
 from raytda.run.local import JobFailed
 from raytda.run.policy import (
-    GPU_KINDS,
     GpuPolicy,
     actor_compute_args,
     actors_per_node,
-    affinity,
     default_gpu_share,
     ship_task_code,
 )
@@ -180,7 +178,7 @@ class RayExecutor:
         return self.args.device.startswith("cuda") or self.accelerator != "GPU"
 
     def gpu_share(self, job: Job) -> float:
-        if not self.uses_accelerator or job.kind not in GPU_KINDS:
+        if not self.uses_accelerator or not job.accelerated:
             return 0.0
         pol = self.gpu_fraction
         if pol is None:
@@ -465,7 +463,7 @@ class _Run:
                 continue  # waits for an actor with a larger share
             if starting and self.jobs[key].costed:
                 continue
-            a = affinity(self.jobs[key])
+            a = self.jobs[key].affinity()
             owner = self.owner.get(a) if a is not None else None
             rank = 0 if owner == slot.name and a is not None else 1 if owner is None else 2
             if rank == 0:
@@ -498,7 +496,7 @@ class _Run:
 
     def submit(self, slot: _Slot, key: str) -> None:
         job = self.jobs[key]
-        a = affinity(job)
+        a = job.affinity()
         if a is not None and a not in self.owner:
             self.owner[a] = slot.name
         # A node not seen yet (just joined) counts as the most crowded one known.

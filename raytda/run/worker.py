@@ -36,9 +36,6 @@ from raytda.plan.jobs import Job
 from raytda.store import ArtifactStore
 from raytda.store.lease import claim
 
-# Kinds whose artifacts are model weights that several later jobs read.
-MODEL_KINDS = ("model-", "basemodel-", "adapter-")
-
 
 def warm_up() -> None:
     """Pay a process's one-off costs before any job is timed: the job bodies' imports and
@@ -94,6 +91,8 @@ class _Recording:
     def __init__(self, store: ArtifactStore, runner: JobRunner, context: dict[str, Any],
                  job: Job) -> None:
         self._store, self._runner, self._context, self._job = store, runner, context, job
+        # model weights this job reads, which the worker keeps for later jobs
+        self._models = {d.key for d in job.deps() if d.holds_model}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -102,7 +101,7 @@ class _Recording:
         return (_identity, (self._store,))
 
     def get(self, key: str):
-        if key.startswith(MODEL_KINDS):
+        if key in self._models:
             return self._runner.model_get(self._store, key)
         return self._store.get(key)
 

@@ -21,6 +21,19 @@ from raytda.tasks import get_task
 
 
 @dataclass(frozen=True, repr=False)
+class StoredModel(Job):
+    """Model weights already in the store under ``stored_key``."""
+
+    stored_key: str
+    kind: str = field(default="model", init=False)
+    holds_model = True
+
+    @property
+    def key(self) -> str:
+        return self.stored_key
+
+
+@dataclass(frozen=True, repr=False)
 class ThreadProbe(Job):
     """Stores the torch thread count it ran with, and reads a model artifact twice."""
 
@@ -30,6 +43,9 @@ class ThreadProbe(Job):
 
     def spec(self) -> dict[str, Any]:
         return {"probe": "threads", "model": self.model_key}
+
+    def deps(self) -> tuple[Job, ...]:
+        return () if self.model_key is None else (StoredModel(self.model_key),)
 
     def run(self, store, args) -> None:
         if self.model_key is not None:
