@@ -134,7 +134,7 @@ def table6(a) -> list[str]:
 
 
 def table7(f3: pd.DataFrame | None) -> list[str]:
-    from raytda.core.costs import UnitCosts, analytic_params
+    from raytda.core.costs import UnitCosts
     from raytda.ensembles import Ensemble
 
     one = UnitCosts(train=1.0, serve=1.0, serve_forward_only=1.0)
@@ -142,7 +142,7 @@ def table7(f3: pd.DataFrame | None) -> list[str]:
                Ensemble("dropout", 1, 3), Ensemble("dropout", 1, 10)]
     ours = {c: [e.kind_class.train_time(e, one) if c == "training time" else
                 e.kind_class.serve_time(e, one) if c == "serving time" else
-                analytic_params(e.I, 1) for e in counted] for c in PAPER_T7}
+                e.kind_class.stored_params(e, 1) for e in counted] for c in PAPER_T7}
     note = "L = 3 and 10: no figure3_lora results in --out."
     if f3 is not None:
         for s in sorted(f3.setting.unique()):

@@ -35,7 +35,10 @@ class Sweep:
     """A sweep of ensemble configurations over one or more Tasks, run once per artifact.
 
     ``tasks`` are built-in names (``"digits-mlp"``), Settings or your own
-    :class:`~raytda.task.Task` objects. ``lds`` is an LDSSpec (retrain on random subsets;
+    :class:`~raytda.task.Task` objects. Configurations are the grid ``methods`` x
+    ``ensembles`` (pairs that cannot run together, e.g. Grad-Dot with a forward-only
+    Dropout Ensemble, are skipped with one logged line each), or exactly the
+    ``configurations`` given as (method, ensemble) pairs. ``lds`` is an LDSSpec (retrain on random subsets;
     the default), a :class:`~raytda.ground_truth.GroundTruth` you have, or None
     (attribution only: scores and costs).
 
@@ -61,33 +64,28 @@ class Sweep:
         address: str | None = None,
         compute: ComputeArgs | None = None,
         progress: bool = True,
+        configurations: Iterable[tuple[str | Method, str | Ensemble]] | None = None,
         **setting_overrides: Any,
     ) -> None:
         tasks = _listify(tasks, (str, Task, Setting))
         methods = _listify(methods, (str, Method))
+        pairs = tuple((as_method(m, proj_dim), as_ensemble(e))
+                      for m, e in (configurations or ()))
+        if pairs and (methods != ["trak"] or ensembles is not DEFAULT_ENSEMBLES):
+            raise SpecError("give either configurations (method, ensemble pairs) or the "
+                            "methods x ensembles grid, not both")
         self.spec = SweepSpec(
             tasks=tuple(as_task(t, data_dir, setting_overrides) for t in tasks),
             methods=tuple(as_method(m, proj_dim) for m in methods),
             ensembles=tuple(as_ensemble(e) for e in ensembles),
             lds=LDSSpec() if lds is _DEFAULT_LDS else lds,
             base_seed=base_seed,
+            configurations=pairs,
         )
         self.store = ArtifactStore(store)
         self.compute = compute or ComputeArgs()
         self._executor, self._address, self._progress = executor, address, progress
         self.results: pd.DataFrame | None = None
-
-    @classmethod
-    def from_spec(cls, spec: SweepSpec, store: str, **kw: Any) -> Sweep:
-        sweep = cls.__new__(cls)
-        sweep.spec = spec
-        sweep.store = ArtifactStore(store)
-        sweep.compute = kw.pop("compute", None) or ComputeArgs()
-        sweep._executor = kw.pop("executor", "local")
-        sweep._address = kw.pop("address", None)
-        sweep._progress = kw.pop("progress", True)
-        sweep.results = None
-        return sweep
 
     def check(self) -> None:
         """Fail before any work, with one clear error, if a Task's data, model, output,
@@ -137,17 +135,29 @@ class Sweep:
 
     def evaluation(self, ensemble: str | Ensemble, method: str | Method | None = None,
                    task: str | Task | None = None) -> Evaluate:
-        """The configuration of this sweep that ``ensemble`` (and method, task) names."""
-        ens = as_ensemble(ensemble)
-        found = [e for e in self.spec.evaluations()
-                 if e.ensemble == ens
+        """The configuration of this sweep that ``ensemble`` (and method, task) names.
+
+        ``ensemble`` is a spec (``"lora:I=1,L=2"``, an Ensemble) or the label the results
+        table shows (``"lora I=1 L=2"``)."""
+        evals = self.spec.evaluations()
+        if isinstance(ensemble, str) and any(e.ensemble.label == ensemble for e in evals):
+            def same(e: Evaluate) -> bool:
+                return e.ensemble.label == ensemble
+            shown = ensemble
+        else:
+            ens = as_ensemble(ensemble)
+
+            def same(e: Evaluate) -> bool:
+                return e.ensemble == ens
+            shown = ens.label
+        found = [e for e in evals if same(e)
                  and (method is None or e.method.name == getattr(method, "name", method))
                  and (task is None or e.task.name == getattr(task, "name", task))]
         if len(found) != 1:
             labels = sorted({f"{e.method.name} {e.ensemble.label} on {e.task.name}"
-                             for e in self.spec.evaluations()})
+                             for e in evals})
             what = "no" if not found else "more than one"
-            raise SpecError(f"{what} configuration of this sweep matches {ens.label!r}"
+            raise SpecError(f"{what} configuration of this sweep matches {shown!r}"
                             f"{'' if method is None else f' with {method}'}; it has {labels}")
         return found[0]
 

@@ -99,15 +99,7 @@ def check_task(task: Task, ensembles: Sequence[Ensemble], methods: Sequence[Meth
     rules = check_output(task, net, data)
     remember(task, data, scan_task_data(task, data, rules))
     check_checkpoints(task)
-    masked = [e.label for e in ensembles if e.kind_class.uses_masks]
-    if masked and not net.sites:
-        raise SpecError(f"{masked[0]} needs dropout, but task {task.name!r}'s model has no "
-                        f"nn.Dropout module with p > 0; add one or use another ensemble kind")
-    if any(e.kind_class.uses_lora for e in ensembles):
-        names = {n.rsplit(".", 1)[-1] for n, _ in net.module.named_modules()}
-        missing = [t for t in task.lora_spec.targets if t not in names]
-        if missing:
-            raise SpecError(f"task {task.name!r}: LoRA targets {missing} are not modules of "
-                            f"its model; set Task.lora = LoRASpec(targets=(...)) to module names")
+    for ens in ensembles:
+        ens.kind_class.check_model(ens, task, net)
     if isinstance(lds, GroundTruth):
         lds.check(data.n_train, data.n_test)

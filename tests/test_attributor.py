@@ -9,9 +9,9 @@ import torch
 
 from raytda import Sweep
 from raytda.attributor import Attributor
-from raytda.core import trak as trak_core
 from raytda.data.sources import load_data
 from raytda.ensembles import Ensemble
+from raytda.features.dense import DenseFeaturizer
 from raytda.methods import Method
 from raytda.specs import SpecError
 from raytda.tasks import get_task
@@ -107,13 +107,13 @@ def test_the_train_side_is_not_recomputed(finished, held_out, monkeypatch):
     ens = ENSEMBLES[1]
     before = sorted(finished.store.keys())
     seen: list[tuple[str, int]] = []
-    real = trak_core.project_features
+    real = DenseFeaturizer.batches
 
-    def counting(model, samples, *args, **kw):
-        seen.append((args[2], samples.n))
-        return real(model, samples, *args, **kw)
+    def counting(self, samples, mask, split, offset=0):
+        seen.append((split, samples.n))
+        return real(self, samples, mask, split, offset)
 
-    monkeypatch.setattr(trak_core, "project_features", counting)
+    monkeypatch.setattr(DenseFeaturizer, "batches", counting)
     attr = Attributor.from_sweep(finished, ens)
     assert seen == []  # construction loads the train side, it computes none of it
     top = attr.top_k(x, y, k=4)

@@ -98,10 +98,3 @@ class UnitCosts:
     serve: float
     serve_forward_only: float = 0.0
     train_lora: float = 0.0
-
-
-def analytic_params(I: int, params_per_model: int, L: int = 0,
-                    params_per_adapter: int = 0) -> int:
-    """Stored parameters: masks and projection seeds cost nothing to store; a LoRA
-    Ensemble stores I base models and I x L adapters."""
-    return I * params_per_model + I * L * params_per_adapter

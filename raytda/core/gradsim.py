@@ -1,32 +1,29 @@
-"""Grad-Dot and Grad-Cos: inner products of full (unprojected) per-sample gradients."""
+"""Grad-Dot and Grad-Cos: inner products (or cosines) of per-sample gradient features."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
-from torch import nn
-
-from raytda.core.args import ComputeArgs
-from raytda.core.grads import samples_grads
-from raytda.core.masks import MaskSpec
-from raytda.core.outputs import CLASSIFICATION, ModelOutput
 
 
-def _unit(g: torch.Tensor) -> torch.Tensor:
+def unit_rows(g: torch.Tensor) -> torch.Tensor:
+    """Each row scaled to unit norm (zero rows stay zero)."""
     return g / g.norm(dim=1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
 
 
-def gradsim_block(model: nn.Module, data, mask: MaskSpec | None, normalize: bool,
-                  args: ComputeArgs, output: ModelOutput = CLASSIFICATION) -> torch.Tensor:
-    """(m x n) matrix of g(test)^T g(train), with unit-normalized gradients if asked."""
-    def grads(samples, split):
-        return samples_grads(model, samples, mask, split, args.grad_batch, args.device, output)
-
-    test = torch.cat([g for _, g in grads(data.test, "test")])
+def similarity_block(test: torch.Tensor, train_batches: Iterable[tuple[slice | torch.Tensor,
+                                                                        torch.Tensor]],
+                     n_train: int, normalize: bool) -> torch.Tensor:
+    """(m x n_train) matrix of test features times train features, cosines if
+    ``normalize``. Train features arrive in batches ((rows, features)), so n_train x p is
+    never held; products run where ``test`` is."""
     if normalize:
-        test = _unit(test)
-    out = torch.empty(data.n_test, data.n_train)
-    for rows, g in grads(data.train, "train"):
+        test = unit_rows(test)
+    out = torch.empty(test.shape[0], n_train)
+    for rows, g in train_batches:
+        g = g.to(test.device)
         if normalize:
-            g = _unit(g)
+            g = unit_rows(g)
         out[:, rows] = (test @ g.T).cpu()
     return out

@@ -18,7 +18,7 @@ CG solves all test right-hand sides at once, each column with its own step sizes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ from raytda.data.samples import Samples
 
 CURVATURES = ("ggn", "hessian")
 MatVec = Callable[[torch.Tensor], torch.Tensor]
+# (samples, mask, split) -> (rows, per-sample gradients) batches
+GradientBatches = Callable[..., Iterator[tuple[slice | torch.Tensor, torch.Tensor]]]
 
 
 def _flat_batches(model: nn.Module, samples: Samples, mask: MaskSpec | None,
@@ -187,15 +189,23 @@ def curvature_rows(n_train: int, train_rows: np.ndarray | None, cap: int | None)
 
 def influence_block(model: nn.Module, data, mask: MaskSpec | None, damping: float,
                     max_iter: int, tol: float, hessian_samples: int | None, args: ComputeArgs,
-                    output: ModelOutput = CLASSIFICATION, loss_fn: LossFn = mean_cross_entropy,
-                    curvature: str = "ggn", train_rows: np.ndarray | None = None
+                    loss_fn: LossFn = mean_cross_entropy, curvature: str = "ggn",
+                    train_rows: np.ndarray | None = None,
+                    gradients: GradientBatches | None = None, output: ModelOutput = CLASSIFICATION
                     ) -> tuple[torch.Tensor, dict]:
     """(m x n) IF scores for one member, plus the damping and CG diagnostics.
 
-    Gradients are of the model output f; the curvature (``"ggn"`` or ``"hessian"``) is of
-    ``loss_fn`` (the training loss) over ``train_rows``, the rows the member was trained on
-    (None: the whole train split), at most ``hessian_samples`` of them.
+    ``gradients(samples, mask, split)`` yields (rows, per-sample gradients of the model
+    output f) in parameter order (a featurizer's exact ``batches``; default: those of
+    :func:`~raytda.core.grads.samples_grads` for ``output``). The curvature (``"ggn"`` or
+    ``"hessian"``) is of ``loss_fn`` (the training loss) over ``train_rows``, the rows the
+    member was trained on (None: the whole train split), at most ``hessian_samples`` of
+    them.
     """
+    if gradients is None:
+        def gradients(samples, mask, split):
+            return samples_grads(model, samples, mask, split, args.grad_batch, args.device,
+                                 output)
     if curvature not in CURVATURES:
         raise ValueError(f"unknown curvature {curvature!r}; choose one of {list(CURVATURES)}")
     rows = curvature_rows(data.n_train, train_rows, hessian_samples)
@@ -205,12 +215,15 @@ def influence_block(model: nn.Module, data, mask: MaskSpec | None, damping: floa
         matvec = make(model, data.train, mask, loss_fn=loss_fn)
     else:
         matvec = make(model, data.train.subset(rows), mask, loss_fn=loss_fn, rows=rows)
-    test = torch.cat([g for _, g in samples_grads(model, data.test, mask, "test",
-                                                  args.grad_batch, args.device, output)])
+    device = next(iter(trainable_params(model).values())).device
+    parts = [(at, g.to(device)) for at, g in gradients(data.test, mask, "test")]
+    test = torch.empty(data.n_test, parts[0][1].shape[1], device=device, dtype=parts[0][1].dtype)
+    for at, g in parts:
+        test[at] = g
+    del parts
     solved, info = conjugate_gradients(matvec, test.T.contiguous(), damping, max_iter, tol)
     out = torch.empty(data.n_test, data.n_train)
-    for idx, g in samples_grads(model, data.train, mask, "train", args.grad_batch,
-                                args.device, output):
-        out[:, idx] = (solved.T @ g.T).cpu()
+    for idx, g in gradients(data.train, mask, "train"):
+        out[:, idx] = (solved.T @ g.to(device).T).cpu()
     return out, {"damping": damping, "curvature": curvature,
                  "curvature_rows": len(rows), **info}

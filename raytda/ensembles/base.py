@@ -1,9 +1,11 @@
 """The ensemble-kind interface and its registry.
 
 An ensemble kind says which members a configuration averages, which of the fields D, C,
-L and mask_mode it takes, what it needs of a method and of the model, and what it costs
-in the paper's analytic model (appendix E). ``register_ensemble`` adds a kind from any
-module; nothing else in raytda names kinds.
+L and mask_mode it takes, what it needs of a method and of the model, which jobs a
+configuration of it needs (:meth:`EnsembleKind.jobs`: its models, feature jobs and Q
+jobs) and what it costs in the paper's analytic model (appendix E). The planner and the
+evaluation call these hooks and branch on no kind. ``register_ensemble`` adds a kind
+from any module; nothing else in raytda names kinds.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from raytda.specs import Member, _check
 
 if TYPE_CHECKING:
     from raytda.core.costs import UnitCosts
+    from raytda.core.network import Network
     from raytda.ensembles.spec import Ensemble
+    from raytda.plan.jobs import Evaluate, Job, KindJobs, QValues
+    from raytda.task import Task
 
 
 class EnsembleKind:
@@ -25,8 +30,6 @@ class EnsembleKind:
         name: the kind as written in specs and on the command line.
         takes: which of ``D``, ``C``, ``L``, ``mask_mode`` it uses (others must be unset).
         uses_masks: members are dropout-masked (the model needs dropout sites).
-        uses_lora: members are LoRA adapters on base models trained on the full set.
-        uses_checkpoints: members include intermediate checkpoints of a training run.
         needs: method capabilities it depends on (``"q"``: TRAK's Q weighting,
             ``"projection"``: per-member projection seeds).
     """
@@ -34,8 +37,6 @@ class EnsembleKind:
     name: ClassVar[str] = ""
     takes: ClassVar[frozenset[str]] = frozenset()
     uses_masks: ClassVar[bool] = False
-    uses_lora: ClassVar[bool] = False
-    uses_checkpoints: ClassVar[bool] = False
     needs: ClassVar[frozenset[str]] = frozenset()
 
     def members(self, ens: Ensemble, epochs: tuple[int | None, ...]) -> tuple[Member, ...]:
@@ -47,6 +48,73 @@ class EnsembleKind:
                         ) -> tuple[Member, ...]:
         """Members whose gradient features are used (the score members by default)."""
         return self.members(ens, epochs)
+
+    # ------------------------------------------------------------------ jobs
+
+    def jobs(self, ev: Evaluate) -> KindJobs:
+        """Every job configuration ``ev`` needs: its models, further trainings, feature
+        jobs and (when the method needs Q) Q jobs. Override the parts below, or this."""
+        from raytda.plan.jobs import KindJobs
+
+        models = self.models(ev)
+        return KindJobs(models=models, adapters=self.adapters(ev, models),
+                        features=self.feature_jobs(ev, models),
+                        q=self.q_jobs(ev, models) if ev.method.impl.needs_q else ())
+
+    def models(self, ev: Evaluate) -> tuple[Job, ...]:
+        """The I models: the task's checkpoints imported, or trained from scratch."""
+        from raytda.plan.jobs import task_models
+
+        return task_models(ev.task, ev.ensemble.I, ev.base_seed)
+
+    def adapters(self, ev: Evaluate, models: tuple[Job, ...]) -> tuple[Job, ...]:
+        """Trainings on top of the models (none by default)."""
+        return ()
+
+    def source(self, models: tuple[Job, ...], member: Member) -> Job:
+        """The job whose weights member ``member`` is served from."""
+        return models[member.model]
+
+    def feature_jobs(self, ev: Evaluate, models: tuple[Job, ...]) -> tuple[Job, ...]:
+        """One MemberBlock per feature member (projection seeds dropped when the features
+        are exact gradients: they would change nothing but the key)."""
+        from dataclasses import replace
+
+        from raytda.plan.jobs import MemberBlock
+
+        out = []
+        for mem in self.feature_members(ev.ensemble, ev.task.saved_epochs()):
+            if ev.method.impl.feature_dim(ev.method) is None:
+                mem = replace(mem, projection=0)
+            out.append(MemberBlock(self.source(models, mem), mem, ev.method,
+                                   ev.ensemble.mask_mode))
+        return tuple(out)
+
+    def q_jobs(self, ev: Evaluate, models: tuple[Job, ...]) -> tuple[QValues, ...]:
+        """One Q job per distinct (model, checkpoint, mask or adapter) member."""
+        from dataclasses import replace
+
+        from raytda.plan.jobs import QValues
+
+        seen: dict[str, QValues] = {}
+        for mem in self.members(ev.ensemble, ev.task.saved_epochs()):
+            q = QValues(self.source(models, mem), replace(mem, projection=0),
+                        ev.ensemble.mask_mode)
+            seen.setdefault(q.key, q)
+        return tuple(seen.values())
+
+    def check_task(self, ens: Ensemble, task: Task) -> None:
+        """Raise SpecError if ``task`` cannot give what this kind needs (checked before
+        any work; ``Sweep.check`` probes the model's dropout sites)."""
+
+    def check_model(self, ens: Ensemble, task: Task, net: Network) -> None:
+        """Raise SpecError if the task's model (``net``, probed on a train row) lacks what
+        this kind needs: dropout sites for masked members."""
+        _check(not self.uses_masks or bool(net.sites),
+               f"{ens.label} needs dropout, but task {task.name!r}'s model has no "
+               f"nn.Dropout module with p > 0; add one or use another ensemble kind")
+
+    # ------------------------------------------------------------------ costs
 
     def train_time(self, ens: Ensemble, u: UnitCosts) -> float:
         """Appendix E: I x T_train."""

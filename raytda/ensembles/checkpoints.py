@@ -11,7 +11,6 @@ from raytda.specs import Member
 class Checkpoints(EnsembleKind):
     name = "checkpoints"
     takes = frozenset({"C"})
-    uses_checkpoints = True
 
     def members(self, ens, epochs):
         return tuple(Member(i, c) for i in range(ens.I) for c in checkpoint_epochs(ens, epochs))

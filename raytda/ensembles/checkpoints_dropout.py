@@ -11,7 +11,6 @@ class CheckpointsDropout(EnsembleKind):
     name = "checkpoints-dropout"
     takes = frozenset({"C", "D", "mask_mode"})
     uses_masks = True
-    uses_checkpoints = True
 
     def members(self, ens, epochs):
         return tuple(Member(i, c, d, d) for i in range(ens.I)

@@ -11,15 +11,42 @@ from raytda.specs import Member, _check
 class LoRA(EnsembleKind):
     name = "lora"
     takes = frozenset({"L"})
-    uses_lora = True
 
     def check(self, ens):
         super().check(ens)
         _check(ens.L >= 1, f"L (LoRA adapters per base model) must be an integer >= 1, got "
                            f"{ens.L!r}; write e.g. 'lora:I=1,L=3'")
 
+    def check_task(self, ens, task):
+        _check(task.lora is not None and task.recipe is not None
+               and task.checkpoints() is None,
+               f"ensemble kind {self.name!r} trains base models and LoRA adapters: task "
+               f"{task.name!r} needs a recipe and Task.lora (with its target modules)")
+
+    def check_model(self, ens, task, net):
+        names = {n.rsplit(".", 1)[-1] for n, _ in net.module.named_modules()}
+        missing = [t for t in task.lora_spec.targets if t not in names]
+        _check(not missing, f"task {task.name!r}: LoRA targets {missing} are not modules of "
+                            f"its model; set Task.lora = LoRASpec(targets=(...)) to module names")
+
     def members(self, ens, epochs):
         return tuple(Member(i, adapter=a) for i in range(ens.I) for a in range(ens.L))
+
+    # Base models on the full set; each member is an adapter on one of them.
+    def models(self, ev):
+        from raytda.plan.jobs import TrainBase
+
+        return tuple(TrainBase(ev.task, i, ev.base_seed) for i in range(ev.ensemble.I))
+
+    def adapters(self, ev, models):
+        from raytda.plan.jobs import TrainAdapter
+
+        return tuple(TrainAdapter(b, a) for b in models for a in range(ev.ensemble.L))
+
+    def source(self, models, member):
+        from raytda.plan.jobs import TrainAdapter
+
+        return TrainAdapter(models[member.model], member.adapter)
 
     def train_time(self, ens, u):
         # I x T_Train,Base + I x L x T_Train,LoRA

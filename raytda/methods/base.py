@@ -1,11 +1,12 @@
 """The attribution-method interface and its registry.
 
-A method turns one ensemble member (a network, its dropout mask, its projection seed) into
-a payload of tensors stored once, scores any rows of test samples from that payload, and
-declares what it needs: TRAK's Q weighting (``needs_q``), per-member projection seeds
-(``projected``), which ``Method`` fields change its scores (``params``), whether it
-can score new inputs from stored train-side payloads (``serves_new_inputs``) and whether
-it needs the rows the member's model was trained on (``uses_training_rows``).
+A method turns one ensemble member (a :class:`~raytda.methods.context.MemberContext`:
+its network, dropout mask, projection seed and gradient features) into a payload of
+tensors stored once, scores any rows of test samples from that payload, scores new inputs
+from it when it can, and declares what it needs: TRAK's Q weighting (``needs_q``),
+per-member projection seeds (``projected``), which ``Method`` fields change its scores
+(``params``), exact gradients (``needs_exact_gradients``) and the rows the member's model
+was trained on (``uses_training_rows``).
 ``register_method`` adds one from any module; nothing else in raytda names methods.
 """
 
@@ -18,13 +19,21 @@ from raytda.registry import Registry
 if TYPE_CHECKING:
     import torch
 
-    from raytda.core.args import ComputeArgs
-    from raytda.core.masks import MaskSpec
+    from raytda.methods.context import MemberContext
     from raytda.methods.spec import Method
 
 
 class AttributionMethod:
-    """One TDA method. Subclass, set ``name``, implement ``member`` and ``score_rows``."""
+    """One TDA method. Subclass, set ``name``, and implement the train side (``member``,
+    or ``finalize`` when the default featurization fits) and ``score_rows``; methods that
+    serve new inputs also implement ``query_side`` and ``score_features``.
+
+    The batch path (a sweep) calls ``member`` once per ensemble member and stores the
+    payload; evaluation scores the stored test rows with ``score_rows`` and averages
+    members with ``combine``. The query path (the :class:`~raytda.attributor.Attributor`)
+    loads a member's payload once into ``query_side`` and scores features of new inputs,
+    made by the member's featurizer, with ``score_features``.
+    """
 
     name: ClassVar[str] = ""
     params: ClassVar[tuple[str, ...]] = ()
@@ -34,9 +43,10 @@ class AttributionMethod:
     needs_q: ClassVar[bool] = False
     projected: ClassVar[bool] = False
     serves_new_inputs: ClassVar[bool] = False
-    #: ``member`` is given ``training_rows=``: the train rows the member's weights were
-    #: fitted on (None when unknown, e.g. imported checkpoints)
+    #: the method uses ``MemberContext.training_rows`` (the rows the member was fitted on)
     uses_training_rows: ClassVar[bool] = False
+    #: the method needs exact per-sample gradients (a features part that is ``exact``)
+    needs_exact_gradients: ClassVar[bool] = False
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -45,17 +55,37 @@ class AttributionMethod:
             {"projection"} if self.projected else set())
 
     def check(self, spec: Method, task: Any) -> None:
-        """Raise SpecError if this method cannot run on ``task``."""
+        """Raise SpecError if this method cannot run on ``task`` with ``spec``."""
+        from raytda.specs import _check
 
-    def member(self, spec: Method, net: torch.nn.Module, data: Any, mask: MaskSpec | None,
-               seed: int, args: ComputeArgs, task: Any
+        part = spec.features_part
+        _check(part.exact or not self.needs_exact_gradients,
+               f"method {self.name!r} needs exact per-sample gradients, which gradient "
+               f"features {part.name!r} do not give; use features 'dense'")
+
+    def feature_dim(self, spec: Method) -> int | None:
+        """Dimensions asked of the member's featurizer: ``proj_dim`` when the method
+        projects or the features part always does, else None (exact gradients)."""
+        return spec.proj_dim if self.projected or not spec.features_part.exact else None
+
+    def member(self, spec: Method, ctx: MemberContext
                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """One member's payload (tensors stored once) and its metadata.
 
-        ``seed`` is the member's projection seed; ``task`` gives the model output
-        (``task.output()``) and the training loss (``task.loss``).
+        Default: the member's features of every train and test row, then ``finalize``.
         """
-        raise NotImplementedError
+        fz = ctx.featurizer(self.feature_dim(spec))
+        train = fz.features(ctx.data.train, ctx.mask, "train")
+        test = fz.features(ctx.data.test, ctx.mask, "test")
+        payload, info = self.finalize(spec, train, test)
+        # Build time of a projection reused from an earlier job: charged as if built here.
+        return payload, {**fz.describe(), **info, "projection_reused_s": fz.reused_s()}
+
+    def finalize(self, spec: Method, train_features: torch.Tensor,
+                 test_features: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The payload from a member's train and test features (for the default
+        ``member``, and for kinds that make several members' features at once)."""
+        raise NotImplementedError(f"method {self.name!r} makes its payload in member()")
 
     def result_columns(self, spec: Method, member_meta: list[dict[str, Any]]
                        ) -> dict[str, Any]:
@@ -70,6 +100,23 @@ class AttributionMethod:
     def combine(self, mean_scores: torch.Tensor, q_mean: torch.Tensor | None) -> torch.Tensor:
         """The ensemble's scores from the mean member scores (and mean Q when ``needs_q``)."""
         return mean_scores if q_mean is None else mean_scores * q_mean.unsqueeze(0)
+
+    # ------------------------------------------------------------------ new inputs
+
+    def query_side(self, payload: dict[str, torch.Tensor], device: torch.device
+                   ) -> dict[str, torch.Tensor]:
+        """What scoring new inputs against a stored member keeps in memory (``serves_new_inputs``)."""
+        raise NotImplementedError(f"method {self.name!r} does not serve new inputs")
+
+    def score_features(self, side: dict[str, torch.Tensor], features: torch.Tensor
+                       ) -> torch.Tensor:
+        """Scores (rows x n_train) of new inputs' features against ``query_side``'s result."""
+        raise NotImplementedError(f"method {self.name!r} does not serve new inputs")
+
+    @staticmethod
+    def n_train(side: dict[str, torch.Tensor]) -> int:
+        """Train rows a query side scores against."""
+        return int(next(iter(side.values())).shape[-1])
 
 
 METHODS: Registry[AttributionMethod] = Registry("method")

@@ -1,4 +1,5 @@
-"""Grad-Dot: inner products of full per-sample gradients, averaged over members."""
+"""Grad-Dot: inner products of per-sample gradients (exact, or the features part's
+projections), averaged over members."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ class GradDot(AttributionMethod):
     name = "grad-dot"
     normalize = False
 
-    def member(self, spec, net, data, mask, seed, args, task):
-        from raytda.core.gradsim import gradsim_block
+    def member(self, spec, ctx):
+        from raytda.core.gradsim import similarity_block
 
-        return {"block": gradsim_block(net, data, mask, self.normalize, args, task.output())}, {}
+        fz = ctx.featurizer(self.feature_dim(spec))
+        test = fz.features(ctx.data.test, ctx.mask, "test").to(ctx.args.device)
+        block = similarity_block(test, fz.batches(ctx.data.train, ctx.mask, "train"),
+                                 ctx.data.n_train, self.normalize)
+        return {"block": block}, fz.describe()

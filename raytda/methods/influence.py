@@ -17,13 +17,17 @@ class InfluenceFunction(AttributionMethod):
     # default, over the member's training rows instead of the whole train split
     revision = 2
     uses_training_rows = True
+    # the curvature products act on parameter-space vectors
+    needs_exact_gradients = True
 
-    def member(self, spec, net, data, mask, seed, args, task, training_rows=None):
+    def member(self, spec, ctx):
         from raytda.core.influence import influence_block
 
-        block, info = influence_block(net, data, mask, spec.damping, spec.cg_max_iter,
-                                      spec.cg_tol, spec.hessian_samples, args, task.output(),
-                                      task.loss, spec.curvature, training_rows)
+        fz = ctx.featurizer(None)
+        block, info = influence_block(ctx.net, ctx.data, ctx.mask, spec.damping,
+                                      spec.cg_max_iter, spec.cg_tol, spec.hessian_samples,
+                                      ctx.args, ctx.task.loss, spec.curvature,
+                                      ctx.training_rows, fz.batches)
         return {"block": block}, info
 
     def result_columns(self, spec, member_meta: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raytda.methods.base import AttributionMethod, method_class
 from raytda.specs import Spec, _check
+
+if TYPE_CHECKING:
+    from raytda.features import GradientFeatures
 
 
 @dataclass(frozen=True)
@@ -18,8 +21,12 @@ class Method(Spec):
     (the value used is recorded with the result). ``damping``, ``cg_*``, ``curvature``
     (``"ggn"``, the Gauss-Newton matrix, or ``"hessian"``, the exact Hessian) and
     ``hessian_samples`` (a cap on the rows the curvature is taken over) are for IF.
+    ``features`` is how per-sample gradients become features (:mod:`raytda.features`:
+    ``"dense"``, or a registered part, with options as ``"name:opt=value"``).
     ``options`` holds the parameters of a user's own method (JSON values).
-    Only the fields the method declares (``AttributionMethod.params``) enter keys.
+    Only what changes the method's scores enters keys: the fields it declares
+    (``AttributionMethod.params``), and the features part when it is not the default
+    (with ``proj_dim`` when that part projects for a method that would not).
     """
 
     name: str = "trak"
@@ -30,6 +37,7 @@ class Method(Spec):
     cg_tol: float = 1e-6
     hessian_samples: int | None = None  # None: every row the member was trained on
     curvature: str = "ggn"
+    features: str = "dense"
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -42,6 +50,10 @@ class Method(Spec):
         _check(self.curvature in ("ggn", "hessian"),
                f"curvature must be 'ggn' or 'hessian', got {self.curvature!r}")
         _check(isinstance(self.options, dict), "options must be a dict of JSON values")
+        from raytda.features import features_from
+
+        # the canonical spelling, so equal parts give equal specs and keys
+        object.__setattr__(self, "features", features_from(self.features).spec_string())
 
     def __hash__(self) -> int:  # options is a dict; hash by content key
         return hash(self.key)
@@ -50,6 +62,13 @@ class Method(Spec):
     def impl(self) -> AttributionMethod:
         return method_class(self.name)
 
+    @property
+    def features_part(self) -> GradientFeatures:
+        """The gradient-features part ``features`` names."""
+        from raytda.features import features_from
+
+        return features_from(self.features)
+
     def hashed(self) -> dict[str, Any]:
         """Only the fields that affect this method's scores (for artifact keys)."""
         out: dict[str, Any] = {"name": self.name}
@@ -57,6 +76,10 @@ class Method(Spec):
             out["revision"] = self.impl.revision
         for f in self.impl.params:
             out[f] = getattr(self, f)
+        if self.features != "dense":  # the default adds nothing: earlier keys stay valid
+            out["features"] = self.features_part.hashed()
+            if self.impl.feature_dim(self) is not None:
+                out["proj_dim"] = self.proj_dim
         if self.options:
             out["options"] = self.options
         return out

@@ -7,7 +7,16 @@ rows, stored or new, come from that payload alone.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from raytda.methods.base import AttributionMethod, register_method
+
+if TYPE_CHECKING:
+    import torch
+
+    from raytda.core.args import ComputeArgs
+    from raytda.core.masks import MaskSpec
+    from raytda.core.outputs import ModelOutput
 
 
 @register_method
@@ -18,24 +27,60 @@ class TRAK(AttributionMethod):
     projected = True
     serves_new_inputs = True
 
-    def member(self, spec, net, data, mask, seed, args, task):
-        from raytda.core.gemm import resolve
-        from raytda.core.grads import n_trainable
-        from raytda.core.projector_cache import projector
-        from raytda.core.trak import trak_features
-
-        # LoRA members: the projection spans the adapter's parameters only. The process
-        # keeps built projectors, so a worker builds each distinct one once.
-        proj = projector(n_trainable(net), spec.proj_dim, seed, args.proj_memory_bytes,
-                         args.device, cpu_gemm=args.cpu_gemm)
-        payload, info = trak_features(net, data, proj, mask, spec.ridge, args, task.output())
-        # Build time a reused projector saved; serving cost charges it as if built here.
-        info["projection_reused_s"] = proj.take_reused_s()
-        info["cpu_gemm"] = resolve(args.cpu_gemm)  # the BLAS behind the last bits, recorded
-        return payload, info
+    def finalize(self, spec, train_features, test_features):
+        return kernel_payload(train_features, test_features, spec.ridge)
 
     def score_rows(self, payload, rows):
         from raytda.core.trak import score_rows
 
         return score_rows(payload["test_features"][rows], payload["train_features"],
                           payload["chol"])
+
+    def query_side(self, payload, device):
+        import torch
+
+        # score_rows solves phi (Phi^T Phi + ridge I)^-1 Phi^T per call; against a fixed
+        # train side that solve, (Phi^T Phi + ridge I)^-1 Phi^T (k x n), is done once here
+        # and a query is one product (the same math, another rounding order).
+        phi = payload["train_features"].to(device, torch.float64)
+        return {"solved": torch.cholesky_solve(phi.T.contiguous(), payload["chol"].to(device))}
+
+    def score_features(self, side, features):
+        import torch
+
+        # float32 per member, as the batch path stores its blocks
+        return (features.to(side["solved"].device, torch.float64) @ side["solved"]).float()
+
+
+def trak_features(net, data, projector, mask: MaskSpec | None, ridge: float | None,
+                  args: ComputeArgs, output: ModelOutput | None = None
+                  ) -> tuple[dict[str, torch.Tensor], dict]:
+    """One member's TRAK payload with a given projector (dense features): what a sweep's
+    member job stores, for tests and benchmarks that fix P themselves."""
+    from raytda.core.outputs import CLASSIFICATION
+    from raytda.features.dense import DenseFeaturizer
+
+    fz = DenseFeaturizer.with_projector(net, projector, args, output or CLASSIFICATION, data)
+    train = fz.features(data.train, mask, "train")
+    test = fz.features(data.test, mask, "test")
+    payload, info = kernel_payload(train, test, ridge)
+    return payload, {**fz.describe(), **info}
+
+
+def trak_block(net, data, projector, mask: MaskSpec | None, ridge: float | None,
+               args: ComputeArgs, output: ModelOutput | None = None
+               ) -> tuple[torch.Tensor, dict]:
+    """One member's (m x n) TRAK block with a given projector, and its metadata."""
+    payload, info = trak_features(net, data, projector, mask, ridge, args, output)
+    return TRAK().score_rows(payload, slice(None)), info
+
+
+def kernel_payload(train_features: torch.Tensor, test_features: torch.Tensor,
+                   ridge: float | None) -> tuple[dict[str, torch.Tensor], dict]:
+    """A member's TRAK payload from its features: Phi, the Cholesky factor of
+    Phi^T Phi + ridge I and phi; and the ridge used."""
+    from raytda.core.trak import train_side
+
+    chol, used = train_side(train_features, ridge)
+    return ({"train_features": train_features, "chol": chol, "test_features": test_features},
+            {"ridge": used})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,8 +58,9 @@ class Job:
     def spec(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    @property
+    @cached_property
     def key(self) -> str:
+        """Content key: computed once per job object (jobs are immutable)."""
         return f"{self.kind}-{stable_hash([self.kind, self.spec(), __version__], 20)}"
 
     def deps(self) -> tuple[Job, ...]:
@@ -73,6 +75,9 @@ class Job:
         return True
 
     def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
+        """Make the artifact. raytda's jobs name their body as ``body`` ("module:function",
+        imported only here, so planning loads no torch); a job class of one's own may
+        override ``run`` instead."""
         module, _, fn = self.body.partition(":")
         getattr(importlib.import_module(module), fn)(self, store, args)
 
@@ -106,6 +111,7 @@ class TrainModel(Job):
     def describe(self) -> str:
         return f"train model {self.index} of {self.task.name}"
 
+
     @property
     def subset_seed(self) -> int:
         return derive_seed("subset", self.base_seed, self.index)
@@ -115,21 +121,41 @@ class TrainModel(Job):
         return derive_seed("model", self.base_seed, self.index)
 
 
+# path -> ((size, mtime_ns), digest): each checkpoint file is read once per process
+# while it stays unchanged (planning asks for the digests of every import job's key).
+_FILE_DIGESTS: dict[str, tuple[tuple[int, int], str]] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 (24 hex) of a file's bytes; remembered while its size and mtime hold."""
+    import os
+
+    path = os.path.abspath(path)
+    st = os.stat(path)
+    stamp = (st.st_size, st.st_mtime_ns)
+    known = _FILE_DIGESTS.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    _FILE_DIGESTS[path] = (stamp, h.hexdigest()[:24])
+    return _FILE_DIGESTS[path][1]
+
+
 def checkpoint_digest(ckpt: Any) -> str:
     """sha256 of a checkpoint file's bytes, or of a state dict's tensors."""
-    h = hashlib.sha256()
     if isinstance(ckpt, (str, Path)):
-        with open(ckpt, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    else:  # a state dict: its tensors exist, so torch is loaded already
-        import torch
+        return file_digest(ckpt)
+    import torch  # a state dict: its tensors exist, so torch is loaded already
 
-        for k in sorted(ckpt):
-            t = ckpt[k].detach().cpu().contiguous().reshape(-1)
-            h.update(k.encode())
-            h.update(repr((tuple(ckpt[k].shape), str(t.dtype))).encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h = hashlib.sha256()
+    for k in sorted(ckpt):
+        t = ckpt[k].detach().cpu().contiguous().reshape(-1)
+        h.update(k.encode())
+        h.update(repr((tuple(ckpt[k].shape), str(t.dtype))).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:24]
 
 
@@ -273,6 +299,18 @@ def projection_seed(source: Source, member: Member) -> int:
 # --------------------------------------------------------------------------- serving
 
 
+def member_label(member: Member) -> str:
+    """A member as people read it: "model 2, checkpoint 3, mask 1, adapter 0"."""
+    parts = [f"model {member.model}"]
+    for name, value in (("checkpoint", member.checkpoint), ("mask", member.mask),
+                        ("adapter", member.adapter)):
+        if value is not None:
+            parts.append(f"{name} {value}")
+    if member.projection:
+        parts.append(f"projection {member.projection}")
+    return ", ".join(parts)
+
+
 @dataclass(frozen=True, repr=False)
 class QValues(Job):
     """TRAK's Q on the train set for one (model, checkpoint, mask or adapter): forward only."""
@@ -298,8 +336,18 @@ class QValues(Job):
         return self.model.key
 
     def describe(self) -> str:
-        extra = "" if self.member.adapter is None else f" adapter {self.member.adapter}"
-        return f"Q of model {self.model.index} mask {self.member.mask}{extra}"
+        return f"Q of {member_label(self.member)} of {self.task.name}"
+
+
+@dataclass(frozen=True)
+class FeaturePart:
+    """One feature member's stored payload: the model source it was served from, the
+    member, its mask mode and the payload's key. A feature job stores one or more."""
+
+    source: Source
+    member: Member
+    mask_mode: str
+    key: str
 
 
 @dataclass(frozen=True, repr=False)
@@ -332,16 +380,39 @@ class MemberBlock(Job):
     def affinity(self) -> str | None:
         return self.model.key
 
+    def parts(self) -> tuple[FeaturePart, ...]:
+        """The member payload this job stores (its own artifact)."""
+        return (FeaturePart(self.model, self.member, self.mask_mode, self.key),)
+
     def describe(self) -> str:
-        m = self.member
-        extra = "" if m.adapter is None else f" adapter {m.adapter}"
-        return (f"{self.method.name} block model {m.model} ckpt {m.checkpoint} mask {m.mask} "
-                f"proj {m.projection}{extra}")
+        return f"{self.method.name} features of {member_label(self.member)} of {self.task.name}"
 
 
 # --------------------------------------------------------------------------- evaluation
 
 Truth = LDSSpec | GroundTruth | None
+
+
+@dataclass(frozen=True)
+class KindJobs:
+    """What one configuration needs, as its ensemble kind declares it
+    (:meth:`raytda.ensembles.EnsembleKind.jobs`).
+
+    ``models``: the I trained (or imported) models, whose training times are the
+    configuration's I x T_train; ``adapters``: further trainings on top of them (a LoRA
+    Ensemble's I x L adapters, T_train,LoRA each); ``features``: the jobs that store the
+    feature members' payloads (each lists them in ``parts()``); ``q``: the Q jobs whose
+    mean weights the scores (empty unless the method needs Q).
+    """
+
+    models: tuple[Job, ...]
+    adapters: tuple[Job, ...] = ()
+    features: tuple[Job, ...] = ()
+    q: tuple[QValues, ...] = ()
+
+    def parts(self) -> tuple[FeaturePart, ...]:
+        """Every feature member's payload, in member order."""
+        return tuple(p for job in self.features for p in job.parts())
 
 
 @dataclass(frozen=True, repr=False)
@@ -367,56 +438,23 @@ class Evaluate(Job):
     def describe(self) -> str:
         return f"evaluate {self.method.name} {self.ensemble.label} on {self.task.name}"
 
-    # The pieces, each shared with every other configuration that uses it.
-    def models(self) -> tuple[TrainModel | ImportModel, ...] | tuple[TrainBase, ...]:
-        """The I trained models: independent ones, imported ones, or LoRA base models."""
-        kind = self.ensemble.kind_class
-        I = self.ensemble.I
-        if kind.uses_lora:
-            return tuple(TrainBase(self.task, i, self.base_seed) for i in range(I))
-        if self.task.checkpoints() is not None:
-            return tuple(ImportModel(self.task, i) for i in range(I))
-        return tuple(TrainModel(self.task, i, self.base_seed) for i in range(I))
+    @cached_property
+    def needs(self) -> KindJobs:
+        """The jobs this configuration needs, as its kind declares them; each is shared
+        with every other configuration that needs the same artifact."""
+        return self.ensemble.kind_class.jobs(self)
 
-    def adapters(self) -> tuple[TrainAdapter, ...]:
-        """The I * L LoRA adapters (none for other kinds)."""
-        if not self.ensemble.kind_class.uses_lora:
-            return ()
-        return tuple(TrainAdapter(b, a) for b in self.models() for a in range(self.ensemble.L))
+    def models(self) -> tuple[Job, ...]:
+        return self.needs.models
 
-    def _source(self, models, mem: Member) -> Source:
-        return models[mem.model] if mem.adapter is None else TrainAdapter(models[mem.model],
-                                                                          mem.adapter)
+    def adapters(self) -> tuple[Job, ...]:
+        return self.needs.adapters
 
     def blocks(self) -> tuple[Job, ...]:
-        """The jobs that make the feature members' payloads: one MemberBlock per member,
-        or, for kinds that share gradients (``shares_gradients``), one
-        SharedGradientBlocks per model. ``block_parts`` lists their payload artifacts."""
-        from dataclasses import replace
-
-        models = self.models()
-        if getattr(self.ensemble.kind_class, "shares_gradients", False):
-            return shared_blocks(self, models)
-        out = []
-        for mem in self.ensemble.feature_members(self.task.saved_epochs()):
-            if not self.method.impl.projected:  # projection seeds mean nothing then
-                mem = replace(mem, projection=0)
-            out.append(MemberBlock(self._source(models, mem), mem, self.method,
-                                   self.ensemble.mask_mode))
-        return tuple(out)
+        return self.needs.features
 
     def qvalues(self) -> tuple[QValues, ...]:
-        from dataclasses import replace
-
-        if not self.method.impl.needs_q:
-            return ()
-        models = self.models()
-        seen: dict[str, QValues] = {}
-        for mem in self.ensemble.members(self.task.saved_epochs()):
-            q = QValues(self._source(models, mem), replace(mem, projection=0),
-                        self.ensemble.mask_mode)
-            seen.setdefault(q.key, q)
-        return tuple(seen.values())
+        return self.needs.q
 
     def lds_models(self) -> tuple[LDSModel, ...]:
         if not isinstance(self.lds, LDSSpec):
@@ -425,8 +463,8 @@ class Evaluate(Job):
                      for j in range(self.lds.m) for r in range(self.lds.models_per_subset))
 
     def deps(self) -> tuple[Job, ...]:
-        return (*self.models(), *self.adapters(), *self.qvalues(), *self.blocks(),
-                *self.lds_models())
+        n = self.needs
+        return (*n.models, *n.adapters, *n.q, *n.features, *self.lds_models())
 
     def complete(self, store: ArtifactStore) -> bool:
         """The result and every chunk of its scores are there."""
@@ -438,79 +476,9 @@ def scores_key(result_key: str, chunk: int) -> str:
     return f"scores-{stable_hash([result_key, chunk], 20)}"
 
 
-# --------------------------------------------------------------------------- shared gradients
-
-
-@dataclass(frozen=True, repr=False)
-class SharedGradientBlocks(Job):
-    """TRAK payloads of the unmasked members (model, projection d), d < D, of one model,
-    from its per-sample gradients computed once: one gradient pass, D projections, D
-    kernel solves (``raytda.core.trak.shared_gradient_features``).
-
-    Member d's payload equals the MemberBlock payload of ``Member(model, projection=d)``
-    (the same projection seed) up to float32 rounding. Each is its own artifact
-    (``parts()``), so evaluation reads and caches members one at a time as it does
-    MemberBlocks; the job's own record holds the time split.
-    """
-
-    model: Source
-    D: int
-    method: Method
-    kind: str = field(default="block", init=False)
-    body: str = field(default="raytda.work.shared:shared_gradient_blocks", init=False)
-
-    @property
-    def task(self) -> Task:  # type: ignore[override]
-        return self.model.task
-
-    def members(self) -> tuple[Member, ...]:
-        return tuple(Member(self.model.index, None, None, d) for d in range(self.D))
-
-    def spec(self) -> dict[str, Any]:
-        return {"model": self.model.key, "shared_gradients": self.D,
-                "method": self.method.hashed()}
-
-    def deps(self) -> tuple[Job, ...]:
-        return member_deps(self.model)
-
-    def affinity(self) -> str | None:
-        return self.model.key
-
-    def parts(self) -> tuple[str, ...]:
-        """Keys of the D member payloads, in projection order."""
-        return tuple(f"blockpart-{stable_hash([self.key, d], 20)}" for d in range(self.D))
-
-    def complete(self, store: ArtifactStore) -> bool:
-        return all(store.has(k) for k in self.parts())
-
-    def describe(self) -> str:
-        return (f"{self.method.name} shared-gradient blocks model {self.model.index} "
-                f"proj 0..{self.D - 1}")
-
-
-def block_parts(job: Job) -> tuple[str, ...]:
-    """Keys of the member payloads a block job stores: its own, or its parts."""
-    parts = getattr(job, "parts", None)
-    return parts() if parts is not None else (job.key,)
-
-
-def shared_blocks(ev: Evaluate, models) -> tuple[SharedGradientBlocks, ...]:
-    """One SharedGradientBlocks per model, for kinds whose feature members are each
-    model's unmasked final weights under projections 0..D-1."""
-    from raytda.methods.trak import TRAK
-    from raytda.specs import SpecError
-
-    if not isinstance(ev.method.impl, TRAK):  # the job computes TRAK's payload itself
-        raise SpecError(f"{ev.ensemble.label} shares gradients between TRAK members; "
-                        f"method {ev.method.name!r} is not TRAK")
-    by_model: dict[int, list[Member]] = {}
-    for mem in ev.ensemble.feature_members(ev.task.saved_epochs()):
-        by_model.setdefault(mem.model, []).append(mem)
-    out = []
-    for i, mems in sorted(by_model.items()):
-        job = SharedGradientBlocks(models[i], len(mems), ev.method)
-        if tuple(mems) != job.members():
-            raise SpecError(f"{ev.ensemble.label}: shared-gradient members must be the "
-                            f"unmasked final model under projections 0..D-1, got {mems}")
-        out.append(job)
-    return tuple(out)
+def task_models(task: Task, count: int, base_seed: int = 0) -> tuple[TrainModel, ...]:
+    """A configuration's ``count`` ensemble models: the task's own checkpoints imported
+    when it gives them, else trained from scratch, each on its random half."""
+    if task.checkpoints() is not None:
+        return tuple(ImportModel(task, i) for i in range(count))
+    return tuple(TrainModel(task, i, base_seed) for i in range(count))

@@ -27,22 +27,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def pair_problem(method: Method, ensemble: Ensemble) -> str | None:
+    """Why this method cannot be combined with this ensemble kind (None: it can)."""
+    missing = ensemble.kind_class.needs - method.impl.capabilities
+    if not missing:
+        return None
+    what = {"q": "TRAK's Q weighting", "projection": "per-member random projections"}
+    return (f"ensemble kind {ensemble.kind!r} needs "
+            f"{', '.join(what.get(m, m) for m in sorted(missing))}, which method "
+            f"{method.name!r} does not have")
+
+
 def check_combination(task: Task, method: Method, ensemble: Ensemble, lds: Truth) -> None:
     """Raise SpecError if a (task, method, ensemble) triple cannot be evaluated; only what
     is known without building the model (``Sweep.check`` probes the model itself)."""
     kind, impl = ensemble.kind_class, method.impl
-    missing = kind.needs - impl.capabilities
-    if missing:
-        what = {"q": "TRAK's Q weighting", "projection": "per-member random projections"}
-        raise SpecError(f"ensemble kind {ensemble.kind!r} needs "
-                        f"{', '.join(what.get(m, m) for m in sorted(missing))}, which method "
-                        f"{method.name!r} does not have; drop it or sweep e.g. TRAK alone")
+    problem = pair_problem(method, ensemble)
+    if problem:
+        raise SpecError(f"{problem}; drop the pair or sweep e.g. TRAK alone with it")
     impl.check(method, task)
     imported = task.checkpoints() is not None
-    if kind.uses_lora:
-        _check(task.lora is not None and task.recipe is not None and not imported,
-               f"ensemble kind {ensemble.kind!r} trains base models and LoRA adapters: "
-               f"task {task.name!r} needs a recipe and Task.lora (with its target modules)")
+    kind.check_task(ensemble, task)
     if imported:
         runs = task.checkpoints()
         _check(ensemble.I <= len(runs),
@@ -60,28 +65,60 @@ def check_combination(task: Task, method: Method, ensemble: Ensemble, lds: Truth
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """Tasks x methods x ensemble configurations, evaluated against one ground truth:
-    an LDSSpec (retrain on random subsets), a GroundTruth the user has, or None (scores
-    and costs only)."""
+    """Configurations evaluated against one ground truth: an LDSSpec (retrain on random
+    subsets), a GroundTruth the user has, or None (scores and costs only).
+
+    By default the grid tasks x methods x ensembles, without the (method, ensemble) pairs
+    that cannot run together (each is logged once, in ``skipped``); or, when
+    ``configurations`` is given, exactly those (method, ensemble) pairs for every task
+    (then ``methods`` and ``ensembles`` list what they use). A pair asked for explicitly
+    that cannot run is an error.
+    """
 
     tasks: tuple[Task, ...]
     methods: tuple[Method, ...] = (Method("trak"),)
     ensembles: tuple[Ensemble, ...] = (Ensemble("naive", 1),)
     lds: Truth = field(default_factory=LDSSpec)
     base_seed: int = 0
+    configurations: tuple[tuple[Method, Ensemble], ...] = ()
+    skipped: tuple[str, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
+        pairs = tuple((m, e) for m, e in self.configurations)
+        object.__setattr__(self, "configurations", pairs)
+        if pairs:
+            object.__setattr__(self, "methods", tuple(dict.fromkeys(m for m, _ in pairs)))
+            object.__setattr__(self, "ensembles", tuple(dict.fromkeys(e for _, e in pairs)))
         for name in ("tasks", "methods", "ensembles"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
             _check(len(getattr(self, name)) > 0,
                    f"the sweep's {name} list is empty; give at least one")
         _check(self.lds is None or isinstance(self.lds, (LDSSpec, GroundTruth)),
                f"lds must be an LDSSpec, a GroundTruth or None, got {type(self.lds).__name__}")
-        for t in self.tasks:
-            _ = t.declared_key  # a Task without a name fails here, before its data is read
+        skipped = []
+        if not pairs:
             for m in self.methods:
                 for e in self.ensembles:
-                    check_combination(t, m, e, self.lds)
+                    why = pair_problem(m, e)
+                    if why:
+                        skipped.append(f"{m.name} x {e.label}: {why}")
+            _check(len(skipped) < len(self.methods) * len(self.ensembles),
+                   f"no method of the sweep runs with any of its ensembles ({skipped[0]})"
+                   if skipped else "")
+            for line in skipped:
+                log.warning("skipping %s", line)
+        object.__setattr__(self, "skipped", tuple(skipped))
+        for t in self.tasks:
+            _ = t.declared_key  # a Task without a name fails here, before its data is read
+            for m, e in self.pairs():
+                check_combination(t, m, e, self.lds)
+
+    def pairs(self) -> list[tuple[Method, Ensemble]]:
+        """The (method, ensemble) configurations of every task, in sweep order."""
+        if self.configurations:
+            return list(self.configurations)
+        return [(m, e) for m in self.methods for e in self.ensembles
+                if pair_problem(m, e) is None]
 
     def replace(self, **changes) -> SweepSpec:
         """A copy with some fields changed (validated again)."""
@@ -91,7 +128,7 @@ class SweepSpec:
 
     def evaluations(self) -> list[Evaluate]:
         return [Evaluate(t, m, e, self.lds, self.base_seed)
-                for t in self.tasks for m in self.methods for e in self.ensembles]
+                for t in self.tasks for m, e in self.pairs()]
 
 
 @dataclass

@@ -13,7 +13,7 @@ from raytda.core.args import ComputeArgs
 from raytda.core.costs import UnitCosts, measure
 from raytda.core.lds import lds_subsets, spearman_columns, summarize
 from raytda.ground_truth import GroundTruth
-from raytda.plan.jobs import Evaluate, block_parts, scores_key
+from raytda.plan.jobs import Evaluate, scores_key
 from raytda.specs import LDSSpec
 from raytda.store import ArtifactStore
 
@@ -61,13 +61,13 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
     # the configuration's peak like its servings' do.
     with measure(args.device) as mem:
         t0 = time.perf_counter()
-        blocks = job.blocks()
-        block_meta = [store.meta(b.key) for b in blocks]
-        parts = [key for b in blocks for key in block_parts(b)]  # one payload per feature member
+        needs = job.needs
+        block_meta = [store.meta(b.key) for b in needs.features]
+        parts = [p.key for p in needs.parts()]  # one payload per feature member
         q_meta, q_mean = [], None
-        if impl.needs_q:
+        if needs.q:
             qs = []
-            for q in job.qvalues():
+            for q in needs.q:
                 tensors, meta = store.get(q.key)
                 qs.append(tensors["q"].double())
                 q_meta.append(meta)
@@ -107,8 +107,8 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
                    if reps >= 2 else float("nan"))
 
     ens, kind = job.ensemble, job.ensemble.kind_class
-    model_meta = [store.meta(x.key) for x in job.models()]
-    adapter_meta = [store.meta(a.key) for a in job.adapters()]
+    model_meta = [store.meta(x.key) for x in needs.models]
+    adapter_meta = [store.meta(a.key) for a in needs.adapters]
     train_times = [x["train_time_s"] for x in model_meta]
     adapter_times = [x["train_time_s"] for x in adapter_meta]
     serve_block = [x["serve_time_s"] for x in block_meta]

@@ -9,6 +9,8 @@ from raytda.core.args import ComputeArgs
 from raytda.core.costs import Measured, measure
 from raytda.core.masks import MaskSpec
 from raytda.core.network import Network
+from raytda.methods import Method
+from raytda.methods.context import MemberContext
 from raytda.plan.jobs import MemberBlock, QValues, Source, TrainAdapter, mask_seed, projection_seed
 from raytda.specs import Member
 from raytda.store import ArtifactStore
@@ -68,14 +70,21 @@ def q_values(job: QValues, store: ArtifactStore, args: ComputeArgs) -> None:
               job.spec())
 
 
+def member_context(net: Network, source: Source, member: Member, mask: MaskSpec | None,
+                   method: Method, args: ComputeArgs, keep: bool = True) -> MemberContext:
+    """What ``method`` is given to serve this member (its data, seeds and features)."""
+    task = source.task
+    data = task.data()
+    rows = (training_rows(source, data.n_train) if method.impl.uses_training_rows else None)
+    return MemberContext(net, task, data, mask, projection_seed(source, member), args,
+                         method.features_part, rows, keep)
+
+
 def member_block(job: MemberBlock, store: ArtifactStore, args: ComputeArgs) -> None:
-    task, impl = job.task, job.method.impl
+    impl = job.method.impl
     with serving(job, store, args) as (net, mask, m):
-        data = task.data()
-        extra = ({"training_rows": training_rows(job.model, data.n_train)}
-                 if impl.uses_training_rows else {})
-        payload, info = impl.member(job.method, net, data, mask,
-                                    projection_seed(job.model, job.member), args, task, **extra)
+        ctx = member_context(net, job.model, job.member, mask, job.method, args)
+        payload, info = impl.member(job.method, ctx)
     # A projection reused from an earlier job of this worker is charged its build time, so
     # the cost does not depend on which worker served which member before.
     seconds = m.seconds + float(info.get("projection_reused_s", 0.0))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import mmap
 import time
 
-from raytda.core.costs import analytic_params, measure
+from raytda.core.costs import measure
+from raytda.ensembles import Ensemble
 
 
 def test_stored_parameters_grow_with_I_only():
-    assert analytic_params(5, 110_000) == 550_000
+    dropout = Ensemble("dropout", 5, 10)
+    assert dropout.kind_class.stored_params(dropout, 110_000) == 550_000
 
 
 def test_measure_records_wall_time_and_memory():
@@ -22,6 +24,6 @@ def test_measure_records_wall_time_and_memory():
         for offset in range(0, size, mmap.PAGESIZE):
             block[offset] = 1
         time.sleep(0.05)
-    assert 0.09 < m.seconds < 5.0
+    assert m.seconds >= 0.09  # it slept 0.1 s (no upper bound: the machine may be busy)
     assert m.peak_bytes > size // 2
     block.close()

@@ -12,14 +12,14 @@ from torch.nn import functional as F
 
 from raytda.core.args import ComputeArgs
 from raytda.core.grads import forward_outputs, n_trainable, per_sample_grads
-from raytda.core.gradsim import gradsim_block
+from raytda.core.gradsim import similarity_block
 from raytda.core.masks import MaskSpec
 from raytda.core.outputs import GENERATIVE, one_minus_mean_p, sequence_loglik
 from raytda.core.projection import GaussianProjector
 from raytda.core.train import load_weights, train_model
-from raytda.core.trak import trak_block
 from raytda.data import DataError
 from raytda.data.sources import load_data
+from raytda.methods.trak import trak_block
 from raytda.models import build_model
 from raytda.settings import get_setting
 from raytda.specs import DataSpec, ModelSpec, Recipe, Setting, SpecError
@@ -28,7 +28,15 @@ from raytda.specs import DataSpec, ModelSpec, Recipe, Setting, SpecError
 lm_forward_outputs = partial(forward_outputs, output=GENERATIVE)
 lm_per_sample_grads = partial(per_sample_grads, output=GENERATIVE)
 lm_trak_block = partial(trak_block, output=GENERATIVE)
-lm_gradsim_block = partial(gradsim_block, output=GENERATIVE)
+
+
+def lm_gradsim_block(model, data, mask, normalize, args):
+    """Grad-Dot/Cos of a generative member: exact dense features of f = log-likelihood."""
+    from raytda.features import features_from
+
+    fz = features_from("dense").featurizer(model, None, 0, args, GENERATIVE)
+    test = fz.features(data.test, mask, "test")
+    return similarity_block(test, fz.batches(data.train, mask, "train"), data.n_train, normalize)
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "shakespeare"
 

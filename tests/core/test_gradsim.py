@@ -7,13 +7,22 @@ import torch
 
 from raytda.core.args import ComputeArgs
 from raytda.core.grads import per_sample_grads
-from raytda.core.gradsim import gradsim_block
+from raytda.core.gradsim import similarity_block
 from raytda.core.masks import MaskSpec
+from raytda.core.outputs import CLASSIFICATION
 from raytda.data import Dataset
+from raytda.features import features_from
 
 ARGS = ComputeArgs(grad_batch=13)
 MASKS = [None, MaskSpec(seed=2, rate=0.2), MaskSpec(seed=2, rate=0.2, mode="per-sample")]
 IDS = ["none", "fixed", "per-sample"]
+
+
+def gradsim_block(model, data, mask, normalize, args, output=CLASSIFICATION):
+    """Grad-Dot/Cos of a member as the method computes it: exact dense features."""
+    fz = features_from("dense").featurizer(model, None, 0, args, output)
+    test = fz.features(data.test, mask, "test")
+    return similarity_block(test, fz.batches(data.train, mask, "train"), data.n_train, normalize)
 
 
 def grads(model, x, y, mask, split) -> torch.Tensor:

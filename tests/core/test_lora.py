@@ -135,9 +135,10 @@ def test_adapters_are_deterministic_and_round_trip_as_safetensors(adapter, base_
 
 
 def test_appendix_e_lora_stored_parameters():
-    from raytda.core.costs import analytic_params
+    from raytda.ensembles import Ensemble
 
-    assert analytic_params(2, 1000, 3, 50) == 2 * 1000 + 2 * 3 * 50
+    ens = Ensemble("lora", 2, L=3)
+    assert ens.kind_class.stored_params(ens, 1000, 50) == 2 * 1000 + 2 * 3 * 50
 
 
 # --------------------------------------------------------------------------- specs

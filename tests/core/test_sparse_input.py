@@ -16,9 +16,9 @@ from raytda.core.network import Network
 from raytda.core.outputs import margin
 from raytda.core.projection import GaussianProjector
 from raytda.core.sparse_input import SparseInputProjection, background
-from raytda.core.trak import trak_block
 from raytda.data import Dataset
 from raytda.data.sources import load_data
+from raytda.methods.trak import trak_block
 from raytda.models import build_model
 from raytda.settings import get_setting
 

@@ -10,8 +10,9 @@ from raytda.core.args import ComputeArgs
 from raytda.core.grads import forward_outputs, n_params
 from raytda.core.masks import MaskSpec, fixed_masks, sample_masks
 from raytda.core.projection import GaussianProjector
-from raytda.core.trak import kernel_solve, trak_block, trak_scores
+from raytda.core.trak import kernel_solve, trak_scores
 from raytda.data import Dataset
+from raytda.methods.trak import trak_block
 
 K = 16  # n_train = 60 > K, so the kernel is invertible and no ridge is involved
 RATE = 0.1

@@ -11,11 +11,14 @@ from raytda import Sweep
 from raytda.core.args import ComputeArgs
 from raytda.core.costs import UnitCosts
 from raytda.core.grads import forward_outputs, n_trainable
+from raytda.core.outputs import CLASSIFICATION
 from raytda.core.projection import GaussianProjector
-from raytda.core.trak import shared_gradient_features, trak_block, trak_features
 from raytda.ensembles import Ensemble
+from raytda.ensembles.dropout_forward_shared import SharedGradientBlocks
+from raytda.features.dense import DenseFeatures
 from raytda.methods import Method
-from raytda.plan.jobs import MemberBlock, SharedGradientBlocks, block_parts, projection_seed
+from raytda.methods.trak import trak_block, trak_features
+from raytda.plan.jobs import MemberBlock, projection_seed
 from raytda.plan.planner import SweepSpec, make_plan
 from raytda.specs import LDSSpec, Member
 from raytda.tasks import get_task
@@ -70,7 +73,7 @@ def test_one_shared_job_per_model_and_nothing_shared_it_should_not():
     ev = next(e for e in plan.evaluations if e.ensemble.kind == "dropout-forward-shared")
     dropout = next(e for e in plan.evaluations if e.ensemble.kind == "dropout")
     assert {q.key for q in ev.qvalues()} == {q.key for q in dropout.qvalues()}
-    assert [len(block_parts(b)) for b in ev.blocks()] == [3, 3]
+    assert [len(b.parts()) for b in ev.blocks()] == [3, 3]
 
 
 def test_first_model_is_shared_across_I_but_not_across_D():
@@ -80,7 +83,8 @@ def test_first_model_is_shared_across_I_but_not_across_D():
     k13, k23, k14 = ([b.key for b in e.blocks()] for e in ev.values())
     assert k13[0] == k23[0] and len(set(k23)) == 2
     assert k14[0] != k13[0]  # D is part of the job: a D=4 job has a fourth payload
-    first = [block_parts(ev[Ensemble("dropout-forward-shared", 1, d)].blocks()[0]) for d in (3, 4)]
+    first = [[p.key for p in ev[Ensemble("dropout-forward-shared", 1, d)].blocks()[0].parts()]
+             for d in (3, 4)]
     parts3, parts4 = first
     assert len(set(parts3) | set(parts4)) == 7
 
@@ -123,7 +127,7 @@ def test_scores_equal_projection_only_features_times_masked_q(finished):
 def test_one_mask_payload_equals_the_naive_member(finished):
     shared = finished.evaluation("dropout-forward-shared:I=1,D=1").blocks()[0]
     naive = finished.evaluation("naive:I=1").blocks()[0]
-    got, _ = finished.store.get(block_parts(shared)[0])
+    got, _ = finished.store.get(shared.parts()[0].key)
     ref, _ = finished.store.get(naive.key)
     for name in ("train_features", "test_features", "chol"):
         assert rel(got[name], ref[name]) < 1e-5
@@ -132,7 +136,7 @@ def test_one_mask_payload_equals_the_naive_member(finished):
 def test_payloads_equal_the_projection_only_members(finished):
     shared = finished.evaluation("dropout-forward-shared:I=1,D=3").blocks()[0]
     proj_only = finished.evaluation("projection-only:I=1,D=3").blocks()
-    for key, block in zip(block_parts(shared), proj_only):
+    for key, block in zip([p.key for p in shared.parts()], proj_only):
         got, ref = finished.store.get(key)[0], finished.store.get(block.key)[0]
         assert rel(got["train_features"], ref["train_features"]) < 1e-5
 
@@ -153,12 +157,13 @@ def test_one_gradient_pass_and_the_cost_model_from_the_time_split(finished):
 
 def test_cached_gradients_in_several_passes_give_the_same_features(toy_model, toy_data):
     args = ComputeArgs(grad_batch=7)
-    one, info1 = shared_gradient_features(toy_model, toy_data, [11, 12], K, None, args)
-    many, info2 = shared_gradient_features(toy_model, toy_data, [11, 12], K, None, args,
-                                           cache_bytes=1)
+    dense = DenseFeatures()
+    one, info1 = dense.features_for_seeds(toy_model, toy_data, [11, 12], K, args, CLASSIFICATION)
+    many, info2 = dense.features_for_seeds(toy_model, toy_data, [11, 12], K, args,
+                                           CLASSIFICATION, cache_bytes=1)
     assert info1["passes"] == 1 and info2["passes"] > 2
     for a, b in zip(one, many):
-        assert torch.equal(a["train_features"], b["train_features"])
+        assert torch.equal(a["train"], b["train"])
     single, _ = trak_features(toy_model, toy_data, GaussianProjector(n_trainable(toy_model), K, 12),
                               None, None, args)
-    assert rel(one[1]["test_features"], single["test_features"]) < 1e-5
+    assert rel(one[1]["test"], single["test_features"]) < 1e-5

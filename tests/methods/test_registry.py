@@ -17,9 +17,9 @@ class InputKernel(AttributionMethod):
 
     name = "input-kernel"
 
-    def member(self, spec, net, data, mask, seed, args, task):
+    def member(self, spec, ctx):
         gamma = float(spec.options.get("gamma", 1.0))
-        (x_tr, _), (x_te, _) = data.train.tensors(), data.test.tensors()
+        (x_tr, _), (x_te, _) = ctx.data.train.tensors(), ctx.data.test.tensors()
         block = torch.exp(-gamma * torch.cdist(x_te, x_tr) ** 2)
         return {"block": block}, {"gamma": gamma}
 

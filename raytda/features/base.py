@@ -1,0 +1,187 @@
+"""The gradient-features interface and its registry.
+
+A :class:`GradientFeatures` is a small frozen spec (a name and its options) that enters
+the keys of every payload made with it. For one member (a network, its projection seed)
+it builds a :class:`Featurizer`: a map from samples to rows of features, exact gradients
+(``k=None``, when the part is ``exact``) or k-dimensional projections of them. Methods
+ask for features and never see how they were made, so a new way to get them is one new
+file registered with :func:`register_features`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from raytda.registry import Registry
+from raytda.specs import SpecError, _check
+
+if TYPE_CHECKING:
+    from raytda.core.args import ComputeArgs
+    from raytda.core.masks import MaskSpec
+    from raytda.core.network import Network
+    from raytda.core.outputs import ModelOutput
+    from raytda.data.samples import Samples
+
+Rows = slice | torch.Tensor  # a slice of rows, or row indices in any order
+
+
+class Featurizer:
+    """One member's features: ``dim`` numbers per sample, in float32 on the CPU.
+
+    Subclasses implement ``batches``; ``features`` gathers them in row order. What a
+    featurizer keeps between calls (a projection matrix, say) is built by ``prepare`` or
+    on first use, counted by ``held_bytes`` and dropped by ``release``.
+    """
+
+    dim: int
+
+    def batches(self, samples: Samples, mask: MaskSpec | None, split: str, offset: int = 0
+                ) -> Iterator[tuple[Rows, torch.Tensor]]:
+        """Yield (rows of ``samples``, their features) until every row is covered.
+
+        ``offset`` is the split row number of ``samples``' row 0: per-sample dropout
+        masks are keyed by (split, row), so a sample's features never depend on its batch.
+        """
+        raise NotImplementedError
+
+    def features(self, samples: Samples, mask: MaskSpec | None, split: str, offset: int = 0
+                 ) -> torch.Tensor:
+        """(len(samples), dim) features in row order."""
+        out = torch.empty(samples.n, self.dim, dtype=torch.float32)
+        for rows, f in self.batches(samples, mask, split, offset):
+            out[rows] = f.float().cpu()
+        return out
+
+    def prepare(self) -> None:
+        """Build now what later calls reuse (no-op by default)."""
+
+    def release(self) -> None:
+        """Drop what ``prepare`` built (it is rebuilt on demand, with the same values)."""
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes this featurizer keeps between calls."""
+        return 0
+
+    @property
+    def prepared_bytes(self) -> int:
+        """Bytes ``prepare`` would hold (0 when nothing is kept between calls)."""
+        return 0
+
+    def reused_s(self) -> float:
+        """Build time of parts reused from earlier work of this process; serving costs
+        charge it as if built here, so a cost does not depend on what ran before."""
+        return 0.0
+
+    def describe(self) -> dict[str, Any]:
+        """What results should state about these features (JSON values)."""
+        return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientFeatures:
+    """A way to get gradient features. Subclass as a frozen dataclass whose fields are
+    its options, set ``name``, register it, and implement ``featurizer``.
+
+    Class attributes:
+        name: as written in a Method's ``features`` field and on the command line.
+        exact: it can give the exact per-sample gradients (``k=None``); methods that
+            need them (IF's curvature products in parameter space) require this.
+        revision: bumped when its numbers change, so stored payloads are not reused.
+    """
+
+    name: ClassVar[str] = ""
+    exact: ClassVar[bool] = False
+    revision: ClassVar[int] = 0
+
+    def featurizer(self, net: Network, k: int | None, seed: int, args: ComputeArgs,
+                   output: ModelOutput, data: Any = None, keep: bool = True) -> Featurizer:
+        """The featurizer of one member: ``k`` dimensions (None: exact gradients), drawn
+        from ``seed``; ``data`` (the Task's data) lets a part adapt to the train inputs;
+        ``keep``: reuse what this process built for earlier jobs (jobs) or not (the
+        Attributor manages its own memory)."""
+        raise NotImplementedError
+
+    def features_for_seeds(self, net: Network, data: Any, seeds: list[int], k: int,
+                           args: ComputeArgs, output: ModelOutput
+                           ) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
+        """Train and test features (``[{"train": (n, k), "test": (m, k)}]``, one per seed)
+        of one unmasked network under several projection seeds, and the time split
+        (``grad_s``: work shared by the seeds; ``project_s``: one entry per seed).
+
+        Default: one featurizer per seed, nothing shared. Parts that can compute the
+        gradients once for every seed override it."""
+        import time
+
+        feats, project_s = [], []
+        for seed in seeds:
+            t0 = time.perf_counter()
+            fz = self.featurizer(net, k, seed, args, output, data, keep=False)
+            feats.append({"train": fz.features(data.train, None, "train"),
+                          "test": fz.features(data.test, None, "test")})
+            project_s.append(time.perf_counter() - t0)
+        return feats, {"grad_s": 0.0, "project_s": project_s, "proj_dim": k}
+
+    def hashed(self) -> dict[str, Any]:
+        """What enters payload keys: the name, the revision when set, and the options."""
+        out: dict[str, Any] = {"name": self.name, **dataclasses.asdict(self)}
+        if self.revision:
+            out["revision"] = self.revision
+        return out
+
+    def spec_string(self) -> str:
+        """``name`` or ``name:opt=value,...`` (what :func:`features_from` reads)."""
+        opts = dataclasses.asdict(self)
+        return self.name + (":" + ",".join(f"{k}={v}" for k, v in opts.items()) if opts else "")
+
+
+FEATURES: Registry[type[GradientFeatures]] = Registry("gradient features")
+
+
+def register_features(cls: type[GradientFeatures]) -> type[GradientFeatures]:
+    """Class decorator: the features part is available by its ``name``."""
+    _check(bool(getattr(cls, "name", "")),
+           f"{cls.__name__} needs a non-empty class attribute 'name'")
+    FEATURES[cls.name] = cls
+    return cls
+
+
+def features_from(spec: str | dict[str, Any] | GradientFeatures) -> GradientFeatures:
+    """A GradientFeatures from ``"dense"``, ``"name:opt=value,..."``, a mapping
+    ``{"name": ..., **options}`` or an instance."""
+    if isinstance(spec, GradientFeatures):
+        return spec
+    if isinstance(spec, dict):
+        opts = dict(spec)
+        name = opts.pop("name", None)
+    else:
+        _check(isinstance(spec, str) and bool(spec),
+               f"gradient features are a name like 'dense', got {spec!r}")
+        name, _, rest = spec.partition(":")
+        opts = {}
+        for item in filter(None, rest.split(",")):
+            k, eq, v = item.partition("=")
+            _check(bool(eq), f"gradient features {spec!r}: option {item!r} is not key=value")
+            opts[k.strip()] = _value(v.strip())
+    cls = FEATURES.lookup(str(name))
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(opts) - known)
+    _check(not unknown, f"gradient features {name!r} take no option(s) {unknown}; "
+                        f"they take {sorted(known) or 'none'}")
+    try:
+        return cls(**opts)
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"gradient features {spec!r}: {e}") from None
+
+
+def _value(text: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text

@@ -1,0 +1,52 @@
+"""What a method is given to serve one ensemble member."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from raytda.core.args import ComputeArgs
+    from raytda.core.masks import MaskSpec
+    from raytda.core.network import Network
+    from raytda.core.outputs import ModelOutput
+    from raytda.features import Featurizer, GradientFeatures
+    from raytda.task import Task
+
+
+@dataclass
+class MemberContext:
+    """One ensemble member as its method sees it.
+
+    ``net`` is the member's network in eval mode (only the parameters it is attributed
+    over are trainable: all of a model's, or a LoRA adapter's); ``mask`` its dropout
+    masks (None: dropout off); ``seed`` its projection seed; ``training_rows`` the train
+    rows its weights were fitted on (None when unknown, e.g. imported checkpoints);
+    ``features`` how its gradient features are made; ``keep``: featurizers may reuse what
+    this process built for earlier members (jobs) or not (the Attributor).
+    """
+
+    net: Network
+    task: Task
+    data: Any
+    mask: MaskSpec | None
+    seed: int
+    args: ComputeArgs
+    features: GradientFeatures
+    training_rows: np.ndarray | None = None
+    keep: bool = True
+    _featurizers: dict[int | None, Featurizer] = field(default_factory=dict, repr=False)
+
+    @property
+    def output(self) -> ModelOutput:
+        """The Task's model output (f and Q)."""
+        return self.task.output()
+
+    def featurizer(self, k: int | None) -> Featurizer:
+        """The member's featurizer for ``k`` dimensions (None: exact gradients), built once."""
+        if k not in self._featurizers:
+            self._featurizers[k] = self.features.featurizer(self.net, k, self.seed, self.args,
+                                                            self.output, self.data, self.keep)
+        return self._featurizers[k]
