@@ -132,7 +132,7 @@ def test_memory_budget_changes_what_is_resident_not_the_scores(finished, held_ou
     assert full.resident_members == full.n_members
     mem = full.memory()
     assert mem["projections"] > 0 and mem["total"] == full.resident_bytes
-    one = full.members[0].p_bytes
+    one = full.members[0].featurizer.prepared_bytes
     tight = Attributor.from_sweep(finished, ens, memory_bytes=one)
     assert tight.resident_members == 1
     assert torch.equal(tight.scores(x, y), full.scores(x, y))
