@@ -114,10 +114,19 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
     serve_block = [x["serve_time_s"] for x in block_meta]
     serve_q = [x["serve_time_s"] for x in q_meta]
     q_unit = float(np.mean(serve_q)) if serve_q else 0.0
-    # Each member's own serving (its payload; for shared-gradient jobs its share beyond
-    # the shared gradient pass) plus scoring the test set against it.
-    own = [s for x in block_meta for s in x.get("part_serve_s", [x["serve_time_s"]])]
-    shared = [x["shared_serve_s"] for x in block_meta if "shared_serve_s" in x]
+    # Each member's own serving plus scoring the test set against it. A feature job that
+    # stores several members' payloads (parts) records each one's own serving in the
+    # part's meta; what the job took beyond them is work its members share (one
+    # gradient pass), counted once per job.
+    own, shared = [], []
+    for b, meta in zip(needs.features, block_meta):
+        stored = b.parts()
+        if len(stored) == 1 and stored[0].key == b.key:
+            own.append(meta["serve_time_s"])
+            continue
+        mine = [store.meta(p.key)["serve_time_s"] for p in stored]
+        own += mine
+        shared.append(max(0.0, meta["serve_time_s"] - sum(mine)))
     member_s = float(np.mean(np.add(own, score_s)))
     shared_s = float(np.mean(shared)) if shared else 0.0
     # T_Serving: one member from scratch. T_Serving,Forward-only: one more mask, Q only
