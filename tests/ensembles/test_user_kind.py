@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-import torch
 
 from raytda import Sweep
 from raytda.attributor import Attributor
