@@ -57,12 +57,13 @@ def param_name(field: str, kind: str) -> str:
 
 
 def define_space(trial: Any, choices: dict[str, dict[str, list]]) -> dict[str, Any]:
-    """Optuna define-by-run space: the kind, then only the fields that kind takes; returns
-    the sampled configuration as ``{"kind": ..., field: value}``."""
+    """Optuna define-by-run space: the kind, then only the fields that kind takes and the
+    grid varies; returns the sampled configuration as ``{"kind": ..., field: value}``."""
     kind = trial.suggest_categorical("kind", list(choices))
     config: dict[str, Any] = {"kind": kind}
     for field, values in choices[kind].items():
-        config[field] = trial.suggest_categorical(param_name(field, kind), values)
+        config[field] = (trial.suggest_categorical(param_name(field, kind), values)
+                         if len(values) > 1 else values[0])
     return config
 
 
@@ -126,14 +127,14 @@ class DistinctSearcher(Searcher):
 
     def _params(self, e: Ensemble) -> dict[str, Any]:
         return {"kind": e.kind, **{param_name(f, e.kind): getattr(e, f)
-                                   for f in self._choices[e.kind]}}
+                                   for f, v in self._choices[e.kind].items() if len(v) > 1}}
 
     def _distributions(self, e: Ensemble) -> dict[str, Any]:
         from optuna.distributions import CategoricalDistribution
 
         return {"kind": CategoricalDistribution(list(self._choices)),
                 **{param_name(f, e.kind): CategoricalDistribution(v)
-                   for f, v in self._choices[e.kind].items()}}
+                   for f, v in self._choices[e.kind].items() if len(v) > 1}}
 
     def _ask_optuna(self) -> tuple[Any, Ensemble] | None:
         from optuna.trial import TrialState
