@@ -176,9 +176,9 @@ def test_tune_after_sweep_reuses_the_store(gcs_address, tmp_path):
     from raytda.store import ArtifactStore
 
     out = tmp_path / "out"
-    small = ["--setting", "digits-mlp", "--n-train", "100", "--n-test", "20", "--epochs", "2",
-             "--lds-m", "4", "--proj-dim", "32", "--out", str(out), "--quiet"]
-    assert main(["sweep", *small, "--ensemble", "naive:I=1|2", "--ensemble",
+    small = ["--setting", "digits-mlp", "--n-train", "80", "--n-test", "20", "--epochs", "1",
+             "--lds-m", "4", "--proj-dim", "32", "--out", str(out)]
+    assert main(["sweep", *small, "--quiet", "--ensemble", "naive:I=1|2", "--ensemble",
                  "dropout:I=1,D=3"]) == 0
     store = ArtifactStore(str(out / "store"))  # the default store of both commands
     before = counts(store)
