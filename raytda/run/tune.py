@@ -228,7 +228,6 @@ def tune_sweep(sweep: Sweep, *, cost: str = "train_time_s", num_samples: int = 8
                            spec.base_seed if seed is None else seed)
             with _tune_output_off():
                 grid = tuner.fit()
-            _wait_for_trial_actors()
         finally:
             if owner is not None:
                 owner.close()  # shut down the Ray this search started, before exiting
@@ -275,37 +274,6 @@ def _tune_output_off() -> Iterator[None]:
     finally:
         if not given:
             os.environ.pop(key, None)
-
-
-def _wait_for_trial_actors(timeout_s: float = 30.0) -> None:
-    """Return once Tune's trial actors of this job have exited (or after ``timeout_s``).
-
-    ``fit()`` returns while the last trial's actor is still tearing down (Tune asks it to
-    exit and does not wait). Disconnecting or shutting down Ray then SIGTERMs it, and Ray's
-    SIGTERM handler raises SystemExit wherever that worker is, e.g. inside a garbage
-    collection callback, which prints an "Exception ignored ... SystemExit" traceback to
-    the driver. Waiting for the actors to be gone removes the race. The actor table is a
-    Ray developer API (``ray._private.state.actors``); without it we do not wait.
-    """
-    import time
-
-    import ray
-
-    try:
-        from ray._private.state import actors
-
-        job = ray.get_runtime_context().get_job_id()
-
-        def alive() -> int:
-            table = actors(job_id=ray.JobID.from_hex(job), actor_state_name="ALIVE")
-            # Tune wraps a function trainable in an actor of class ImplicitFunc.
-            return sum(a["ActorClassName"] == "ImplicitFunc" for a in table.values())
-
-        deadline = time.monotonic() + timeout_s
-        while alive() and time.monotonic() < deadline:
-            time.sleep(0.2)
-    except Exception:  # a moved developer API must not fail a finished search
-        return
 
 
 def _tuner(sweep: Sweep, candidates: list[Ensemble], known: dict, cost: str, n_trials: int,

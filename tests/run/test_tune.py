@@ -198,7 +198,6 @@ def test_tune_after_sweep_reuses_the_store(gcs_address, tmp_path):
         reported = [x for x in lines if x.startswith(f"[tune {k}/3]") and " LDS " in x]
         assert len(started) == len(reported) == 1, text
         assert lines.index(started[0]) < lines.index(reported[0])
-    assert "SystemExit" not in err and "Traceback" not in err, err[-3000:]
     df = pd.read_parquet(out / "tune.parquet")
     stored = df[df["source"] == "store"]
     trials = df[df["source"] == "trial"]
