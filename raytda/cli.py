@@ -82,7 +82,9 @@ def _cfg_list(cfg: dict[str, Any], key: str, default: list) -> list:
     return [] if v is None else [v] if isinstance(v, (str, dict)) else list(v)
 
 
-def build_sweep(a: argparse.Namespace):
+def build_sweep(a: argparse.Namespace, default_ensembles: tuple[str, ...] = DEFAULT_ENSEMBLES):
+    """The Sweep that the flags of :func:`add_sweep_args` describe (``raytda sweep``,
+    ``plan`` and ``tune``); ``default_ensembles`` is the grid when none is given."""
     from raytda.api import Sweep
     from raytda.core.args import ComputeArgs, parse_size
     from raytda.results import check_cost
@@ -97,7 +99,7 @@ def build_sweep(a: argparse.Namespace):
         if getattr(a, flag) is not None:
             overrides[name] = getattr(a, flag)
     # A key given as an empty list in the config is an error, not a request for defaults.
-    ens_texts = a.ensemble or _cfg_list(cfg, "ensembles", list(DEFAULT_ENSEMBLES))
+    ens_texts = a.ensemble or _cfg_list(cfg, "ensembles", list(default_ensembles))
     ensembles: list[Ensemble] = []
     for e in ens_texts:
         if isinstance(e, dict):

@@ -1,131 +1,91 @@
 """Ray Tune on top of the artifact store: adaptive multi-objective search over ensembles.
 
-Tune does not share work between trials; the store does. Each trial turns its sampled
-configuration into a one-configuration :class:`~raytda.plan.planner.SweepSpec` and runs
-the same content-addressed jobs as ``raytda sweep``, so a trial asking for ``naive I=3``
-after one that trained ``I=5`` trains nothing, and every LDS model is trained once for the
-whole search. Objectives: maximize LDS, minimize a cost column (training time by
-default). With ``optuna`` installed the default searcher is Optuna's multi-objective
-sampler; otherwise Tune's random/grid generator; any Tune searcher can be passed in.
+Tune does not share work between trials; the store does. A search is a :class:`Sweep`
+whose ensemble grid is searched instead of run whole: each trial is that sweep narrowed to
+one configuration and run through :meth:`Sweep.run` (its checks, its plan, its executor)
+on the sweep's store, so a trial asking for ``naive I=3`` after one that trained ``I=5``
+trains nothing, and every LDS model is trained once for the whole search and for every
+``raytda sweep`` on the same store. Objectives: maximize LDS, minimize a cost column
+(training time by default).
 
-The default search space is conditional: the kind first, then only the fields that kind
+Configurations never repeat: :class:`~raytda.run.tune_searcher.DistinctSearcher` proposes
+each configuration of the grid at most once, and those the store already holds are not
+proposed at all: they are reported next to the trials (and, with Optuna, seed its
+sampler). The default grid is conditional: the kind first, then only the fields that kind
 takes (no D for naive, no L for Dropout; LoRA, with its L, only when the task can train
-adapters). The search state lives under ``storage_path/name``: a run that was interrupted
-(killed driver, lost head) resumes from it with ``resume=True`` (``raytda tune --resume``),
-keeping finished trials and the searcher's history.
+adapters). The search state lives under ``storage_path/name``: a search that was
+interrupted (killed driver, lost head) resumes from it with ``resume=True``
+(``raytda tune --resume``), keeping finished trials and the searcher's history.
 
 Example::
 
     from raytda.run.tune import tune_ensembles
-    df = tune_ensembles("digits-mlp", store="runs/store", num_samples=12)
-    df[df.pareto]          # the non-dominated configurations found
+    df = tune_ensembles("digits-mlp", store="raytda-out/store", num_samples=6)
+    df[df.pareto]          # the non-dominated configurations, trials and stored ones
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
+import os
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from raytda.api import Sweep
 from raytda.core.args import ComputeArgs
-from raytda.ensembles import Ensemble, ensemble_kind
-from raytda.methods import Method
-from raytda.specs import LDSSpec
+from raytda.ensembles import Ensemble
+from raytda.plan.planner import SweepSpec
+from raytda.results import COST_AXES
+from raytda.run.tune_searcher import OBJECTIVE, config_ensemble
+from raytda.specs import LDSSpec, SpecError
 from raytda.task import Task
 
-OBJECTIVE = "lds"
 NAME = "raytda-tune"
-# Choices of the default space: I in [1, I_MAX], D and L from these lists.
-I_MAX = 5
-D_CHOICES = (1, 3, 10)
-L_CHOICES = (1, 3, 5)
+# The default grid: I in 1..5, Dropout's D and LoRA's L from a short list each.
+DEFAULT_GRIDS = ("naive:I=1|2|3|4|5", "dropout:I=1|2|3|4|5,D=1|3|10")
+LORA_GRID = "lora:I=1|2|3|4|5,L=1|3|5"
+# What a trial reports to Tune: enough for the searcher and the progress lines; the table
+# is read from the store at the end.
+TRIAL_METRICS = (OBJECTIVE, "lds_se", *COST_AXES)
+# Columns of the table first, in this order; every other result field follows.
+TABLE_COLUMNS = ("setting", "method", "label", "kind", "I", "D", "L", "C", "mask_mode",
+                 OBJECTIVE, "lds_se", *COST_AXES, "analytic_train_time_s",
+                 "analytic_serve_time_s", "source", "trial", "jobs_run", "pareto")
 
 
-def search_kinds(task: Task | None = None) -> list[str]:
-    """Kinds the default space searches: naive and Dropout, and LoRA when ``task`` can
-    train adapters (a recipe, ``Task.lora`` targets, no imported checkpoints)."""
-    kinds = ["naive", "dropout"]
-    if task is not None and task.lora is not None and task.recipe is not None \
-            and task.checkpoints() is None:
-        kinds.append("lora")
-    return kinds
+def can_train_adapters(task: Task) -> bool:
+    """Whether ``task`` can train LoRA adapters: a recipe, ``Task.lora`` targets and no
+    imported checkpoints."""
+    return task.lora is not None and task.recipe is not None and task.checkpoints() is None
 
 
-def _field_choices(name: str) -> tuple[int, ...]:
-    return {"D": D_CHOICES, "L": L_CHOICES}[name]
+def default_candidates(task: Task | None = None) -> list[Ensemble]:
+    """The default grid: naive and Dropout, and LoRA when ``task`` can train adapters."""
+    from raytda.cli import expand_grid
+
+    grids = [*DEFAULT_GRIDS, *([LORA_GRID] if task is not None and can_train_adapters(task)
+                               else [])]
+    return [e for g in grids for e in expand_grid(g)]
 
 
-def define_space(trial: Any, kinds: list[str]) -> None:
-    """Optuna define-by-run space: the kind, then I and only the fields it takes."""
-    kind = trial.suggest_categorical("kind", kinds)
-    trial.suggest_int("I", 1, I_MAX)
-    for f in ("D", "L"):
-        if f in ensemble_kind(kind).takes:
-            trial.suggest_categorical(f"{f}_{kind}", list(_field_choices(f)))
+# --------------------------------------------------------------------------- one trial
 
 
-def space_configs(task: Task | None = None) -> list[dict[str, Any]]:
-    """Every configuration of the conditional space, each with only the fields its kind
-    takes (naive: I; Dropout: I, D; LoRA: I, L)."""
-    out: list[dict[str, Any]] = []
-    for kind in search_kinds(task):
-        takes = ensemble_kind(kind).takes
-        grids = [[{}]] + [[{f: v} for v in _field_choices(f)] for f in ("D", "L") if f in takes]
-        for i in range(1, I_MAX + 1):
-            for combo in itertools.product(*grids):
-                out.append({"kind": kind, "I": i, **{k: v for c in combo for k, v in c.items()}})
-    return out
-
-
-def default_space(task: Task | None = None) -> dict[str, Any]:
-    """Tune param space for random search: one choice among :func:`space_configs`, so a
-    sampled configuration never carries a field its kind does not take."""
-    from ray import tune
-
-    return {"ensemble": tune.choice(space_configs(task))}
-
-
-def config_to_ensemble(config: dict[str, Any]) -> Ensemble:
-    """A sampled config as an Ensemble, with fields the kind does not take normalized away
-    (so 'naive D=3' and 'naive D=10' are one cached configuration, not two)."""
-    if isinstance(config.get("ensemble"), dict):  # a choice of :func:`space_configs`
-        config = {**config, **config["ensemble"]}
-    kind = str(config.get("kind", "naive"))
-    takes = ensemble_kind(kind).takes
-    defaults = {"D": 1, "C": 1, "L": 0, "mask_mode": "fixed"}
-    # Optuna's define-by-run space names a conditional field per kind ("D_dropout").
-    config = {**config, **{f: config[f"{f}_{kind}"] for f in defaults if f"{f}_{kind}" in config}}
-    kw = {f: (config.get(f) if f in takes and config.get(f) is not None else d)
-          for f, d in defaults.items()}
-    return Ensemble(kind, int(config.get("I", 1)), int(kw["D"]), int(kw["C"]),
-                    str(kw["mask_mode"]), int(kw["L"]))
-
-
-def run_trial(config: dict[str, Any], task: Task, method: Method, lds: LDSSpec,
-              store: str, cost: str, base_seed: int, compute: ComputeArgs,
-              executor: str) -> dict[str, Any]:
-    """Evaluate one configuration through the store; returns the metrics row."""
-    from raytda.plan.planner import SweepSpec, clear_stale, make_plan
-    from raytda.run.executors import make_executor
-    from raytda.store import ArtifactStore
-
-    spec = SweepSpec(tasks=(task,), methods=(method,),
-                     ensembles=(config_to_ensemble(config),), lds=lds, base_seed=base_seed)
-    st = ArtifactStore(store)
-    plan = make_plan(spec, st)
-    jobs_run = len(plan.todo)
-    ex = make_executor(executor, compute, None, False)
-    if executor == "ray":
-        ex.shutdown = False  # the trial runs inside the Tune session's Ray
-    clear_stale(plan, st)
-    ex.execute(plan, st)
-    row = st.meta(plan.evaluations[0].key)
-    return {OBJECTIVE: float(row["lds"]), cost: float(row[cost]), "label": row["label"],
-            "lds_se": float(row["lds_se"]), "jobs_run": jobs_run, "result_key": row["key"]}
+def run_trial(config: dict[str, Any], spec: SweepSpec, store: str, cost: str,
+              compute: ComputeArgs, executor: str) -> dict[str, Any]:
+    """Run the sweep narrowed to the trial's configuration, exactly as ``Sweep.run`` runs
+    any sweep; returns what the trial reports to Tune."""
+    sweep = Sweep.from_spec(spec.replace(ensembles=(config_ensemble(config),)), store,
+                            compute=compute, executor=executor, progress=False)
+    # Missing when the trial starts; a concurrent trial may build some of them meanwhile.
+    jobs_run = len(sweep.plan().todo)
+    row = sweep.run(cost).iloc[0]
+    return {**{k: float(row[k]) for k in TRIAL_METRICS}, "label": str(row["label"]),
+            "result_key": str(row["key"]), "jobs_run": jobs_run}
 
 
 def _trainable(config: dict[str, Any], **kw: Any) -> None:
@@ -134,99 +94,278 @@ def _trainable(config: dict[str, Any], **kw: Any) -> None:
     tune.report(run_trial(config, **kw))
 
 
-def default_searcher(cost: str, task: Task | None = None) -> Any | None:
-    """Optuna's multi-objective sampler over the conditional space (define-by-run) when
-    optuna is installed, else None (random search over :func:`default_space`)."""
-    try:
-        import optuna  # noqa: F401
-        from ray.tune.search.optuna import OptunaSearch
-    except ImportError:
-        return None
-    # A partial of a module function, so Tune can pickle the searcher with its state.
-    space = functools.partial(define_space, kinds=search_kinds(task))
-    return OptunaSearch(space=space,
-                        metric=[OBJECTIVE, cost], mode=["max", "min"])
+# --------------------------------------------------------------------------- progress
 
 
-def tune_ensembles(task: str | Task, store: str, *, method: str | Method = "trak",
-                   lds: LDSSpec | None = None, space: dict[str, Any] | None = None,
-                   cost: str = "train_time_s", num_samples: int = 8,
-                   search_alg: Any | None = "auto", max_concurrent_trials: int = 1,
-                   executor: str = "local", compute: ComputeArgs | None = None,
-                   base_seed: int = 0, address: str | None = None,
-                   storage_path: str | None = None, data_dir: str | None = None,
-                   resume: bool = False, name: str = NAME,
-                   **setting_overrides: Any) -> pd.DataFrame:
-    """Search ensemble configurations with Ray Tune; one row per trial, with Pareto flags.
+def _fmt(x: float) -> str:
+    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:,.0f}"
+
+
+def trial_line(result: dict[str, Any], cost: str) -> str:
+    """A trial's result in one line: LDS with its standard error, the costs, the jobs run."""
+    costs = ", ".join(f"{k} {_fmt(float(result[k]))}" for k in COST_AXES if k in result)
+    return (f"LDS {result[OBJECTIVE]:.4f} ± {result['lds_se']:.4f}; {costs}; "
+            f"{result.get('jobs_run', 0)} jobs run")
+
+
+def make_progress(total: int, cost: str, write: Callable[[str], None]) -> Any:
+    """A Tune callback writing one line when a trial starts and one when it reports."""
+    from ray.tune import Callback
+
+    class TrialProgress(Callback):
+        """Per-trial lines in the driver (Tune's own table is off: verbose=0)."""
+
+        def __init__(self) -> None:
+            self.number: dict[str, int] = {}
+
+        def _head(self, trial: Any) -> str:
+            n = self.number.setdefault(trial.trial_id, len(self.number) + 1)
+            return f"[tune {n}/{total}] {config_ensemble(trial.config).label}"
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            write(f"{self._head(trial)}: started")
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any,
+                            result: dict[str, Any], **info: Any) -> None:
+            done = len({t.trial_id for t in trials if t.status == "TERMINATED"}
+                       | {trial.trial_id})
+            write(f"{self._head(trial)}: {trial_line(result, cost)} "
+                  f"({min(done, total)}/{total} done)")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            write(f"{self._head(trial)}: failed ({trial.error_file or 'see the Tune logs'})")
+
+    return TrialProgress()
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # flushed: readable line by line through a pipe
+
+
+# --------------------------------------------------------------------------- the search
+
+
+def tune_sweep(sweep: Sweep, *, cost: str = "train_time_s", num_samples: int = 8,
+               sampler: str = "auto", max_concurrent_trials: int = 1,
+               storage_path: str | None = None, resume: bool = False, name: str = NAME,
+               progress: bool = True, seed: int | None = None) -> pd.DataFrame:
+    """Search ``sweep``'s ensemble grid with Ray Tune instead of running all of it.
+
+    Runs up to ``num_samples`` trials, each a configuration of the grid that neither the
+    store nor an earlier trial has (fewer when the grid runs out), and returns one row per
+    distinct configuration evaluated: the trials and the grid's configurations the store
+    held before, with the result fields of ``Sweep.run`` and ``pareto`` (and
+    ``pareto_<axis>``) computed over all of them.
 
     Args:
-        task: a built-in setting's name or a Task.
-        store: artifact store shared by all trials (and by ``raytda sweep``).
-        space: Tune search space over Ensemble fields (kind, I, D, C, L, mask_mode);
-            default: the conditional space (:func:`define_space` with Optuna,
-            :func:`default_space` without).
-        cost: cost column to minimize next to maximizing LDS.
-        search_alg: a Tune searcher; 'auto' picks :func:`default_searcher`; None means
-            Tune's random/grid variant generator.
+        sweep: one task, one method, an LDS ground truth; its store, executor and compute
+            arguments are the trials'. Executor 'local' runs a trial's jobs inside the
+            trial's worker (one CPU); 'ray' farms them out as Ray actors (the trial then
+            reserves 0.01 CPU).
+        cost: cost column minimized next to maximizing LDS.
+        sampler: 'optuna' (multi-objective TPE), 'random' (uniform, without replacement)
+            or 'auto' (Optuna when installed).
         max_concurrent_trials: trials at once. Concurrent trials that need the same
-            missing artifact both build it (atomic writes keep it correct), so keep
-            this low when trials overlap much.
-        executor: how a trial runs its jobs: 'local' (inside the trial's worker, which
-            reserves one CPU) or 'ray' (as Ray tasks spread over the cluster; the trial
-            itself then reserves 0.01 CPU).
+            missing artifact both build it (atomic writes keep it correct).
         storage_path, name: where Tune keeps the search state (``storage_path/name``);
             default a fresh temporary directory.
         resume: continue the search found at ``storage_path/name`` (finished trials are
             kept, unfinished and errored ones run again, the searcher's history is
             restored); start a new one when there is none.
+        progress: one line per trial start and result on stdout.
+        seed: the sampler's seed (default the sweep's base seed).
     """
     import ray
-    from ray import tune
 
-    from raytda.methods import as_method
-    from raytda.results import pareto_mask
+    from raytda.results import check_cost
     from raytda.run.ray_executor import RayExecutor
 
-    if not ray.is_initialized():
-        RayExecutor(address=address, shutdown=False).connect()
-    from raytda.tasks import as_task
-
-    task = as_task(task, data_dir, setting_overrides)
-    method = as_method(method, None)
-    lds = lds or LDSSpec()
-    compute = compute or ComputeArgs()
-    trainable = tune.with_parameters(
-        _trainable, task=task, method=method, lds=lds, store=store, cost=cost,
-        base_seed=base_seed, compute=compute, executor=executor)
-    # A trial that farms its jobs out only coordinates: a sliver of a CPU (Tune refuses 0).
-    trainable = tune.with_resources(trainable, {"cpu": 0.01 if executor == "ray" else 1})
-    storage = str(Path(storage_path or tempfile.mkdtemp(prefix="raytda-tune-")).resolve())
-    where = str(Path(storage) / name)
-    if resume and tune.Tuner.can_restore(where):
-        tuner = tune.Tuner.restore(where, trainable=trainable, resume_errored=True,
-                                   resume_unfinished=True)
+    check_cost(cost)
+    spec = sweep.spec
+    if len(spec.tasks) != 1 or len(spec.methods) != 1:
+        raise SpecError(f"a search covers one task and one method; this sweep has "
+                        f"{len(spec.tasks)} task(s) and {len(spec.methods)} method(s)")
+    if spec.lds is None:
+        raise SpecError("a search maximizes LDS and needs a ground truth; drop --no-lds "
+                        "(lds=None)")
+    if num_samples < 1:
+        raise SpecError(f"num_samples must be >= 1 (trials to run), got {num_samples}")
+    write = _print if progress else (lambda line: None)
+    sampler = _pick_sampler(sampler)
+    candidates = list(dict.fromkeys(spec.ensembles))
+    # The whole grid checked and planned before Ray starts: a configuration that cannot
+    # run fails here, and the grid's stored results are known before the first trial.
+    sweep.check()
+    plan = sweep.plan()
+    known_rows = sweep.cached(cost, plan)
+    rows = {} if known_rows is None else {r["key"]: r for _, r in known_rows.iterrows()}
+    known = {ev.ensemble: (float(rows[ev.key][OBJECTIVE]), float(rows[ev.key][cost]))
+             for ev in plan.evaluations if ev.key in rows}
+    n_trials = min(num_samples, len(candidates) - len(known))
+    task, method = spec.tasks[0], spec.methods[0]
+    where = Path(storage_path or tempfile.mkdtemp(prefix="raytda-tune-")).resolve() / name
+    restore = resume and _can_restore(where)
+    if restore:
+        write(f"tune: resuming the search in {where}")
     else:
-        searcher = default_searcher(cost, task) if search_alg == "auto" else search_alg
-        if space is None and searcher is not None and search_alg == "auto":
-            param_space: dict[str, Any] = {}  # the searcher defines the space
-        else:
-            param_space = space or default_space(task)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(num_samples=num_samples, search_alg=searcher,
-                                        max_concurrent_trials=max_concurrent_trials),
-            run_config=tune.RunConfig(name=name, verbose=0, storage_path=storage),
-        )
-    grid = tuner.fit()
-    rows = []
+        write(f"tune: {method.name} on {task.name}, {len(candidates)} configurations in the "
+              f"grid, {len(known)} in the store {sweep.store.uri} already; "
+              f"{n_trials} trial(s), {sampler} sampler, maximizing LDS, minimizing {cost}")
+        for e, values in known.items():
+            write(f"[store] {e.label}: LDS {values[0]:.4f}, {cost} {_fmt(values[1])}")
+        if n_trials < num_samples:
+            write(f"tune: only {n_trials} configuration(s) of the grid are not in the store; "
+                  f"running those")
+    grid: Any = []
+    if n_trials > 0 or restore:
+        owner = None
+        if not ray.is_initialized():
+            owner = RayExecutor(address=sweep._address, shutdown=False)
+            owner.connect()
+        try:
+            tuner = _tuner(sweep, candidates, known, cost, n_trials, sampler,
+                           max_concurrent_trials, where, restore, write,
+                           spec.base_seed if seed is None else seed)
+            with _tune_output_off():
+                grid = tuner.fit()
+        finally:
+            if owner is not None:
+                owner.close()  # shut down the Ray this search started, before exiting
+    trials = []
     for res in grid:
         if res.error is not None:
             raise RuntimeError(f"a Tune trial failed: {res.error}")
-        rows.append({**{k: res.metrics[k] for k in (OBJECTIVE, cost, "label", "lds_se",
-                                                     "jobs_run", "result_key")},
-                     "config": {k: v for k, v in dict(res.config).items() if v is not None}})
-    df = pd.DataFrame(rows)
+        trials.append({"result_key": res.metrics["result_key"],
+                       "jobs_run": int(res.metrics["jobs_run"]),
+                       "ensemble": config_ensemble(res.config)})
+    return tune_table(sweep, known, trials, cost)
+
+
+def _pick_sampler(sampler: str) -> str:
+    if sampler not in ("auto", "optuna", "random"):
+        raise SpecError(f"unknown sampler {sampler!r}; use 'auto', 'optuna' or 'random'")
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        if sampler == "optuna":
+            raise SpecError("the optuna sampler needs `pip install optuna`; or use "
+                            "sampler='random' (--random)") from None
+        return "random"
+    return "optuna" if sampler == "auto" else sampler
+
+
+def _can_restore(where: Path) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(str(where))
+
+
+@contextmanager
+def _tune_output_off() -> Iterator[None]:
+    """Tune's own console output off for one fit: with verbose=0 its default reporter
+    still prints an experiment banner; the legacy one prints nothing. Our per-trial lines
+    replace both. A RAY_AIR_NEW_OUTPUT the user set is left alone."""
+    key = "RAY_AIR_NEW_OUTPUT"
+    given = key in os.environ
+    if not given:
+        os.environ[key] = "0"
+    try:
+        yield
+    finally:
+        if not given:
+            os.environ.pop(key, None)
+
+
+def _tuner(sweep: Sweep, candidates: list[Ensemble], known: dict, cost: str, n_trials: int,
+           sampler: str, concurrent: int, where: Path, restore: bool,
+           write: Callable[[str], None], seed: int) -> Any:
+    """A new Tuner over the grid, or the one found at ``where``."""
+    from ray import tune
+
+    from raytda.run.tune_searcher import DistinctSearcher
+
+    executor = sweep._executor if isinstance(sweep._executor, str) else "local"
+    trainable = tune.with_parameters(
+        _trainable, spec=sweep.spec, store=sweep.store.uri, cost=cost,
+        compute=sweep.compute, executor=executor)
+    # A trial that farms its jobs out only coordinates: a sliver of a CPU (Tune refuses 0).
+    trainable = tune.with_resources(trainable, {"cpu": 0.01 if executor == "ray" else 1})
+    if restore:
+        return tune.Tuner.restore(str(where), trainable=trainable, resume_errored=True,
+                                  resume_unfinished=True)
+    searcher = DistinctSearcher(candidates, known, cost, sampler=sampler, seed=seed)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(num_samples=n_trials, search_alg=searcher,
+                                    max_concurrent_trials=concurrent),
+        run_config=tune.RunConfig(name=where.name, verbose=0, storage_path=str(where.parent),
+                                  callbacks=[make_progress(n_trials, cost, write)]),
+    )
+
+
+def tune_table(sweep: Sweep, known: dict[Ensemble, tuple[float, float]],
+               trials: list[dict[str, Any]], cost: str) -> pd.DataFrame:
+    """One row per distinct configuration (stored before the search, or run by a trial),
+    read from the store, with the Pareto flags computed over these rows."""
+    order = list(dict.fromkeys([*known, *(t["ensemble"] for t in trials)]))
+    if not order:
+        return pd.DataFrame(columns=list(TABLE_COLUMNS))
+    view = Sweep.from_spec(sweep.spec.replace(ensembles=tuple(order)), sweep.store.uri)
+    df = view.cached(cost)
+    by_key = {t["result_key"]: (i + 1, t["jobs_run"]) for i, t in enumerate(trials)}
+    df["kind"] = df["ensemble"]
+    df["source"] = ["trial" if k in by_key else "store" for k in df["key"]]
+    df["trial"] = pd.array([by_key.get(k, (None, None))[0] for k in df["key"]], dtype="Int64")
+    df["jobs_run"] = pd.array([by_key.get(k, (None, 0))[1] for k in df["key"]], dtype="Int64")
+    first = [c for c in TABLE_COLUMNS if c in df]
+    df = df[first + [c for c in df.columns if c not in first]]
+    return df.sort_values(["trial", OBJECTIVE], ascending=[True, False],
+                          na_position="first").reset_index(drop=True)
+
+
+def write_tune(df: pd.DataFrame, out: str | Path, fmt: str = "png") -> tuple[Path, list[Path]]:
+    """``OUT/tune.parquet`` and the frontier plots ``OUT/tune_lds_vs_cost_*.png`` (named
+    apart from a sweep's plots, so a sweep and a search can share OUT)."""
+    import shutil
+
+    from raytda.plot import plot_results
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "tune.parquet"
+    tmp = path.with_suffix(".parquet.tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    plots = []
     if len(df):
-        df["pareto"] = pareto_mask(df[cost].to_numpy(float), df[OBJECTIVE].to_numpy(float))
-    return df
+        with tempfile.TemporaryDirectory(dir=out) as d:
+            for p in plot_results(df, d, fmt):
+                plots.append(out / f"tune_{p.name}")
+                shutil.move(str(p), plots[-1])
+    return path, plots
+
+
+def tune_ensembles(task: str | Task, store: str = "raytda-store", *,
+                   method: Any = "trak", lds: LDSSpec | None = None,
+                   ensembles: Sequence[str | Ensemble] | None = None,
+                   cost: str = "train_time_s", num_samples: int = 8, sampler: str = "auto",
+                   max_concurrent_trials: int = 1, executor: str = "local",
+                   compute: ComputeArgs | None = None, base_seed: int = 0,
+                   address: str | None = None, storage_path: str | None = None,
+                   data_dir: str | None = None, resume: bool = False, name: str = NAME,
+                   progress: bool = True, **setting_overrides: Any) -> pd.DataFrame:
+    """Search ensemble configurations of ``task`` with Ray Tune (:func:`tune_sweep`).
+
+    ``ensembles`` is the grid searched (default :func:`default_candidates`); the other
+    arguments are :class:`~raytda.api.Sweep`'s.
+    """
+    from raytda.tasks import as_task
+
+    t = as_task(task, data_dir, setting_overrides)
+    grid = list(ensembles) if ensembles is not None else default_candidates(t)
+    sweep = Sweep(t, methods=method, ensembles=grid, lds=lds or LDSSpec(), store=store,
+                  base_seed=base_seed, executor=executor, address=address, compute=compute,
+                  progress=False)
+    return tune_sweep(sweep, cost=cost, num_samples=num_samples, sampler=sampler,
+                      max_concurrent_trials=max_concurrent_trials,
+                      storage_path=storage_path, resume=resume, name=name, progress=progress)

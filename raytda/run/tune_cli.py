@@ -1,6 +1,9 @@
 """``raytda tune``: adaptive search over ensemble configurations (Ray Tune) from the shell.
 
-Trials share the artifact store with ``raytda sweep``; the search state lives under
+It takes every flag of ``raytda sweep`` (declared once, in :func:`raytda.cli.add_sweep_args`)
+and reads them the same way (:func:`raytda.cli.build_sweep`), so a search and a sweep given
+the same flags share the store (default ``OUT/store``) and every artifact in it. The
+``--ensemble`` grid, when given, is the space searched; the search state lives under
 ``--tune-dir`` so an interrupted search continues with ``--resume``.
 """
 
@@ -12,72 +15,85 @@ from pathlib import Path
 
 def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``tune`` subcommand to ``raytda``'s subparsers."""
+    from raytda.cli import add_sweep_args
+
     t = subparsers.add_parser(
-        "tune", help="search ensemble configurations with Ray Tune (LDS vs a cost), sharing "
-                     "the store with `raytda sweep`; resumable")
-    t.add_argument("--setting", default="digits-mlp", help="registered setting (digits-mlp)")
-    t.add_argument("--method", default="trak", help="attribution method (trak)")
-    t.add_argument("--num-samples", type=int, default=8, help="trials (default 8)")
-    t.add_argument("--cost", default="train_time_s",
-                   help="cost column to minimize (train_time_s, serve_time_s, params, "
-                        "peak_mem_bytes)")
-    t.add_argument("--out", default="raytda-tune-out", help="output directory (tune.parquet)")
-    t.add_argument("--store", help="artifact store (default OUT/store)")
+        "tune", help="search ensemble configurations with Ray Tune (LDS vs a cost) on the "
+                     "store of `raytda sweep`, never trying one twice; resumable",
+        description="Takes the flags of `raytda sweep`; --ensemble grids are the space "
+                    "searched (default: naive I=1..5, dropout I=1..5 D=1|3|10, and LoRA "
+                    "I=1..5 L=1|3|5 when the task trains adapters). Configurations the "
+                    "store holds already are reported, not run.")
+    add_sweep_args(t)
+    t.add_argument("--num-samples", type=int, default=8,
+                   help="trials: configurations to evaluate that the store lacks (default 8)")
     t.add_argument("--tune-dir", help="Tune's storage path, holding the search state "
                                       "(default OUT/tune)")
     t.add_argument("--resume", action="store_true",
                    help="continue the search found in --tune-dir (finished trials kept)")
-    t.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="how a trial runs its jobs: inside the trial (local) or on actors")
     t.add_argument("--concurrent", type=int, default=1, help="trials at once (default 1)")
-    t.add_argument("--address", help="Ray cluster address to join")
-    t.add_argument("--data-dir", help="directory with the setting's data files")
-    t.add_argument("--proj-dim", type=int, help="TRAK projection dimension (default 2048)")
-    t.add_argument("--lds-m", type=int, default=None, help="number of LDS subsets (default 50)")
-    t.add_argument("--seed", type=int, default=0, help="base seed of the ensemble models")
     t.add_argument("--random", action="store_true",
-                   help="random search over the conditional space, even with optuna installed")
+                   help="random search (without replacement), even with optuna installed")
     t.set_defaults(fn=cmd_tune)
     return t
 
 
 def check_tune_args(a: argparse.Namespace) -> None:
-    """Fail before Ray starts on counts and axes that cannot make a search."""
-    from raytda.results import check_cost
+    """Fail before anything is built on counts that cannot make a search."""
     from raytda.specs import SpecError
-    from raytda.store.uri import check_store_uri
 
     if a.num_samples < 1:
         raise SpecError(f"--num-samples must be >= 1 (trials to run), got {a.num_samples}")
     if a.concurrent < 1:
         raise SpecError(f"--concurrent must be >= 1 (trials at once), got {a.concurrent}")
-    check_cost(a.cost)
-    if a.store:
-        check_store_uri(a.store)
+    if a.no_lds:
+        raise SpecError("raytda tune maximizes LDS and needs its ground truth; drop --no-lds")
+
+
+def _grid_given(a: argparse.Namespace) -> bool:
+    from raytda.sweep_config import load_config
+
+    return bool(a.ensemble) or bool(a.config and load_config(a.config).get("ensembles"))
 
 
 def cmd_tune(a: argparse.Namespace) -> int:
-    """Run (or resume) the search; print one row per trial with its Pareto flag."""
+    """Run (or resume) the search; print one row per configuration with its Pareto flag."""
+    import time
+
     import pandas as pd
 
-    from raytda.methods import as_method
-    from raytda.run.tune import tune_ensembles
-    from raytda.specs import LDSSpec
+    from raytda.cli import build_sweep
+    from raytda.run.tune import (
+        DEFAULT_GRIDS,
+        LORA_GRID,
+        can_train_adapters,
+        tune_sweep,
+        write_tune,
+    )
 
     check_tune_args(a)
+    t0 = time.perf_counter()
+    sweep = build_sweep(a, default_ensembles=DEFAULT_GRIDS)
+    tasks = sweep.spec.tasks
+    if not _grid_given(a) and len(tasks) == 1 and can_train_adapters(tasks[0]):
+        from raytda.cli import expand_grid
+
+        sweep.spec = sweep.spec.replace(
+            ensembles=(*sweep.spec.ensembles, *expand_grid(LORA_GRID)))
     out = Path(a.out)
-    lds = LDSSpec(m=a.lds_m) if a.lds_m is not None else LDSSpec()
-    df = tune_ensembles(a.setting, a.store or str(out / "store"),
-                        method=as_method(a.method, a.proj_dim), lds=lds, cost=a.cost,
-                        num_samples=a.num_samples, search_alg=None if a.random else "auto",
-                        max_concurrent_trials=a.concurrent, executor=a.executor,
-                        base_seed=a.seed, address=a.address,
-                        storage_path=a.tune_dir or str(out / "tune"), resume=a.resume,
-                        data_dir=a.data_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    table = df.drop(columns=["config"]) if "config" in df else df
-    table.to_parquet(out / "tune.parquet", index=False)
-    with pd.option_context("display.width", 160, "display.float_format", "{:.4g}".format):
-        print(table.sort_values("lds", ascending=False).to_string(index=False))
-    print(f"\n{len(df)} trials; results: {out / 'tune.parquet'}")
+    df = tune_sweep(sweep, cost=a.cost, num_samples=a.num_samples,
+                    sampler="random" if a.random else "auto",
+                    max_concurrent_trials=a.concurrent,
+                    storage_path=a.tune_dir or str(out / "tune"), resume=a.resume,
+                    progress=not a.quiet)
+    path, plots = write_tune(df, out)
+    cols = ["label", "lds", "lds_se", "train_time_s", "serve_time_s", "params",
+            "peak_mem_bytes", "source", "trial", "jobs_run", "pareto"]
+    with pd.option_context("display.width", 160, "display.max_rows", 500,
+                           "display.float_format", "{:.4g}".format):
+        print(df[[c for c in cols if c in df]].to_string(index=False))
+    n_trials = int((df["source"] == "trial").sum()) if len(df) else 0
+    print(f"\n{n_trials} trial(s) and {len(df) - n_trials} stored configuration(s) in "
+          f"{time.perf_counter() - t0:.1f} s; results: {path}"
+          + (f"; plots: {', '.join(str(p) for p in plots)}" if plots else ""))
     return 0
