@@ -58,9 +58,13 @@ TABLE_COLUMNS = ("setting", "method", "label", "kind", "I", "D", "L", "C", "mask
 
 
 def can_train_adapters(task: Task) -> bool:
-    """Whether ``task`` can train LoRA adapters: a recipe, ``Task.lora`` targets and no
-    imported checkpoints."""
-    return task.lora is not None and task.recipe is not None and task.checkpoints() is None
+    """Whether ``task`` can train LoRA adapters (the LoRA kind's own check says so)."""
+    lora = Ensemble("lora", 1, L=1)
+    try:
+        lora.kind_class.check_task(lora, task)
+    except SpecError:
+        return False
+    return True
 
 
 def default_candidates(task: Task | None = None) -> list[Ensemble]:
