@@ -128,7 +128,7 @@ class Sweep:
         from raytda.plot import plot_results
 
         if self.results is None:
-            raise RuntimeError("run() the sweep before plotting it")
+            raise SpecError("run() the sweep before plotting it")
         return plot_results(self.results, out_dir, fmt)
 
     # ------------------------------------------------------------------ scores

@@ -328,10 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
-    from raytda.core.checkpoint import CheckpointError
-    from raytda.data import DataError
-    from raytda.run.local import JobFailed
-    from raytda.store import CorruptArtifact, StoreError
+    from raytda.errors import RaytdaError
 
     args = parser().parse_args(argv)
     previous = None
@@ -339,8 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.fn(args)
-    except (SpecError, DataError, StoreError, CorruptArtifact, CheckpointError, JobFailed,
-            OSError) as e:  # OSError: a full disk, a vanished directory, a refused connection
+    except (RaytdaError, OSError) as e:  # OSError: a full disk, a vanished directory, ...
         print(f"raytda: error: {one_line(e)}", file=sys.stderr)
         return 2
     except Terminated:

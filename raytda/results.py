@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from raytda.plan.planner import Plan
+from raytda.specs import SpecError
 from raytda.store import ArtifactStore
 
 COST_AXES = ("train_time_s", "serve_time_s", "params", "peak_mem_bytes")
@@ -18,8 +19,6 @@ COLUMNS = ("setting", "method", "ensemble", "I", "D", "L", "lds", "lds_se", "tra
 
 def check_cost(cost: str) -> None:
     """Fail before any work on a cost axis the results table does not have."""
-    from raytda.specs import SpecError
-
     if cost not in COST_AXES:
         raise SpecError(f"unknown cost axis {cost!r} (--cost); choose one of {list(COST_AXES)}")
 
@@ -37,7 +36,7 @@ def pareto_mask(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
 def add_pareto(df: pd.DataFrame, cost: str = "train_time_s") -> pd.DataFrame:
     """Add ``pareto_<axis>`` for every cost axis (per setting) and ``pareto`` for ``cost``."""
     if cost not in COST_AXES:
-        raise ValueError(f"unknown cost axis {cost!r}; choose one of {list(COST_AXES)}")
+        raise SpecError(f"unknown cost axis {cost!r}; choose one of {list(COST_AXES)}")
     df = df.copy()
     for axis in COST_AXES:
         flags = np.zeros(len(df), dtype=bool)

@@ -14,10 +14,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from raytda.errors import RaytdaError
+
 T = TypeVar("T", bound="Spec")
 
 
-class SpecError(ValueError):
+class SpecError(RaytdaError, ValueError):
     """A specification is invalid; the message says what is wrong and how to fix it."""
 
 

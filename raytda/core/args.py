@@ -75,9 +75,10 @@ class ComputeArgs:
         from raytda.specs import SpecError
 
         if self.grad_batch < 1 or self.forward_batch < 1:
-            raise ValueError("batch sizes must be >= 1")
+            raise SpecError(f"batch sizes must be >= 1, got grad_batch={self.grad_batch}, "
+                            f"forward_batch={self.forward_batch}")
         if self.cpu_gemm not in ("auto", "torch", "numpy"):
-            raise ValueError(f"cpu_gemm must be 'auto', 'torch' or 'numpy', got {self.cpu_gemm!r}")
+            raise SpecError(f"cpu_gemm must be 'auto', 'torch' or 'numpy', got {self.cpu_gemm!r}")
         if not isinstance(self.memory_budget_bytes, int) or self.memory_budget_bytes < 1:
             raise SpecError(f"memory budget must be a positive number of bytes, got "
                             f"{self.memory_budget_bytes!r}")
@@ -85,7 +86,7 @@ class ComputeArgs:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, self.budget_share(name))
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+                raise SpecError(f"{name} must be >= 1 byte, got {getattr(self, name)!r}")
 
     def budget_share(self, name: str) -> int:
         """Bytes of the budget that cache ``name`` (a key of BUDGET_SPLIT) gets."""

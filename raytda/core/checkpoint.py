@@ -10,8 +10,10 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from raytda.errors import RaytdaError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(RaytdaError, ValueError):
     """A checkpoint is unreadable or does not fit the model it is loaded into."""
 
 

@@ -8,10 +8,11 @@ import numpy as np
 import torch
 
 from raytda.data.samples import Samples, TensorSamples
+from raytda.errors import RaytdaError
 from raytda.specs import DataSpec
 
 
-class DataError(ValueError):
+class DataError(RaytdaError, ValueError):
     """Data could not be loaded; the message says which files are expected where."""
 
 

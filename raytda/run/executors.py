@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from raytda.core.args import ComputeArgs
+from raytda.specs import SpecError
 
 
 def make_executor(executor: Any, compute: ComputeArgs, address: str | None = None,
@@ -20,4 +21,4 @@ def make_executor(executor: Any, compute: ComputeArgs, address: str | None = Non
         return RayExecutor(compute, address=address, progress=progress)
     if hasattr(executor, "execute"):
         return executor
-    raise ValueError(f"unknown executor {executor!r}; use 'local', 'ray' or an executor object")
+    raise SpecError(f"unknown executor {executor!r}; use 'local', 'ray' or an executor object")

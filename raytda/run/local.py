@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from raytda.core.args import ComputeArgs
+from raytda.errors import RaytdaError
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
 from raytda.run.worker import JobRunner
@@ -18,7 +19,7 @@ from raytda.store import ArtifactStore, CorruptArtifact
 log = logging.getLogger(__name__)
 
 
-class JobFailed(RuntimeError):
+class JobFailed(RaytdaError, RuntimeError):
     """Some jobs failed after their retries; everything else that could run has run."""
 
 

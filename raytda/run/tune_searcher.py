@@ -30,6 +30,7 @@ from ray.tune.search import Searcher
 
 from raytda.ensembles import Ensemble
 from raytda.ensembles.spec import FIELDS
+from raytda.specs import SpecError
 
 OBJECTIVE = "lds"
 
@@ -96,7 +97,7 @@ class DistinctSearcher(Searcher):
                  cost: str, sampler: str = "optuna", seed: int = 0, max_asks: int = 20) -> None:
         super().__init__(metric=[OBJECTIVE, cost], mode=["max", "min"])
         if sampler not in ("optuna", "random"):
-            raise ValueError(f"unknown sampler {sampler!r}; use 'optuna' or 'random'")
+            raise SpecError(f"unknown sampler {sampler!r}; use 'optuna' or 'random'")
         self.candidates = list(dict.fromkeys(candidates))
         self.cost = cost
         self.sampler = sampler

@@ -30,6 +30,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from raytda.errors import RaytdaError
 from raytda.store.holders import holder_dead, host_tag
 
 if TYPE_CHECKING:  # torch loads only when an artifact's tensors are read or written
@@ -43,11 +44,11 @@ READ_CHUNK = 8 << 20
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
-class StoreError(RuntimeError):
+class StoreError(RaytdaError, RuntimeError):
     """The store location is unusable (not writable, unreachable, full)."""
 
 
-class CorruptArtifact(RuntimeError):
+class CorruptArtifact(RaytdaError, RuntimeError):
     """An artifact failed verification and must be rebuilt."""
 
     def __init__(self, key: str, why: str, removed: bool = True) -> None:
