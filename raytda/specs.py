@@ -3,7 +3,7 @@
 Every spec is a frozen dataclass that checks itself on construction, round-trips through
 JSON (``to_dict`` / ``from_dict``) and has a stable content hash (``key``) that goes into
 artifact addresses. "How" parameters (batch sizes, memory budgets, devices) live in
-``raytda.compute.ComputeArgs`` and are never hashed: they do not change results.
+``raytda.core.args.ComputeArgs`` and are never hashed: they do not change results.
 """
 
 from __future__ import annotations

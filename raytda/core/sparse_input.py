@@ -73,7 +73,8 @@ class SparseInputProjection:
     """Projected per-sample gradients of an MLP, skipping rows its zero inputs cancel.
 
     Build with ``build`` (None when it does not apply or would not pay); then
-    ``features`` gives what ``raytda.core.trak.project_features`` gives on the dense path.
+    ``features`` gives what the dense features part (:mod:`raytda.features.dense`) gives
+    without it.
     """
 
     def __init__(self, layout: list[tuple[nn.Linear, str]], projector: GaussianProjector,

@@ -96,7 +96,7 @@ def fit(model: nn.Module, recipe: Recipe, samples: Samples | tuple, seed: int,
         ) -> tuple[dict[int, dict[str, torch.Tensor]], float]:
     """Train ``model``'s trainable parameters in place with seeded shuffling and dropout.
 
-    ``samples`` are tensors or a Dataset (:func:`raytda.data.as_samples`); tensors move to
+    ``samples`` are tensors or a Dataset (:func:`raytda.data.samples.as_samples`); tensors move to
     ``device`` once, Dataset rows are read batch by batch. ``loss_fn(forward(model, x), y)``
     is a batch's mean loss. Returns ``snapshot(model)`` (default: the whole state dict, on
     the CPU) at every epoch in ``recipe.saved_epochs``, and the wall time of the loop alone.

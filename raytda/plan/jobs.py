@@ -1,16 +1,20 @@
 """Artifact jobs: what each artifact is, what it depends on and its content key.
 
 A job is a pure function of its spec and its input artifacts: it knows its content key
-(a hash of everything that determines its output, plus the raytda version), the jobs it
-depends on and the resources it wants. Its body sits next to the compute it calls, in
-:mod:`raytda.work`; ``run`` imports it only there, so planning a sweep imports no torch.
+(a hash of everything that determines its output, plus the raytda version, computed once
+per job), the jobs it depends on, the resources it wants and its traits, which the
+executors read instead of its name: ``accelerated`` (a GPU share speeds it up),
+``holds_model`` (its artifact is model weights that later jobs read), ``affinity()``
+(the model it should run next to) and ``costed`` (its time is a configuration's cost).
+Bodies sit next to the compute they call, in :mod:`raytda.work`, and are imported only
+when a job runs, so planning a sweep imports no torch.
 
-Kinds: ``model`` (an ensemble model, trained or imported from the user's checkpoints),
-``basemodel`` and ``adapter`` (a LoRA Ensemble's base model on the full set and one
-adapter on a half), ``ldsmodel`` (one LDS ground-truth training, stored as its outputs on
-the test set), ``q`` (Q of a member on the train set, forward passes only), ``block`` (one
-member's payload under a method) and ``result`` (one ensemble configuration: scores,
-LDS and costs).
+Jobs here: the ensemble models (trained, or imported from the user's checkpoints), LoRA
+base models and adapters, LDS models (ground truth), Q on the train set, one member's
+payload under a method (``MemberBlock``) and one configuration's evaluation
+(``Evaluate``). Which of them a configuration needs is its ensemble kind's decision
+(:meth:`raytda.ensembles.EnsembleKind.jobs`, returning :class:`KindJobs`); a kind may
+declare jobs of its own (``raytda.ensembles.dropout_forward_shared``).
 """
 
 from __future__ import annotations
