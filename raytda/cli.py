@@ -3,41 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from pathlib import Path
 from typing import Any
 
-from raytda.ensembles import ENSEMBLES, Ensemble, parse_ensemble
+from raytda.defaults import DEFAULT_ENSEMBLE_GRIDS, DEFAULT_METHODS, DEFAULT_SETTINGS
+from raytda.ensembles import ENSEMBLES, Ensemble
+from raytda.ensembles.spec import expand_grid
 from raytda.methods import METHODS
 from raytda.specs import LDSSpec, SpecError
 from raytda.sweep_config import CONFIG_KEYS, load_config
-
-DEFAULT_ENSEMBLES = ("naive:I=1|2|3|5", "dropout:I=1|2|3|5,D=10")
-
-
-def expand_grid(text: str) -> list[Ensemble]:
-    """'dropout:I=1|3,D=10|25' -> the four ensembles of that grid."""
-    kind, _, rest = text.partition(":")
-    fields = [p.strip() for p in rest.split(",") if p.strip()]
-    options, names = [], set()
-    for f in fields:
-        name, eq, values = f.partition("=")
-        if not eq:
-            raise SpecError(f"cannot parse {f!r} in {text!r}; write e.g. 'dropout:I=1|3,D=10'")
-        if name.strip() in names:
-            raise SpecError(f"{name.strip()} is given twice in {text!r}; list its values "
-                            f"once, e.g. '{name.strip()}=1|2'")
-        names.add(name.strip())
-        options.append([f"{name.strip()}={v.strip()}" for v in values.split("|")])
-    combos = itertools.product(*options) if options else [()]
-    return [parse_ensemble(f"{kind}:{','.join(c)}") for c in combos]
 
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help=f"JSON or YAML sweep file (keys: {', '.join(sorted(CONFIG_KEYS))})")
     p.add_argument("--setting", action="append", help="registered setting (repeatable); "
-                   "default digits-mlp")
+                   f"default {' '.join(DEFAULT_SETTINGS)}")
     p.add_argument("--task", action="append",
                    help="your own Task: 'module:Class' or 'path/to/file.py:Class' (repeatable)")
     p.add_argument("--no-lds", action="store_true",
@@ -47,7 +28,7 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensemble", action="append",
                    help="grid like 'naive:I=1|3|5' or 'dropout:I=1|3,D=10|25' (repeatable); "
                         f"kinds: {', '.join(sorted(ENSEMBLES))}; "
-                        f"default {' '.join(DEFAULT_ENSEMBLES)}")
+                        f"default {' '.join(DEFAULT_ENSEMBLE_GRIDS)}")
     p.add_argument("--out", default="raytda-out", help="output directory (results, plots)")
     p.add_argument("--store", help="artifact store path or URI (default OUT/store)")
     p.add_argument("--data-dir", help="directory with the setting's data files")
@@ -97,7 +78,7 @@ def build_sweep(a: argparse.Namespace):
         if getattr(a, flag) is not None:
             overrides[name] = getattr(a, flag)
     # A key given as an empty list in the config is an error, not a request for defaults.
-    ens_texts = a.ensemble or _cfg_list(cfg, "ensembles", list(DEFAULT_ENSEMBLES))
+    ens_texts = a.ensemble or _cfg_list(cfg, "ensembles", list(DEFAULT_ENSEMBLE_GRIDS))
     ensembles: list[Ensemble] = []
     for e in ens_texts:
         if isinstance(e, dict):
@@ -118,10 +99,10 @@ def build_sweep(a: argparse.Namespace):
     check_store_uri(store)
     tasks: list = [load_task(t) for t in (a.task or [])]
     if a.setting or not tasks:
-        tasks += a.setting or _cfg_list(cfg, "settings", ["digits-mlp"])
+        tasks += a.setting or _cfg_list(cfg, "settings", list(DEFAULT_SETTINGS))
     return Sweep(
         tasks,
-        methods=a.method or _cfg_list(cfg, "methods", ["trak"]),
+        methods=a.method or _cfg_list(cfg, "methods", list(DEFAULT_METHODS)),
         ensembles=ensembles,
         lds=None if a.no_lds else LDSSpec.from_dict(lds_kw),
         store=store,
