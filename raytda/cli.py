@@ -242,14 +242,29 @@ def cmd_store(a: argparse.Namespace) -> int:
     return run_gc(store, dry_run=a.dry_run)
 
 
+def cmd_list(a: argparse.Namespace) -> int:
+    from raytda.catalog import listing
+
+    print(listing())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
+    from raytda.catalog import help_epilog
+    from raytda.version import __version__
+
+    epilog = help_epilog()
     p = argparse.ArgumentParser(prog="raytda", description="Training data attribution with "
-                                "efficient ensembles, orchestrated by Ray.")
+                                "efficient ensembles, orchestrated by Ray.", epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"raytda {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("sweep", help="run a sweep and write OUT/results.parquet and plots")
+    s = sub.add_parser("sweep", help="run a sweep and write OUT/results.parquet and plots",
+                       epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_sweep_args(s)
     s.set_defaults(fn=cmd_sweep)
-    pl = sub.add_parser("plan", help="show what a sweep would run and what is cached")
+    pl = sub.add_parser("plan", help="show what a sweep would run and what is cached",
+                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_sweep_args(pl)
     pl.set_defaults(fn=cmd_plan)
     r = sub.add_parser("report", help="table and plots from a finished run directory")
@@ -281,6 +296,9 @@ def parser() -> argparse.ArgumentParser:
     st.set_defaults(fn=cmd_store)
     from raytda.run.tune_cli import add_tune_parser
     add_tune_parser(sub)
+    ls = sub.add_parser("list", help="the settings (with sizes), ensemble kinds (with their "
+                        "fields) and methods (with their parameters) raytda knows")
+    ls.set_defaults(fn=cmd_list)
     return p
 
 

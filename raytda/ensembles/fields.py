@@ -20,8 +20,8 @@ FIELD_MEANINGS = MappingProxyType({
     "D": "dropout masks per model",
     "C": "checkpoints per training run",
     "L": "LoRA adapters per base model",
-    "mask_mode": "'fixed': one dropout mask per member for every sample; 'per-sample': a "
-                 "mask per (member, sample)",
+    "mask_mode": "'fixed': a member's dropout mask serves every sample; 'per-sample': "
+                 "one mask per (member, sample)",
 })
 
 #: The value a field holds when its kind does not take it, and the only value it may
