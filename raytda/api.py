@@ -162,9 +162,10 @@ class Sweep:
 
     def scores(self, ensemble: str | Ensemble, method: str | Method | None = None,
                task: str | Task | None = None):
-        """The configuration's (n_test, n_train) attribution scores as one tensor.
-
-        For test sets too large for that, use :meth:`iter_scores`."""
+        """The configuration's attribution scores as one tensor, n_test x n_train: row i
+        holds test sample i's score for every training sample (dattri and TRAK lay them
+        out n_train x n_test: transpose). For test sets too large for that, use
+        :meth:`iter_scores`; ``raytda scores --dense`` writes either layout to a file."""
         import torch
 
         return torch.cat([s for _, s in self.iter_scores(ensemble, method, task)])

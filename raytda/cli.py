@@ -214,7 +214,7 @@ def cmd_scores(a: argparse.Namespace) -> int:
     rebuild = f"rerun the sweep that wrote {a.dir} to rebuild it"
     try:
         paths = export_scores(a.dir, a.ensemble, method=a.method, task=a.setting, k=a.top_k,
-                              out=a.out, full=not a.top_k_only)
+                              out=a.out, full=not a.top_k_only, dense=a.dense)
     except CorruptArtifact as e:
         raise SpecError(f"artifact {e.key} is corrupt ({e.why}); {rebuild}") from None
     except KeyError as e:
@@ -271,8 +271,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("dir")
     r.add_argument("--cost", default="train_time_s")
     r.set_defaults(fn=cmd_report)
-    sc = sub.add_parser("scores", help="export a configuration's scores and top-k proponents "
-                                       "and opponents per test sample as Parquet")
+    sc = sub.add_parser("scores", help="export a configuration's scores (long Parquet, or a "
+                                       "dense safetensors matrix with --dense) and top-k "
+                                       "proponents and opponents per test sample (Parquet)")
     sc.add_argument("dir", help="a finished run directory (raytda sweep --out DIR)")
     sc.add_argument("--ensemble", required=True, help="e.g. 'dropout:I=1,D=10'")
     sc.add_argument("--method", help="method of the configuration (when several ran)")
@@ -280,6 +281,12 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--top-k", type=int, default=10, help="proponents and opponents per test "
                     "sample (default 10)")
     sc.add_argument("--top-k-only", action="store_true", help="skip the full score table")
+    sc.add_argument("--dense", metavar="ORIENTATION", default=None,
+                    help="write the full scores as one dense matrix, "
+                    "scores_<configuration>_<orientation>.safetensors (tensor 'scores', the "
+                    "orientation in its metadata), instead of long Parquet: test-train is "
+                    "n_test x n_train, as raytda stores scores and Sweep.scores() returns "
+                    "them; train-test is n_train x n_test, as dattri and TRAK lay them out")
     sc.add_argument("--out", help="output directory (default DIR)")
     sc.set_defaults(fn=cmd_scores)
     st = sub.add_parser("store", help="check or clean an artifact store")
