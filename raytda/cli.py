@@ -1,4 +1,4 @@
-"""``raytda`` command line: sweep, plan, report."""
+"""``raytda`` command line: sweep, plan, report, scores, store, tune, list."""
 
 from __future__ import annotations
 
