@@ -9,7 +9,9 @@ from typing import Any
 import pandas as pd
 
 from raytda.core.args import ComputeArgs
+from raytda.defaults import DEFAULT_ENSEMBLE_GRIDS
 from raytda.ensembles import Ensemble, as_ensemble
+from raytda.ensembles.spec import expand_grid
 from raytda.methods import Method, as_method
 from raytda.plan.jobs import Evaluate, Truth
 from raytda.plan.planner import Plan, SweepSpec, clear_stale, make_plan
@@ -20,10 +22,9 @@ from raytda.store import ArtifactStore
 from raytda.task import Task
 from raytda.tasks import as_task
 
-DEFAULT_ENSEMBLES = (
-    *(Ensemble("naive", i) for i in (1, 2, 3, 5)),
-    *(Ensemble("dropout", i, 10) for i in (1, 2, 3, 5)),
-)
+#: The ensembles of :data:`raytda.defaults.DEFAULT_ENSEMBLE_GRIDS` (the CLI's default too).
+DEFAULT_ENSEMBLES: tuple[Ensemble, ...] = tuple(
+    e for grid in DEFAULT_ENSEMBLE_GRIDS for e in expand_grid(grid))
 _DEFAULT_LDS = object()
 
 
@@ -171,9 +172,10 @@ class Sweep:
 
     def scores(self, ensemble: str | Ensemble, method: str | Method | None = None,
                task: str | Task | None = None):
-        """The configuration's (n_test, n_train) attribution scores as one tensor.
-
-        For test sets too large for that, use :meth:`iter_scores`."""
+        """The configuration's attribution scores as one tensor, n_test x n_train: row i
+        holds test sample i's score for every training sample (dattri and TRAK lay them
+        out n_train x n_test: transpose). For test sets too large for that, use
+        :meth:`iter_scores`; ``raytda scores --dense`` writes either layout to a file."""
         import torch
 
         return torch.cat([s for _, s in self.iter_scores(ensemble, method, task)])
