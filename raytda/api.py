@@ -54,8 +54,8 @@ class Sweep:
     def __init__(
         self,
         tasks: str | Task | Setting | Sequence[str | Task | Setting] = "digits-mlp",
-        methods: str | Method | Sequence[str | Method] = "trak",
-        ensembles: Iterable[str | Ensemble] = DEFAULT_ENSEMBLES,
+        methods: str | Method | Sequence[str | Method] | None = None,
+        ensembles: Iterable[str | Ensemble] | None = None,
         lds: Truth | object = _DEFAULT_LDS,
         store: str = "raytda-store",
         data_dir: str | None = None,
@@ -69,12 +69,13 @@ class Sweep:
         **setting_overrides: Any,
     ) -> None:
         tasks = _listify(tasks, (str, Task, Setting))
-        methods = _listify(methods, (str, Method))
-        pairs = tuple((as_method(m, proj_dim), as_ensemble(e))
-                      for m, e in (configurations or ()))
-        if pairs and (methods != ["trak"] or ensembles is not DEFAULT_ENSEMBLES):
+        if configurations is not None and (methods is not None or ensembles is not None):
             raise SpecError("give either configurations (method, ensemble pairs) or the "
                             "methods x ensembles grid, not both")
+        methods = _listify("trak" if methods is None else methods, (str, Method))
+        ensembles = DEFAULT_ENSEMBLES if ensembles is None else ensembles
+        pairs = tuple((as_method(m, proj_dim), as_ensemble(e))
+                      for m, e in (configurations or ()))
         self.spec = SweepSpec(
             tasks=tuple(as_task(t, data_dir, setting_overrides) for t in tasks),
             methods=tuple(as_method(m, proj_dim) for m in methods),

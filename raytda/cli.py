@@ -29,6 +29,14 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                    help="grid like 'naive:I=1|3|5' or 'dropout:I=1|3,D=10|25' (repeatable); "
                         f"kinds: {', '.join(sorted(ENSEMBLES))}; "
                         f"default {' '.join(DEFAULT_ENSEMBLE_GRIDS)}")
+    p.add_argument("--configuration", action="append", metavar="METHOD@ENSEMBLE",
+                   help="run exactly these (method, ensemble) pairs instead of the --method x "
+                        "--ensemble grid, e.g. 'trak@dropout-forward:I=1,D=10' or "
+                        "'if@naive:I=1|3' (repeatable; the ensemble part is a grid)")
+    p.add_argument("--features", metavar="NAME[:OPT=VALUE,...]",
+                   help="gradient features for every method: dense (default: exact "
+                        "per-sample gradients, projected densely) or factorized (per-layer "
+                        "Kronecker projections from hooks; e.g. factorized:uncovered=skip)")
     p.add_argument("--out", default="raytda-out", help="output directory (results, plots)")
     p.add_argument("--store", help="artifact store path or URI (default OUT/store)")
     p.add_argument("--data-dir", help="directory with the setting's data files")
@@ -103,10 +111,29 @@ def build_sweep(a: argparse.Namespace,
     tasks: list = [load_task(t) for t in (a.task or [])]
     if a.setting or not tasks:
         tasks += a.setting or _cfg_list(cfg, "settings", list(DEFAULT_SETTINGS))
+    features = a.features or cfg.get("features")
+
+    def method(m: Any) -> Any:  # the features part applies to every method named here
+        if features is None:
+            return m
+        return {**m, "features": features} if isinstance(m, dict) else {"name": m,
+                                                                         "features": features}
+
+    pair_texts = a.configuration or _cfg_list(cfg, "configurations", [])
+    grid: dict[str, Any] = {}
+    if pair_texts:
+        if a.method or a.ensemble or "methods" in cfg or "ensembles" in cfg:
+            raise SpecError("give --configuration pairs or the --method x --ensemble grid, "
+                            "not both")
+        grid["configurations"] = [(method(m), e) for text in pair_texts
+                                  for m, e in parse_pairs(text)]
+    else:
+        grid["methods"] = [method(m) for m in
+                           a.method or _cfg_list(cfg, "methods", list(DEFAULT_METHODS))]
+        grid["ensembles"] = ensembles
     return Sweep(
         tasks,
-        methods=a.method or _cfg_list(cfg, "methods", list(DEFAULT_METHODS)),
-        ensembles=ensembles,
+        **grid,
         lds=None if a.no_lds else LDSSpec.from_dict(lds_kw),
         store=store,
         data_dir=a.data_dir or cfg.get("data_dir"),
@@ -119,6 +146,23 @@ def build_sweep(a: argparse.Namespace,
         progress=not a.quiet,
         **overrides,
     )
+
+
+def parse_pairs(text: Any) -> list[tuple[str, Ensemble]]:
+    """(method, ensemble) pairs from 'METHOD@ENSEMBLE-GRID' (or a mapping with keys
+    method and ensemble, as in a sweep file)."""
+    if isinstance(text, dict):
+        unknown = set(text) - {"method", "ensemble"}
+        if unknown or "method" not in text or "ensemble" not in text:
+            raise SpecError(f"a configuration is {{method: ..., ensemble: ...}}, got {text!r}")
+        method, ens = text["method"], text["ensemble"]
+        grid = [Ensemble.from_dict(ens)] if isinstance(ens, dict) else expand_grid(str(ens))
+        return [(method, e) for e in grid]
+    method, at, ens = str(text).partition("@")
+    if not at or not method or not ens:
+        raise SpecError(f"configuration {text!r} is not METHOD@ENSEMBLE; write e.g. "
+                        f"'trak@dropout-forward:I=1,D=10'")
+    return [(method.strip(), e) for e in expand_grid(ens.strip())]
 
 
 def load_task(text: str):
