@@ -10,6 +10,7 @@ from typing import Any
 
 from raytda.ensembles import ENSEMBLES, Ensemble, parse_ensemble
 from raytda.methods import METHODS
+from raytda.run.logs import LEVELS as LOG_LEVELS
 from raytda.specs import LDSSpec, SpecError
 from raytda.sweep_config import CONFIG_KEYS, load_config
 
@@ -264,6 +265,9 @@ def cmd_store(a: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raytda", description="Training data attribution with "
                                 "efficient ensembles, orchestrated by Ray.")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
+                   help="least severe log records shown on stderr, as timestamped lines "
+                        "(default warning; progress lines are shown unless --quiet)")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sweep", help="run a sweep and write OUT/results.parquet and plots")
     add_sweep_args(s)
@@ -329,9 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     from raytda.core.checkpoint import CheckpointError
     from raytda.data import DataError
     from raytda.run.local import JobFailed
+    from raytda.run.logs import configure_logging
     from raytda.store import CorruptArtifact, StoreError
 
     args = parser().parse_args(argv)
+    configure_logging(args.log_level)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
