@@ -126,8 +126,8 @@ class ProgressBar:
     def __init__(self, counts: JobCounts, desc: str = "raytda jobs") -> None:
         from tqdm.auto import tqdm
 
+        # initial: tqdm's rate and ETA count this run's jobs, not the cached ones
         self._bar = tqdm(total=counts.total, initial=counts.settled, desc=desc, unit="job")
-        self._start = counts.settled  # tqdm's rate counts this run's jobs only
 
     def update(self, counts: JobCounts, running: Sequence[str] = ()) -> None:
         bar = self._bar
