@@ -157,7 +157,7 @@ def task_names(address: str, expected: set[str], limit_s: float = 60.0) -> set[s
 
     t_end = time.monotonic() + limit_s
     while True:
-        names = {t.name for t in list_tasks(address=address, limit=100_000,
+        names = {t.name for t in list_tasks(address=address, limit=10_000,
                                             filters=[("type", "=", "ACTOR_TASK")])}
         if expected <= names or time.monotonic() > t_end:
             return names
