@@ -11,6 +11,7 @@ from raytda.defaults import DEFAULT_ENSEMBLE_GRIDS, DEFAULT_METHODS, DEFAULT_SET
 from raytda.ensembles import ENSEMBLES, Ensemble
 from raytda.ensembles.spec import expand_grid
 from raytda.methods import METHODS
+from raytda.run.logs import LEVELS as LOG_LEVELS
 from raytda.specs import LDSSpec, SpecError
 from raytda.sweep_config import CONFIG_KEYS, load_config
 
@@ -305,6 +306,9 @@ def parser() -> argparse.ArgumentParser:
                                 "efficient ensembles, orchestrated by Ray.", epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"raytda {__version__}")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
+                   help="least severe log records shown on stderr, as timestamped lines "
+                        "(default warning; progress lines are shown unless --quiet)")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sweep", help="run a sweep and write OUT/results.parquet and plots",
                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -380,8 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     from raytda.errors import RaytdaError
+    from raytda.run.logs import configure_logging
 
     args = parser().parse_args(argv)
+    configure_logging(args.log_level)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -104,15 +104,15 @@ def test_sigterm_stops_like_ctrl_c(tmp_path):
     # process (environment, process group) reaches the sweep.
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
     env["PYTHONPATH"] = str(root)
-    # Enough jobs that the sweep is still running when the signal comes (progress on: the
-    # bar appears when the jobs start). Wait for the bar, not for one job's label: a bar
-    # refreshes every 0.1 s and may never show a job that fast.
+    # Enough jobs that the sweep is still running when the signal comes (progress on: its
+    # first line, written to the pipe as the jobs start). Wait for that line, not for one
+    # job's label: a fast job may never show in a progress line.
     argv = [sys.executable, "-m", "raytda.cli", "sweep", "--setting", "toy-mlp", "--proj-dim",
             "8", "--lds-m", "300", "--ensemble", "naive:I=1|2|3|4|5", "--out", str(tmp_path / "o")]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, cwd=root, start_new_session=True)
     seen = b""
-    while b"raytda jobs" not in seen:
+    while b" jobs done" not in seen:
         chunk = proc.stderr.read1(4096)
         if not chunk:
             out = proc.communicate(timeout=60)[0].decode()[-2000:]
