@@ -300,6 +300,8 @@ def parser() -> argparse.ArgumentParser:
     st.set_defaults(fn=cmd_store)
     from raytda.run.tune_cli import add_tune_parser
     add_tune_parser(sub)
+    from raytda.serving.cli import add_serve_parser
+    add_serve_parser(sub)
     return p
 
 
