@@ -87,7 +87,8 @@ def _url(host: str, port: int, route_prefix: str) -> str:
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """Serve's proxy would retry a taken port for ever; say so at once instead."""
+    """A taken port would fail inside Serve's proxy actor, far from the user (Serve
+    raises there); say so here, at once, in one line."""
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
