@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from raytda.attributor import DEFAULT_MEMORY_BYTES
 from raytda.specs import SpecError
 
 if TYPE_CHECKING:
@@ -164,7 +163,7 @@ def deploy(sweep: Sweep, ensemble: str | Ensemble, method: str | Method | None =
            port: int = DEFAULT_PORT, replicas: int = 1,
            max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
            batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS, device: str | None = None,
-           memory_bytes: int = DEFAULT_MEMORY_BYTES, cpus_per_replica: float = 1.0,
+           memory_bytes: int | None = None, cpus_per_replica: float = 1.0,
            gpus_per_replica: float | None = None, address: str | None = None,
            name: str = "raytda", route_prefix: str = "/",
            max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -172,29 +171,32 @@ def deploy(sweep: Sweep, ensemble: str | Ensemble, method: str | Method | None =
     """Serve one finished configuration of ``sweep`` (named as ``Sweep.scores`` names it)
     over HTTP at ``http://host:port/route_prefix``; returns once it answers.
 
-    ``device`` defaults to the sweep's compute device; on a CUDA device each replica
-    reserves ``gpus_per_replica`` GPUs (default 1). ``max_batch_size`` is the most inputs
-    one scoring call (and one request) holds; a batch waits up to ``batch_wait_ms`` to
-    fill. Each replica loads the stored train side itself (see
-    :mod:`raytda.serving.replica`). ``address`` joins a Ray cluster (default:
-    ``RAY_ADDRESS``, else a new local runtime); a process already connected to Ray
-    stays on its cluster.
+    ``device`` defaults to the sweep's compute device and ``memory_bytes`` (the
+    Attributor's budget for resident projections, per replica) to the Attributor's; on a
+    CUDA device each replica reserves ``gpus_per_replica`` GPUs (default 1).
+    ``max_batch_size`` is the most inputs one scoring call (and one request) holds; a
+    batch waits up to ``batch_wait_ms`` to fill. Each replica loads the stored train side
+    itself (see :mod:`raytda.serving.replica`). ``address`` joins a Ray cluster (default:
+    ``RAY_ADDRESS``, else a new local runtime); a process already connected to Ray stays
+    on its cluster.
     """
+    from raytda.attributor import DEFAULT_MEMORY_BYTES
     from raytda.run.connect import join_ray, probe_address
     from raytda.run.policy import ship_task_code
 
     _check_options(replicas, max_batch_size, batch_wait_ms, port, route_prefix,
                    cpus_per_replica)
     ev = sweep.evaluation(ensemble, method, task)
+    if not type(ev.method.impl).serves_new_inputs:
+        raise SpecError(f"method {ev.method.name!r} cannot attribute new inputs: only "
+                        f"methods that store a member's train side (TRAK) can be served")
     if not sweep.store.has(ev.key):
         raise SpecError(f"{ev.describe()} has not run in store {sweep.store.uri}: run its "
                         f"sweep first, and name it with the same flags or --config (LDS "
                         f"settings included) as that sweep")
-    if not type(ev.method.impl).serves_new_inputs:
-        raise SpecError(f"method {ev.method.name!r} cannot attribute new inputs: only "
-                        f"methods that store a member's train side (TRAK) can be served")
     compute = sweep.compute
     device = device or compute.device
+    memory_bytes = DEFAULT_MEMORY_BYTES if memory_bytes is None else memory_bytes
     on_gpu = device.startswith("cuda")
     gpus = (1.0 if gpus_per_replica is None else gpus_per_replica) if on_gpu else 0.0
 
