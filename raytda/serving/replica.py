@@ -94,7 +94,7 @@ class AttributorDeployment:
             "task": evaluate.task.name, "method": evaluate.method.name,
             "ensemble": evaluate.ensemble.label, "members": self.attributor.n_members,
             "n_train": self.n_train, "max_inputs_per_request": max_batch_size,
-            "device": str(self.attributor.device), **self.schema.describe()}
+            "device": device, **self.schema.describe()}
 
     async def __call__(self, request: Request) -> Response:
         if request.method == "GET":
