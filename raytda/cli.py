@@ -301,7 +301,7 @@ def parser() -> argparse.ArgumentParser:
     from raytda.run.tune_cli import add_tune_parser
     add_tune_parser(sub)
     from raytda.serving.cli import add_serve_parser
-    add_serve_parser(sub)
+    add_serve_parser(sub, add_sweep_args, build_sweep)
     return p
 
 

@@ -5,13 +5,22 @@ Ctrl-C or SIGTERM. The configuration is named with the flags (or --config) of th
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from raytda.specs import SpecError
 
 
-def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``serve`` subcommand to ``raytda``'s subparsers."""
-    from raytda.cli import add_sweep_args
+def add_serve_parser(subparsers: argparse._SubParsersAction,
+                     add_sweep_args: Callable[[argparse.ArgumentParser], None],
+                     build_sweep: Callable[[argparse.Namespace], Any]
+                     ) -> argparse.ArgumentParser:
+    """Add the ``serve`` subcommand to ``raytda``'s subparsers.
+
+    ``add_sweep_args`` and ``build_sweep`` are raytda.cli's own (handed in rather than
+    imported, so this module does not import raytda.cli back): ``serve`` takes the sweep
+    flags and builds the same Sweep from them."""
     from raytda.serving.app import (
         DEFAULT_BATCH_WAIT_MS,
         DEFAULT_MAX_BATCH_SIZE,
@@ -36,15 +45,14 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                    help=f"how long a batch waits to fill (default {DEFAULT_BATCH_WAIT_MS:g})")
     s.add_argument("--cpus-per-replica", type=float, default=1.0,
                    help="CPUs each replica reserves, and its torch threads (default 1)")
-    s.set_defaults(fn=cmd_serve)
+    s.set_defaults(fn=partial(cmd_serve, build_sweep=build_sweep))
     return s
 
 
-def cmd_serve(a: argparse.Namespace) -> int:
+def cmd_serve(a: argparse.Namespace, build_sweep: Callable[[argparse.Namespace], Any]) -> int:
     """Deploy, print the URL, block until Ctrl-C / SIGTERM, then take it all down."""
     import time
 
-    from raytda.cli import build_sweep
     from raytda.serving.app import deploy
 
     sweep = build_sweep(a)
