@@ -357,6 +357,8 @@ def parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="the settings (with sizes), ensemble kinds (with their "
                         "fields) and methods (with their parameters) raytda knows")
     ls.set_defaults(fn=cmd_list)
+    from raytda.serving.cli import add_serve_parser
+    add_serve_parser(sub, add_sweep_args, build_sweep)
     return p
 
 
