@@ -89,6 +89,20 @@ class Sweep:
         self._executor, self._address, self._progress = executor, address, progress
         self.results: pd.DataFrame | None = None
 
+    @classmethod
+    def from_spec(cls, spec: SweepSpec, store: str, compute: ComputeArgs | None = None,
+                  executor: Any = "local", address: str | None = None,
+                  progress: bool = True) -> Sweep:
+        """A Sweep of an existing spec (e.g. one configuration of a search, which Tune's
+        trials run this way), with where and how to run it."""
+        sweep = cls.__new__(cls)
+        sweep.spec = spec
+        sweep.store = ArtifactStore(store)
+        sweep.compute = compute or ComputeArgs()
+        sweep._executor, sweep._address, sweep._progress = executor, address, progress
+        sweep.results = None
+        return sweep
+
     def check(self) -> None:
         """Fail before any work, with one clear error, if a Task's data, model, output,
         dropout sites, checkpoints or ground truth do not fit; then check the store."""

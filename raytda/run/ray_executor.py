@@ -15,7 +15,7 @@ is missing.
 Each job runs as an actor call named after the job (``train model 3 of digits-mlp``), so
 the Ray dashboard and ``ray list tasks`` say what runs, not ``RaytdaWorker.run``.
 
-Ray is imported here and in :mod:`raytda.run.tune` only, never by ``import raytda``.
+Ray is imported here and in :mod:`raytda.tune.search` only, never by ``import raytda``.
 """
 
 from __future__ import annotations

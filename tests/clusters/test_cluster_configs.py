@@ -153,7 +153,7 @@ def test_pyproject_ray_floor():
     floor = re.search(r">=\s*(\d+)\.(\d+)", ray_dep)
     assert floor and (int(floor[1]), int(floor[2])) == RAY_FLOOR, ray_dep
     import ray
-    from ray.tune import RunConfig  # noqa: F401  (raytda.run.tune uses it)
+    from ray.tune import RunConfig  # noqa: F401  (raytda.tune.search uses it)
 
     assert tuple(int(x) for x in ray.__version__.split(".")[:2]) >= RAY_FLOOR
 

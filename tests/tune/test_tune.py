@@ -10,8 +10,8 @@ from ray_helpers import cli, counts, make_sweep, mtimes
 
 from raytda.ensembles import Ensemble
 from raytda.methods import Method
-from raytda.run.tune import default_candidates, tune_ensembles
 from raytda.specs import LDSSpec
+from raytda.tune.search import default_candidates, tune_ensembles
 
 pytestmark = pytest.mark.ray
 
@@ -26,7 +26,7 @@ def _drain(searcher, cost: str = "train_time_s") -> list[Ensemble]:
     """Ask until FINISHED, answering each trial with a made-up result; the proposals."""
     from ray.tune.search import Searcher
 
-    from raytda.run.tune_searcher import config_ensemble
+    from raytda.tune.searcher import config_ensemble
 
     out = []
     for i in range(100):
@@ -43,7 +43,7 @@ def _drain(searcher, cost: str = "train_time_s") -> list[Ensemble]:
 def test_searcher_proposes_each_unknown_configuration_once(sampler):
     if sampler == "optuna":
         pytest.importorskip("optuna")
-    from raytda.run.tune_searcher import DistinctSearcher
+    from raytda.tune.searcher import DistinctSearcher
 
     known = {SMALL[0]: (0.1, 1.0), SMALL[4]: (0.3, 2.0)}
     # A 7-configuration space makes Optuna repeat itself: exactly what must not reach Tune.
@@ -54,7 +54,7 @@ def test_searcher_proposes_each_unknown_configuration_once(sampler):
 
 def test_known_results_seed_the_optuna_study():
     pytest.importorskip("optuna")
-    from raytda.run.tune_searcher import DistinctSearcher
+    from raytda.tune.searcher import DistinctSearcher
 
     known = {SMALL[0]: (0.1, 1.0), SMALL[4]: (0.3, 2.0), SMALL[5]: (float("nan"), 2.0)}
     s = DistinctSearcher(SMALL, known, "params")
@@ -67,7 +67,7 @@ def test_known_results_seed_the_optuna_study():
 def test_searcher_state_survives_save_and_restore(tmp_path):
     """What Tune saves for --resume: proposals after a restore do not repeat earlier ones."""
     pytest.importorskip("optuna")
-    from raytda.run.tune_searcher import DistinctSearcher, config_ensemble
+    from raytda.tune.searcher import DistinctSearcher, config_ensemble
 
     s = DistinctSearcher(SMALL, {}, "train_time_s")
     first = [config_ensemble(s.suggest(t)) for t in ("a", "b", "c")]
@@ -92,9 +92,9 @@ class _Trial:
 
 
 def test_conditional_space_asks_only_what_a_kind_takes():
-    from raytda.run.tune_searcher import config_ensemble, define_space, field_choices
     from raytda.settings import get_setting
     from raytda.tasks import SettingTask
+    from raytda.tune.searcher import config_ensemble, define_space, field_choices
 
     grid = default_candidates(SettingTask(get_setting("toy-gpt")))
     choices = field_choices(grid)

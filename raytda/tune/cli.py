@@ -65,7 +65,7 @@ def cmd_tune(a: argparse.Namespace, build_sweep: Callable) -> int:
 
     import pandas as pd
 
-    from raytda.run.tune import (
+    from raytda.tune.search import (
         DEFAULT_GRIDS,
         LORA_GRID,
         can_train_adapters,

@@ -8,7 +8,7 @@ trains nothing, and every LDS model is trained once for the whole search and for
 ``raytda sweep`` on the same store. Objectives: maximize LDS, minimize a cost column
 (training time by default).
 
-Configurations never repeat: :class:`~raytda.run.tune_searcher.DistinctSearcher` proposes
+Configurations never repeat: :class:`~raytda.tune.searcher.DistinctSearcher` proposes
 each configuration of the grid at most once, and those the store already holds are not
 proposed at all: they are reported next to the trials (and, with Optuna, seed its
 sampler). The default grid is conditional: the kind first, then only the fields that kind
@@ -19,7 +19,7 @@ interrupted (killed driver, lost head) resumes from it with ``resume=True``
 
 Example::
 
-    from raytda.run.tune import tune_ensembles
+    from raytda.tune.search import tune_ensembles
     df = tune_ensembles("digits-mlp", store="raytda-out/store", num_samples=6)
     df[df.pareto]          # the non-dominated configurations, trials and stored ones
 """
@@ -40,9 +40,9 @@ from raytda.core.args import ComputeArgs
 from raytda.ensembles import Ensemble
 from raytda.plan.planner import SweepSpec
 from raytda.results import COST_AXES
-from raytda.run.tune_searcher import OBJECTIVE, config_ensemble
 from raytda.specs import LDSSpec, SpecError
 from raytda.task import Task
+from raytda.tune.searcher import OBJECTIVE, config_ensemble
 
 NAME = "raytda-tune"
 # The default grid: I in 1..5, Dropout's D and LoRA's L from a short list each.
@@ -286,7 +286,7 @@ def _tuner(sweep: Sweep, candidates: list[Ensemble], known: dict, cost: str, n_t
     """A new Tuner over the grid, or the one found at ``where``."""
     from ray import tune
 
-    from raytda.run.tune_searcher import DistinctSearcher
+    from raytda.tune.searcher import DistinctSearcher
 
     executor = sweep._executor if isinstance(sweep._executor, str) else "local"
     trainable = tune.with_parameters(
