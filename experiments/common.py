@@ -320,21 +320,35 @@ def plot_panels(path: Path, panels: Sequence[tuple[str, pd.DataFrame, str, str]]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = panels_figure(panels, series, ylabel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def panels_figure(panels: Sequence[tuple[str, pd.DataFrame, str, str]],
+                  series: Callable[[pd.DataFrame], Iterable[tuple[str, pd.DataFrame]]],
+                  ylabel: str = "LDS"):
+    """The matplotlib Figure :func:`plot_panels` saves. An x that only takes whole
+    numbers (I, C) gets integer ticks: 1.5 trained models is not a configuration."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, (title, rows, x, xlabel) in zip(axes[0], panels):
         for label, sub in series(rows):
             sub = sub.sort_values(x)
             ax.errorbar(sub[x], sub["lds"], yerr=sub["lds_se"], marker="o", capsize=3, label=label)
+        if len(rows) and all(float(v).is_integer() for v in rows[x]):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_grid(a: argparse.Namespace, stem: str, df: pd.DataFrame, by: str, x: str,

@@ -9,7 +9,9 @@ from typing import Any
 import pandas as pd
 
 from raytda.core.args import ComputeArgs
+from raytda.defaults import DEFAULT_ENSEMBLE_GRIDS
 from raytda.ensembles import Ensemble, as_ensemble
+from raytda.ensembles.spec import expand_grid
 from raytda.methods import Method, as_method
 from raytda.plan.jobs import Evaluate, Truth
 from raytda.plan.planner import Plan, SweepSpec, clear_stale, make_plan
@@ -20,10 +22,9 @@ from raytda.store import ArtifactStore
 from raytda.task import Task
 from raytda.tasks import as_task
 
-DEFAULT_ENSEMBLES = (
-    *(Ensemble("naive", i) for i in (1, 2, 3, 5)),
-    *(Ensemble("dropout", i, 10) for i in (1, 2, 3, 5)),
-)
+#: The ensembles of :data:`raytda.defaults.DEFAULT_ENSEMBLE_GRIDS` (the CLI's default too).
+DEFAULT_ENSEMBLES: tuple[Ensemble, ...] = tuple(
+    e for grid in DEFAULT_ENSEMBLE_GRIDS for e in expand_grid(grid))
 _DEFAULT_LDS = object()
 
 
@@ -53,8 +54,8 @@ class Sweep:
     def __init__(
         self,
         tasks: str | Task | Setting | Sequence[str | Task | Setting] = "digits-mlp",
-        methods: str | Method | Sequence[str | Method] = "trak",
-        ensembles: Iterable[str | Ensemble] = DEFAULT_ENSEMBLES,
+        methods: str | Method | Sequence[str | Method] | None = None,
+        ensembles: Iterable[str | Ensemble] | None = None,
         lds: Truth | object = _DEFAULT_LDS,
         store: str = "raytda-store",
         data_dir: str | None = None,
@@ -68,12 +69,13 @@ class Sweep:
         **setting_overrides: Any,
     ) -> None:
         tasks = _listify(tasks, (str, Task, Setting))
-        methods = _listify(methods, (str, Method))
-        pairs = tuple((as_method(m, proj_dim), as_ensemble(e))
-                      for m, e in (configurations or ()))
-        if pairs and (methods != ["trak"] or ensembles is not DEFAULT_ENSEMBLES):
+        if configurations is not None and (methods is not None or ensembles is not None):
             raise SpecError("give either configurations (method, ensemble pairs) or the "
                             "methods x ensembles grid, not both")
+        methods = _listify("trak" if methods is None else methods, (str, Method))
+        ensembles = DEFAULT_ENSEMBLES if ensembles is None else ensembles
+        pairs = tuple((as_method(m, proj_dim), as_ensemble(e))
+                      for m, e in (configurations or ()))
         self.spec = SweepSpec(
             tasks=tuple(as_task(t, data_dir, setting_overrides) for t in tasks),
             methods=tuple(as_method(m, proj_dim) for m in methods),
@@ -171,9 +173,10 @@ class Sweep:
 
     def scores(self, ensemble: str | Ensemble, method: str | Method | None = None,
                task: str | Task | None = None):
-        """The configuration's (n_test, n_train) attribution scores as one tensor.
-
-        For test sets too large for that, use :meth:`iter_scores`."""
+        """The configuration's attribution scores as one tensor, n_test x n_train: row i
+        holds test sample i's score for every training sample (dattri and TRAK lay them
+        out n_train x n_test: transpose). For test sets too large for that, use
+        :meth:`iter_scores`; ``raytda scores --dense`` writes either layout to a file."""
         import torch
 
         return torch.cat([s for _, s in self.iter_scores(ensemble, method, task)])

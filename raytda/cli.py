@@ -1,43 +1,25 @@
-"""``raytda`` command line: sweep, plan, report."""
+"""``raytda`` command line: sweep, plan, report, scores, store, tune, list."""
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from pathlib import Path
 from typing import Any
 
-from raytda.ensembles import ENSEMBLES, Ensemble, parse_ensemble
+from raytda.defaults import DEFAULT_ENSEMBLE_GRIDS, DEFAULT_METHODS, DEFAULT_SETTINGS
+from raytda.ensembles import ENSEMBLES, Ensemble
+from raytda.ensembles.spec import expand_grid
 from raytda.methods import METHODS
+from raytda.run.logs import LEVELS as LOG_LEVELS
 from raytda.specs import LDSSpec, SpecError
 from raytda.sweep_config import CONFIG_KEYS, load_config
-
-DEFAULT_ENSEMBLES = ("naive:I=1|2|3|5", "dropout:I=1|2|3|5,D=10")
-
-
-def expand_grid(text: str) -> list[Ensemble]:
-    """'dropout:I=1|3,D=10|25' -> the four ensembles of that grid."""
-    kind, _, rest = text.partition(":")
-    fields = [p.strip() for p in rest.split(",") if p.strip()]
-    options, names = [], set()
-    for f in fields:
-        name, eq, values = f.partition("=")
-        if not eq:
-            raise SpecError(f"cannot parse {f!r} in {text!r}; write e.g. 'dropout:I=1|3,D=10'")
-        if name.strip() in names:
-            raise SpecError(f"{name.strip()} is given twice in {text!r}; list its values "
-                            f"once, e.g. '{name.strip()}=1|2'")
-        names.add(name.strip())
-        options.append([f"{name.strip()}={v.strip()}" for v in values.split("|")])
-    combos = itertools.product(*options) if options else [()]
-    return [parse_ensemble(f"{kind}:{','.join(c)}") for c in combos]
 
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help=f"JSON or YAML sweep file (keys: {', '.join(sorted(CONFIG_KEYS))})")
     p.add_argument("--setting", action="append", help="registered setting (repeatable); "
-                   "default digits-mlp")
+                   f"default {' '.join(DEFAULT_SETTINGS)}")
     p.add_argument("--task", action="append",
                    help="your own Task: 'module:Class' or 'path/to/file.py:Class' (repeatable)")
     p.add_argument("--no-lds", action="store_true",
@@ -47,7 +29,15 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensemble", action="append",
                    help="grid like 'naive:I=1|3|5' or 'dropout:I=1|3,D=10|25' (repeatable); "
                         f"kinds: {', '.join(sorted(ENSEMBLES))}; "
-                        f"default {' '.join(DEFAULT_ENSEMBLES)}")
+                        f"default {' '.join(DEFAULT_ENSEMBLE_GRIDS)}")
+    p.add_argument("--configuration", action="append", metavar="METHOD@ENSEMBLE",
+                   help="run exactly these (method, ensemble) pairs instead of the --method x "
+                        "--ensemble grid, e.g. 'trak@dropout-forward:I=1,D=10' or "
+                        "'if@naive:I=1|3' (repeatable; the ensemble part is a grid)")
+    p.add_argument("--features", metavar="NAME[:OPT=VALUE,...]",
+                   help="gradient features for every method: dense (default: exact "
+                        "per-sample gradients, projected densely) or factorized (per-layer "
+                        "Kronecker projections from hooks; e.g. factorized:uncovered=skip)")
     p.add_argument("--out", default="raytda-out", help="output directory (results, plots)")
     p.add_argument("--store", help="artifact store path or URI (default OUT/store)")
     p.add_argument("--data-dir", help="directory with the setting's data files")
@@ -82,7 +72,8 @@ def _cfg_list(cfg: dict[str, Any], key: str, default: list) -> list:
     return [] if v is None else [v] if isinstance(v, (str, dict)) else list(v)
 
 
-def build_sweep(a: argparse.Namespace, default_ensembles: tuple[str, ...] = DEFAULT_ENSEMBLES):
+def build_sweep(a: argparse.Namespace,
+                default_ensembles: tuple[str, ...] = DEFAULT_ENSEMBLE_GRIDS):
     """The Sweep that the flags of :func:`add_sweep_args` describe (``raytda sweep``,
     ``plan`` and ``tune``); ``default_ensembles`` is the grid when none is given."""
     from raytda.api import Sweep
@@ -120,11 +111,30 @@ def build_sweep(a: argparse.Namespace, default_ensembles: tuple[str, ...] = DEFA
     check_store_uri(store)
     tasks: list = [load_task(t) for t in (a.task or [])]
     if a.setting or not tasks:
-        tasks += a.setting or _cfg_list(cfg, "settings", ["digits-mlp"])
+        tasks += a.setting or _cfg_list(cfg, "settings", list(DEFAULT_SETTINGS))
+    features = a.features or cfg.get("features")
+
+    def method(m: Any) -> Any:  # the features part applies to every method named here
+        if features is None:
+            return m
+        return {**m, "features": features} if isinstance(m, dict) else {"name": m,
+                                                                         "features": features}
+
+    pair_texts = a.configuration or _cfg_list(cfg, "configurations", [])
+    grid: dict[str, Any] = {}
+    if pair_texts:
+        if a.method or a.ensemble or "methods" in cfg or "ensembles" in cfg:
+            raise SpecError("give --configuration pairs or the --method x --ensemble grid, "
+                            "not both")
+        grid["configurations"] = [(method(m), e) for text in pair_texts
+                                  for m, e in parse_pairs(text)]
+    else:
+        grid["methods"] = [method(m) for m in
+                           a.method or _cfg_list(cfg, "methods", list(DEFAULT_METHODS))]
+        grid["ensembles"] = ensembles
     return Sweep(
         tasks,
-        methods=a.method or _cfg_list(cfg, "methods", ["trak"]),
-        ensembles=ensembles,
+        **grid,
         lds=None if a.no_lds else LDSSpec.from_dict(lds_kw),
         store=store,
         data_dir=a.data_dir or cfg.get("data_dir"),
@@ -137,6 +147,23 @@ def build_sweep(a: argparse.Namespace, default_ensembles: tuple[str, ...] = DEFA
         progress=not a.quiet,
         **overrides,
     )
+
+
+def parse_pairs(text: Any) -> list[tuple[str, Ensemble]]:
+    """(method, ensemble) pairs from 'METHOD@ENSEMBLE-GRID' (or a mapping with keys
+    method and ensemble, as in a sweep file)."""
+    if isinstance(text, dict):
+        unknown = set(text) - {"method", "ensemble"}
+        if unknown or "method" not in text or "ensemble" not in text:
+            raise SpecError(f"a configuration is {{method: ..., ensemble: ...}}, got {text!r}")
+        method, ens = text["method"], text["ensemble"]
+        grid = [Ensemble.from_dict(ens)] if isinstance(ens, dict) else expand_grid(str(ens))
+        return [(method, e) for e in grid]
+    method, at, ens = str(text).partition("@")
+    if not at or not method or not ens:
+        raise SpecError(f"configuration {text!r} is not METHOD@ENSEMBLE; write e.g. "
+                        f"'trak@dropout-forward:I=1,D=10'")
+    return [(method.strip(), e) for e in expand_grid(ens.strip())]
 
 
 def load_task(text: str):
@@ -235,7 +262,7 @@ def cmd_scores(a: argparse.Namespace) -> int:
     rebuild = f"rerun the sweep that wrote {a.dir} to rebuild it"
     try:
         paths = export_scores(a.dir, a.ensemble, method=a.method, task=a.setting, k=a.top_k,
-                              out=a.out, full=not a.top_k_only)
+                              out=a.out, full=not a.top_k_only, dense=a.dense)
     except CorruptArtifact as e:
         raise SpecError(f"artifact {e.key} is corrupt ({e.why}); {rebuild}") from None
     except KeyError as e:
@@ -263,22 +290,41 @@ def cmd_store(a: argparse.Namespace) -> int:
     return run_gc(store, dry_run=a.dry_run)
 
 
+def cmd_list(a: argparse.Namespace) -> int:
+    from raytda.catalog import listing
+
+    print(listing())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
+    from raytda.catalog import help_epilog
+    from raytda.version import __version__
+
+    epilog = help_epilog()
     p = argparse.ArgumentParser(prog="raytda", description="Training data attribution with "
-                                "efficient ensembles, orchestrated by Ray.")
+                                "efficient ensembles, orchestrated by Ray.", epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"raytda {__version__}")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
+                   help="least severe log records shown on stderr, as timestamped lines "
+                        "(default warning; progress lines are shown unless --quiet)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("sweep", help="run a sweep and write OUT/results.parquet and plots")
+    s = sub.add_parser("sweep", help="run a sweep and write OUT/results.parquet and plots",
+                       epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_sweep_args(s)
     s.set_defaults(fn=cmd_sweep)
-    pl = sub.add_parser("plan", help="show what a sweep would run and what is cached")
+    pl = sub.add_parser("plan", help="show what a sweep would run and what is cached",
+                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_sweep_args(pl)
     pl.set_defaults(fn=cmd_plan)
     r = sub.add_parser("report", help="table and plots from a finished run directory")
     r.add_argument("dir")
     r.add_argument("--cost", default="train_time_s")
     r.set_defaults(fn=cmd_report)
-    sc = sub.add_parser("scores", help="export a configuration's scores and top-k proponents "
-                                       "and opponents per test sample as Parquet")
+    sc = sub.add_parser("scores", help="export a configuration's scores (long Parquet, or a "
+                                       "dense safetensors matrix with --dense) and top-k "
+                                       "proponents and opponents per test sample (Parquet)")
     sc.add_argument("dir", help="a finished run directory (raytda sweep --out DIR)")
     sc.add_argument("--ensemble", required=True, help="e.g. 'dropout:I=1,D=10'")
     sc.add_argument("--method", help="method of the configuration (when several ran)")
@@ -286,6 +332,12 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--top-k", type=int, default=10, help="proponents and opponents per test "
                     "sample (default 10)")
     sc.add_argument("--top-k-only", action="store_true", help="skip the full score table")
+    sc.add_argument("--dense", metavar="ORIENTATION", default=None,
+                    help="write the full scores as one dense matrix, "
+                    "scores_<configuration>_<orientation>.safetensors (tensor 'scores', the "
+                    "orientation in its metadata), instead of long Parquet: test-train is "
+                    "n_test x n_train, as raytda stores scores and Sweep.scores() returns "
+                    "them; train-test is n_train x n_test, as dattri and TRAK lay them out")
     sc.add_argument("--out", help="output directory (default DIR)")
     sc.set_defaults(fn=cmd_scores)
     st = sub.add_parser("store", help="check or clean an artifact store")
@@ -302,6 +354,11 @@ def parser() -> argparse.ArgumentParser:
     st.set_defaults(fn=cmd_store)
     from raytda.run.tune_cli import add_tune_parser
     add_tune_parser(sub)
+    ls = sub.add_parser("list", help="the settings (with sizes), ensemble kinds (with their "
+                        "fields) and methods (with their parameters) raytda knows")
+    ls.set_defaults(fn=cmd_list)
+    from raytda.serving.cli import add_serve_parser
+    add_serve_parser(sub, add_sweep_args, build_sweep)
     return p
 
 
@@ -329,8 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     from raytda.errors import RaytdaError
+    from raytda.run.logs import configure_logging
 
     args = parser().parse_args(argv)
+    configure_logging(args.log_level)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

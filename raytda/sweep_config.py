@@ -40,6 +40,10 @@ SHAPES: dict[str, tuple[str, Any]] = {
     "settings": (_LIST_OF_NAMES, _names),
     "methods": (_LIST_OF_SPECS, _specs),
     "ensembles": (_LIST_OF_SPECS, _specs),
+    "configurations": ("a 'method@ensemble' string, a mapping {method, ensemble}, or a list "
+                       "of those", _specs),
+    "features": ("a features name like 'dense' or 'factorized:uncovered=skip'",
+                 lambda v: isinstance(v, str)),
     "lds": ("a mapping like {m: 50, alpha: 0.5}", lambda v: isinstance(v, dict)),
     "overrides": ("a mapping like {epochs: 3}", lambda v: isinstance(v, dict)),
     "data_dir": ("a path", lambda v: isinstance(v, str)),

@@ -60,3 +60,27 @@ def test_one_cli_call_runs_the_mixed_grid(tmp_path, capsys):
     table = pd.read_parquet(out / "results.parquet")
     assert len(table) == 7
     assert set(table[table.ensemble == "dropout-forward"].method) == {"trak"}
+
+
+def test_cli_configuration_pairs(tmp_path):
+    out = tmp_path / "out"
+    assert main(["sweep", "--setting", "toy-mlp", "--store", str(tmp_path / "store"),
+                 "--out", str(out), "--no-lds", "--proj-dim", "16", "--quiet",
+                 "--configuration", "trak@dropout-forward:I=1,D=2",
+                 "--configuration", "grad-dot@naive:I=1|2"]) == 0
+    table = pd.read_parquet(out / "results.parquet")
+    assert sorted(zip(table["method"], table["label"])) == [
+        ("grad-dot", "naive I=1"), ("grad-dot", "naive I=2"), ("trak", "dropout-forward I=1 D=2")]
+
+
+@pytest.mark.parametrize("bad, why", [
+    (["--configuration", "trak-dropout:I=1,D=2"], "not METHOD@ENSEMBLE"),
+    (["--configuration", "trak@naive:I=1", "--method", "if"], "not both"),
+    (["--configuration", "grad-dot@dropout-forward:I=1,D=2"], "Q weighting"),
+])
+def test_cli_configuration_mistakes_are_one_line(tmp_path, capsys, bad, why):
+    assert main(["sweep", "--setting", "toy-mlp", "--store", str(tmp_path / "store"),
+                 "--out", str(tmp_path / "out"), "--no-lds", "--quiet", *bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("raytda: error:") and why in err[0]
+    assert not (tmp_path / "store").exists()

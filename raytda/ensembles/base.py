@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from raytda.ensembles.fields import FIELD_DEFAULTS
 from raytda.registry import Registry
 from raytda.specs import Member, _check
 
@@ -142,7 +143,7 @@ class EnsembleKind:
 
     def check(self, ens: Ensemble) -> None:
         """Raise SpecError for fields this kind does not take (or takes wrongly)."""
-        defaults = {"D": 1, "C": 1, "L": 0, "mask_mode": "fixed"}
+        defaults = FIELD_DEFAULTS
         for f, default in defaults.items():
             if f not in self.takes:
                 _check(getattr(ens, f) == default,

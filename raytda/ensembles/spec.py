@@ -1,42 +1,75 @@
-"""The Ensemble spec: a kind and its sizes, validated by the kind's own class."""
+"""The Ensemble spec: a kind and its sizes, validated by the kind's own class, and its
+command-line form ('dropout:I=5,D=10'; grids 'dropout:I=1|3,D=10|25').
+
+What the fields mean and hold when a kind does not take them is in
+:mod:`raytda.ensembles.fields`.
+"""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
 from raytda.ensembles.base import EnsembleKind, ensemble_kind
+from raytda.ensembles.fields import (
+    FIELD_DEFAULTS,
+    FIELD_LOWEST,
+    FIELD_MEANINGS,
+    FIELDS,
+    MASK_MODES,
+    SIZE_EXAMPLES,
+    SIZE_FIELDS,
+)
 from raytda.specs import Member, Spec, SpecError, _check
-
-MASK_MODES = ("fixed", "per-sample")
 
 
 @dataclass(frozen=True)
 class Ensemble(Spec):
     """An ensemble configuration: ``kind`` (a registered :class:`EnsembleKind`), ``I``
-    trained models, ``D`` masks or projection passes, ``C`` checkpoints per run, ``L``
-    LoRA adapters per base model. ``mask_mode`` 'fixed' gives one mask per member shared
-    by all samples; 'per-sample' draws a mask per (member, sample), reproducibly from the
-    sample index. Fields a kind does not take stay at their defaults.
+    trained models, ``D`` dropout masks (projection passes for 'projection-only'), ``C``
+    checkpoints per training run, ``L`` LoRA adapters per base model. ``mask_mode``
+    'fixed' gives one mask per member shared by all samples; 'per-sample' draws a mask per
+    (member, sample), reproducibly from the sample index.
+
+    A kind that takes D, C or L must be given it: ``Ensemble("dropout", 1)`` is an error
+    that asks for D, as is ``'dropout:I=1'``. Fields a kind does not take are left out
+    and hold :data:`FIELD_DEFAULTS` (D=1, C=1, L=0, mask_mode 'fixed').
     """
 
     kind: str = "naive"
     I: int = 1
-    D: int = 1
-    C: int = 1
+    # None marks "not given" until __post_init__ replaces it (every field is an int after
+    # construction, hence the int annotation).
+    D: int = None  # type: ignore[assignment]
+    C: int = None  # type: ignore[assignment]
     mask_mode: str = "fixed"
-    L: int = 0
+    L: int = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        for f, low, what in (("I", 1, "number of trained models"),
-                             ("D", 1, "dropout masks per model"),
-                             ("C", 1, "checkpoints per run"), ("L", 0, "LoRA adapters per model")):
+        for f, low in FIELD_LOWEST.items():
             v = getattr(self, f)
-            _check(isinstance(v, int) and v >= low,
-                   f"{f} ({what}) must be an integer >= {low}, got {v!r}")
+            _check(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= low),
+                   f"{f} ({FIELD_MEANINGS[f]}) must be an integer >= {low}, got {v!r}")
         _check(self.mask_mode in MASK_MODES,
                f"unknown mask_mode {self.mask_mode!r}; choose one of {list(MASK_MODES)}")
-        self.kind_class.check(self)
+        kind = self.kind_class
+        for f in SIZE_FIELDS:
+            if f not in kind.takes and getattr(self, f) is None:
+                object.__setattr__(self, f, FIELD_DEFAULTS[f])
+        missing = [f for f in SIZE_FIELDS if getattr(self, f) is None]
+        if missing:
+            # A field the kind does not take is named first; the base check reads only
+            # those (a kind's own check may read the sizes, which are still None here).
+            EnsembleKind.check(kind, self)
+            given = self._written_fields()
+            filled = {**given, **{f: SIZE_EXAMPLES[f] for f in missing}}
+            example = {f: filled[f] for f in FIELDS if f in filled}
+            raise SpecError(
+                f"ensemble {ensemble_text(self.kind, given)!r} does not set "
+                f"{' or '.join(f'{f} ({FIELD_MEANINGS[f]})' for f in missing)}; "
+                f"write e.g. {ensemble_text(self.kind, example)!r}")
+        kind.check(self)
 
     @property
     def kind_class(self) -> EnsembleKind:
@@ -52,6 +85,22 @@ class Ensemble(Spec):
     def label(self) -> str:
         return self.kind_class.label(self)
 
+    @property
+    def text(self) -> str:
+        """The CLI form, 'dropout:I=5,D=10': the fields the kind takes (mask_mode when it
+        is not the default); ``parse_ensemble(e.text) == e``."""
+        return ensemble_text(self.kind, self._written_fields())
+
+    def _written_fields(self) -> dict[str, Any]:
+        """The fields the CLI form writes: I, the sizes the kind takes (those given, while
+        the spec is being checked), mask_mode when it is not the default."""
+        takes = self.kind_class.takes
+        fields = {f: getattr(self, f) for f in ("I", *SIZE_FIELDS)
+                  if (f == "I" or f in takes) and getattr(self, f) is not None}
+        if "mask_mode" in takes and self.mask_mode != FIELD_DEFAULTS["mask_mode"]:
+            fields["mask_mode"] = self.mask_mode
+        return fields
+
     def members(self, epochs: tuple[int | None, ...]) -> tuple[Member, ...]:
         return self.kind_class.members(self, epochs)
 
@@ -59,7 +108,9 @@ class Ensemble(Spec):
         return self.kind_class.feature_members(self, epochs)
 
 
-FIELDS = ("I", "D", "C", "L", "mask_mode")
+def ensemble_text(kind: str, fields: dict[str, Any]) -> str:
+    """'kind:F=v,...' (the CLI form) from a kind and its fields."""
+    return f"{kind}:{','.join(f'{k}={v}' for k, v in fields.items())}"
 
 
 def parse_ensemble(text: str) -> Ensemble:
@@ -82,6 +133,24 @@ def parse_ensemble(text: str) -> Ensemble:
             raise SpecError(f"{k} must be an integer in ensemble {text!r}, got {v.strip()!r}"
                             ) from None
     return Ensemble(**kw)
+
+
+def expand_grid(text: str) -> list[Ensemble]:
+    """'dropout:I=1|3,D=10|25' -> the four ensembles of that grid (CLI form)."""
+    kind, _, rest = text.partition(":")
+    fields = [p.strip() for p in rest.split(",") if p.strip()]
+    options, names = [], set()
+    for f in fields:
+        name, eq, values = f.partition("=")
+        if not eq:
+            raise SpecError(f"cannot parse {f!r} in {text!r}; write e.g. 'dropout:I=1|3,D=10'")
+        if name.strip() in names:
+            raise SpecError(f"{name.strip()} is given twice in {text!r}; list its values "
+                            f"once, e.g. '{name.strip()}=1|2'")
+        names.add(name.strip())
+        options.append([f"{name.strip()}={v.strip()}" for v in values.split("|")])
+    combos = itertools.product(*options) if options else [()]
+    return [parse_ensemble(f"{kind}:{','.join(c)}") for c in combos]
 
 
 def as_ensemble(e: str | Ensemble) -> Ensemble:

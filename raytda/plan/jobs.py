@@ -125,6 +125,25 @@ class TrainModel(Job):
     def seed(self) -> int:
         return derive_seed("model", self.base_seed, self.index)
 
+    # As a member source: what serving a member of this model reads.
+    def member_module(self, store: ArtifactStore, member: Member):
+        """The member's module: this model's weights at the member's checkpoint."""
+        from raytda.core.train import load_state
+        from raytda.work.train import load_epoch
+
+        return load_state(self.task.build_model(),
+                          load_epoch(store, self.key, member.checkpoint))
+
+    def training_rows(self, n_train: int):
+        """The train rows the weights were fitted on: the model's own random half."""
+        from raytda.core.train import half_subset
+
+        return half_subset(n_train, self.subset_seed)
+
+    def warm_imports(self) -> None:
+        """Import what loading a member needs, before serving is timed (a one-off
+        library import is no member's serving cost); nothing beyond torch here."""
+
 
 # path -> ((size, mtime_ns), digest): each checkpoint file is read once per process
 # while it stays unchanged (planning asks for the digests of every import job's key).
@@ -179,6 +198,10 @@ class ImportModel(TrainModel):
 
     def describe(self) -> str:
         return f"import checkpoints of run {self.index} of {self.task.name}"
+
+    def training_rows(self, n_train: int):
+        """None: raytda does not know what the user's checkpoints were trained on."""
+        return None
 
 
 @dataclass(frozen=True, repr=False)
@@ -276,6 +299,26 @@ class TrainAdapter(Job):
     @property
     def subset_seed(self) -> int:
         return derive_seed("adapter-subset", self.base_seed, self.index, self.adapter)
+
+    # As a member source: the base model with this adapter; only the adapter is trainable
+    # (differentiated), which is what makes LoRA members cheap to serve.
+    def member_module(self, store: ArtifactStore, member: Member):
+        from raytda.core.lora import load_adapted
+        from raytda.work.train import base_module
+
+        adapter, _ = store.get(self.key)
+        return load_adapted(base_module(store, self.base), adapter, self.task.lora_spec)
+
+    def training_rows(self, n_train: int):
+        """The adapter's own random half (its fine-tuning set)."""
+        from raytda.core.train import half_subset
+
+        return half_subset(n_train, self.subset_seed)
+
+    def warm_imports(self) -> None:
+        import peft  # noqa: F401
+
+        import raytda.core.lora  # noqa: F401
 
     @property
     def seed(self) -> int:

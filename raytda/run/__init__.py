@@ -1,5 +1,5 @@
 """Executors: run a plan's jobs in-process or on Ray (Ray is imported only there)."""
 
-from raytda.run.local import InProcessExecutor, run_plan
+from raytda.run.local import InProcessExecutor
 
-__all__ = ["InProcessExecutor", "run_plan"]
+__all__ = ["InProcessExecutor"]

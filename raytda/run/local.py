@@ -8,11 +8,14 @@ measured on, so costs measured here and on Ray mean the same.
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
 
 from raytda.core.args import ComputeArgs
 from raytda.errors import RaytdaError
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
+from raytda.run.progress import JobCounts, job_label, open_progress
 from raytda.run.worker import JobRunner
 from raytda.store import ArtifactStore, CorruptArtifact
 
@@ -33,7 +36,7 @@ def run_job_with_repair(job: Job, store: ArtifactStore, args: ComputeArgs,
             runner.run(job, store, args)
             return
         except CorruptArtifact as e:
-            log.warning("%s", e)
+            log.warning("%s; rebuilding it", e)
             producer = by_key.get(e.key) or next((d for d in job.deps() if d.key == e.key), None)
             if producer is None or depth > 8:
                 raise
@@ -42,7 +45,13 @@ def run_job_with_repair(job: Job, store: ArtifactStore, args: ComputeArgs,
 
 
 class InProcessExecutor:
-    """Runs jobs serially in dependency order; for tests and small local sweeps."""
+    """Runs jobs serially in dependency order; for tests and small local sweeps.
+
+    Args:
+        args: how to compute (device, batch sizes, memory budget).
+        progress: show progress (a bar on a terminal, timestamped lines in a log; see
+            :mod:`raytda.run.progress`).
+    """
 
     name = "local"
 
@@ -52,24 +61,32 @@ class InProcessExecutor:
         self.runner = JobRunner("local")  # kept across plans: cached models, load counts
 
     def execute(self, plan: Plan, store: ArtifactStore) -> None:
+        """Run every job in ``plan.todo``, in order; the first failure raises."""
         todo = plan.todo
+        if not todo:
+            return
         by_key = {j.key: j for j in plan.jobs}
-        bar = None
+        cached = len(plan.jobs) - len(todo)
+        counts = JobCounts(total=len(plan.jobs), done=cached, cached=cached)
+        progress = open_progress(counts, self.progress)
+        log.info("%d jobs to run (%d cached) in this process", len(todo), cached)
         try:
-            if self.progress and todo:
-                from tqdm.auto import tqdm
-                bar = tqdm(total=len(todo), desc="raytda jobs", unit="job")
             for job in todo:
-                if bar is not None:
-                    bar.set_postfix_str(job.describe()[:40])
-                if not store.has(job.key):
+                label = job_label(job)
+                if store.has(job.key):  # built meanwhile by a concurrent sweep
+                    counts = replace(counts, done=counts.done + 1, cached=counts.cached + 1)
+                    progress.update(counts)
+                    continue
+                progress.update(replace(counts, running=1), [label])
+                t0 = time.perf_counter()
+                try:
                     run_job_with_repair(job, store, self.args, by_key, runner=self.runner)
-                if bar is not None:
-                    bar.update()
+                except Exception:  # an interrupt is not the job's failure
+                    counts = replace(counts, failed=counts.failed + 1)
+                    progress.update(counts)
+                    raise
+                log.info("ran %s in %.1f s", label, time.perf_counter() - t0)
+                counts = replace(counts, done=counts.done + 1)
+                progress.update(counts)
         finally:
-            if bar is not None:  # ends the bar's line, so that an error starts its own
-                bar.close()
-
-
-def run_plan(plan: Plan, store: ArtifactStore, executor=None) -> None:
-    (executor or InProcessExecutor()).execute(plan, store)
+            progress.close()

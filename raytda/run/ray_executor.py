@@ -1,66 +1,51 @@
 """The Ray executor: a plan's jobs on a pool of Ray actors, dependency-aware, with
 retries and repair.
 
-The driver keeps the DAG: a job is dispatched once all its inputs exist, one at a time
-to each actor (:class:`RaytdaWorker`), and results stream back through ``ray.wait``.
-An actor keeps the task's data, the model weights it read and the projections it built,
-so the driver sends a model's Q and block jobs to the actor that trained it (an idle actor
-takes other work rather than wait). The pool's size follows the cluster's resources,
-re-read during the run, and the autoscaler is asked for what the ready jobs could use.
-Actors share nothing but the artifact store (pickled by URI), so a job's only output is a
-small status dict; tensors never travel through the object store.
+The driver keeps the DAG (:mod:`raytda.run.job_graph`): a job is dispatched once all its
+inputs exist, one at a time to each actor (:class:`~raytda.run.ray_actor.RaytdaWorker`),
+and results stream back through ``ray.wait``. An actor keeps the task's data, the model
+weights it read and the projections it built, so the driver sends a model's Q and block
+jobs to the actor that trained it (:mod:`raytda.run.actor_pool`, which also sizes the pool
+to the cluster). Actors share nothing but the artifact store (pickled by URI), so a job's
+only output is a small status dict; tensors never travel through the object store. A job
+that does not simply finish is handled by :mod:`raytda.run.recovery`; a driver that is
+killed loses nothing: every finished artifact is in the store, and a rerun plans only what
+is missing.
 
-Failure handling, from cheapest to most drastic:
-
-* an actor process that dies (OOM kill, preemption, ``kill -9``) is restarted by Ray and
-  its job retried (``max_retries``), as are transient ``OSError``s (store on a flaky
-  network filesystem), but not a full disk, which stops the sweep with one
-  ``StoreError`` line; an actor whose node is gone is dropped and its job requeued;
-* a job that runs out of CUDA memory on a GPU share reports ``'oom'`` and runs again on
-  an actor with twice the share, up to a whole GPU, before it fails;
-* a job whose input turns out truncated or corrupt (``CorruptArtifact``, or missing
-  altogether) reports the input's key instead of failing; the driver reruns the producer
-  (and, recursively, whatever the producer itself lacks), then the consumer;
-* a job that still fails marks its dependents as blocked (the worker's traceback is
-  logged on the driver); independent jobs go on, so the store keeps every artifact that
-  could be built, and the sweep raises at the end;
-* a driver that is killed loses nothing: every finished artifact is in the store, and a
-  rerun plans only what is missing.
+Each job runs as an actor call named after the job (``train model 3 of digits-mlp``), so
+the Ray dashboard and ``ray list tasks`` say what runs, not ``RaytdaWorker.run``.
 
 Ray is imported here and in :mod:`raytda.run.tune` only, never by ``import raytda``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import time
-from collections import Counter, deque
+from collections import Counter
 from typing import Any
 
 from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
+from raytda.run.actor_pool import ActorPool, ActorSlot
 from raytda.run.connect import join_ray, probe_address
+from raytda.run.job_graph import JobGraph
 from raytda.run.local import JobFailed
-from raytda.run.policy import (
-    GpuPolicy,
-    actor_compute_args,
-    actors_per_node,
-    default_gpu_share,
-    ship_task_code,
-)
-from raytda.run.remote import TRANSIENT_ERRORS, RaytdaWorker
+from raytda.run.logs import current_level
+from raytda.run.policy import GpuPolicy, actor_compute_args, default_gpu_share, ship_task_code
+from raytda.run.progress import JobCounts, Progress, job_label, open_progress
+from raytda.run.ray_actor import TRANSIENT_ERRORS, RaytdaWorker
+from raytda.run.recovery import Recovery
 from raytda.run.worker import job_cpus
 from raytda.store import ArtifactStore, StoreError
 
 log = logging.getLogger(__name__)
 
-#: how long costed jobs wait for starting actors before being handed out anyway (s)
-STARTUP_GRACE_S = 60.0
+#: how long running jobs may take to end once the store failed, before their actors go (s)
+STOP_GRACE_S = 10.0
 
-# --------------------------------------------------------------------------- connection
+__all__ = ["JobFailed", "RayExecutor"]
 
 
 class RayExecutor:
@@ -82,9 +67,8 @@ class RayExecutor:
             None: ``RAY_ADDRESS`` or a cluster already running on this machine, else a
             new local one. A given address is probed first, so a wrong one fails in
             seconds with one ``ConnectionError`` line, before any work.
-        progress: show a tqdm bar.
-        max_workers: most actors at once (default: as many as the cluster holds).
-        max_in_flight: older name of ``max_workers`` (one job in flight per actor).
+        progress: show progress (a bar on a terminal, timestamped lines in a log; see
+            :mod:`raytda.run.progress`).
         max_retries: restarts of an actor whose process died (OOM kill, preemption,
             ``kill -9``), retries of the job it was running (Ray's ``max_task_retries``)
             and of a job that raised a transient ``OSError``.
@@ -92,6 +76,14 @@ class RayExecutor:
             (default :func:`default_gpu_share`; the pool takes the largest over the plan).
             A job that runs out of CUDA memory on a share is retried on twice the share,
             up to a whole device, before it fails.
+        init_kwargs: extra ``ray.init`` arguments when a new local cluster is started
+            (``num_cpus``, ``object_store_memory``, ...).
+        runtime_env: ``ray.init`` runtime environment (e.g. ``{"py_modules": [...]}``
+            to ship raytda to nodes that lack it).
+        probe_timeout_s: how long the reachability probe of ``address`` may take.
+        shutdown: after ``execute``, stop the actors and shut Ray down if this executor
+            started it.
+        max_workers: most actors at once (default: as many as the cluster holds).
         accelerator: the Ray resource that stands for a GPU share: ``"GPU"`` (shares
             requested only when computing on CUDA), or a custom resource (e.g.
             ``"fake_gpu"`` in tests, or a node label resource) that actors always
@@ -101,18 +93,12 @@ class RayExecutor:
         keep_workers: keep the actors (and what they hold) between ``execute`` calls
             until :meth:`close`; by default they go when a plan is done, freeing the CPUs.
         poll_s: how often the driver re-reads the cluster's resources and nodes.
-        init_kwargs: extra ``ray.init`` arguments when a new local cluster is started
-            (``num_cpus``, ``object_store_memory``, ...).
-        runtime_env: ``ray.init`` runtime environment (e.g. ``{"py_modules": [...]}``
-            to ship raytda to nodes that lack it).
-        probe_timeout_s: how long the reachability probe of ``address`` may take.
     """
 
     name = "ray"
 
     def __init__(self, compute: ComputeArgs | None = None, address: str | None = None,
-                 progress: bool = True, max_in_flight: int | None = None,
-                 max_retries: int = 3, gpu_fraction: GpuPolicy = None,
+                 progress: bool = True, max_retries: int = 3, gpu_fraction: GpuPolicy = None,
                  init_kwargs: dict[str, Any] | None = None,
                  runtime_env: dict[str, Any] | None = None, probe_timeout_s: float = 5.0,
                  shutdown: bool = True, max_workers: int | None = None,
@@ -121,7 +107,7 @@ class RayExecutor:
         self.args = compute or ComputeArgs()
         self.address = address
         self.progress = progress
-        self.max_workers = max_workers or max_in_flight
+        self.max_workers = max_workers
         self.max_retries = max_retries
         self.gpu_fraction = gpu_fraction
         self.accelerator = accelerator
@@ -136,7 +122,7 @@ class RayExecutor:
         self.ran: list[str] = []
         self.placement: dict[str, dict[str, Any]] = {}  # job key -> where it ran
         self.workers: dict[str, dict[str, Any]] = {}  # actor name -> its last loads
-        self.pool: list[_Slot] = []
+        self.pool: list[ActorSlot] = []  # the actors, kept between plans by keep_workers
         self._owns_ray = False
         target = address or os.environ.get("RAY_ADDRESS")
         if target:
@@ -175,9 +161,11 @@ class RayExecutor:
 
     @property
     def uses_accelerator(self) -> bool:
+        """Whether actors request accelerator shares at all."""
         return self.args.device.startswith("cuda") or self.accelerator != "GPU"
 
     def gpu_share(self, job: Job) -> float:
+        """The accelerator share ``job`` asks for (0 for jobs that gain nothing by one)."""
         if not self.uses_accelerator or not job.accelerated:
             return 0.0
         pol = self.gpu_fraction
@@ -217,7 +205,7 @@ class RayExecutor:
             return
         self.connect()
         try:
-            _Run(self, plan, store).loop()
+            _Driver(self, plan, store).loop()
         finally:
             if not self.keep_workers:
                 self.stop_workers()
@@ -225,60 +213,36 @@ class RayExecutor:
                 self.close()
 
 
-@dataclasses.dataclass(eq=False)
-class _Slot:
-    """One actor of the pool, as the driver sees it."""
-
-    handle: Any
-    name: str
-    share: float
-    started: Any  # ref of its first info() call: the actor is usable once it resolves
-    node_id: str | None = None
-    ready: bool = False
-    busy: str | None = None  # key of the job it runs
-    dedicated: str | None = None  # a job retried on a larger share, alone on this actor
-    since: float = dataclasses.field(default_factory=time.monotonic)  # when it was asked for
-
-
-class _Run:
-    """Driver-side bookkeeping of one ``execute`` call."""
+class _Driver:
+    """One ``execute`` call: dispatch ready jobs to idle actors, wait for what comes back
+    (an actor's start, a job's status), and hand each answer to the graph, the pool or
+    the recovery."""
 
     def __init__(self, ex: RayExecutor, plan: Plan, store: ArtifactStore) -> None:
         import ray
 
         ship_task_code(plan)
         self.ray, self.ex, self.store = ray, ex, store
-        self.actor_cls = ray.remote(RaytdaWorker)
-        self.jobs: dict[str, Job] = {j.key: j for j in plan.jobs}
-        self.done: set[str] = set(plan.cached)
-        self.pending: set[str] = set()  # waiting, ready or running
-        self.waiting: dict[str, set[str]] = {}
-        self.dependents: dict[str, set[str]] = {}
-        self.ready: deque[str] = deque()
-        self.running: dict[Any, tuple[str, _Slot]] = {}
-        self.running_keys: set[str] = set()
-        self.failed: dict[str, str] = {}
-        self.repairs: Counter[str] = Counter()
-        self.requeues: Counter[str] = Counter()
-        self.bigger: dict[str, float] = {}  # job -> share it retries on after a CUDA OOM
-        self.owner: dict[str, str] = {}  # affinity key -> actor name
-        self.added = self.settled = 0  # progress: jobs ever queued, jobs done or failed
-        self.next_poll = 0.0
-        self.capacity = 0
-        self.per_node: dict[str, int] = {}  # node id -> actors of this pool it holds
-        self.requested = -1
-        self.serial = len(ex.pool)
-        for job in plan.todo:
-            self.want(job)
-        self.cpus = max((job_cpus(j) for j in plan.jobs), default=1)
+        self.graph = JobGraph(plan.todo, plan.jobs, plan.cached, store)
+        self.recovery = Recovery(self.graph, ex.stats, ex.max_retries)
+        self.running: dict[Any, tuple[str, ActorSlot]] = {}  # ref of a job -> job, actor
+        self.cached = sum(1 for j in plan.jobs if j.key in plan.cached)
+        cpus = max((job_cpus(j) for j in plan.jobs), default=1)
         # The pool's share: the largest any job asks for. The default policy depends on
-        # the model only, so one job per task and kind answers for all of them.
-        probes = {(j.task.key, j.kind): j for j in plan.todo} if ex.gpu_fraction is None \
-            else {(j.key,): j for j in plan.todo}
-        self.share = max((ex.gpu_share(j) for j in probes.values()), default=0.0)
-        for slot in list(ex.pool):  # actors kept from an earlier plan must still fit
-            if slot.share != self.share or slot.dedicated:
-                self.kill(slot)
+        # the task's model and whether the job is accelerated only, so one job per such
+        # pair answers for all of them.
+        probes = {(j.task.key, j.accelerated): j for j in plan.todo} \
+            if ex.gpu_fraction is None else {(j.key,): j for j in plan.todo}
+        share = max((ex.gpu_share(j) for j in probes.values()), default=0.0)
+        self.pool = ActorPool(ex, ray.remote(RaytdaWorker), cpus, share, current_level())
+        self._warn_about_the_cluster()
+        if log.isEnabledFor(logging.INFO):
+            log.info("%d jobs to run (%d cached) on Ray: %g CPUs, %s", self.graph.added,
+                     self.cached, ray.cluster_resources().get("CPU", 0),
+                     f"{share:g} {ex.accelerator} per actor" if share else "no accelerator")
+
+    def _warn_about_the_cluster(self) -> None:
+        ray, ex, store = self.ray, self.ex, self.store
         if "://" not in store.uri or store.uri.startswith("file://"):
             nodes = [n for n in ray.nodes() if n.get("Alive")]
             if len(nodes) > 1:
@@ -290,336 +254,125 @@ class _Run:
             log.warning("computing on CUDA but the cluster has no GPUs yet; actors wait for "
                         "the autoscaler to add GPU nodes")
 
-    # A job enters 'pending' once and leaves it as done or failed.
-    def want(self, job: Job) -> None:
-        key = job.key
-        if key in self.pending:
-            return
-        self.jobs[key] = job
-        self.done.discard(key)
-        deps: set[str] = set()
-        for dep in job.deps():
-            if dep.key in self.done:
-                continue
-            if dep.key not in self.pending:
-                if self.store.has(dep.key):
-                    self.done.add(dep.key)
-                    continue
-                self.want(dep)
-            deps.add(dep.key)
-        self.pending.add(key)
-        self.added += 1
-        self.waiting[key] = deps
-        for d in deps:
-            self.dependents.setdefault(d, set()).add(key)
-        if not deps:
-            self.ready.append(key)
-
-    def finish(self, key: str) -> None:
-        self.settled += 1
-        self.pending.discard(key)
-        self.done.add(key)
-        for c in sorted(self.dependents.pop(key, ())):
-            w = self.waiting.get(c)
-            if w is not None and key in w:
-                w.discard(key)
-                if not w and c in self.pending:
-                    self.ready.append(c)
-
-    def fail(self, key: str, why: str) -> None:
-        stack = [(key, why)]
-        while stack:
-            k, w = stack.pop()
-            if k in self.failed:
-                continue
-            self.failed[k] = w
-            self.settled += 1
-            self.pending.discard(k)
-            self.waiting.pop(k, None)
-            for c in self.dependents.pop(k, ()):
-                stack.append((c, f"blocked: input {k} failed"))
-
-    def repair(self, consumer: str, bad: str, why: str) -> None:
-        """Rebuild input ``bad`` of ``consumer``, then run the consumer again."""
-        self.pending.discard(consumer)
-        self.done.discard(bad)
-        # Many consumers may trip over the same bad input; rebuild it once.
-        if bad not in self.pending:
-            if self.store.has(bad):  # rebuilt meanwhile (this or a concurrent sweep)
-                self.done.add(bad)
-            else:
-                job = self.jobs[consumer]
-                producer = (self.jobs.get(bad)
-                            or next((d for d in job.deps() if d.key == bad), None))
-                self.repairs[bad] += 1
-                if producer is None or self.repairs[bad] > 3:
-                    self.fail(consumer, f"input {bad} is {why} and could not be rebuilt")
-                    return
-                log.warning("input %s of %s is %s; rebuilding it", bad, job.describe(), why)
-                self.ex.stats["repaired"] += 1
-                self.want(producer)
-        self.requeue(consumer)
-
-    def requeue(self, key: str) -> None:
-        self.added -= 1  # counted when first queued
-        self.pending.discard(key)
-        self.want(self.jobs[key])
-
-    # ---------------------------------------------------------------- the pool
-
-    def start_actor(self, share: float, dedicated: str | None = None) -> _Slot:
-        ex = self.ex
-        name = f"raytda-worker-{os.getpid()}-{id(ex) % 10_000:04d}-{self.serial}"
-        self.serial += 1
-        handle = self.actor_cls.options(name=name, **ex.actor_options(share, self.cpus)).remote(
-            name, share, ex.accelerator)
-        slot = _Slot(handle, name, share, handle.info.remote(), dedicated=dedicated)
-        ex.pool.append(slot)
-        ex.stats["actors_started"] += 1
-        return slot
-
-    def kill(self, slot: _Slot) -> None:
-        if slot in self.ex.pool:
-            self.ex.pool.remove(slot)
-        try:
-            self.ray.kill(slot.handle, no_restart=True)
-        except Exception:  # already gone
-            log.debug("could not kill %s", slot.name, exc_info=True)
-        for a, owner in list(self.owner.items()):
-            if owner == slot.name:
-                del self.owner[a]
-
-    def poll(self) -> None:
-        """Re-read the cluster: resize the pool to what it holds now, replace actors on
-        nodes that are gone, and ask the autoscaler for what the ready jobs could use."""
-        ray, ex = self.ray, self.ex
-        now = time.monotonic()
-        if now < self.next_poll:
-            return
-        self.next_poll = now + ex.poll_s
-        res = ray.cluster_resources()
-        cap = int(res.get("CPU", 0) // self.cpus)
-        if self.share > 0:
-            cap = min(cap, int(res.get(ex.accelerator, 0) / self.share + 1e-9))
-        if ex.max_workers:
-            cap = min(cap, ex.max_workers)
-        self.capacity = cap
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        alive = {n["NodeID"] for n in nodes}
-        self.per_node = {n["NodeID"]: actors_per_node(n.get("Resources", {}), self.cpus,
-                                                      self.share, ex.accelerator) for n in nodes}
-        for slot in list(ex.pool):
-            if slot.node_id is not None and slot.node_id not in alive:
-                # Its node is gone: Ray would restart it elsewhere only once resources
-                # free up; the driver requeues its job on the actors that are left.
-                log.warning("node %s of %s is gone; its running job is requeued",
-                            slot.node_id[:8], slot.name)
-                ex.stats["lost_actors"] += 1
-                self.kill(slot)
-        pool = [s for s in ex.pool if not s.dedicated]
-        demand = len(self.ready) + sum(1 for s in pool if s.busy)
-        want = min(demand, ex.max_workers or demand)
-        if ex.autoscale and want != self.requested:
-            self.request(want)
-        # Shrink to what the cluster holds now: idle actors go first, starting ones next.
-        extra = len(pool) - max(cap, 1)
-        for slot in sorted(pool, key=lambda s: (s.busy is not None, s.ready)):
-            if extra <= 0 or slot.busy is not None:
-                break
-            self.kill(slot)
-            ex.stats["actors_stopped"] += 1
-            extra -= 1
-        # Grow up to it, but not beyond what there is to do (at least one actor, so a
-        # cluster that has no room yet gets an autoscaler request and a pending actor).
-        grow = min(max(cap, 1), max(want, 1)) - len([s for s in ex.pool if not s.dedicated])
-        for _ in range(grow if demand else 0):
-            self.start_actor(self.share)
-
-    def request(self, n: int) -> None:
-        try:
-            from ray.autoscaler.sdk import request_resources
-
-            request_resources(bundles=[self.ex.bundle(self.share, self.cpus)] * n)
-            self.requested = n
-        except Exception:  # no autoscaler API on this cluster: nothing to ask
-            log.debug("request_resources failed", exc_info=True)
-            self.ex.autoscale = False
-
-    def pick(self, slot: _Slot) -> str | None:
-        """The ready job for ``slot``: one of its own models' first, then one nobody
-        holds, then another actor's (an idle actor steals rather than wait). While actors
-        are still starting (a process booting Ray and torch, outside any timing slot), only
-        work nobody is charged for is handed out, so no cost is timed beside a start-up."""
-        best: tuple[int, str] | None = None
-        now = time.monotonic()
-        # Bounded: an actor waiting for resources that never come (a node the autoscaler
-        # cannot add) must not hold costed work back for good.
-        starting = any(not s.ready and now - s.since < STARTUP_GRACE_S for s in self.ex.pool)
-        for key in list(self.ready):
-            if key not in self.pending or key in self.running_keys:
-                self.ready.remove(key)
-                continue
-            if key in self.bigger:
-                continue  # waits for an actor with a larger share
-            if starting and self.jobs[key].costed:
-                continue
-            a = self.jobs[key].affinity()
-            owner = self.owner.get(a) if a is not None else None
-            rank = 0 if owner == slot.name and a is not None else 1 if owner is None else 2
-            if rank == 0:
-                best = (0, key)
-                break
-            if best is None or rank < best[0]:
-                best = (rank, key)
-        if best is None:
-            return None
-        self.ready.remove(best[1])
-        return best[1]
+    # ---------------------------------------------------------------- dispatch
 
     def dispatch(self) -> None:
-        for key, share in list(self.bigger.items()):
-            if key in self.pending and key in self.ready and key not in self.running_keys \
+        """Give every idle actor a ready job; start an actor of its own for each job that
+        waits for a larger GPU share."""
+        graph, pool, bigger = self.graph, self.pool, self.recovery.bigger
+        for key, share in list(bigger.items()):
+            if key in graph.pending and graph.is_ready(key) \
                     and not any(s.dedicated == key for s in self.ex.pool):
-                self.start_actor(share, dedicated=key)
+                pool.start(share, dedicated=key)
         for slot in list(self.ex.pool):
             if not slot.ready or slot.busy is not None:
                 continue
             if slot.dedicated:
-                if slot.dedicated in self.ready:
-                    self.ready.remove(slot.dedicated)
-                    self.submit(slot, slot.dedicated)
+                if graph.is_ready(slot.dedicated):
+                    self.submit(slot, graph.jobs[slot.dedicated])
                 continue
-            key = self.pick(slot)
-            if key is None:
-                continue
-            self.submit(slot, key)
+            job = pool.choose(slot, (j for j in graph.ready_jobs() if j.key not in bigger))
+            if job is not None:
+                self.submit(slot, job)
 
-    def submit(self, slot: _Slot, key: str) -> None:
-        job = self.jobs[key]
-        a = job.affinity()
-        if a is not None and a not in self.owner:
-            self.owner[a] = slot.name
-        # A node not seen yet (just joined) counts as the most crowded one known.
-        crowd = self.per_node.get(slot.node_id) or max(self.per_node.values(), default=1)
-        ref = slot.handle.run.options(retry_exceptions=list(TRANSIENT_ERRORS)).remote(
+    def submit(self, slot: ActorSlot, job: Job) -> None:
+        self.graph.start(job.key)
+        crowd = self.pool.assign(slot, job)
+        name = job_label(job)
+        log.debug("%s -> %s", name, slot.name)
+        # Named after the job: the dashboard's task list says what runs where.
+        ref = slot.handle.run.options(name=name, retry_exceptions=list(TRANSIENT_ERRORS)).remote(
             job, self.store, actor_compute_args(self.ex.args, crowd))
-        self.running[ref] = (key, slot)
-        self.running_keys.add(key)
-        slot.busy = key
+        self.running[ref] = (job.key, slot)
 
-    # ---------------------------------------------------------------- results
+    # ---------------------------------------------------------------- answers
 
-    def started(self, ref: Any) -> None:
-        slot = next(s for s in self.ex.pool if s.started == ref)
-        try:
-            info = self.ray.get(ref)
-        except Exception as e:
-            log.warning("%s could not start: %s", slot.name, str(e).strip().splitlines()[-1:])
-            self.kill(slot)
-            return
-        slot.node_id, slot.ready = info["node_id"], True
-        self.ex.workers[slot.name] = info
-
-    def handle(self, ref: Any) -> None:
+    def answered(self, ref: Any) -> None:
+        """A job's actor answered: the job finished, or what went wrong decides what next."""
+        ex, graph, recovery = self.ex, self.graph, self.recovery
         key, slot = self.running.pop(ref)
-        self.running_keys.discard(key)
+        graph.stopped(key)
         slot.busy = None
-        job = self.jobs[key]
         try:
             out = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as e:
             # Its actor is gone for good (node removed, restarts used up): the job
             # itself did nothing wrong, so it runs again elsewhere.
-            if slot in self.ex.pool:
-                self.kill(slot)
-            self.requeues[key] += 1
-            if self.requeues[key] > self.ex.max_retries:
-                self.fail(key, f"its actor died {self.requeues[key]} times: {e}")
-                self.ex.stats["failed"] += 1
-                return
-            self.ex.stats["requeued"] += 1
-            self.requeue(key)
+            self.pool.kill(slot)
+            recovery.actor_lost(key, e)
             return
-        except StoreError as e:
-            # The store is full or gone: every other job would fail the same way, so the
-            # sweep stops with the worker's one line (no traceback, no retry).
-            cause = getattr(e, "cause", None) or e
-            raise StoreError(str(cause).strip().splitlines()[0]) from None
         except Exception as e:
-            msg = str(e).strip().splitlines()
-            self.fail(key, msg[-1] if msg else e.__class__.__name__)
-            # The worker's traceback, on the driver's log (and so in `ray job logs`).
-            log.error("%s failed on %s:\n%s", job.describe(), slot.name, e)
-            self.ex.stats["failed"] += 1
+            recovery.job_raised(key, e, slot.name)
             return
         finally:
-            if slot.dedicated and slot in self.ex.pool:
-                self.kill(slot)
+            if slot.dedicated and slot in ex.pool:
+                self.pool.kill(slot)
         status = out["status"]
-        self.ex.stats[status] += 1
-        self.ex.placement[key] = {k: out.get(k) for k in ("worker", "node_id", "pid")}
+        ex.stats[status] += 1
+        ex.placement[key] = {k: out.get(k) for k in ("worker", "node_id", "pid")}
         if "loads" in out:
-            self.ex.workers[out["worker"]] = {**self.ex.workers.get(out["worker"], {}),
-                                              "loads": out["loads"]}
+            ex.workers[out["worker"]] = {**ex.workers.get(out["worker"], {}),
+                                         "loads": out["loads"]}
         if status in ("ran", "cached"):
             if status == "ran":
-                self.ex.ran.append(key)
-            self.bigger.pop(key, None)
-            self.finish(key)
+                ex.ran.append(key)
+                log.info("ran %s on %s in %.1f s", job_label(graph.jobs[key]), slot.name,
+                         out.get("seconds", 0.0))
+            recovery.succeeded(key)
+            graph.finish(key)
         elif status == "oom":
-            share = float(out.get("share") or self.share or 1.0)
-            if share >= 1.0:
-                self.fail(key, f"CUDA out of memory on a whole GPU: {out.get('why')}")
-                self.ex.stats["failed"] += 1
-                return
-            new = min(1.0, 2 * share)
-            log.warning("%s ran out of memory on %g of a GPU; retrying on %g", job.describe(),
-                        share, new)
-            self.bigger[key] = new
-            self.requeue(key)
+            share = float(out.get("share") or self.pool.share or 1.0)
+            recovery.out_of_memory(key, share, str(out.get("why")))
         else:
-            self.repair(key, out["key"], "missing" if status == "missing" else "corrupt")
+            recovery.bad_input(key, out["key"], "missing" if status == "missing" else "corrupt")
+
+    def counts(self) -> JobCounts:
+        graph = self.graph
+        return JobCounts(total=graph.added + self.cached, done=graph.finished + self.cached,
+                         cached=self.cached + self.ex.stats["cached"],
+                         running=len(self.running), failed=len(graph.failed))
 
     def loop(self) -> None:
-        bar = None
-        if self.ex.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.added, desc="raytda jobs (ray)", unit="job")
+        graph, pool = self.graph, self.pool
+        progress: Progress = open_progress(self.counts(), self.ex.progress, "raytda jobs (ray)")
         try:
-            while self.pending:
-                self.poll()
+            while graph.pending:
+                pool.follow_cluster(len(graph.ready))
                 self.dispatch()
-                starting = [s.started for s in self.ex.pool if not s.ready]
+                starting = [s.started for s in pool.starting()]
                 if not self.running and not starting and not self.ex.pool:
-                    self.next_poll = 0.0  # nothing alive: re-read the cluster now
-                    self.poll()
+                    # Nothing alive: re-read the cluster now.
+                    pool.follow_cluster(len(graph.ready), force=True)
                     if not self.ex.pool:
-                        stuck = sorted(self.pending)[:3]
+                        stuck = sorted(graph.pending)[:3]
                         raise RuntimeError(f"scheduler stalled with jobs pending: {stuck}")
                     continue
                 finished, _ = self.ray.wait([*self.running, *starting], num_returns=1,
                                             timeout=self.ex.poll_s)
                 for ref in finished:
                     if ref in self.running:
-                        self.handle(ref)
+                        self.answered(ref)
                     else:
-                        self.started(ref)
-                if bar is not None:
-                    bar.total, bar.n = self.added, self.settled
-                    bar.set_postfix_str(f"{len(self.running)} running on "
-                                        f"{len(self.ex.pool)} actors", refresh=False)
-                    bar.refresh()
+                        pool.started(ref)
+                progress.update(self.counts(), [job_label(graph.jobs[k], 60)
+                                                for k, _ in self.running.values()])
+        except StoreError:
+            # Every running job meets the same full or missing store soon: let them end
+            # (briefly) so they drop their leases and temp files before their actors go.
+            if self.running:
+                self.ray.wait(list(self.running), num_returns=len(self.running),
+                              timeout=STOP_GRACE_S)
+            self.ex.stop_workers()
+            raise
         except BaseException:
             # Actor tasks cannot be force-cancelled; killing the actors stops them.
             self.ex.stop_workers()
             raise
         finally:
-            if bar is not None:
-                bar.close()
-            if self.ex.autoscale and self.requested > 0:
-                self.request(0)  # the sweep needs nothing more
-        if self.failed:
-            first = next(iter(self.failed.items()))
-            raise JobFailed(f"{len(self.failed)} job(s) failed; first: "
-                            f"{self.jobs[first[0]].describe()}: {first[1]}")
+            progress.update(self.counts())
+            progress.close()
+            pool.release()
+        if graph.failed:
+            key, why = next(iter(graph.failed.items()))
+            raise JobFailed(f"{len(graph.failed)} job(s) failed; first: "
+                            f"{graph.jobs[key].describe()}: {why}")

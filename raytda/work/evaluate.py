@@ -168,6 +168,11 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
         "n_members": len(parts), "n_q_members": len(q_meta),
         "ridge_max": max((x.get("ridge", 0.0) for x in block_meta), default=0.0),
         "n_test": m, "n_train": n, "score_chunks": chunks, "key": job.key,
+        # how gradient features were made, and what they left to a dense projection or out
+        "features": job.method.features,
+        "features_uncovered": "; ".join(sorted({f"{u['name']} ({u['n_params']}, {u['how']})"
+                                                for x in block_meta
+                                                for u in x.get("features_uncovered", ())})),
         **impl.result_columns(job.method, block_meta),
     }
     store.put(job.key, {"per_sample_lds": torch.from_numpy(per_sample)}, row, job.spec())

@@ -11,26 +11,15 @@ from raytda.core.masks import MaskSpec
 from raytda.core.network import Network
 from raytda.methods import Method
 from raytda.methods.context import MemberContext
-from raytda.plan.jobs import MemberBlock, QValues, Source, TrainAdapter, mask_seed, projection_seed
+from raytda.plan.jobs import MemberBlock, QValues, Source, mask_seed, projection_seed
 from raytda.specs import Member
 from raytda.store import ArtifactStore
-from raytda.work.train import base_module, load_epoch, training_rows
 
 
 def load_member(store: ArtifactStore, source: Source, member: Member) -> Network:
-    """The member's network in eval mode: trained weights at its checkpoint, or a base
-    model with its LoRA adapter (then only the adapter is trainable, i.e. differentiated)."""
-    from raytda.core.train import load_state
-
-    task = source.task
-    if isinstance(source, TrainAdapter):
-        from raytda.core.lora import load_adapted
-
-        adapter, _ = store.get(source.key)
-        module = load_adapted(base_module(store, source.base), adapter, task.lora_spec)
-    else:
-        module = load_state(task.build_model(), load_epoch(store, source.key, member.checkpoint))
-    return task.network(module).eval()
+    """The member's network in eval mode, as its source model builds it (trained weights
+    at its checkpoint, or a base model with its LoRA adapter)."""
+    return source.task.network(source.member_module(store, member)).eval()
 
 
 def member_mask(net: Network, source: Source, member: Member, mode: str) -> MaskSpec | None:
@@ -41,12 +30,8 @@ def member_mask(net: Network, source: Source, member: Member, mode: str) -> Mask
 
 
 def warm_member_imports(source: Source) -> None:
-    """Import what loading the member needs before serving is timed: a one-off library
-    import (peft takes seconds) is not part of any member's serving cost."""
-    if isinstance(source, TrainAdapter):
-        import peft  # noqa: F401
-
-        import raytda.core.lora  # noqa: F401
+    """Import what loading the member needs before serving is timed."""
+    source.warm_imports()
 
 
 @contextmanager
@@ -75,7 +60,7 @@ def member_context(net: Network, source: Source, member: Member, mask: MaskSpec 
     """What ``method`` is given to serve this member (its data, seeds and features)."""
     task = source.task
     data = task.data()
-    rows = (training_rows(source, data.n_train) if method.impl.uses_training_rows else None)
+    rows = source.training_rows(data.n_train) if method.impl.uses_training_rows else None
     return MemberContext(net, task, data, mask, projection_seed(source, member), args,
                          method.features_part, rows, keep)
 

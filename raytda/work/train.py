@@ -59,15 +59,6 @@ def load_epoch(store: ArtifactStore, model_key: str, epoch: int | None) -> dict[
     return state
 
 
-def training_rows(source: TrainModel | TrainAdapter, n_train: int) -> np.ndarray | None:
-    """The train rows a member's weights were fitted on: a trained model's or a LoRA
-    adapter's own random half (the subset ``train_model`` and ``train_adapter`` draw);
-    None for imported checkpoints, whose training data raytda does not know."""
-    if isinstance(source, ImportModel):
-        return None
-    return half_subset(n_train, source.subset_seed)
-
-
 def train_model(job: TrainModel, store: ArtifactStore, args: ComputeArgs) -> None:
     data = job.task.data()
     samples = data.train.subset(half_subset(data.n_train, job.subset_seed))

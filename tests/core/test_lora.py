@@ -145,7 +145,9 @@ def test_appendix_e_lora_stored_parameters():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: Ensemble("lora", 1), r"L \(LoRA adapters per base model\) must be an integer >= 1"),
+    (lambda: Ensemble("lora", 1), r"ensemble 'lora:I=1' does not set L \(LoRA adapters per "
+                                  r"base model\); write e.g. 'lora:I=1,L=3'"),
+    (lambda: Ensemble("lora", 1, L=0), r"L \(LoRA adapters per base model\) must be an integer >= 1"),
     (lambda: Ensemble("naive", 1, L=2), "kind 'naive' takes no L"),
     (lambda: Ensemble("lora", 1, D=2, L=1), "takes no D"),
     (lambda: parse_ensemble("lora:I=1,L=x"), "L must be an integer"),

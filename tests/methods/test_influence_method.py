@@ -13,7 +13,7 @@ from raytda import ComputeArgs, LDSSpec, Sweep
 from raytda.core.influence import influence_block
 from raytda.methods import Method
 from raytda.work.serve import load_member
-from raytda.work.train import FINAL, fit_task, load_epoch, training_rows
+from raytda.work.train import FINAL, fit_task, load_epoch
 
 ENSEMBLES = ["naive:I=1", "dropout:I=1,D=2"]
 
@@ -54,7 +54,7 @@ def test_a_members_curvature_is_over_the_rows_its_model_was_trained_on(ggn):
     ev = next(e for e in sweep.spec.evaluations() if e.ensemble.label.startswith("naive"))
     block = ev.blocks()[0]
     data = block.task.data()
-    rows = training_rows(block.model, data.n_train)
+    rows = block.model.training_rows(data.n_train)
     assert len(rows) == data.n_train // 2  # the model's random half
     # and the very rows it was trained on: retraining on them gives the stored weights
     # (seeded training on one process: measured bit-identical)

@@ -11,7 +11,8 @@ Checks, in order:
 
 1. an undisturbed sweep on the cluster equals the in-process one; its jobs ran on more
    than one node (from each artifact's ``node_id``); the state API (``ray list actors``)
-   listed the raytda actors while it ran; each actor built each distinct projection once;
+   listed the raytda actors while it ran, and lists each job's actor call by the job's
+   description (``ray list tasks``); each actor built each distinct projection once;
 2. a node removed in the middle of a sweep costs only the job it was running: the sweep
    ends with the same results, every job ran to completion once, and no artifact that
    had finished was written again;
@@ -39,6 +40,7 @@ from ray_helpers import counts, lds_by_label, make_sweep, mtimes  # noqa: E402
 from raytda.plan.jobs import Job, projection_seed  # noqa: E402
 from raytda.plan.planner import Plan, make_plan  # noqa: E402
 from raytda.results import collect_results  # noqa: E402
+from raytda.run.progress import job_label  # noqa: E402
 from raytda.run.ray_executor import RayExecutor  # noqa: E402
 from raytda.store import ArtifactStore  # noqa: E402
 
@@ -142,7 +144,24 @@ def undisturbed(root: Path, reference: dict[str, float], address: str) -> None:
                                         meta["loads"]["projections_built"])
     check(bool(used) and built == {w: len(s) for w, s in used.items()},
           f"builds {built} vs used {used}")
+    names = task_names(address, {job_label(j) for j in plan.jobs})
+    check({"train model 0 of toy-mlp", "LDS model 0.0 of toy-mlp"} <= names
+          and "RaytdaWorker.run" not in names, f"the state API lists tasks {sorted(names)}")
     print(f"undisturbed: {len(plan.jobs)} jobs on {len(nodes)} nodes, actors {sorted(seen)}")
+
+
+def task_names(address: str, expected: set[str], limit_s: float = 60.0) -> set[str]:
+    """Names of the actor calls the state API lists, once it lists every ``expected``
+    one (task events reach it a moment after the tasks end) or ``limit_s`` is up."""
+    from ray.util.state import list_tasks
+
+    t_end = time.monotonic() + limit_s
+    while True:
+        names = {t.name for t in list_tasks(address=address, limit=10_000,
+                                            filters=[("type", "=", "ACTOR_TASK")])}
+        if expected <= names or time.monotonic() > t_end:
+            return names
+        time.sleep(0.5)
 
 
 def node_removed(cluster, root: Path, reference: dict[str, float], ref_counts) -> None:

@@ -8,7 +8,9 @@ import json
 import os
 import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray_helpers
@@ -26,6 +28,7 @@ from ray_helpers import (
 from test_user_task import GatedTask
 
 from raytda.ensembles import Ensemble
+from raytda.plan.jobs import Job
 from raytda.plan.planner import make_plan
 from raytda.run.ray_executor import RayExecutor
 from raytda.store import ArtifactStore
@@ -316,3 +319,53 @@ def test_state_api_lists_the_actors(ray_session, tmp_path):
     stop.set()
     t.join()
     assert seen and seen <= set(ex.workers)
+
+
+@dataclass(frozen=True, repr=False)
+class NamedProbe(Job):
+    """Records the name Ray knows its running task by (what the dashboard and `ray list
+    tasks` show) in its artifact's meta."""
+
+    task: Any
+    index: int
+    kind: str = field(default="probe", init=False)
+    costed: bool = field(default=False, init=False)
+    accelerated: bool = field(default=False, init=False)
+
+    def spec(self) -> dict[str, Any]:
+        return {"probe": "task-name", "index": self.index, "task": self.task.key}
+
+    def describe(self) -> str:
+        return f"probe {self.index} of {self.task.name} ckpt None"
+
+    def run(self, store, args) -> None:
+        import ray
+        import torch
+
+        store.put(self.key, {"x": torch.zeros(1)},
+                  {"task_name": ray.get_runtime_context().get_task_name()}, self.spec())
+
+
+def test_ray_tasks_are_named_after_their_jobs_and_progress_is_logged(ray_session, tmp_path,
+                                                                      capsys):
+    """Each job runs as an actor call named by its description (not `RaytdaWorker.run`),
+    and the Ray executor's progress, with stderr not a terminal, is whole timestamped
+    lines that end with every job done."""
+    import re
+    import sys
+
+    from raytda.plan.planner import Plan
+
+    ship_by_value(sys.modules[__name__])
+    task = make_sweep(tmp_path / "unused").spec.tasks[0]
+    jobs = [NamedProbe(task, i) for i in range(3)]
+    store = ArtifactStore(str(tmp_path / "store"))
+    capsys.readouterr()
+    RayExecutor(shutdown=False).execute(Plan(jobs=jobs, evaluations=[], cached=set()), store)
+    for job in jobs:
+        assert store.meta(job.key)["task_name"] == f"probe {job.index} of toy-mlp"
+    lines = [ln for ln in capsys.readouterr().err.split("\n") if ln]
+    assert lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d raytda: \d+/3 jobs done", ln)
+                         and len(ln) <= 200 for ln in lines), lines
+    assert lines[-1].split("raytda: ")[1].startswith("3/3 jobs done, 0 running, 0 cached, "
+                                                    "0 failed, in ")

@@ -1,7 +1,9 @@
-"""The actor side of the Ray executor: one job at a time in a long-lived worker process.
+"""The Ray actor of the Ray executor: one job at a time in a long-lived worker process.
 
-An actor (:class:`RaytdaWorker`) keeps what its jobs load (the task's data, model weights,
-projections) for the next job; :func:`run_remote` is the body of every job it runs.
+An actor (:class:`RaytdaWorker`, the class name the Ray dashboard and ``ray list actors``
+show) keeps what its jobs load (the task's data, model weights, projections) for the next
+job; :func:`run_on_actor` is the body of every job it runs. The driver side is
+:mod:`raytda.run.ray_executor`.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from typing import Any
 
 from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
+from raytda.run.logs import configure_logging
 from raytda.run.worker import JobRunner, warm_up
 from raytda.store import ArtifactStore, CorruptArtifact, StoreError
 from raytda.store.artifacts import full_disk
 
 # Errors worth retrying in place: network filesystems, object stores, sockets. A full
 # disk is not one of them: the store raises it as a StoreError (not an OSError), and
-# run_remote turns any other ENOSPC / EDQUOT into one, so the driver stops the sweep.
+# run_on_actor turns any other ENOSPC / EDQUOT into one, so the driver stops the sweep.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError,)
 
 
@@ -52,8 +55,8 @@ def _is_cuda_oom(e: BaseException) -> bool:
     return oom is not None and isinstance(e, oom)
 
 
-def run_remote(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
-               runner: JobRunner | None = None, accel: str = "GPU") -> dict[str, Any]:
+def run_on_actor(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
+                 runner: JobRunner | None = None, accel: str = "GPU") -> dict[str, Any]:
     """Run ``job`` in a worker unless its artifact exists; report, never raise, for a bad
     input (the driver repairs it) or a CUDA out-of-memory (the driver retries the job on
     a larger GPU share)."""
@@ -110,10 +113,12 @@ class RaytdaWorker:
     so every job it runs is measured on exactly that reservation.
     """
 
-    def __init__(self, name: str, share: float, accel: str) -> None:
+    def __init__(self, name: str, share: float, accel: str,
+                 log_level: int = logging.WARNING) -> None:
         import ray
 
-        logging.basicConfig(level=logging.WARNING)  # raytda warnings reach the driver's log
+        # At the driver's level: Ray forwards the actor's stderr to the driver's log.
+        configure_logging(log_level)
         self.name, self.share, self.accel = name, share, accel
         self.runner = JobRunner(name, ray.get_runtime_context().get_node_id())
         warm_up()  # before the driver sees the actor ready, so no job pays for it
@@ -124,7 +129,5 @@ class RaytdaWorker:
                 "loads": self.runner.loads()}
 
     def run(self, job: Job, store: ArtifactStore, args: ComputeArgs) -> dict[str, Any]:
-        return run_remote(job, store, args, self.share, self.runner, self.accel)
+        return run_on_actor(job, store, args, self.share, self.runner, self.accel)
 
-
-# --------------------------------------------------------------------------- driver side

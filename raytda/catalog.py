@@ -1,0 +1,150 @@
+"""What raytda offers, read from its registries: settings (built-in Tasks), ensemble
+kinds and methods, for ``raytda list`` and ``raytda --help``.
+
+Nothing here names a setting, kind or method: one registered from user code (before the
+CLI runs, or in a test) is listed like a built-in one.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import textwrap
+from dataclasses import fields
+from typing import Any
+
+from raytda.ensembles import ENSEMBLES
+from raytda.ensembles.fields import FIELD_DEFAULTS, FIELD_MEANINGS, FIELDS, SIZE_FIELDS
+from raytda.methods import METHODS
+
+
+def summary(obj: Any) -> str:
+    """The first sentence of a registered class's docstring, or of its module's (the
+    built-in kinds and methods document themselves at module level)."""
+    cls = type(obj)
+    doc = cls.__dict__.get("__doc__") or getattr(sys.modules.get(cls.__module__), "__doc__", "")
+    para = " ".join((doc or "").strip().split("\n\n")[0].split()).replace("``", "")
+    # The first clause: up to a sentence end (not "eq. 2") or a semicolon.
+    first = re.split(r"\.\s+(?=[A-Z])|;\s", para)[0].rstrip(".")
+    return first if len(first) <= 80 else first[:77] + "..."
+
+
+def kind_fields(name: str) -> list[str]:
+    """The fields a kind takes, in CLI order (I always)."""
+    takes = ENSEMBLES[name].takes
+    return [f for f in FIELDS if f == "I" or f in takes]
+
+
+def method_params(name: str) -> dict[str, Any]:
+    """The Method fields a method declares, with their defaults."""
+    from raytda.methods.spec import Method
+
+    defaults = {f.name: f.default for f in fields(Method)}
+    return {p: defaults.get(p) for p in METHODS[name].params}
+
+
+def kinds_rows() -> list[dict[str, str]]:
+    rows = []
+    for name in sorted(ENSEMBLES):
+        k = ENSEMBLES[name]
+        needs = ", ".join(sorted(k.needs)) or "-"
+        rows.append({"kind": name, "fields": ",".join(kind_fields(name)), "method needs": needs,
+                     "what": summary(k)})
+    return rows
+
+
+def methods_rows() -> list[dict[str, str]]:
+    rows = []
+    for name in sorted(METHODS):
+        m = METHODS[name]
+        params = ", ".join(f"{p}={v}" for p, v in method_params(name).items()) or "-"
+        caps = [c for c, on in (("Q", m.needs_q), ("projection", m.projected),
+                                ("new inputs", m.serves_new_inputs)) if on]
+        rows.append({"method": name, "parameters (default)": params,
+                     "offers": ", ".join(caps) or "-", "what": summary(m)})
+    return rows
+
+
+def setting_rows() -> list[dict[str, str]]:
+    """Every built-in Task at the scale ``--setting NAME`` runs (sizes, epochs, model
+    parameters: each model is built once, on the CPU; no data is read)."""
+    from raytda.tasks import get_task, task_names
+    from raytda.tasks.scaled import ScaledTask
+    from raytda.tasks.setting import SettingTask
+
+    rows = []
+    for name in task_names():
+        task = get_task(name)
+        n_train = n_test = "-"
+        if isinstance(task, SettingTask):
+            n_train, n_test = task.setting.data.n_train, task.setting.data.n_test
+            what = f"{task.setting.model.arch} on {task.setting.data.source}"
+        else:
+            if isinstance(task, ScaledTask):
+                n_train, n_test = task.settings["n_train"], task.settings["n_test"]
+            what = summary(task)
+        params = sum(p.numel() for p in task.build_model().parameters())
+        epochs = task.recipe.epochs if task.recipe is not None else "-"
+        rows.append({"setting": name, "n_train": str(n_train), "n_test": str(n_test),
+                     "epochs": str(epochs), "params": f"{params:,}", "what": what})
+    return rows
+
+
+def format_rows(rows: list[dict[str, str]]) -> str:
+    """Rows as an aligned text table (the last column unpadded)."""
+    if not rows:
+        return "(none)"
+    cols = list(rows[0])
+    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+
+    def line(r: dict[str, str]) -> str:
+        return "  ".join(str(r[c]).ljust(width[c]) for c in cols).rstrip()
+
+    return "\n".join([line({c: c for c in cols}), *(line(r) for r in rows)])
+
+
+def fields_help() -> str:
+    """What I, D, C, L and mask_mode mean (for --help and ``raytda list``)."""
+    out = []
+    for f in FIELDS:
+        extra = ""
+        if f in SIZE_FIELDS:
+            extra = " (required by the kinds that take it)"
+        elif f == "mask_mode":
+            extra = f" (default {FIELD_DEFAULTS[f]})"
+        out.append(textwrap.fill(f"{f:<10} {FIELD_MEANINGS[f]}{extra}", 88,
+                                 initial_indent="  ", subsequent_indent=" " * 13))
+    return "\n".join(out)
+
+
+def listing() -> str:
+    """``raytda list``: settings, ensemble kinds with their fields, methods with their
+    parameters."""
+    return "\n".join([
+        "settings (--setting NAME; sizes at the scale the CLI runs):", "",
+        format_rows(setting_rows()), "",
+        "ensemble kinds (--ensemble 'KIND:I=..,D=..'; 'projection-only' reads D as "
+        "projection passes):", "",
+        format_rows(kinds_rows()), "", "ensemble fields:", fields_help(), "",
+        "methods (--method NAME):", "",
+        format_rows(methods_rows()),
+    ])
+
+
+def help_epilog(width: int = 88) -> str:
+    """The registries in brief, for ``raytda --help`` (no model is built)."""
+    from raytda.tasks import task_names
+
+    def wrapped(text: str) -> str:
+        return textwrap.fill(text, width, subsequent_indent="  ", break_on_hyphens=False)
+
+    kinds = "; ".join(f"{k} ({','.join(kind_fields(k))})" for k in sorted(ENSEMBLES))
+    return "\n".join([
+        wrapped("ensembles are written KIND:FIELD=VALUE,..., e.g. 'dropout:I=5,D=10'; in a "
+                "sweep, 'dropout:I=1|3,D=10|25' is a grid of four. Fields:"),
+        fields_help(),
+        wrapped(f"kinds (their fields): {kinds}"),
+        wrapped(f"settings: {', '.join(task_names())}"),
+        wrapped(f"methods: {', '.join(sorted(METHODS))}"),
+        "`raytda list` describes each setting (sizes), kind and method (parameters).",
+    ])

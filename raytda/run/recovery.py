@@ -1,0 +1,101 @@
+"""What the Ray driver does when a job did not simply finish, cheapest remedy first.
+
+* Its actor died for good (node removed, restarts used up): the job did nothing wrong,
+  so it is requeued for another actor, up to ``max_retries`` times. (An actor process
+  that dies is first restarted by Ray itself, and the job retried there: Ray's
+  ``max_restarts`` / ``max_task_retries``, set by the pool; transient ``OSError``\\ s are
+  retried in place by ``retry_exceptions``.)
+* It ran out of CUDA memory on a GPU share: it runs again, alone, on an actor with twice
+  the share, up to a whole GPU, before it fails.
+* One of its inputs is truncated, corrupt or gone: the producer is rebuilt (recursively,
+  at most three times per input), then the job runs again.
+* The store is full or gone: the sweep stops with the worker's one line (every other job
+  would fail the same way; no traceback, no retry).
+* Anything else: the job fails, its dependents are blocked, the worker's traceback is
+  logged here, and independent jobs go on; the sweep raises at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from raytda.run.job_graph import JobGraph
+from raytda.run.progress import job_label
+from raytda.store import StoreError
+
+log = logging.getLogger(__name__)
+
+#: rebuilds of one input before its consumers fail
+MAX_REPAIRS = 3
+
+
+class Recovery:
+    """Retries, repairs and failures of one ``execute`` call; counts go to ``stats``."""
+
+    def __init__(self, graph: JobGraph, stats: Counter[str], max_retries: int) -> None:
+        self.graph, self.stats, self.max_retries = graph, stats, max_retries
+        self.requeues: Counter[str] = Counter()  # job -> times its actor died under it
+        self.repairs: Counter[str] = Counter()  # input -> times it was rebuilt
+        self.bigger: dict[str, float] = {}  # job -> GPU share it retries on after an OOM
+
+    def fail(self, key: str, why: str) -> None:
+        self.graph.fail(key, why)
+        self.stats["failed"] += 1
+
+    def actor_lost(self, key: str, error: BaseException) -> None:
+        """``key``'s actor is gone for good: requeue it, or fail it after too many."""
+        self.requeues[key] += 1
+        if self.requeues[key] > self.max_retries:
+            self.fail(key, f"its actor died {self.requeues[key]} times: {error}")
+            return
+        log.warning("the actor running %s is gone; requeued",
+                    job_label(self.graph.jobs[key]))
+        self.stats["requeued"] += 1
+        self.graph.requeue(key)
+
+    def job_raised(self, key: str, error: BaseException, actor: str) -> None:
+        """The job raised on its actor: it fails, its dependents are blocked."""
+        if isinstance(error, StoreError):
+            # The store is full or gone: every other job would fail the same way.
+            cause = getattr(error, "cause", None) or error
+            raise StoreError(str(cause).strip().splitlines()[0]) from None
+        msg = str(error).strip().splitlines()
+        self.fail(key, msg[-1] if msg else error.__class__.__name__)
+        # The worker's traceback, on the driver's log (and so in `ray job logs`).
+        log.error("%s failed on %s:\n%s", self.graph.jobs[key].describe(), actor, error)
+
+    def out_of_memory(self, key: str, share: float, why: str) -> None:
+        """CUDA OOM on ``share`` of a GPU: retry on twice the share, up to a whole one."""
+        if share >= 1.0:
+            self.fail(key, f"CUDA out of memory on a whole GPU: {why}")
+            return
+        new = min(1.0, 2 * share)
+        log.warning("%s ran out of memory on %g of a GPU; retrying on %g",
+                    job_label(self.graph.jobs[key]), share, new)
+        self.bigger[key] = new
+        self.graph.requeue(key)
+
+    def succeeded(self, key: str) -> None:
+        self.bigger.pop(key, None)
+
+    def bad_input(self, consumer: str, bad: str, why: str) -> None:
+        """Input ``bad`` of ``consumer`` is ``why`` (missing, corrupt): rebuild it once
+        however many consumers trip over it, then run the consumer again."""
+        graph = self.graph
+        graph.pending.discard(consumer)
+        graph.done.discard(bad)
+        if bad not in graph.pending:
+            if graph.store.has(bad):  # rebuilt meanwhile (this or a concurrent sweep)
+                graph.done.add(bad)
+            else:
+                producer = graph.producer(consumer, bad)
+                self.repairs[bad] += 1
+                if producer is None or self.repairs[bad] > MAX_REPAIRS:
+                    self.fail(consumer, f"input {bad} is {why} and could not be rebuilt")
+                    return
+                log.warning("input %s of %s is %s; rebuilding it", bad,
+                            job_label(graph.jobs[consumer]), why)
+                self.stats["repaired"] += 1
+                graph.want(producer)
+        graph.requeue(consumer)

@@ -1,0 +1,138 @@
+"""Progress for people and for logs: readable job labels, timestamped lines of bounded
+length when stderr is not a terminal, a bar when it is."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from raytda.plan.jobs import Job
+from raytda.run.progress import (
+    MAX_LINE,
+    JobCounts,
+    NoProgress,
+    ProgressBar,
+    ProgressLines,
+    format_duration,
+    job_label,
+    open_progress,
+    progress_interval,
+)
+from raytda.specs import SpecError
+
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d raytda: (\d+)/(\d+) jobs done, (\d+) "
+                  r"running, (\d+) cached, (\d+) failed, (ETA \S+|in \S+)(; running: .+)?$")
+
+
+@dataclass(frozen=True, repr=False)
+class Described(Job):
+    """A job that only describes itself."""
+
+    text: str
+    kind: str = field(default="probe", init=False)
+
+    def spec(self) -> dict[str, Any]:
+        return {"text": self.text}
+
+    def describe(self) -> str:
+        return self.text
+
+
+def test_labels_drop_unused_fields_and_keep_the_rest():
+    got = job_label(Described("trak block model 2 ckpt None mask None proj 0"))
+    assert got == "trak block model 2 proj 0"
+    assert job_label(Described("Q of model 0 mask None adapter 1")) == "Q of model 0 adapter 1"
+    # A field whose value merely starts with None is a value, not an unused field.
+    assert job_label(Described("train model 3 of Nonesuch")) == "train model 3 of Nonesuch"
+    long = job_label(Described("evaluate " + "x" * 300), width=50)
+    assert len(long) == 50 and long.endswith("...")
+
+
+def test_durations_read_as_hours_minutes_seconds():
+    assert [format_duration(s) for s in (0, 45, 190, 3720)] == ["0s", "45s", "3m10s", "1h02m"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def lines_of(err: str) -> list[str]:
+    return [ln for ln in err.split("\n") if ln]
+
+
+def test_lines_are_timestamped_bounded_and_tell_failures_at_once(capsys):
+    clock = Clock()
+    # A long interval: every line here comes from the start, a failure or the end.
+    p = ProgressLines(JobCounts(total=40, done=10, cached=10), interval_s=3600, clock=clock)
+    start = lines_of(capsys.readouterr().err)
+    assert len(start) == 1 and LINE.match(start[0]).group(6) == "ETA ?", start
+    clock.t += 30
+    p.update(JobCounts(total=40, done=25, cached=10, running=3), ["train model 7 of " + "y" * 400,
+                                                                   "b", "c"])
+    assert lines_of(capsys.readouterr().err) == [], "no line before the interval or a failure"
+    p.update(JobCounts(total=40, done=25, cached=10, running=2, failed=1), ["z" * 400, "b"])
+    clock.t += 10
+    p.close()
+    lines = lines_of(capsys.readouterr().err)
+    assert len(lines) == 2  # the failure, the end
+    for ln in lines:
+        assert len(ln) <= MAX_LINE and "\r" not in ln and LINE.match(ln), ln
+    failed = LINE.match(lines[0])
+    assert failed.group(5) == "1" and failed.group(7).endswith(", +1 more")
+    # 16 settled in 30 s of this run (15 done, 1 failed) and 14 left: 14 * 30 / 16 s.
+    assert failed.group(6) == f"ETA {format_duration(14 * 30 / 16)}"
+    assert LINE.match(lines[1]).group(6) == "in 40s"
+
+
+def test_lines_keep_coming_while_a_long_job_runs(capsys):
+    p = ProgressLines(JobCounts(total=3), interval_s=0.02)
+    p.update(JobCounts(total=3, running=1), ["train model 0 of toy-mlp"])
+    # Wait (bounded) for timer lines while nothing changes; no assertion on their timing.
+    seen = ""
+    for _ in range(1000):
+        seen += capsys.readouterr().err
+        if seen.count("running: train model 0 of toy-mlp") >= 2:
+            break
+        time.sleep(0.01)
+    p.close()
+    assert seen.count("running: train model 0 of toy-mlp") >= 2, seen
+
+
+def test_the_interval_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("RAYTDA_PROGRESS_INTERVAL_S", "2.5")
+    assert progress_interval() == 2.5
+    for bad in ("0", "-1", "soon"):
+        monkeypatch.setenv("RAYTDA_PROGRESS_INTERVAL_S", bad)
+        with pytest.raises(SpecError, match="RAYTDA_PROGRESS_INTERVAL_S"):
+            progress_interval()
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_bar_on_a_terminal_lines_elsewhere(monkeypatch):
+    counts = JobCounts(total=2)
+    assert isinstance(open_progress(counts, enabled=False), NoProgress)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = open_progress(counts)
+    assert isinstance(bar, ProgressBar)
+    bar.update(JobCounts(total=2, done=1, running=1), ["train model 1 of toy-mlp"])
+    bar.close()
+    assert "\r" in sys.stderr.getvalue() and "1/2" in sys.stderr.getvalue()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    lines = open_progress(counts)
+    assert isinstance(lines, ProgressLines)
+    lines.close()
+    assert "\r" not in sys.stderr.getvalue() and len(lines_of(sys.stderr.getvalue())) == 2
