@@ -26,14 +26,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raytda.ensembles import Ensemble
 from raytda.ground_truth import GroundTruth
-from raytda.methods import Method
 from raytda.specs import LDSSpec, Member, Recipe, derive_seed, stable_hash
 from raytda.version import __version__
 
 if TYPE_CHECKING:
+    # annotations only: the kinds import this module (a kind may declare jobs)
     from raytda.core.args import ComputeArgs
+    from raytda.ensembles import Ensemble
+    from raytda.methods import Method
     from raytda.plan.shards import ShardRule
     from raytda.store import ArtifactStore
     from raytda.task import Task
