@@ -14,19 +14,20 @@ import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
 from raytda.registry import Registry
 from raytda.specs import SpecError, _check
 
 if TYPE_CHECKING:
+    import torch
+
     from raytda.core.args import ComputeArgs
     from raytda.core.masks import MaskSpec
     from raytda.core.network import Network
     from raytda.core.outputs import ModelOutput
     from raytda.data.samples import Samples
 
-Rows = slice | torch.Tensor  # a slice of rows, or row indices in any order
+#: a slice of rows, or a tensor of row indices in any order
+Rows = "slice | torch.Tensor"
 
 
 class Featurizer:
@@ -51,6 +52,8 @@ class Featurizer:
     def features(self, samples: Samples, mask: MaskSpec | None, split: str, offset: int = 0
                  ) -> torch.Tensor:
         """(len(samples), dim) features in row order."""
+        import torch
+
         out = torch.empty(samples.n, self.dim, dtype=torch.float32)
         for rows, f in self.batches(samples, mask, split, offset):
             out[rows] = f.float().cpu()

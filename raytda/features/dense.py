@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from raytda.features.base import Featurizer, GradientFeatures, Rows, register_features
+
+if TYPE_CHECKING:
+    import torch
 
 # Gradients held at once by ``DenseFeatures.features_for_seeds`` (more are projected in
 # passes, each generating every projection again).
@@ -156,6 +157,8 @@ class DenseFeatures(GradientFeatures):
         applies, else dense) and each full cache is projected seed by seed, so one
         projection matrix is held at a time."""
         import time
+
+        import torch
 
         from raytda.core.grads import n_trainable, samples_grads
         from raytda.core.projection import GaussianProjector

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from raytda.features.base import Featurizer, GradientFeatures, Rows, register_features
 from raytda.specs import SpecError, _check
+
+if TYPE_CHECKING:
+    import torch
 
 
 class FactorizedFeaturizer(Featurizer):
