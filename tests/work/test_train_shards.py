@@ -3,10 +3,11 @@ in-memory path does, through Sweep and through the Attributor, and no job, evalu
 or Attributor call ever holds more than one shard's rows of train features.
 
 Tolerance: on the toy task and on random features of 2000 x 64 and 5000 x 256 (shards of
-300 and 700 rows) the sharded kernel, its Cholesky factor and the scores were measured
-bit-identical to the whole ones (float32 products summed in float64 are exact here); the
-Attributor's query path, another rounding order, differs from the sweep's scores by about
-1e-7 (tests/test_attributor.py). 1e-5 bounds both with room for other BLAS blockings.
+300 and 700 rows) the sharded scores were measured bit-identical to the whole ones; on
+digits-mlp at k=256 in 4 shards (benchmarks/bench_shards.py) they differ by 3e-7 to
+1.2e-6 relative (float32 scores of float64 sums taken in another order), as much as the
+Attributor's query path differs from the sweep's (tests/test_attributor.py). 1e-5 is
+that measured spread with a margin of 8.
 """
 
 from __future__ import annotations
