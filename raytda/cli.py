@@ -353,7 +353,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", action="store_true", help="list, remove nothing")
     st.set_defaults(fn=cmd_store)
     from raytda.run.tune_cli import add_tune_parser
-    add_tune_parser(sub)
+    add_tune_parser(sub, add_sweep_args, build_sweep)
     ls = sub.add_parser("list", help="the settings (with sizes), ensemble kinds (with their "
                         "fields) and methods (with their parameters) raytda knows")
     ls.set_defaults(fn=cmd_list)

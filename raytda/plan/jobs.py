@@ -129,11 +129,9 @@ class TrainModel(Job):
     # As a member source: what serving a member of this model reads.
     def member_module(self, store: ArtifactStore, member: Member):
         """The member's module: this model's weights at the member's checkpoint."""
-        from raytda.core.train import load_state
-        from raytda.work.train import load_epoch
+        from raytda.work.weights import stored_module
 
-        return load_state(self.task.build_model(),
-                          load_epoch(store, self.key, member.checkpoint))
+        return stored_module(store, self.task, self.key, member.checkpoint)
 
     def training_rows(self, n_train: int):
         """The train rows the weights were fitted on: the model's own random half."""
@@ -305,10 +303,11 @@ class TrainAdapter(Job):
     # (differentiated), which is what makes LoRA members cheap to serve.
     def member_module(self, store: ArtifactStore, member: Member):
         from raytda.core.lora import load_adapted
-        from raytda.work.train import base_module
+        from raytda.work.weights import stored_module
 
         adapter, _ = store.get(self.key)
-        return load_adapted(base_module(store, self.base), adapter, self.task.lora_spec)
+        return load_adapted(stored_module(store, self.task, self.base.key), adapter,
+                            self.task.lora_spec)
 
     def training_rows(self, n_train: int):
         """The adapter's own random half (its fine-tuning set)."""

@@ -69,7 +69,7 @@ def can_train_adapters(task: Task) -> bool:
 
 def default_candidates(task: Task | None = None) -> list[Ensemble]:
     """The default grid: naive and Dropout, and LoRA when ``task`` can train adapters."""
-    from raytda.cli import expand_grid
+    from raytda.ensembles.spec import expand_grid
 
     grids = [*DEFAULT_GRIDS, *([LORA_GRID] if task is not None and can_train_adapters(task)
                                else [])]

@@ -10,13 +10,16 @@ the same flags share the store (default ``OUT/store``) and every artifact in it.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 
-def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``tune`` subcommand to ``raytda``'s subparsers."""
-    from raytda.cli import add_sweep_args
-
+def add_tune_parser(subparsers: argparse._SubParsersAction, add_sweep_args: Callable,
+                    build_sweep: Callable) -> argparse.ArgumentParser:
+    """Add the ``tune`` subcommand to ``raytda``'s subparsers, with the sweep's flags
+    (``add_sweep_args``) read the sweep's way (``build_sweep``): passed in by
+    :mod:`raytda.cli`, which this module does not import."""
     t = subparsers.add_parser(
         "tune", help="search ensemble configurations with Ray Tune (LDS vs a cost) on the "
                      "store of `raytda sweep`, never trying one twice; resumable",
@@ -34,7 +37,7 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     t.add_argument("--concurrent", type=int, default=1, help="trials at once (default 1)")
     t.add_argument("--random", action="store_true",
                    help="random search (without replacement), even with optuna installed")
-    t.set_defaults(fn=cmd_tune)
+    t.set_defaults(fn=partial(cmd_tune, build_sweep=build_sweep))
     return t
 
 
@@ -56,13 +59,12 @@ def _grid_given(a: argparse.Namespace) -> bool:
     return bool(a.ensemble) or bool(a.config and load_config(a.config).get("ensembles"))
 
 
-def cmd_tune(a: argparse.Namespace) -> int:
+def cmd_tune(a: argparse.Namespace, build_sweep: Callable) -> int:
     """Run (or resume) the search; print one row per configuration with its Pareto flag."""
     import time
 
     import pandas as pd
 
-    from raytda.cli import build_sweep
     from raytda.run.tune import (
         DEFAULT_GRIDS,
         LORA_GRID,
@@ -76,7 +78,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
     sweep = build_sweep(a, default_ensembles=DEFAULT_GRIDS)
     tasks = sweep.spec.tasks
     if not _grid_given(a) and len(tasks) == 1 and can_train_adapters(tasks[0]):
-        from raytda.cli import expand_grid
+        from raytda.ensembles.spec import expand_grid
 
         sweep.spec = sweep.spec.replace(
             ensembles=(*sweep.spec.ensembles, *expand_grid(LORA_GRID)))

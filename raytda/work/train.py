@@ -16,8 +16,7 @@ from raytda.plan.jobs import ImportModel, LDSModel, TrainAdapter, TrainBase, Tra
 from raytda.specs import Recipe
 from raytda.store import ArtifactStore
 from raytda.task import Task
-
-FINAL = "final"
+from raytda.work.weights import FINAL, stored_module
 
 
 def fresh_model(task: Task, seed: int) -> torch.nn.Module:
@@ -47,16 +46,6 @@ def put_states(store: ArtifactStore, job, states: dict[str, dict[str, torch.Tens
     params = sum(v.numel() for v in states[FINAL].values())
     store.put(job.key, tensors, {"params": params, "checkpoints": sorted(states), **meta},
               job.spec())
-
-
-def load_epoch(store: ArtifactStore, model_key: str, epoch: int | None) -> dict[str, torch.Tensor]:
-    """Weights a stored model kept at ``epoch`` (None: its final weights)."""
-    tensors, _ = store.get(model_key)
-    prefix = f"{FINAL if epoch is None else f'epoch{epoch}'}/"
-    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    if not state:
-        raise KeyError(f"model {model_key} kept no weights for checkpoint {epoch}")
-    return state
 
 
 def train_model(job: TrainModel, store: ArtifactStore, args: ComputeArgs) -> None:
@@ -122,18 +111,13 @@ def train_base(job: TrainBase, store: ArtifactStore, args: ComputeArgs) -> None:
                                                      "peak_bytes": mem.peak_bytes})
 
 
-def base_module(store: ArtifactStore, base: TrainBase) -> torch.nn.Module:
-    task = base.task
-    return load_state(task.build_model(), load_epoch(store, base.key, None))
-
-
 def train_adapter(job: TrainAdapter, store: ArtifactStore, args: ComputeArgs) -> None:
     from raytda.core.lora import train_adapter as fine_tune
 
     task = job.task
     data = task.data()
     samples = data.train.subset(half_subset(data.n_train, job.subset_seed))
-    base = base_module(store, job.base)
+    base = stored_module(store, task, job.base.key)
     with torch_threads(args.train_threads), measure(args.device) as mem:
         trained = fine_tune(base, task.lora_spec, job.recipe, samples, job.seed, args.device,
                             task.loss, task.forward)

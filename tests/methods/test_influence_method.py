@@ -13,7 +13,8 @@ from raytda import ComputeArgs, LDSSpec, Sweep
 from raytda.core.influence import influence_block
 from raytda.methods import Method
 from raytda.work.serve import load_member
-from raytda.work.train import FINAL, fit_task, load_epoch
+from raytda.work.train import FINAL, fit_task
+from raytda.work.weights import load_epoch
 
 ENSEMBLES = ["naive:I=1", "dropout:I=1,D=2"]
 
