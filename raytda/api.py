@@ -114,7 +114,7 @@ class Sweep:
 
     def plan(self) -> Plan:
         """What would run and what the store already has."""
-        return make_plan(self.spec, self.store)
+        return make_plan(self.spec, self.store, self.compute)
 
     def run(self, cost: str = "train_time_s") -> pd.DataFrame:
         """Run every missing job, then return one row per configuration."""
@@ -155,7 +155,7 @@ class Sweep:
 
         ``ensemble`` is a spec (``"lora:I=1,L=2"``, an Ensemble) or the label the results
         table shows (``"lora I=1 L=2"``)."""
-        evals = self.spec.evaluations()
+        evals = self.spec.evaluations(self.compute)
         if isinstance(ensemble, str) and any(e.ensemble.label == ensemble for e in evals):
             def same(e: Evaluate) -> bool:
                 return e.ensemble.label == ensemble

@@ -10,7 +10,9 @@ payload (``AttributionMethod.query_side`` / ``score_features``), then the mean o
 members is combined with the mean Q. That is the batch path's math
 (:mod:`raytda.work.evaluate`), so a test input attributed here gets the score the sweep
 stored for it. It works for every ensemble kind, whatever jobs stored its members
-(``KindJobs.parts``), and every method that ``serves_new_inputs``.
+(``KindJobs.parts``), and every method that ``serves_new_inputs``. A member whose train
+side was stored in row shards (:mod:`raytda.plan.shards`) keeps only its reduced payload;
+its shards are read per call, kept while they fit ``compute.payload_cache_bytes``.
 
 Example::
 
@@ -37,7 +39,9 @@ from raytda.features import Featurizer
 from raytda.plan.jobs import Evaluate, FeaturePart
 from raytda.specs import SpecError
 from raytda.store import ArtifactStore
+from raytda.work.evaluate import PayloadCache
 from raytda.work.serve import load_member, member_context, member_mask, warm_member_imports
+from raytda.work.shards import Shard, stored_shards
 
 if TYPE_CHECKING:
     from raytda.api import Sweep
@@ -68,6 +72,7 @@ class _Member:
     mask: MaskSpec | None
     featurizer: Featurizer
     side: dict[str, torch.Tensor]  # what the method keeps of the stored payload
+    shards: list[Shard] | None = None  # train shards read per call (None: side whole)
 
 
 def _tensor_bytes(tensors: Any) -> int:
@@ -112,8 +117,11 @@ class Attributor:
         self.task: Task = evaluate.task
         self._calls = 0
         self._resident: OrderedDict[int, int] = OrderedDict()  # member -> last call used
+        self._shards = PayloadCache(self.store, self.args.payload_cache_bytes)
         self.members: list[_Member] = [self._load(p) for p in evaluate.needs.parts()]
-        self.n_train = self.impl.n_train(self.members[0].side)
+        first = self.members[0]
+        self.n_train = (first.shards[-1][1] if first.shards
+                        else self.impl.n_train(first.side))
         self.q_mean: torch.Tensor | None = None
         if evaluate.needs.q:
             qs = [self.store.get(q.key)[0]["q"].double() for q in evaluate.needs.q]
@@ -141,6 +149,8 @@ class Attributor:
                             f"first (Sweep.run()), then build the Attributor")
         needed = [(p.key, f"payload of {p.member}") for p in ev.needs.parts()]
         needed += [(q.key, q.describe()) for q in ev.needs.q]
+        needed += [(k, f"train shard {a}-{b - 1} of {p.member}") for p in ev.needs.parts()
+                   if store.has(p.key) for a, b, k in stored_shards(store, p.key) or ()]
         missing = [what for key, what in needed if not store.has(key)]
         if missing:
             raise SpecError(f"{ev.describe()} ran, but store {store.uri} no longer holds "
@@ -154,9 +164,14 @@ class Attributor:
         ctx = member_context(net, part.source, part.member, mask, self.method, self.args,
                              keep=False)
         payload, _ = self.store.get(part.key)
-        side = self.impl.query_side(payload, self.device)
+        shards = stored_shards(self.store, part.key)
+        if shards is None:
+            side = self.impl.query_side(payload, self.device)
+        else:
+            side = self.impl.shard_query_side(payload, self.device)
         del payload
-        return _Member(part, net, mask, ctx.featurizer(self.impl.feature_dim(self.method)), side)
+        return _Member(part, net, mask, ctx.featurizer(self.impl.feature_dim(self.method)), side,
+                       shards)
 
     def _acquire(self, e: int) -> bool:
         """Make member e's featurizer keep what it builds if the budget allows; whether
@@ -203,7 +218,7 @@ class Attributor:
         """``resident_bytes`` by part: networks, projections, train_sides, q, and total."""
         nets = sum(_tensor_bytes([*m.net.parameters(), *m.net.buffers()]) for m in self.members)
         proj = sum(m.featurizer.held_bytes for m in self.members)
-        sides = sum(_tensor_bytes(m.side.values()) for m in self.members)
+        sides = sum(_tensor_bytes(m.side.values()) for m in self.members) + self._shards.held
         q = 0 if self.q_mean is None else _tensor_bytes([self.q_mean])
         return {"networks": nets, "projections": proj, "train_sides": sides, "q": q,
                 "total": nets + proj + sides + q}
@@ -235,7 +250,12 @@ class Attributor:
         for e, m in enumerate(self.members):
             feats = self.features(e, x, y, split, start)
             # a member's block as the batch path stores it (float32), accumulated in float64
-            acc += self.impl.score_features(m.side, feats).to(self.device).double()
+            if m.shards is None:
+                acc += self.impl.score_features(m.side, feats).to(self.device).double()
+                continue
+            for a, b, key in m.shards:  # one train shard at a time
+                block = self.impl.score_features_shard(m.side, self._shards.get(key), feats)
+                acc[:, a:b] += block.to(self.device).double()
         return self.impl.combine(acc / len(self.members), self.q_mean).float().cpu()
 
     def top_k(self, x: torch.Tensor, y: torch.Tensor, k: int = 10, split: str = "test",

@@ -70,6 +70,10 @@ class ComputeArgs:
     payload_cache_bytes: int | None = None
     projector_cache_bytes: int | None = None
     model_cache_bytes: int | None = None
+    # Train rows per shard of a member's train side (raytda.plan.shards). None: a member
+    # is sharded only when its train features exceed payload_cache_bytes, in shards of
+    # half that; scores are the same either way (up to float rounding), so no key has it.
+    train_shard_rows: int | None = None
 
     def __post_init__(self) -> None:
         from raytda.specs import SpecError
@@ -82,6 +86,10 @@ class ComputeArgs:
         if not isinstance(self.memory_budget_bytes, int) or self.memory_budget_bytes < 1:
             raise SpecError(f"memory budget must be a positive number of bytes, got "
                             f"{self.memory_budget_bytes!r}")
+        if self.train_shard_rows is not None and (
+                not isinstance(self.train_shard_rows, int) or self.train_shard_rows < 1):
+            raise SpecError(f"train_shard_rows must be an integer >= 1 (rows per train "
+                            f"shard) or None, got {self.train_shard_rows!r}")
         for name in BUDGET_SPLIT:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, self.budget_share(name))

@@ -26,13 +26,19 @@ def train_side(train_feats: torch.Tensor, ridge: float | None = None
     eigenvalue (it is singular for certain when n < k).
     """
     phi_tr = train_feats.double()
-    kern = phi_tr.T @ phi_tr
+    return kernel_factor(phi_tr.T @ phi_tr, train_feats.shape[0], ridge)
+
+
+def kernel_factor(kern: torch.Tensor, n_rows: int, ridge: float | None = None
+                  ) -> tuple[torch.Tensor, float]:
+    """``train_side`` from the kernel Phi^T Phi (k x k, float64) of ``n_rows`` train rows,
+    however it was summed (e.g. over row shards, :mod:`raytda.methods.sharded`)."""
     k = kern.shape[0]
     eye = torch.eye(k, dtype=kern.dtype)
     if ridge is None:
         ridge = 0.0
         chol, info = torch.linalg.cholesky_ex(kern)
-        if info.item() != 0 or train_feats.shape[0] < k:
+        if info.item() != 0 or n_rows < k:
             ridge = AUTO_RIDGE * float(torch.trace(kern)) / k
             chol = torch.linalg.cholesky(kern + ridge * eye)
     else:

@@ -78,17 +78,19 @@ class EnsembleKind:
 
     def feature_jobs(self, ev: Evaluate, models: tuple[Job, ...]) -> tuple[Job, ...]:
         """One MemberBlock per feature member (projection seeds dropped when the features
-        are exact gradients: they would change nothing but the key)."""
+        are exact gradients: they would change nothing but the key), built in train
+        shards when too large for memory (:func:`raytda.plan.shards.member_job`)."""
         from dataclasses import replace
 
         from raytda.plan.jobs import MemberBlock
+        from raytda.plan.shards import member_job
 
         out = []
         for mem in self.feature_members(ev.ensemble, ev.task.saved_epochs()):
             if ev.method.impl.feature_dim(ev.method) is None:
                 mem = replace(mem, projection=0)
-            out.append(MemberBlock(self.source(models, mem), mem, ev.method,
-                                   ev.ensemble.mask_mode))
+            out.append(member_job(ev, MemberBlock(self.source(models, mem), mem, ev.method,
+                                                  ev.ensemble.mask_mode)))
         return tuple(out)
 
     def q_jobs(self, ev: Evaluate, models: tuple[Job, ...]) -> tuple[QValues, ...]:

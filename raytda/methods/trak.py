@@ -2,7 +2,9 @@
 
 A member's payload is its train side (projected train features Phi and the Cholesky
 factor of Phi^T Phi + ridge I) and its projected test features; scores for any test
-rows, stored or new, come from that payload alone.
+rows, stored or new, come from that payload alone. A train side too large for memory
+is built and scored in row shards (:mod:`raytda.methods.sharded`): the kernel is the sum
+of the shards' Phi_s^T Phi_s, and a shard's scores are phi K^-1 Phi_s^T.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from raytda.methods.base import AttributionMethod, register_method
+from raytda.methods.sharded import ShardedTrainSide
 
 if TYPE_CHECKING:
     import torch
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
 
 
 @register_method
-class TRAK(AttributionMethod):
+class TRAK(ShardedTrainSide, AttributionMethod):
     name = "trak"
     params = ("proj_dim", "ridge")
     needs_q = True
@@ -50,6 +53,38 @@ class TRAK(AttributionMethod):
 
         # float32 per member, as the batch path stores its blocks
         return (features.to(side["solved"].device, torch.float64) @ side["solved"]).float()
+
+
+    # ------------------------------------------------------------------ row shards
+
+    def finalize_shards(self, spec, shards, test_features):
+        import torch
+
+        from raytda.core.trak import kernel_factor
+
+        kern, n = None, 0
+        for shard in shards:  # one shard held at a time
+            phi = shard["train_features"].double()
+            kern = phi.T @ phi if kern is None else kern.addmm_(phi.T, phi)
+            n += phi.shape[0]
+        if kern is None:
+            kern = torch.zeros(test_features.shape[1], test_features.shape[1],
+                               dtype=torch.float64)
+        chol, used = kernel_factor(kern, n, spec.ridge)
+        return {"chol": chol, "test_features": test_features}, {"ridge": used}
+
+    def shard_query_side(self, payload, device):
+        return {"chol": payload["chol"].to(device)}  # test features are not queried
+
+    def score_features_shard(self, side, shard, features):
+        from raytda.core.trak import score_rows
+
+        chol = side["chol"]
+        return score_rows(features.to(chol.device), shard["train_features"].to(chol.device),
+                          chol)
+
+    def score_shard(self, payload, shard, rows):
+        return self.score_features_shard(payload, shard, payload["test_features"][rows])
 
 
 def trak_features(net, data, projector, mask: MaskSpec | None, ridge: float | None,

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from raytda.core.args import ComputeArgs
     from raytda.ensembles import Ensemble
     from raytda.methods import Method
+    from raytda.plan.shards import ShardRule
     from raytda.store import ArtifactStore
     from raytda.task import Task
 
@@ -472,6 +473,8 @@ class Evaluate(Job):
     ensemble: Ensemble
     lds: Truth
     base_seed: int = 0
+    # when members' train sides are built in row shards (how, not what: not in the key)
+    shards: ShardRule | None = field(default=None, compare=False)
     kind: str = field(default="result", init=False)
     body: str = field(default="raytda.work.evaluate:evaluate", init=False)
     accelerated = False

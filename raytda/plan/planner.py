@@ -22,6 +22,7 @@ from raytda.specs import LDSSpec, SpecError, _check
 from raytda.store import ArtifactStore
 
 if TYPE_CHECKING:
+    from raytda.core.args import ComputeArgs
     from raytda.task import Task
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,13 @@ class SweepSpec:
 
         return dataclasses.replace(self, **changes)
 
-    def evaluations(self) -> list[Evaluate]:
-        return [Evaluate(t, m, e, self.lds, self.base_seed)
+    def evaluations(self, compute: ComputeArgs | None = None) -> list[Evaluate]:
+        """One Evaluate per configuration; ``compute`` (how the sweep runs) sets when
+        members' train sides are sharded (:mod:`raytda.plan.shards`; never in a key)."""
+        from raytda.plan.shards import ShardRule
+
+        rule = None if compute is None else ShardRule.of(compute)
+        return [Evaluate(t, m, e, self.lds, self.base_seed, rule)
                 for t in self.tasks for m, e in self.pairs()]
 
 
@@ -177,10 +183,11 @@ def collect(roots: list[Job]) -> list[Job]:
     return order
 
 
-def make_plan(spec: SweepSpec, store: ArtifactStore | None = None) -> Plan:
+def make_plan(spec: SweepSpec, store: ArtifactStore | None = None,
+              compute: ComputeArgs | None = None) -> Plan:
     """The sweep's jobs; a cached job's inputs are not needed and are left out. Reads the
-    store, never changes it."""
-    evals = spec.evaluations()
+    store, never changes it. ``compute``: see ``SweepSpec.evaluations``."""
+    evals = spec.evaluations(compute)
     verdict: dict[str, bool] = {}  # key -> cached
     stale: list[str] = []
 

@@ -16,6 +16,7 @@ from raytda.ground_truth import GroundTruth
 from raytda.plan.jobs import Evaluate, scores_key
 from raytda.specs import LDSSpec
 from raytda.store import ArtifactStore
+from raytda.work.shards import stored_shards
 
 
 class PayloadCache:
@@ -64,6 +65,7 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
         needs = job.needs
         block_meta = [store.meta(b.key) for b in needs.features]
         parts = [p.key for p in needs.parts()]  # one payload per feature member
+        shards = [stored_shards(store, key) for key in parts]  # None: train side whole
         q_meta, q_mean = [], None
         if needs.q:
             qs = []
@@ -85,9 +87,16 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
             acc = torch.zeros(rows.stop - rows.start, n, dtype=torch.float64)
             for e, key in enumerate(parts):
                 payload = cache.get(key)
-                t = time.perf_counter()
-                acc += impl.score_rows(payload, rows).double()
-                score_s[e] += time.perf_counter() - t
+                if shards[e] is None:
+                    t = time.perf_counter()
+                    acc += impl.score_rows(payload, rows).double()
+                    score_s[e] += time.perf_counter() - t
+                    continue
+                for a, b, shard_key in shards[e]:  # (test chunk, train shard) blocks
+                    shard = cache.get(shard_key)
+                    t = time.perf_counter()
+                    acc[:, a:b] += impl.score_shard(payload, shard, rows).double()
+                    score_s[e] += time.perf_counter() - t
             scores = impl.combine(acc / len(parts), q_mean).float()
             key = scores_key(job.key, c)
             store.put(key, {"scores": scores}, {"rows": [rows.start, rows.stop], "result": job.key},
