@@ -11,8 +11,10 @@ from pathlib import Path
 
 import torch
 
+from raytda.core.batch import describe
 from raytda.core.network import Network
-from raytda.data.check import TargetRule, check_targets
+from raytda.data.check import TargetRule, check_targets, scan
+from raytda.data.samples import DictSamples
 from raytda.ensembles import Ensemble
 from raytda.ground_truth import GroundTruth
 from raytda.methods import Method
@@ -24,24 +26,35 @@ def check_output(task: Task, net, data) -> dict[str, TargetRule | None]:
     """The model runs on a batch of each split, and f and Q give one value per sample.
 
     Returns what each split's targets must be (:class:`TargetRule`, from the logits'
-    shape) when the output reads them as class indices, for the row-by-row pass."""
+    shape) when the output reads them as class indices, for the row-by-row pass. Dict rows
+    are ragged: their rule leaves the sequence dimensions' sizes open."""
     out = task.output()
     rules: dict[str, TargetRule | None] = {}
     for split in ("train", "test"):
         samples = getattr(data, split)
-        x, y = samples.take(torch.arange(min(2, samples.n)))
+        probe = torch.arange(min(2, samples.n))
+        try:
+            x, y = samples.take(probe)
+        except SpecError:
+            raise
+        except Exception:
+            # rows that cannot be batched: the row-by-row check names the row and why
+            scan(samples.subset(probe), split, f"task {task.name!r}", fingerprint=False)
+            raise
         try:
             with torch.no_grad():
                 logits = net(x)
         except Exception as e:
             raise SpecError(f"task {task.name!r}: the model fails on {split} rows 0..{len(x) - 1} "
-                            f"(inputs {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}): "
+                            f"(inputs {describe(x)}): "
                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                             ) from None
         rules[split] = None
         if out.class_targets and isinstance(logits, torch.Tensor) and logits.ndim >= 2:
-            rules[split] = TargetRule(int(logits.shape[-1]), tuple(logits.shape[1:-1]),
-                                      out.ignore_index)
+            row_shape = tuple(logits.shape[1:-1])
+            if isinstance(samples, DictSamples):
+                row_shape = (None,) * len(row_shape)
+            rules[split] = TargetRule(int(logits.shape[-1]), row_shape, out.ignore_index)
             # f and Q index the logits with y: a bad label must fail as a line, not in a gather
             check_targets(y, 0, rules[split], f"task {task.name!r}", split)
         for name, fn in (("f", out.f), ("Q", out.q)):
