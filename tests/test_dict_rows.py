@@ -87,6 +87,13 @@ def test_a_sweep_attributes_ragged_dict_rows_with_naive_and_dropout_members(tmp_
     assert naive.shape == dropout.shape == (4, 24)
     assert torch.isfinite(naive).all() and torch.isfinite(dropout).all()
     assert not torch.allclose(naive, dropout)  # the masks make other members
+    # New inputs as a padded dict batch get the scores the sweep stored for them.
+    from raytda.attributor import Attributor
+
+    task = sweep.spec.tasks[0]
+    x, y = task.data().test.take(torch.arange(4))
+    again = Attributor.from_sweep(sweep, "dropout:I=1,D=2").scores(x, y)
+    torch.testing.assert_close(again, dropout, rtol=0, atol=0)  # same batches, same numbers
 
 
 class FromCheckpoint(RaggedLM):

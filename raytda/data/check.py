@@ -13,10 +13,12 @@ one pass does both: chunk by chunk it
   logits ask for.
 
 Dict rows (:class:`~raytda.data.samples.DictSamples`: tokenizer output, ragged lengths)
-are read one row at a time, each collated alone (no padding), so neither the checks nor
-the fingerprint depend on how rows are batched or padded: every row must have row 0's
-keys, each key row 0's dtype and number of dimensions, float values finite, and targets
-as the output asks (any length).
+are read one row at a time, each collated alone, so neither the checks nor the
+fingerprint depend on how rows are grouped into batches or padded to their batch's
+longest row: every row must have row 0's keys, each key row 0's dtype and number of
+dimensions, float values finite, and targets as the output asks (any length). Row by row
+costs about 0.35 ms a row (1.7 s for 5000 rows of 8 to 48 tokens, measured on a shared
+2-core CPU), mostly torch's per-call overhead on tiny tensors.
 
 Each failure is one :class:`~raytda.specs.SpecError` line naming the split, the row and
 the fix. Cost: one read of the data and sha256 over its bytes (about 1 GB/s on one core),
@@ -224,9 +226,9 @@ def scan_rows(samples: DictSamples, split: str, where: str, rule: TargetRule | N
         except Exception as e:
             _fail(where, split, r, f"cannot be collated ({type(e).__name__}: {e})")
         for k, v in x.items():
-            _same_kind(v, x_kinds.setdefault(k, (v.dtype, v.dim())), repr(k), where, split, r)
-            if v.dim() > 1 and v.shape[1] == 0:
+            if v.dim() > 1 and v.shape[1] == 0:  # (an empty list reads as float32)
                 _fail(where, split, r, f"{k!r} is empty; drop that row")
+            _same_kind(v, x_kinds.setdefault(k, (v.dtype, v.dim())), repr(k), where, split, r)
             if v.is_floating_point() and v.numel() and not _all_finite(v):
                 bad = v[~torch.isfinite(v)][0].item()
                 _fail(where, split, r, f"{k!r} holds {bad} (not finite); clean or drop that row")

@@ -55,9 +55,10 @@ class Samples:
 
 
 class TensorSamples(Samples):
-    """Samples held as tensors: ``x[i]`` and ``y[i]`` are row i."""
+    """Samples held as tensors: ``x[i]`` and ``y[i]`` are row i. ``x`` may be a
+    :class:`~raytda.core.batch.Batch` (an already padded dict batch), sliced alike."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(self, x: torch.Tensor | Batch, y: torch.Tensor) -> None:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
         self.x, self.y, self.n = x, y, int(x.shape[0])
