@@ -70,6 +70,39 @@ def check_output(task: Task, net, data) -> dict[str, TargetRule | None]:
     return rules
 
 
+def check_ragged_sites(task: Task, net: Network, data, ensembles: Sequence[Ensemble]) -> None:
+    """With dict rows of ragged lengths, a dropout mask must not depend on a row's length
+    (one mask serves every row of a member): the sites probed on a train row of another
+    length than row 0 must have row 0's mask shapes."""
+    from raytda.core.network import discover_sites
+
+    train = data.train
+    if not isinstance(train, DictSamples) or not net.sites or not any(
+            e.kind_class.uses_masks for e in ensembles):
+        return
+    shapes = {k: v.shape for k, v in _one_row(train, 0).items()}
+    for r in range(1, min(train.n, 16)):
+        x = _one_row(train, r)
+        if {k: v.shape for k, v in x.items()} == shapes:
+            continue
+        others = discover_sites(net.module, x, lambda m, b: task.forward(m, b),
+                                task.dropout_mask_dims)
+        for a, b in zip(net.sites, others):
+            if a.shape != b.shape:
+                raise SpecError(
+                    f"task {task.name!r}: dropout site {a.name!r} has a mask shape that "
+                    f"changes with a row's length ({a.shape} on train row 0, {b.shape} on "
+                    f"train row {r}), so one mask cannot serve every row; set "
+                    f"Task.dropout_mask_dims (1: the same hidden units dropped at every "
+                    f"position) or that module's p to 0")
+        return
+
+
+def _one_row(samples: DictSamples, row: int):
+    """Row ``row`` as a batch of one input (no padding beyond what the collate adds)."""
+    return samples.take(torch.tensor([row]))[0]
+
+
 def check_checkpoints(task: Task) -> None:
     """Every checkpoint of every run loads into the Task's model."""
     from raytda.core.train import check_state
@@ -114,5 +147,6 @@ def check_task(task: Task, ensembles: Sequence[Ensemble], methods: Sequence[Meth
     check_checkpoints(task)
     for ens in ensembles:
         ens.kind_class.check_model(ens, task, net)
+    check_ragged_sites(task, net, data, ensembles)
     if isinstance(lds, GroundTruth):
         lds.check(data.n_train, data.n_test)

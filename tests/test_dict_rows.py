@@ -138,3 +138,20 @@ def test_the_check_names_a_bad_row_before_any_work(tmp_path, test_rows, message)
         sweep.run()
     assert "\n" not in str(err.value)
     assert not (tmp_path / "store").exists()
+
+
+class PerPositionMasks(RaggedLM):
+    """Masks over (positions, hidden units): their shape would follow each row's length."""
+
+    name = "ragged-gpt2-per-position"
+    dropout_mask_dims = None
+
+
+def test_masks_whose_shape_follows_the_row_length_are_refused_for_dropout_only(tmp_path) -> None:
+    sweep = Sweep(PerPositionMasks(), "trak", ENSEMBLES, lds=None, store=str(tmp_path / "s"),
+                  proj_dim=8, progress=False)
+    with pytest.raises(SpecError, match="dropout site 'transformer.drop' has a mask shape that "
+                                        "changes with a row's length .*Task.dropout_mask_dims"):
+        sweep.check()
+    Sweep(PerPositionMasks(), "trak", ["naive:I=1"], lds=None, store=str(tmp_path / "n"),
+          proj_dim=8, progress=False).check()  # no masks, nothing to refuse
