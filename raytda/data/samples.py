@@ -162,12 +162,6 @@ class DictSamples(DatasetSamples):
                           num_workers=self.num_workers, collate_fn=self.collate_xy,
                           generator=torch.Generator())
 
-    def chunks(self, size: int) -> Iterator[tuple[int, Batch, torch.Tensor]]:
-        start = 0
-        for x, y in self._load(self._index(torch.arange(self.n)), size):
-            yield start, x, y
-            start += len(x)
-
     def subset(self, rows: np.ndarray | torch.Tensor) -> DictSamples:
         rows = np.asarray(rows, dtype=np.int64)
         base = rows if self.rows is None else self.rows[rows]
