@@ -4,8 +4,10 @@ Subclass :class:`Task` for your own model; raytda's built-in settings are Tasks 
 (:mod:`raytda.tasks`). A Task says
 
 - how to build the model (``build_model``) and call it (``forward``: batch -> logits);
-- the train and test data (``train_data`` / ``test_data``: an ``(x, y)`` pair of tensors
-  or any map-style torch ``Dataset`` of ``(x, y)`` items, read through a DataLoader);
+- the train and test data (``train_data`` / ``test_data``: an ``(x, y)`` pair of tensors,
+  any map-style torch ``Dataset`` of ``(x, y)`` items, read through a DataLoader, or rows
+  that are dicts as a Hugging Face tokenizer gives them, ragged lengths padded per batch:
+  :class:`~raytda.data.samples.DictSamples`);
 - the model output attributed, f, and TRAK's Q (``output``: the classification margin by
   default, the sequence log-likelihood, or your own :class:`~raytda.core.outputs.ModelOutput`);
 - how models are trained: raytda's trainer with a :class:`~raytda.specs.Recipe` and the
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from raytda.core.batch import Batch
     from raytda.core.network import Network
     from raytda.core.outputs import ModelOutput
     from raytda.data import Samples, TaskData
@@ -84,7 +87,7 @@ class Task:
         raise NotImplementedError(f"{type(self).__name__} must define build_model()")
 
     def train_data(self) -> Any:
-        """The training set: an ``(x, y)`` pair of tensors or a torch Dataset."""
+        """The training set: an ``(x, y)`` pair of tensors, a torch Dataset, or dict rows."""
         raise NotImplementedError(f"{type(self).__name__} must define train_data()")
 
     def test_data(self) -> Any:
@@ -97,9 +100,13 @@ class Task:
 
         return CLASSIFICATION
 
-    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Logits of a batch (override e.g. for Hugging Face models: ``.logits``)."""
-        return model(x)
+    def forward(self, model: nn.Module, x: torch.Tensor | Batch) -> torch.Tensor:
+        """Logits of a batch: ``model(x)``; for dict rows (x a
+        :class:`~raytda.core.batch.Batch`) ``model(**x)``, taking ``.logits`` of an output
+        object as Hugging Face models return it. Override for anything else."""
+        from raytda.core.network import call_module
+
+        return call_module(model, x)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """A batch's mean training loss (mean cross-entropy over every prediction)."""

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import torch
 
+from raytda.core.batch import describe
 from raytda.core.network import Network
-from raytda.data.check import TargetRule, check_targets
+from raytda.data.check import TargetRule, check_targets, scan
+from raytda.data.samples import DictSamples
 from raytda.ensembles import Ensemble
 from raytda.ground_truth import GroundTruth
 from raytda.methods import Method
@@ -24,24 +26,35 @@ def check_output(task: Task, net, data) -> dict[str, TargetRule | None]:
     """The model runs on a batch of each split, and f and Q give one value per sample.
 
     Returns what each split's targets must be (:class:`TargetRule`, from the logits'
-    shape) when the output reads them as class indices, for the row-by-row pass."""
+    shape) when the output reads them as class indices, for the row-by-row pass. Dict rows
+    are ragged: their rule leaves the sequence dimensions' sizes open."""
     out = task.output()
     rules: dict[str, TargetRule | None] = {}
     for split in ("train", "test"):
         samples = getattr(data, split)
-        x, y = samples.take(torch.arange(min(2, samples.n)))
+        probe = torch.arange(min(2, samples.n))
+        try:
+            x, y = samples.take(probe)
+        except SpecError:
+            raise
+        except Exception:
+            # rows that cannot be batched: the row-by-row check names the row and why
+            scan(samples.subset(probe), split, f"task {task.name!r}", fingerprint=False)
+            raise
         try:
             with torch.no_grad():
                 logits = net(x)
         except Exception as e:
             raise SpecError(f"task {task.name!r}: the model fails on {split} rows 0..{len(x) - 1} "
-                            f"(inputs {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}): "
+                            f"(inputs {describe(x)}): "
                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                             ) from None
         rules[split] = None
         if out.class_targets and isinstance(logits, torch.Tensor) and logits.ndim >= 2:
-            rules[split] = TargetRule(int(logits.shape[-1]), tuple(logits.shape[1:-1]),
-                                      out.ignore_index)
+            row_shape = tuple(logits.shape[1:-1])
+            if isinstance(samples, DictSamples):
+                row_shape = (None,) * len(row_shape)
+            rules[split] = TargetRule(int(logits.shape[-1]), row_shape, out.ignore_index)
             # f and Q index the logits with y: a bad label must fail as a line, not in a gather
             check_targets(y, 0, rules[split], f"task {task.name!r}", split)
         for name, fn in (("f", out.f), ("Q", out.q)):
@@ -55,6 +68,39 @@ def check_output(task: Task, net, data) -> dict[str, TargetRule | None]:
                 raise SpecError(f"task {task.name!r}: model output {out.name!r} {name} must "
                                 f"return one value per sample, shape ({len(x)},), got {shape}")
     return rules
+
+
+def check_ragged_sites(task: Task, net: Network, data, ensembles: Sequence[Ensemble]) -> None:
+    """With dict rows of ragged lengths, a dropout mask must not depend on a row's length
+    (one mask serves every row of a member): the sites probed on a train row of another
+    length than row 0 must have row 0's mask shapes."""
+    from raytda.core.network import discover_sites
+
+    train = data.train
+    if not isinstance(train, DictSamples) or not net.sites or not any(
+            e.kind_class.uses_masks for e in ensembles):
+        return
+    shapes = {k: v.shape for k, v in _one_row(train, 0).items()}
+    for r in range(1, min(train.n, 16)):
+        x = _one_row(train, r)
+        if {k: v.shape for k, v in x.items()} == shapes:
+            continue
+        others = discover_sites(net.module, x, lambda m, b: task.forward(m, b),
+                                task.dropout_mask_dims)
+        for a, b in zip(net.sites, others):
+            if a.shape != b.shape:
+                raise SpecError(
+                    f"task {task.name!r}: dropout site {a.name!r} has a mask shape that "
+                    f"changes with a row's length ({a.shape} on train row 0, {b.shape} on "
+                    f"train row {r}), so one mask cannot serve every row; set "
+                    f"Task.dropout_mask_dims (1: the same hidden units dropped at every "
+                    f"position) or that module's p to 0")
+        return
+
+
+def _one_row(samples: DictSamples, row: int):
+    """Row ``row`` as a batch of one input (no padding beyond what the collate adds)."""
+    return samples.take(torch.tensor([row]))[0]
 
 
 def check_checkpoints(task: Task) -> None:
@@ -101,5 +147,6 @@ def check_task(task: Task, ensembles: Sequence[Ensemble], methods: Sequence[Meth
     check_checkpoints(task)
     for ens in ensembles:
         ens.kind_class.check_model(ens, task, net)
+    check_ragged_sites(task, net, data, ensembles)
     if isinstance(lds, GroundTruth):
         lds.check(data.n_train, data.n_test)

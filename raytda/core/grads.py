@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from raytda.core.batch import Batch, add_batch_dim, vmap_view
 from raytda.core.masks import MaskSpec, masks_for
 from raytda.core.outputs import CLASSIFICATION, ModelOutput
 
@@ -57,7 +58,7 @@ def _output_fn(model: nn.Module, output: ModelOutput):
     # base model under an adapter) from the module itself.
     def f(params, x, y, masks):
         batch_masks = None if masks is None else tuple(m.unsqueeze(0) for m in masks)
-        logits = functional_call(model, params, (x.unsqueeze(0),), {"masks": batch_masks})
+        logits = functional_call(model, params, (add_batch_dim(x),), {"masks": batch_masks})
         return output.f(logits, y.unsqueeze(0))[0]
     return f
 
@@ -143,7 +144,7 @@ def _linear_grads(model: nn.Module, layout: list[tuple[nn.Linear, str]], x: torc
     return out
 
 
-def _loop_grads(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+def _loop_grads(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor | Batch,
                 y: torch.Tensor, masks: tuple[torch.Tensor, ...] | None, batched: bool,
                 output: ModelOutput) -> torch.Tensor:
     """Per-sample gradients by plain autograd, one sample at a time (the vmap fallback)."""
@@ -160,7 +161,7 @@ def _loop_grads(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tens
     return torch.stack(rows)
 
 
-def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+def per_sample_grads(model: nn.Module, x: torch.Tensor | Batch, y: torch.Tensor,
                      mask: MaskSpec | None = None, split: str = "train",
                      batch_size: int = 256, device: str = "cpu",
                      output: ModelOutput = CLASSIFICATION, start: int = 0
@@ -170,7 +171,8 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     ``model`` is a :class:`raytda.core.network.Network`. Masks (when given) are applied
     exactly as the member defines them, so a sample's gradient does not depend on which
     batch it falls in; ``start`` is the row number of ``x[0]`` in its split (per-sample
-    masks are keyed by it). Each G is a fresh tensor the
+    masks are keyed by it). ``x`` is a tensor or a :class:`~raytda.core.batch.Batch` of
+    named tensors (dict inputs), sliced by rows alike. Each G is a fresh tensor the
     caller may keep. ``batch_size`` trades memory (batch x n_params floats) for speed;
     a few hundred samples is enough to keep the CPU busy.
     """
@@ -196,8 +198,9 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             continue
         if use_vmap:
             try:
-                g = vmap(g_fn, in_dims=(None, 0, 0, 0 if batched else None))(params, xb, yb,
-                                                                             masks)
+                # a Batch goes in as its dict: vmap maps over every tensor's rows
+                g = vmap(g_fn, in_dims=(None, 0, 0, 0 if batched else None))(
+                    params, vmap_view(xb), yb, masks)
                 yield rows, torch.cat([t.reshape(t.shape[0], -1) for t in g.values()], dim=1)
                 continue
             except (RuntimeError, NotImplementedError) as e:
@@ -211,7 +214,7 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 @torch.no_grad()
-def forward_outputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+def forward_outputs(model: nn.Module, x: torch.Tensor | Batch, y: torch.Tensor,
                     mask: MaskSpec | None = None, split: str = "train",
                     batch_size: int = 1024, device: str = "cpu",
                     output: ModelOutput = CLASSIFICATION, start: int = 0

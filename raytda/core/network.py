@@ -26,12 +26,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+from raytda.core.batch import Batch
+
+Forward = Callable[[nn.Module, torch.Tensor | Batch], torch.Tensor]
 
 
-def call_module(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The default forward: ``module(x)`` returns the logits."""
-    return module(x)
+def call_module(module: nn.Module, x: torch.Tensor | Batch) -> torch.Tensor:
+    """The default forward: ``module(x)`` returns the logits.
+
+    A :class:`~raytda.core.batch.Batch` (dict inputs, as a tokenizer gives them) is passed
+    as keyword arguments, ``module(**x)``; an output object that is not a tensor (a
+    Hugging Face ``ModelOutput``) gives its ``.logits``."""
+    if not isinstance(x, Batch):
+        return module(x)
+    out = module(**x)
+    return out if isinstance(out, torch.Tensor) else out.logits
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ def _dropout_modules(module: nn.Module) -> dict[nn.Module, str]:
             if isinstance(m, nn.Dropout) and m.p > 0 and "lora_dropout" not in name}
 
 
-def discover_sites(module: nn.Module, example: torch.Tensor, forward: Forward = call_module,
+def discover_sites(module: nn.Module, example: torch.Tensor | Batch, forward: Forward = call_module,
                    mask_dims: int | None = None) -> tuple[DropoutSite, ...]:
     """The dropout sites of ``module`` in call order, from one forward of ``example``
     (a batch of one sample) in eval mode."""
@@ -85,8 +94,8 @@ class Network(nn.Module):
     order, under the prefix ``module.``.
     """
 
-    def __init__(self, module: nn.Module, example: torch.Tensor, forward: Forward = call_module,
-                 mask_dims: int | None = None) -> None:
+    def __init__(self, module: nn.Module, example: torch.Tensor | Batch,
+                 forward: Forward = call_module, mask_dims: int | None = None) -> None:
         super().__init__()
         self.module = module
         self._forward = forward
@@ -128,7 +137,7 @@ class Network(nn.Module):
             for h in handles:
                 h.remove()
 
-    def forward(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...] | None = None
+    def forward(self, x: torch.Tensor | Batch, masks: tuple[torch.Tensor, ...] | None = None
                 ) -> torch.Tensor:
         if masks is None:
             return self._forward(self.module, x)

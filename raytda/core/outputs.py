@@ -28,6 +28,17 @@ its test output is ``log p(event | prompt)``, one predicted event after a held-o
 as in the paper. Without ignored targets f and Q are bit for bit what they were (the
 ignore path adds exact zeros to the sum and selects the plain mean), and no branch depends
 on the data, so ``torch.func.vmap`` still applies.
+
+Padding: a padded position contributes nothing to f, to Q's mean, or to their gradients,
+because its target is ``IGNORE_INDEX``. Dict rows (:class:`raytda.data.samples.DictSamples`)
+see to it: their collate pads labels with -100, and any label where ``attention_mask`` is
+0 becomes -100 too, so f and Q never need the mask themselves.
+
+Hugging Face labels: a causal LM from ``transformers`` takes ``labels`` aligned with
+``input_ids`` (usually a copy of them) and shifts them inside its own loss: the logits at
+position t predict ``labels[t + 1]``. :data:`CAUSAL_LM` and :func:`next_token_cross_entropy`
+make the same shift, so such labels are used as the collator gives them; f is still the
+sequence log-likelihood ``sum_t log p(labels[t + 1] | x_<=t)`` over kept positions.
 """
 
 from __future__ import annotations
@@ -118,9 +129,29 @@ def mean_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
+def next_token_loglik(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """f for Hugging Face causal-LM labels: ``sequence_loglik`` with logits[t] scored
+    against labels[t + 1]; (..., T, V), (..., T) -> (...)."""
+    return sequence_loglik(logits[..., :-1, :], labels[..., 1:])
+
+
+def one_minus_mean_next_p(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Q for Hugging Face causal-LM labels: ``one_minus_mean_p`` with the same shift."""
+    return one_minus_mean_p(logits[..., :-1, :], labels[..., 1:])
+
+
+def next_token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the kept positions (the training loss of a
+    Hugging Face causal LM given ``labels``): logits[t] against labels[t + 1]."""
+    return mean_cross_entropy(logits[..., :-1, :], labels[..., 1:])
+
+
 CLASSIFICATION = ModelOutput("margin", margin, one_minus_p, class_targets=True)
 GENERATIVE = ModelOutput("sequence log-likelihood", sequence_loglik, one_minus_mean_p,
                          class_targets=True, ignore_index=IGNORE_INDEX)
+#: sequence log-likelihood for labels aligned with input_ids, as Hugging Face takes them
+CAUSAL_LM = ModelOutput("next-token log-likelihood", next_token_loglik, one_minus_mean_next_p,
+                        class_targets=True, ignore_index=IGNORE_INDEX)
 
 
 def output_for(generative: bool) -> ModelOutput:

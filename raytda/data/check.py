@@ -12,6 +12,14 @@ one pass does both: chunk by chunk it
   they are integers in ``[0, classes)`` (or the output's ignore index) with the shape the
   logits ask for.
 
+Dict rows (:class:`~raytda.data.samples.DictSamples`: tokenizer output, ragged lengths)
+are read one row at a time, each collated alone, so neither the checks nor the
+fingerprint depend on how rows are grouped into batches or padded to their batch's
+longest row: every row must have row 0's keys, each key row 0's dtype and number of
+dimensions, float values finite, and targets as the output asks (any length). Row by row
+costs about 0.35 ms a row (1.7 s for 5000 rows of 8 to 48 tokens, measured on a shared
+2-core CPU), mostly torch's per-call overhead on tiny tensors.
+
 Each failure is one :class:`~raytda.specs.SpecError` line naming the split, the row and
 the fix. Cost: one read of the data and sha256 over its bytes (about 1 GB/s on one core),
 e.g. about 0.1 s for MNIST's 5000 x 784 float32 inputs on one core.
@@ -26,7 +34,7 @@ from typing import Any
 
 import torch
 
-from raytda.data.samples import DatasetSamples, Samples
+from raytda.data.samples import DatasetSamples, DictSamples, Samples
 from raytda.specs import SpecError
 
 #: rows are read in chunks of about this many bytes of input
@@ -37,11 +45,17 @@ CHUNK_BYTES = 64 << 20
 class TargetRule:
     """What the model output asks of the targets: class indices into the logits' last
     dimension, ``classes`` of them, each row shaped ``row_shape`` (the logits' shape
-    without the batch and class dimensions), ``ignore`` allowed as a no-target marker."""
+    without the batch and class dimensions; None for a dimension of any size, e.g. the
+    length of ragged sequences), ``ignore`` allowed as a no-target marker."""
 
     classes: int
-    row_shape: tuple[int, ...]
+    row_shape: tuple[int | None, ...]
     ignore: int | None = None
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        """Whether a row of targets of this shape fits."""
+        return len(shape) == len(self.row_shape) and all(
+            want is None or want == got for want, got in zip(self.row_shape, shape))
 
 
 def _fail(where: str, split: str, row: int, what: str) -> None:
@@ -109,6 +123,8 @@ def scan(samples: Samples, split: str, where: str, rule: TargetRule | None = Non
     """
     if samples.n < 1:
         raise SpecError(f"{where}: the {split} split is empty")
+    if isinstance(samples, DictSamples):
+        return scan_rows(samples, split, where, rule, fingerprint)
     hx, hy = hashlib.sha256(), hashlib.sha256()
     x_shape = y_shape = None
     x_dtype = y_dtype = None
@@ -145,9 +161,10 @@ def check_targets(y: torch.Tensor, start: int, rule: TargetRule, where: str, spl
         _fail(where, split, start, f"targets are {str(y.dtype).removeprefix('torch.')}; the model "
                                    f"output reads them as class indices: give integer labels "
                                    f"(e.g. y.long())")
-    if tuple(y.shape[1:]) != rule.row_shape:
+    if not rule.fits(tuple(y.shape[1:])):
+        want = tuple("any" if d is None else d for d in rule.row_shape)
         _fail(where, split, start, f"target shape {tuple(y.shape[1:])} does not match the "
-                                   f"logits' {rule.row_shape} (one class index per prediction)")
+                                   f"logits' {want} (one class index per prediction)")
     out = (y < 0) | (y >= rule.classes)
     if rule.ignore is not None:
         out &= y != rule.ignore
@@ -158,3 +175,79 @@ def check_targets(y: torch.Tensor, start: int, rule: TargetRule, where: str, spl
         _fail(where, split, start + r, f"label {v} is outside {allowed} (the model has "
                                        f"{rule.classes} outputs); fix the label or the model's "
                                        f"output size")
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _same_kind(t: torch.Tensor, first: tuple[torch.dtype, int], what: str, where: str,
+               split: str, row: int) -> None:
+    """``t`` (one row, batch of one) has row 0's dtype and number of dimensions."""
+    if (t.dtype, t.dim()) != first:
+        _fail(where, split, row, f"{what} is {_name(t.dtype)} with {t.dim() - 1} dimension(s) "
+                                 f"but row 0's is {_name(first[0])} with {first[1] - 1}; give "
+                                 f"every row one dtype and shape per key")
+
+
+def scan_rows(samples: DictSamples, split: str, where: str, rule: TargetRule | None = None,
+              fingerprint: bool = True) -> dict[str, Any]:
+    """``scan`` for dict rows: row by row, each collated alone (see the module docstring).
+
+    The fingerprint hashes every row's keys, dtypes, shapes and values in row order, so
+    it is the same however the rows are held (a list, a Dataset, columns) and batched."""
+    from collections.abc import Mapping
+
+    hx, hy = hashlib.sha256(), hashlib.sha256()
+    keys: set[str] | None = None
+    x_kinds: dict[str, tuple[torch.dtype, int]] = {}
+    y_kind: tuple[torch.dtype, int] | None = None
+    label = repr(samples.label_key)
+    for r in range(samples.n):
+        try:
+            item = samples.item(r)
+        except Exception as e:
+            _fail(where, split, r, f"cannot be read ({type(e).__name__}: {e})")
+        if not isinstance(item, Mapping):
+            _fail(where, split, r, f"is a {type(item).__name__}, not a dict like row 0; give "
+                                   f"every row as a dict of the same keys")
+        if keys is None:
+            keys = set(item)
+        elif set(item) != keys:
+            missing, extra = sorted(keys - set(item)), sorted(set(item) - keys)
+            what = " and ".join(filter(None, [f"lacks {missing}" if missing else "",
+                                              f"has extra {extra}" if extra else ""]))
+            _fail(where, split, r, f"{what} (row 0 has {sorted(keys)}); give every row the "
+                                   f"same keys")
+        try:
+            x, y = samples.collate_xy([item])
+        except SpecError:
+            raise
+        except Exception as e:
+            _fail(where, split, r, f"cannot be collated ({type(e).__name__}: {e})")
+        for k, v in x.items():
+            if v.dim() > 1 and v.shape[1] == 0:  # (an empty list reads as float32)
+                _fail(where, split, r, f"{k!r} is empty; drop that row")
+            _same_kind(v, x_kinds.setdefault(k, (v.dtype, v.dim())), repr(k), where, split, r)
+            if v.is_floating_point() and v.numel() and not _all_finite(v):
+                bad = v[~torch.isfinite(v)][0].item()
+                _fail(where, split, r, f"{k!r} holds {bad} (not finite); clean or drop that row")
+        y_kind = y_kind or (y.dtype, y.dim())
+        _same_kind(y, y_kind, label, where, split, r)
+        if y.is_floating_point() and y.numel() and not _all_finite(y):
+            _fail(where, split, r, f"{label} holds a value that is not finite; clean or drop "
+                                   f"that row")
+        if rule is not None:
+            check_targets(y, r, rule, where, split)
+        if fingerprint:
+            for k in sorted(x.keys()):
+                hx.update(f"{k}:{x[k].dtype}:{tuple(x[k].shape[1:])};".encode())
+                hx.update(_bytes(x[k]))
+            hy.update(f"{y.dtype}:{tuple(y.shape[1:])};".encode())
+            hy.update(_bytes(y))
+    out: dict[str, Any] = {"rows": samples.n,
+                           "x": {k: [str(d), n - 1] for k, (d, n) in sorted(x_kinds.items())},
+                           "y": [str(y_kind[0]), y_kind[1] - 1]}
+    if fingerprint:
+        out["sha256"] = [hx.hexdigest(), hy.hexdigest()]
+    return out

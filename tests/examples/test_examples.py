@@ -129,6 +129,31 @@ def test_hf_model_has_dropout_modules_and_lora_targets() -> None:
     assert {"q_proj", "v_proj"} <= names
 
 
+def test_hf_gpt2_on_ragged_tokenizer_rows_naive_lora_and_dropout(tmp_path: Path, caplog) -> None:
+    ex = load_example("hf_gpt2_ragged")
+    caplog.set_level(logging.INFO, logger="raytda.core.grads")
+    argv = ["--n-train", "40", "--n-test", "6", "--max-chars", "32", "--epochs", "2",
+            "--proj-dim", "32", "--lds-m", "3", "--ensemble", "naive:I=1",
+            "--ensemble", "lora:I=1,L=2", "--ensemble", "dropout:I=1,D=2",
+            "--out", str(tmp_path), "--quiet"]
+    if TEXT_DIR.is_dir():
+        argv += ["--data-dir", str(TEXT_DIR)]
+    assert ex.main(argv) == 0
+    df = results(tmp_path)
+    assert set(df.index) == {"naive I=1", "lora I=1 L=2", "dropout I=1 D=2"}
+    assert df["lds"].map(math.isfinite).all()
+    assert df.loc["dropout I=1 D=2", "n_members"] == 2
+    # Two adapters of rank 4 on c_attn (64 -> 192) in each of 2 layers, with that
+    # layer's bias (peft's bias="lora_only"): 2 x 2 x (4 x (64 + 192) + 192).
+    assert df.loc["lora I=1 L=2", "params"] - df.loc["naive I=1", "params"] == 2 * 2 * 1216
+    sweep = ex.build_sweep(ex.parse_args(argv))
+    assert tuple(sweep.scores("dropout:I=1,D=2").shape) == (6, 40)
+    # The rows really are ragged: batches are padded, and still vmap takes the gradients.
+    task = sweep.spec.tasks[0]
+    assert len({len(r["input_ids"]) for r in task.train_data().dataset}) > 5
+    assert not [r for r in caplog.records if "vmap over" in r.getMessage()]
+
+
 # --------------------------------------------------------------------------- own checkpoints
 
 
