@@ -71,6 +71,9 @@ def reference(proj: FactorizedProjector, grads) -> torch.Tensor:
             out.append(m.reshape(m.shape[0], -1))
         else:
             flat = torch.cat([grads[n].reshape(grads[n].shape[0], -1) for n in block.params], 1)
+            if block.k == block.n_params:  # kept exactly
+                out.append(flat)
+                continue
             p = GaussianProjector(block.n_params, block.k,
                                   derive_seed("factorized", proj.seed, block.name)).matrix()
             out.append(flat @ p.double())
@@ -302,9 +305,11 @@ def test_inner_products_are_unbiased():
 
 
 def test_split_k_sums_and_caps():
-    dims = split_k(100, [4, 10_000, 400, 1])
+    dims = split_k(100, [4, 10_000, 400, 1], "sqrt")
     assert sum(dims) == 100 and dims[0] <= 4 and dims[3] == 1
     assert dims[1] > dims[2] > dims[0]  # sqrt rule: more for bigger blocks
+    # equal (the default): capped blocks keep all their parameters, the rest share alike
+    assert split_k(100, [4, 10_000, 400, 1]) == [4, 48, 47, 1]
     assert split_k(10, [3, 3], "equal") == [3, 3]  # capped at the block sizes
     assert split_k(7, [100, 100, 100], "params") in ([3, 2, 2], [2, 3, 2], [2, 2, 3])
     with pytest.raises(SpecError, match="smaller than the number of projected blocks"):
