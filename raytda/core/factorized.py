@@ -38,7 +38,12 @@ a_t (d_in + 1 columns; for Conv1D one more row), so weight and bias form one blo
 trainable bias whose weight is frozen (peft's ``bias='lora_only'``) is its own block with
 a_t = (1,). A weight shared by several modules (tied embeddings and output head) is one
 block: the uses' terms add up, as their gradients do; their biases are then left
-uncovered. A module called several times contributes one term per call.
+uncovered. A module called several times contributes one term per call. A module whose
+output has batch size 1 in a batch of B (GPT-2's position embedding reads ids of shape
+(1, T)) is broadcast over the batch: its input and output are expanded to B so each
+sample's share of the gradient is seen. Assumed, not checkable from the module tree: a
+covered weight enters the output only through calls of its modules (a model that also
+uses ``layer.weight`` in a functional op of its own would need that weight uncovered).
 
 Uncovered trainable parameters (norms, parameters used outside a covered module, ...) are
 listed per owning module and, by the ``uncovered`` option, either left out ("skip") or

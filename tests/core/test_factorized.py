@@ -156,6 +156,21 @@ def tiny_mt() -> Network:
                    torch.zeros(1, 6, dtype=torch.long), mask_dims=1).eval()
 
 
+class SharedLayer(nn.Module):
+    """One Linear applied twice (its gradient is the sum of both calls' terms) after an
+    embedding with a padding index (positions holding it get no gradient)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(7, 4, padding_idx=0)
+        self.lin = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        h = self.lin(torch.tanh(self.lin(self.emb(idx))))
+        return self.head(h.mean(dim=1))
+
+
 def classification_data(shape, n=9, classes=3, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(n, *shape, generator=gen), torch.randint(0, classes, (n,), generator=gen)
@@ -239,6 +254,18 @@ def test_music_transformer_relative_embeddings_go_dense():
     assert unc["module.layers.0.self_attn"] == ("RelativeSelfAttention", "vmap",
                                                 ["module.layers.0.self_attn.Er"])
     assert {u.kind for u in proj.uncovered} == {"RelativeSelfAttention", "layernorm"}
+
+
+def test_layer_called_twice_and_padding_index():
+    torch.manual_seed(0)
+    model = Network(SharedLayer(), torch.zeros(1, 5, dtype=torch.long)).eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 7, (6, 5), generator=gen)
+    x[:, 0] = 0  # every sample reads the padding row at least once
+    y = torch.randint(0, 3, (6,), generator=gen)
+    proj = FactorizedProjector(model, 40, seed=6)
+    assert_matches(all_features(proj, x, y), reference(proj, dense_grads(model, x, y)))
+    assert [b.kind for b in proj.layers] == ["embedding", "linear", "linear"]
 
 
 def test_skip_leaves_uncovered_out_and_lists_them():
