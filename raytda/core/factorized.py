@@ -59,12 +59,12 @@ the slack), so k_rows * k_cols <= k_l and the actual total ``dim`` is at most k.
 that gets its full width is the identity (exact), as is a dense block that gets all its
 parameters. "Equal" (LoGra's fixed per-layer dims) was chosen over k_l proportional to
 sqrt(n_l) or to n_l by the spread of inner-product estimates measured on CPU-scale
-ResNet-9 and Music Transformer (``benchmarks/bench_scale.py``, table 2): it was best or
-within 2.4x of the best rule on both models at k = 2048 and 8192, while the others were up
-to 100x (sqrt) and 20x (params) worse on ResNet-9, whose 2-class head carries most of the
-gradient. At equal total k the factorized features are 15-25x noisier than a dense
-Gaussian's (each side's factor contributes about 2/sqrt(k_l) relative variance instead of
-2/k_l), which is the price of never forming G.
+ResNet-9 and Music Transformer (``benchmarks/bench_scale.py``, table 2): it was the best
+rule on ResNet-9 and within 2.4x of the best on the Music Transformer, at k = 2048 and
+8192, while the others were up to 100x (sqrt) and 33x (params) worse on ResNet-9, whose
+2-class head carries most of the gradient. At equal total k the factorized features are
+about 20x noisier than a dense Gaussian's (each side's factor adds about 2/sqrt(k_l)
+relative variance where a dense block adds 2/k_l): the price of never forming G.
 """
 
 from __future__ import annotations
