@@ -1,0 +1,618 @@
+"""Factorized (Kronecker-structured) projection of per-sample gradients (DESIGN section 8).
+
+For a linear map y_t = W a_t applied at positions t, a sample's gradient of f is the
+matrix G = sum_t g_t a_t^T (g_t = df/dy_t). Projecting vec(G) with P = P_rows (x) P_cols
+gives the matrix ``P_rows G P_cols^T = sum_t (P_rows u_t)(P_cols v_t)^T`` where (u_t, v_t)
+are (g_t, a_t) or (a_t, g_t) depending on how the weight is laid out. Only the small
+projections of g_t and a_t are ever formed, never G itself. Each factor has N(0, 1/k_side)
+entries, so inner products of features are unbiased estimates of inner products of
+gradients (with more variance than a dense Gaussian of the same total k; see
+``benchmarks/bench_scale.py`` for measurements). Features are ``vec`` of that k_rows x
+k_cols matrix in row-major order, block after block in ``named_parameters`` order.
+
+Everything comes from ONE batched forward and ONE backward of ``sum_i f_i``: a forward hook
+on each covered module projects its input a_t and adds a zero scalar leaf to its output; a
+tensor hook on that output projects g_t when the backward reaches it. Asking autograd for
+the gradient of that zero leaf is what runs the backward: it visits every hooked output
+(each is connected to the leaf) and skips every weight gradient (none is requested), so
+each layer's g_t is projected and dropped as soon as it exists. This is exact per sample
+because f_i depends only on sample i's rows in eval mode (batch norm uses running stats).
+
+Covered modules (their trainable weight, G laid out as the weight is stored):
+
+- ``nn.Linear`` (W is d_out x d_in): rows = g, cols = a; inputs (B, d) or (B, ..., d).
+- Hugging Face ``Conv1D`` (GPT-2; W is d_in x d_out, y = a W + b): rows = a, cols = g.
+- ``nn.Conv2d`` with ``groups == 1`` and zero padding: a linear map on unfolded input
+  patches (``F.unfold``; positions = output locations; W viewed as C_out x C_in*kh*kw).
+  P_cols applied to every patch is itself a convolution with k_cols output channels and
+  P_cols' rows as kernels, so the patches are never unfolded in memory. Grouped
+  convolutions (and other padding modes) are left uncovered.
+- ``nn.Embedding`` (W is vocab x d): a linear map on one-hot inputs, rows = one-hot (its
+  projection is a column of P_rows), cols = g; positions at ``padding_idx`` get no
+  gradient, as in torch. Embeddings with ``max_norm`` or ``scale_grad_by_freq`` are left
+  uncovered. LoRA adapters (peft) are covered because ``lora_A`` / ``lora_B`` are
+  ``nn.Linear``; their frozen base layer is not a block.
+
+Biases: a covered layer's trainable bias is handled exactly by appending a constant 1 to
+a_t (d_in + 1 columns; for Conv1D one more row), so weight and bias form one block. A
+trainable bias whose weight is frozen (peft's ``bias='lora_only'``) is its own block with
+a_t = (1,). A weight shared by several modules (tied embeddings and output head) is one
+block: the uses' terms add up, as their gradients do; their biases are then left
+uncovered. A module called several times contributes one term per call. A module whose
+output has batch size 1 in a batch of B (GPT-2's position embedding reads ids of shape
+(1, T)) is broadcast over the batch: its input and output are expanded to B so each
+sample's share of the gradient is seen. Assumed, not checkable from the module tree: a
+covered weight enters the output only through calls of its modules (a model that also
+uses ``layer.weight`` in a functional op of its own would need that weight uncovered).
+
+Uncovered trainable parameters (norms, parameters used outside a covered module, ...) are
+listed per owning module and, by the ``uncovered`` option, either left out ("skip") or
+projected densely ("dense"): the block's flattened per-sample gradient times a
+``GaussianProjector`` seeded like the factors. LayerNorm and (eval-mode, running-stat)
+BatchNorm gradients are read off the same hooked pass (``sum_t g_t * xhat_t`` and
+``sum_t g_t``); anything else takes ``torch.func.vmap`` of its gradient in a second pass.
+
+Per-layer dimensions (``split_k``): the total k is split equally between blocks (capped
+at a block's size, the excess going to the others), and a Kronecker block of k_l gets
+k_rows = k_cols = round(sqrt(k_l)) (when one side is capped at its width, the other takes
+the slack), so k_rows * k_cols <= k_l and the actual total ``dim`` is at most k. A side
+that gets its full width is the identity (exact), as is a dense block that gets all its
+parameters. "Equal" (LoGra's fixed per-layer dims) was chosen over k_l proportional to
+sqrt(n_l) or to n_l by the spread of inner-product estimates measured on CPU-scale
+ResNet-9 and Music Transformer (``benchmarks/bench_scale.py``, table 2): it was the best
+rule on ResNet-9 and within 2.4x of the best on the Music Transformer, at k = 2048 and
+8192, while the others were up to 100x (sqrt) and 33x (params) worse on ResNet-9, whose
+2-class head carries most of the gradient. At equal total k the factorized features are
+about 20x noisier than a dense Gaussian's (each side's factor adds about 2/sqrt(k_l)
+relative variance where a dense block adds 2/k_l): the price of never forming G.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
+
+from raytda.core.masks import MaskSpec, masks_for
+from raytda.core.outputs import CLASSIFICATION, ModelOutput
+from raytda.core.projection import GaussianProjector
+from raytda.specs import SpecError, derive_seed
+
+#: how the total k is split between blocks: weight of a block with n parameters
+#: ("equal" is the default; see the module docstring for the measurements)
+SPLIT_RULES = {"sqrt": math.sqrt, "equal": lambda n: 1.0, "params": float}
+UNCOVERED_MODES = ("dense", "skip")
+
+log = logging.getLogger(__name__)
+
+
+def split_k(k: int, sizes: list[int], rule: str = "equal") -> list[int]:
+    """Integer dims k_l (sum = k, each 1 <= k_l <= sizes[l]) proportional to ``rule(size)``.
+
+    A block never gets more dims than it has parameters; what a capped block cannot take
+    goes to the others (water filling). Raises SpecError when k < number of blocks.
+    """
+    if rule not in SPLIT_RULES:
+        raise SpecError(f"unknown k split rule {rule!r}; choose one of {sorted(SPLIT_RULES)}")
+    k = min(k, sum(sizes))
+    if k < len(sizes):
+        raise SpecError(f"k={k} is smaller than the number of projected blocks ({len(sizes)}); "
+                        f"raise k or pass uncovered='skip'")
+    weight = [SPLIT_RULES[rule](n) for n in sizes]
+    share = [0.0] * len(sizes)
+    free = set(range(len(sizes)))
+    left = float(k)
+    while free:
+        total = sum(weight[i] for i in free)
+        capped = {i for i in free if left * weight[i] / total >= sizes[i]}
+        if not capped:
+            for i in free:
+                share[i] = left * weight[i] / total
+            break
+        for i in capped:
+            share[i] = float(sizes[i])
+            left -= sizes[i]
+        free -= capped
+    dims = [max(1, min(n, int(s))) for s, n in zip(share, sizes)]
+    # hand out what flooring (and the floor of 1) left over, largest remainders first
+    order = sorted(range(len(sizes)), key=lambda i: share[i] - int(share[i]), reverse=True)
+    for i in order:
+        if sum(dims) >= k:
+            break
+        if dims[i] < sizes[i]:
+            dims[i] += 1
+    while sum(dims) > k:  # floors of 1 on tiny shares: take back from the largest
+        i = max(range(len(dims)), key=lambda j: dims[j])
+        dims[i] -= 1
+    return dims
+
+
+def kron_dims(k_block: int, rows: int, cols: int) -> tuple[int, int]:
+    """(k_rows, k_cols) with k_rows * k_cols <= k_block, as equal as the matrix allows."""
+    k_rows = max(1, min(rows, round(math.sqrt(k_block))))
+    k_cols = max(1, min(cols, k_block // k_rows))
+    k_rows = max(1, min(rows, k_block // k_cols))
+    return k_rows, k_cols
+
+
+def _gaussian(k: int, d: int, seed: int, device: torch.device) -> torch.Tensor:
+    """(k, d) with N(0, 1/k) entries, the same for a seed on every machine (CPU draw).
+
+    A side given as many dims as it has (k == d) is kept exactly: the identity. A random
+    square matrix would only add variance (a 2-class head's output side, say)."""
+    if k == d:
+        return torch.eye(d, device=device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return (torch.randn(k, d, generator=gen) / math.sqrt(k)).to(device)
+
+
+def _conv1d_type() -> type | None:
+    # A model holding a Hugging Face Conv1D has imported transformers already; never import
+    # it here (seconds) for models that do not.
+    mod = sys.modules.get("transformers.pytorch_utils")
+    return getattr(mod, "Conv1D", None)
+
+
+def _factorizable(module: nn.Module) -> str | None:
+    """The kind of a module whose weight this file projects with Kronecker factors."""
+    conv1d = _conv1d_type()
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if conv1d is not None and isinstance(module, conv1d):
+        return "conv1d"
+    if isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros":
+        return "conv2d"
+    if isinstance(module, nn.Embedding) and module.max_norm is None \
+            and not module.scale_grad_by_freq:
+        return "embedding"
+    return None
+
+
+def _hooked_dense(module: nn.Module) -> str | None:
+    """The kind of a module whose per-sample gradient the hooked pass reads off exactly."""
+    if isinstance(module, nn.LayerNorm):
+        return "layernorm"
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) \
+            and module.track_running_stats and module.running_mean is not None:
+        return "batchnorm"
+    return None
+
+
+#: kinds whose output gradient g_t is the rows side of the weight as stored
+G_ROWS = ("linear", "conv2d")
+
+
+def _layout(kind: str, weight: torch.Tensor) -> tuple[int, int]:
+    """(d_g, d_a): widths of the output-gradient and input sides of a weight."""
+    if kind == "linear":
+        return weight.shape[0], weight.shape[1]
+    if kind == "conv2d":
+        return weight.shape[0], weight[0].numel()
+    return weight.shape[1], weight.shape[0]  # conv1d (d_in, d_out); embedding (vocab, d)
+
+
+@dataclass
+class KroneckerBlock:
+    """One covered weight (plus its absorbed bias): G (rows x cols) -> P_rows G P_cols^T.
+
+    ``uses`` maps each module reading the weight to its kind; the kinds may differ (an
+    embedding tied to an output head) but all lay G out the same way. ``with_weight`` is
+    False for a bias-only block (a_t = (1,)); ``with_bias`` appends the bias's 1 to a_t.
+    """
+
+    name: str
+    uses: dict[str, str]
+    params: list[str]
+    rows: int
+    cols: int
+    with_weight: bool
+    with_bias: bool
+    n_params: int
+    k_rows: int = 0
+    k_cols: int = 0
+    p_rows: torch.Tensor | None = field(default=None, repr=False)
+    p_cols: torch.Tensor | None = field(default=None, repr=False)
+    offset: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "+".join(dict.fromkeys(self.uses.values()))
+
+    @property
+    def modules(self) -> list[str]:
+        return list(self.uses)
+
+    @property
+    def dim(self) -> int:
+        return self.k_rows * self.k_cols
+
+    def _p_a(self, kind: str) -> torch.Tensor:
+        return self.p_cols if kind in G_ROWS else self.p_rows  # type: ignore[return-value]
+
+    def _p_g(self, kind: str) -> torch.Tensor:
+        return self.p_rows if kind in G_ROWS else self.p_cols  # type: ignore[return-value]
+
+    def project_input(self, kind: str, module: nn.Module, a: torch.Tensor, y: torch.Tensor,
+                      batch: int) -> torch.Tensor:
+        """P_a a_t (with the bias's 1 appended) for every position: (batch, T, k_a).
+
+        ``y`` is the module's output (its shape gives the positions of a bias-only block)."""
+        p = self._p_a(kind)
+        if kind == "embedding":
+            # one-hot x_t projected = column x_t of P_rows
+            idx = a.reshape(batch, -1)
+            out = F.embedding(idx, p.T)
+            if module.padding_idx is not None:  # torch gives that row no gradient
+                out = out * (idx != module.padding_idx).unsqueeze(-1).to(out.dtype)
+            return out
+        if not self.with_weight:  # bias-only block: a_t = (1,) at every position
+            positions = y[0, 0].numel() if kind == "conv2d" else y[0, ..., 0].numel()
+            return p[:, 0].expand(batch, positions, p.shape[0])
+        n_in = p.shape[1] - int(self.with_bias)
+        bias = p[:, n_in] if self.with_bias else None
+        if kind == "conv2d":
+            kernels = p[:, :n_in].reshape(p.shape[0], *module.weight.shape[1:])
+            out = F.conv2d(a, kernels, bias, module.stride, module.padding, module.dilation)
+            return out.flatten(2).transpose(1, 2)
+        out = a.reshape(batch, -1, a.shape[-1]) @ p[:, :n_in].T
+        return out if bias is None else out + bias
+
+    def project_grad(self, kind: str, g: torch.Tensor, batch: int) -> torch.Tensor:
+        """P_g g_t for every position: (batch, T, k_g)."""
+        if kind == "conv2d":
+            g = g.flatten(2).transpose(1, 2)
+        return g.reshape(batch, -1, g.shape[-1]) @ self._p_g(kind).T
+
+    def term(self, kind: str, pa: torch.Tensor, pg: torch.Tensor) -> torch.Tensor:
+        """sum_t (P_rows u_t)(P_cols v_t)^T, flattened row-major: (batch, k_rows * k_cols)."""
+        m = pg.transpose(1, 2) @ pa if kind in G_ROWS else pa.transpose(1, 2) @ pg
+        return m.reshape(m.shape[0], -1)
+
+
+@dataclass
+class DenseBlock:
+    """Trainable parameters of one module outside the factorization, projected densely.
+
+    ``how``: "hooks" (LayerNorm / BatchNorm, read off the hooked pass), "vmap" (a second,
+    vmapped pass) or "skipped".
+    """
+
+    name: str
+    kind: str
+    params: list[str]
+    n_params: int
+    how: str
+    k: int = 0
+    projector: GaussianProjector | None = field(default=None, repr=False)
+    offset: int = 0
+
+    @property
+    def dim(self) -> int:
+        return 0 if self.how == "skipped" else self.k
+
+    def project(self, grads: torch.Tensor) -> torch.Tensor:
+        """(B, n_params) flattened gradients -> (B, k); the identity when k == n_params."""
+        return grads if self.projector is None else self.projector.project(grads)
+
+    def hooked_grad(self, module: nn.Module, x: torch.Tensor, g: torch.Tensor,
+                    batch: int) -> torch.Tensor:
+        """Per-sample gradient of the module's trainable (weight, bias), flattened:
+        ``sum_t g_t * xhat_t`` and ``sum_t g_t`` over the positions t of each sample."""
+        if self.kind == "layernorm":
+            xhat = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
+            width = math.prod(module.normalized_shape)
+            per_sample = lambda t: t.reshape(batch, -1, width).sum(1)  # noqa: E731
+        else:  # batchnorm in eval mode: running statistics, per-channel affine
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            xhat = (x - module.running_mean.reshape(shape)) \
+                * torch.rsqrt(module.running_var.reshape(shape) + module.eps)
+            per_sample = lambda t: t.reshape(batch, t.shape[1], -1).sum(2)  # noqa: E731
+        parts = []
+        if module.weight is not None and module.weight.requires_grad:
+            parts.append(per_sample(g * xhat))
+        if module.bias is not None and module.bias.requires_grad:
+            parts.append(per_sample(g))
+        return torch.cat(parts, dim=1)
+
+
+class FactorizedProjector:
+    """Per-sample gradient features of a model, Kronecker-projected layer by layer.
+
+    Args:
+        model: a :class:`raytda.core.network.Network` (or any module taking a batch).
+        k: total feature budget; ``dim`` (the actual width) is at most k.
+        seed: the member's projection seed; each block's factors are drawn from
+            ``derive_seed("factorized", seed, block name, side)``.
+        uncovered: "dense" (project uncovered parameters with a dense Gaussian) or "skip"
+            (leave them out; ``describe()`` lists them either way).
+        device: where the factors live and features are computed.
+        rule: how k is split between blocks (``split_k``).
+    """
+
+    def __init__(self, model: nn.Module, k: int, seed: int, uncovered: str = "dense",
+                 device: str | torch.device = "cpu", rule: str = "equal") -> None:
+        if uncovered not in UNCOVERED_MODES:
+            raise SpecError(f"uncovered={uncovered!r} is not an option; choose 'dense' "
+                            f"(project them densely) or 'skip' (leave them out)")
+        if k < 1:
+            raise SpecError(f"projection dimension k must be >= 1, got {k}")
+        self.model = model
+        self.k, self.seed, self.uncovered_mode, self.rule = k, seed, uncovered, rule
+        self.device = torch.device(device)
+        self.blocks: list[KroneckerBlock | DenseBlock] = self._find_blocks()
+        if not self.blocks:
+            raise SpecError("the model has no trainable parameters to take gradients of; "
+                            "unfreeze some (requires_grad=True)")
+        projected = [b for b in self.blocks if not (isinstance(b, DenseBlock) and b.how == "skipped")]
+        if not projected:
+            raise SpecError("every trainable parameter is outside the covered layers and "
+                            "uncovered='skip' leaves them out; pass uncovered='dense'")
+        dims = split_k(k, [b.n_params for b in projected], rule)
+        offset = 0
+        for block, k_block in zip(projected, dims):
+            block.offset = offset
+            if isinstance(block, KroneckerBlock):
+                block.k_rows, block.k_cols = kron_dims(k_block, block.rows, block.cols)
+                block.p_rows = _gaussian(block.k_rows, block.rows,
+                                         derive_seed("factorized", seed, block.name, "rows"),
+                                         self.device)
+                block.p_cols = _gaussian(block.k_cols, block.cols,
+                                         derive_seed("factorized", seed, block.name, "cols"),
+                                         self.device)
+            else:
+                block.k = k_block
+                if k_block < block.n_params:  # else kept exactly (see _gaussian)
+                    block.projector = GaussianProjector(
+                        block.n_params, k_block, derive_seed("factorized", seed, block.name),
+                        device=self.device)
+            offset += block.dim
+        self.dim = offset
+
+    # ------------------------------------------------------------------ discovery
+
+    def _find_blocks(self) -> list[KroneckerBlock | DenseBlock]:
+        model = self.model
+        names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+        ids = {n: i for i, n in names.items()}
+        order = {n: i for i, n in enumerate(names.values())}
+        owners: dict[int, list[tuple[str, nn.Module]]] = {}
+        for mname, mod in model.named_modules(remove_duplicate=False):
+            for p in mod.parameters(recurse=False):
+                if id(p) in names:
+                    owners.setdefault(id(p), []).append((mname, mod))
+        # The same module reached under two names (remove_duplicate=False) is one owner.
+        for pid, lst in owners.items():
+            seen: dict[int, tuple[str, nn.Module]] = {}
+            for mname, mod in lst:
+                seen.setdefault(id(mod), (mname, mod))
+            owners[pid] = list(seen.values())
+
+        blocks: list[KroneckerBlock | DenseBlock] = []
+        done: set[int] = set()
+        # (module, block, kind): every module call the hooked pass listens to
+        self._uses: list[tuple[nn.Module, KroneckerBlock | DenseBlock, str]] = []
+        for pid, pname in names.items():
+            if pid in done:
+                continue
+            mods = owners[pid]
+            block = self._kronecker(pid, pname, mods, names, owners)
+            if block is not None:
+                done.update(ids[n] for n in block.params)
+                blocks.append(block)
+                continue
+            # uncovered: every trainable direct parameter of the (first) owning module
+            mname, mod = mods[0]
+            params = [(n, p) for n, p in ((names.get(id(p)), p)
+                                          for p in mod.parameters(recurse=False))
+                      if n is not None and id(p) not in done]
+            kind = _hooked_dense(mod) if len(mods) == 1 and all(
+                len(owners[id(p)]) == 1 for _, p in params) else None
+            how = "skipped" if self.uncovered_mode == "skip" else ("hooks" if kind else "vmap")
+            block_d = DenseBlock(mname or pname, kind or type(mod).__name__,
+                                 sorted((n for n, _ in params), key=order.__getitem__),
+                                 sum(p.numel() for _, p in params), how)
+            for _, p in params:
+                done.add(id(p))
+            blocks.append(block_d)
+            if how == "hooks":
+                self._uses.append((mod, block_d, block_d.kind))
+        return blocks
+
+    def _kronecker(self, pid: int, pname: str, mods: list[tuple[str, nn.Module]],
+                   names: dict[int, str], owners: dict) -> KroneckerBlock | None:
+        kinds = [_factorizable(m) for _, m in mods]
+        if None in kinds:
+            return None
+        first = mods[0][1]
+        is_weight = all(m.weight is not None and id(m.weight) == pid for _, m in mods)
+        is_bias = len(mods) == 1 and kinds[0] != "embedding" \
+            and getattr(first, "bias", None) is not None and id(first.bias) == pid
+        if not (is_weight or is_bias):
+            return None
+        if is_bias and first.weight.requires_grad:
+            return None  # handled with its weight (or uncovered when the weight is tied)
+        # every use must lay the weight's gradient out the same way (true for a tied
+        # embedding and output head: both are (vocab, d))
+        layouts = {(kind in G_ROWS, *_layout(kind, m.weight)) for kind, (_, m) in zip(kinds, mods)}
+        if len({(d_g, d_a) if g_rows else (d_a, d_g) for g_rows, d_g, d_a in layouts}) != 1:
+            return None
+        bias = getattr(first, "bias", None)
+        with_bias = is_bias or (len(mods) == 1 and bias is not None and bias.requires_grad
+                                and len(owners.get(id(bias), ())) == 1)
+        d_g, d_a = _layout(kinds[0], first.weight)
+        d_a = (d_a if is_weight else 0) + int(with_bias)
+        rows, cols = (d_g, d_a) if kinds[0] in G_ROWS else (d_a, d_g)
+        params = ([names[id(first.weight)]] if is_weight else []) + (
+            [names[id(bias)]] if with_bias else [])
+        block = KroneckerBlock(pname, {n: kind for (n, _), kind in zip(mods, kinds)}, params,
+                               rows, cols, is_weight, with_bias, rows * cols)
+        for (_, m), kind in zip(mods, kinds):
+            self._uses.append((m, block, kind))
+        return block
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def layers(self) -> list[KroneckerBlock]:
+        """The Kronecker-projected blocks, in feature order."""
+        return [b for b in self.blocks if isinstance(b, KroneckerBlock)]
+
+    @property
+    def uncovered(self) -> list[DenseBlock]:
+        """Trainable parameters outside the factorization (projected densely or skipped)."""
+        return [b for b in self.blocks if isinstance(b, DenseBlock)]
+
+    def describe(self) -> dict:
+        """What the features cover, for results to state: JSON-serializable."""
+        return {
+            "k": self.k, "dim": self.dim, "seed": self.seed, "rule": self.rule,
+            "uncovered_mode": self.uncovered_mode,
+            "layers": [{"name": b.name, "kind": b.kind, "modules": b.modules,
+                        "params": b.params, "n_params": b.n_params, "shape": [b.rows, b.cols],
+                        "k_rows": b.k_rows, "k_cols": b.k_cols, "bias_absorbed": b.with_bias}
+                       for b in self.layers],
+            "uncovered": [{"name": b.name, "kind": b.kind, "params": b.params,
+                           "n_params": b.n_params, "projected": b.how != "skipped",
+                           "how": b.how, "k": b.dim} for b in self.uncovered],
+            "n_params_covered": sum(b.n_params for b in self.layers),
+            "n_params_uncovered": sum(b.n_params for b in self.uncovered),
+        }
+
+    # ------------------------------------------------------------------ features
+
+    def _forward(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
+        return self.model(x) if masks is None else self.model(x, masks=masks)
+
+    def features(self, x: torch.Tensor, y: torch.Tensor,
+                 masks: tuple[torch.Tensor, ...] | None = None,
+                 output: ModelOutput = CLASSIFICATION) -> torch.Tensor:
+        """(B, dim) features of one batch; ``masks`` as ``Network.forward`` takes them
+        (site-shaped: one sub-network; with a leading batch dimension: one per sample)."""
+        self.model.to(self.device).eval()
+        x, y = x.to(self.device), y.to(self.device)
+        b = x.shape[0]
+        out = torch.zeros(b, self.dim, device=self.device)
+        leaf = torch.zeros((), device=self.device, requires_grad=True)
+
+        def on_forward(module: nn.Module, block, kind: str, args: tuple, kwargs: dict,
+                       y_out: torch.Tensor) -> torch.Tensor:
+            inp = (args[0] if args else next(iter(kwargs.values()))).detach()
+            if y_out.shape[0] == 1 and b > 1:
+                # Computed once and broadcast over the batch (GPT-2's position embedding
+                # reads position ids of shape (1, T)): expanded, every sample's share of
+                # the gradient reaches the hook separately; the values downstream are the
+                # same.
+                inp = inp.expand(b, *inp.shape[1:])
+                y_out = y_out.expand(b, *y_out.shape[1:])
+            with torch.no_grad():
+                saved = (block.project_input(kind, module, inp, y_out, b)
+                         if isinstance(block, KroneckerBlock) else inp)
+            sl = slice(block.offset, block.offset + block.dim)
+
+            def on_grad(g: torch.Tensor) -> None:
+                with torch.no_grad():
+                    if isinstance(block, KroneckerBlock):
+                        out[:, sl] += block.term(kind, saved, block.project_grad(kind, g, b))
+                    else:
+                        per_sample = block.hooked_grad(module, saved, g, b)
+                        out[:, sl] += block.project(per_sample)
+
+            y_hooked = y_out + leaf.to(y_out.dtype)
+            y_hooked.register_hook(on_grad)
+            return y_hooked
+
+        def hook(blk, kind):
+            return lambda mod, a, kw, o: on_forward(mod, blk, kind, a, kw, o)
+
+        handles = [m.register_forward_hook(hook(blk, kind), with_kwargs=True)
+                   for m, blk, kind in self._uses if blk.dim > 0]
+        try:
+            with torch.enable_grad():
+                f = output.f(self._forward(x, masks), y)
+                # runs the backward through every hooked output, no weight gradients
+                torch.autograd.grad(f.sum(), leaf, allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+        vm = [blk for blk in self.uncovered if blk.how == "vmap"]
+        if vm:
+            self._vmap_blocks(vm, x, y, masks, output, out)
+        return out
+
+    def _vmap_blocks(self, blocks: list[DenseBlock], x: torch.Tensor, y: torch.Tensor,
+                     masks: tuple[torch.Tensor, ...] | None, output: ModelOutput,
+                     out: torch.Tensor) -> None:
+        """Per-sample gradients of parameters no hook reaches, by vmap, then dense P."""
+        all_params = dict(self.model.named_parameters())
+        params = {n: all_params[n].detach() for blk in blocks for n in blk.params}
+        sizes = tuple(getattr(self.model, "mask_sizes", ()))
+        batched = masks is not None and any(m.dim() == len(s) + 1 for m, s in zip(masks, sizes))
+
+        def f(p, xi, yi, mi):
+            kw = {} if mi is None else {"masks": tuple(m.unsqueeze(0) for m in mi)}
+            logits = functional_call(self.model, p, (xi.unsqueeze(0),), kw)
+            return output.f(logits, yi.unsqueeze(0))[0]
+
+        b = x.shape[0]
+        try:
+            with torch.no_grad():  # no graph through the other (trainable) parameters
+                g = vmap(grad(f), in_dims=(None, 0, 0, 0 if batched else None))(params, x, y,
+                                                                                 masks)
+        except (RuntimeError, NotImplementedError) as e:
+            # ops without a batching rule: the same numbers, one sample at a time
+            log.info("vmap over %s failed (%s); per-sample autograd loop instead",
+                     type(self.model).__name__, str(e).splitlines()[0] if str(e) else e)
+            g = self._loop_grads(params, x, y, masks, batched, output)
+        for blk in blocks:
+            flat = torch.cat([g[n].reshape(b, -1) for n in blk.params], dim=1)
+            out[:, blk.offset:blk.offset + blk.dim] += blk.project(flat)
+
+    def _loop_grads(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                    masks: tuple[torch.Tensor, ...] | None, batched: bool,
+                    output: ModelOutput) -> dict[str, torch.Tensor]:
+        all_params = dict(self.model.named_parameters())
+        leaves = [all_params[n] for n in params]
+        rows = []
+        for i in range(x.shape[0]):
+            mi = None if masks is None else tuple(m[i] if batched else m for m in masks)
+            mi = None if mi is None else tuple(m.unsqueeze(0) for m in mi)
+            with torch.enable_grad():
+                fi = output.f(self._forward(x[i:i + 1], mi), y[i:i + 1])[0]
+                gi = torch.autograd.grad(fi, leaves, allow_unused=True)
+            rows.append([torch.zeros_like(p) if t is None else t for t, p in zip(gi, leaves)])
+        return {n: torch.stack([r[j] for r in rows]) for j, n in enumerate(params)}
+
+    def per_sample_features(self, x: torch.Tensor, y: torch.Tensor, mask: MaskSpec | None = None,
+                            split: str = "train", batch_size: int = 256,
+                            output: ModelOutput = CLASSIFICATION, start: int = 0
+                            ) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Yield (rows, features) over x in batches, masks exactly as
+        :func:`raytda.core.grads.per_sample_grads` applies them (``start`` = split row of
+        x[0]; per-sample masks are keyed by split row, so batching never changes a row)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        sizes = getattr(self.model, "mask_sizes", ())
+        n = x.shape[0]
+        for b0 in range(0, n, batch_size):
+            rows = slice(b0, min(b0 + batch_size, n))
+            index = torch.arange(start + rows.start, start + rows.stop)
+            masks, _ = masks_for(mask, sizes, split, index, self.device)
+            yield rows, self.features(x[rows], y[rows], masks, output)
+
+    def samples_features(self, samples, mask: MaskSpec | None, split: str, batch_size: int,
+                         output: ModelOutput = CLASSIFICATION, offset: int = 0
+                         ) -> Iterator[tuple[slice, torch.Tensor]]:
+        """``per_sample_features`` over every row of a ``Samples``; rows are slices of it.
+
+        ``offset`` is the split row number of ``samples``' row 0."""
+        for start, xb, yb in samples.chunks(batch_size):
+            for rows, feats in self.per_sample_features(xb, yb, mask, split, batch_size, output,
+                                                        offset + start):
+                yield slice(start + rows.start, start + rows.stop), feats
