@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from test_user_task import GatedNet, GatedTask
+from test_user_task import GatedNet
+from test_validate import CheckpointTask
 
 from raytda import Sweep
 from raytda.cli import main
@@ -17,20 +18,10 @@ from raytda.plan import jobs
 from raytda.store.artifacts import temp_name
 
 
-class SixRuns(GatedTask):
-    """Six training runs of the user's own checkpoints, two files each."""
-
-    name = "six-runs"
-    recipe = None
-    runs: list = []
-
-    def checkpoints(self):
-        return self.runs
-
-
 @pytest.fixture
-def six_runs(tmp_path) -> SixRuns:
-    task = SixRuns()
+def six_runs(tmp_path) -> CheckpointTask:
+    """Six training runs of the user's own checkpoints, two files each."""
+    task = CheckpointTask()
     runs = []
     for r in range(6):
         files = []
