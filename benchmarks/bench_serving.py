@@ -45,8 +45,8 @@ from raytda.core.projection import GaussianProjector
 from raytda.core.sparse_input import SparseInputProjection
 from raytda.core.train import load_weights, train_model
 from raytda.core.trak import kernel_solve, trak_scores
-from raytda.methods.trak import trak_block
 from raytda.data import Dataset
+from raytda.methods.trak import trak_block
 from raytda.models import build_model
 from raytda.specs import Setting
 

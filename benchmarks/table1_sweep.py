@@ -16,8 +16,8 @@ from raytda.core.masks import MaskSpec, fixed_masks
 from raytda.core.projection import GaussianProjector
 from raytda.core.train import half_subset, load_weights, train_model
 from raytda.core.trak import trak_scores
-from raytda.methods.trak import trak_block
 from raytda.data import Dataset
+from raytda.methods.trak import trak_block
 from raytda.models import build_model
 from raytda.settings import get_setting
 from raytda.specs import Setting, derive_seed
