@@ -13,9 +13,11 @@ It prints, per configuration, the training and serving cost on each cluster as a
 to the in-process run (the same configuration on the same resources, ``measured_on``,
 should cost the same wherever it ran: target within 15%), how the costs were timed
 (``timing``: costed jobs hold their node's timing slot, raytda.run.timing_slot), and the
-whole sweep's wall time per executor. Executors are interleaved per repeat, so all see
-the same background load, and each cost is the best of ``--repeats`` (load only ever
-inflates a time).
+whole sweep's wall time per executor. With ``--repeats`` > 1 it also prints the
+in-process repeats' spread per configuration (largest / smallest - 1 of the same work in
+the same process kind): the noise floor the ratios are read against. Executors are
+interleaved per repeat, so all see the same background load, and each cost is the best
+of ``--repeats`` (load only ever inflates a time).
 
 Usage::
 
@@ -80,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                 tables[name].append(df)
                 log(f"repeat {r}: {name}: sweep {wall:.1f} s (load average "
                     f"{os.getloadavg()[0]:.1f} after)")
-    best = {n: pd.concat(t).groupby(level=0)[["train_time_s", "serve_time_s"]].min()
-            for n, t in tables.items()}
+    cols = ["train_time_s", "serve_time_s"]
+    best = {n: pd.concat(t).groupby(level=0)[cols].min() for n, t in tables.items()}
+    # The noise floor: how far the in-process run's repeats of the same work lie apart
+    # (largest / smallest - 1); a ratio to in-process within it is no distortion.
+    spread = pd.concat(tables["local"]).groupby(level=0)[cols].agg(lambda v: v.max() / v.min() - 1)
     ref = best["local"]
     import ray
     import torch
@@ -89,12 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"raytda cost fidelity: `raytda sweep {a.sweep}`; {platform.node()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}; "
           f"best of {a.repeats}; load average after each run in the log")
-    headers = ["configuration", "train local s", "serve local s"]
+    headers = ["configuration", "train local s", "serve local s", "train local spread",
+               "serve local spread"]
     for n in names[1:]:
         headers += [f"train {n}/local", f"serve {n}/local"]
     rows, worst = [], {n: 0.0 for n in names[1:]}
     for label in ref.index:
-        row = [label, f"{ref.loc[label, 'train_time_s']:.3f}", f"{ref.loc[label, 'serve_time_s']:.3f}"]
+        row = [label, f"{ref.loc[label, 'train_time_s']:.3f}", f"{ref.loc[label, 'serve_time_s']:.3f}",
+               *(f"{spread.loc[label, c]:.1%}" if a.repeats > 1 else "-" for c in cols)]
         for n in names[1:]:
             for col in ("train_time_s", "serve_time_s"):
                 ratio = best[n].loc[label, col] / ref.loc[label, col]

@@ -6,9 +6,14 @@ fixed list of actors that all hold the same reservation. The executor needs more
 * affinity: a model's Q and block jobs go to the actor that trained or loaded the model
   (it holds the weights and the projections it built), an idle actor takes a job nobody
   holds next, and only then steals another actor's, rather than wait;
-* timing: while actors are still starting (a process importing torch, outside any timing
-  slot), only jobs whose time is nobody's cost are handed out, so no configuration's cost
-  is measured beside a start-up (bounded by :data:`STARTUP_GRACE_S`);
+* timing: a costed job holds its node's timing slot alone (:mod:`raytda.run.timing_slot`),
+  so the driver hands a node at most one costed job at a time, and nothing else while it
+  runs: an actor handed a job the slot would make wait is an actor that could have run
+  LDS trainings meanwhile. While other actors of a node run uncosted work, an idle one
+  takes uncosted work too, and a costed job goes to a node when it is otherwise idle;
+  while actors are still starting (a process importing torch, outside any timing slot),
+  only jobs whose time is nobody's cost are handed out, so no configuration's cost is
+  measured beside a start-up (bounded by :data:`STARTUP_GRACE_S`);
 * GPU shares per job: a job that ran out of CUDA memory gets an actor of its own with a
   larger share, which goes when the job is done;
 * a pool that follows the cluster: its size is re-read from the cluster's resources
@@ -51,6 +56,7 @@ class ActorSlot:
     node_id: str | None = None
     ready: bool = False
     busy: str | None = None  # key of the job it runs
+    busy_costed: bool = False  # the job it runs holds its node's timing slot exclusively
     dedicated: str | None = None  # a job retried on a larger share, alone on this actor
     since: float = dataclasses.field(default_factory=time.monotonic)  # when it was asked for
 
@@ -198,23 +204,33 @@ class ActorPool:
     def choose(self, slot: ActorSlot, ready: Iterable[Job]) -> Job | None:
         """The job ``slot`` should run, of ``ready``: one of its own models' first, then
         one nobody holds, then another actor's (an idle actor steals rather than wait).
-        While actors are still starting, only jobs that are nobody's cost are chosen."""
+
+        The node's timing slot decides what may go: nothing while a costed job runs on
+        the node; uncosted work first while other actors of the node run uncosted work
+        (a costed job would wait for them, idle); while actors are still starting, only
+        jobs that are nobody's cost."""
         now = time.monotonic()
+        neighbours = [s for s in self.ex.pool
+                      if s is not slot and s.busy is not None and s.node_id == slot.node_id]
+        if any(s.busy_costed for s in neighbours):
+            return None
         # Bounded: an actor waiting for resources that never come (a node the autoscaler
         # cannot add) must not hold costed work back for good.
         starting = any(not s.ready and now - s.since < STARTUP_GRACE_S for s in self.ex.pool)
-        best: tuple[int, Job] | None = None
+        best: tuple[int, int, Job] | None = None
         for job in ready:
             if starting and job.costed:
                 continue
             a = job.affinity()
             owner = self.owner.get(a) if a is not None else None
             rank = 0 if owner == slot.name and a is not None else 1 if owner is None else 2
-            if rank == 0:
+            # beside busy neighbours, a costed job is the last resort: it would only wait
+            wait = int(job.costed and bool(neighbours))
+            if (wait, rank) == (0, 0):
                 return job
-            if best is None or rank < best[0]:
-                best = (rank, job)
-        return None if best is None else best[1]
+            if best is None or (wait, rank) < best[:2]:
+                best = (wait, rank, job)
+        return None if best is None else best[2]
 
     def assign(self, slot: ActorSlot, job: Job) -> int:
         """``slot`` runs ``job`` now: it owns the job's model from here on if nobody does.
@@ -222,7 +238,7 @@ class ActorPool:
         a = job.affinity()
         if a is not None and a not in self.owner:
             self.owner[a] = slot.name
-        slot.busy = job.key
+        slot.busy, slot.busy_costed = job.key, job.costed
         # A node not seen yet (just joined) counts as the most crowded one known.
         return self.per_node.get(slot.node_id) or max(self.per_node.values(), default=1)
 

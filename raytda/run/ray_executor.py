@@ -292,7 +292,7 @@ class _Driver:
         ex, graph, recovery = self.ex, self.graph, self.recovery
         key, slot = self.running.pop(ref)
         graph.stopped(key)
-        slot.busy = None
+        slot.busy, slot.busy_costed = None, False
         try:
             out = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as e:
