@@ -70,7 +70,7 @@ class GPTTask(BuiltinTask):
 
 
 class ToyGPTTask(GPTTask):
-    """Markov-chain token sequences, no files; a 1-layer model trains in under a second."""
+    """1-layer GPT on Markov-chain token sequences, no files; trains in under a second."""
 
     name = "toy-gpt"
     CPU: ClassVar[dict[str, Any]] = dict(
@@ -88,7 +88,9 @@ class ToyGPTTask(GPTTask):
 
 
 class ShakespeareGPTTask(GPTTask):
-    """nanoGPT's character model on tiny Shakespeare, scaled down (module docstring)."""
+    """2-layer character GPT on tiny Shakespeare (nanoGPT's model, reduced for a CPU).
+
+    See the module docstring for what is reduced."""
 
     name = "shakespeare-gpt"
     DATA_NAME = "shakespeare"

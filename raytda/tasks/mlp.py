@@ -41,8 +41,9 @@ class MLPTask(BuiltinTask):
 
 
 class ToyMLPTask(MLPTask):
-    """Gaussian blobs in 8 dimensions, 3 classes (:func:`raytda.data.synthetic.load_synthetic`);
-    a model trains in milliseconds, for tests."""
+    """MLP 8-16-16-3 on Gaussian blobs, no files; trains in milliseconds, for tests.
+
+    Data: :func:`raytda.data.synthetic.load_synthetic`."""
 
     name = "toy-mlp"
     IN_DIM, N_CLASSES = 8, 3
@@ -60,8 +61,9 @@ class ToyMLPTask(MLPTask):
 
 
 class DigitsMLPTask(MLPTask):
-    """scikit-learn's bundled 8x8 digits, pixels in [0, 1]; needs no files (the default
-    setting of the CLI)."""
+    """MLP 64-128-64-10 on scikit-learn's bundled 8x8 digits, no files; the CLI's default.
+
+    Pixels in [0, 1] (``normalize=None``)."""
 
     name = "digits-mlp"
     IN_DIM, N_CLASSES = 64, 10
@@ -79,7 +81,9 @@ class DigitsMLPTask(MLPTask):
 
 
 class MNISTMLPTask(MLPTask):
-    """The paper's MNIST MLP, 784-128-64-10 (appendix B); reads the four MNIST IDX files."""
+    """MLP 784-128-64-10 on MNIST, the paper's setting and scale (appendix B).
+
+    Reads the four MNIST IDX files."""
 
     name = "mnist-mlp"
     DATA_NAME = "mnist"
@@ -98,8 +102,9 @@ class MNISTMLPTask(MLPTask):
 
 
 class CIFAR2MLPTask(MLPTask):
-    """The paper's CIFAR-2 (cat vs dog) MLP, 3072-120-84-2 (appendix B); reads
-    ``cifar2.npz``."""
+    """MLP 3072-120-84-2 on CIFAR-2 (cat vs dog), the paper's setting (appendix B).
+
+    Reads ``cifar2.npz``."""
 
     name = "cifar2-mlp"
     DATA_NAME = "cifar2"
