@@ -36,7 +36,6 @@ import torch
 from raytda import Sweep
 from raytda.attributor import DEFAULT_MEMORY_BYTES, Attributor
 from raytda.core.args import ComputeArgs
-from raytda.data.sources import load_data
 from raytda.ensembles import Ensemble, parse_ensemble
 from raytda.methods import Method
 from raytda.store import ArtifactStore
@@ -128,8 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         over["epochs"] = args.epochs
     task = get_task("mnist-mlp", data_dir=args.data_dir, **over)
     # New inputs: MNIST test images that are not in the task's test set.
-    more = load_data(task.setting.data.replace(n_test=args.n_test + args.batch))
-    x_new, y_new = more.x_test[args.n_test:], more.y_test[args.n_test:]
+    bigger = get_task("mnist-mlp", data_dir=args.data_dir, **{**over, "n_test": args.n_test + args.batch})
+    _, (xt, yt) = bigger.load()
+    x_new, y_new = xt[args.n_test:], yt[args.n_test:]
 
     ensembles = [parse_ensemble(e) for e in args.ensembles]
     compute = ComputeArgs()

@@ -4,7 +4,7 @@
     python benchmarks/bench_serving.py --data-dir ... --sweep                       # + sweep
     python benchmarks/bench_serving.py --data-dir ... --sweep --with-dattri-sweep   # + dattri loop
 
-Inputs are the registered setting's: MNIST normalized as dattri's benchmark does (mean
+Inputs are the built-in mnist-mlp task's: MNIST normalized as dattri's benchmark does (mean
 0.1307, std 0.3081), so both sides see the same normalized tensors and raytda's zero-input
 path skips the background value -0.4242 instead of 0 (``raytda/core/sparse_input.py``).
 
@@ -47,13 +47,12 @@ from raytda.core.train import load_weights, train_model
 from raytda.core.trak import kernel_solve, trak_scores
 from raytda.data import Dataset
 from raytda.methods.trak import trak_block
-from raytda.models import build_model
-from raytda.specs import Setting
+from raytda.tasks.mlp import MNISTMLPTask
 
 from common import (
     DEFAULT_DATA,
     fmt_rates,
-    load_setting,
+    load_mnist_task,
     log,
     matmul_gflops,
     mean_row_corr,
@@ -148,12 +147,12 @@ def raytda_breakdown(model: nn.Module, data: Dataset, k: int, seed: int,
 # --------------------------------------------------------------------------- serving
 
 
-def run_serving(args: argparse.Namespace, setting: Setting, data: Dataset) -> dict:
+def run_serving(args: argparse.Namespace, task: MNISTMLPTask, data: Dataset) -> dict:
     torch.manual_seed(0)
     log(f"training one checkpoint ({args.epochs} epochs, {data.n_train} samples)")
-    trained = train_model(setting.model, setting.recipe, data.x_train, data.y_train, seed=0)
+    trained = train_model(task.build_model, task.recipe, data.x_train, data.y_train, seed=0)
     state = trained.final
-    model = load_weights(setting.model, state)
+    model = load_weights(task.build_model(), state, data.x_train[:1])
     p, k = n_params(model), args.proj_dim
     compute = ComputeArgs(grad_batch=args.grad_batch, cpu_gemm=args.cpu_gemm,
                           sparse_inputs=args.sparse_inputs)
@@ -194,7 +193,7 @@ def run_serving(args: argparse.Namespace, setting: Setting, data: Dataset) -> di
         for b in (args.dattri_batches if use_dattri else []):
             # Interleave: raytda once per dattri run, so both see the same background load.
             ours = raytda_once()
-            last_dattri, t = serve_dattri(build_model(setting.model), [state], data, k, b)
+            last_dattri, t = serve_dattri(task.build_model(), [state], data, k, b)
             dattri.setdefault(b, []).append(t)
             agree[b] = mean_row_corr(ours, last_dattri)
             log(f"dattri batch {b}: {t:.2f} s (score agreement r={agree[b]:.3f})")
@@ -238,7 +237,7 @@ def run_serving(args: argparse.Namespace, setting: Setting, data: Dataset) -> di
     out = {"raytda_s": r_best, "raytda_runs": runs_r, "dattri": dattri, "agree": agree,
            "breakdown": br, "machine_gflops": machine, "p": p}
 
-    norm = setting.data.normalize
+    norm = task.settings["normalize"]
     inputs = "pixels / 255" if norm is None else f"inputs normalized (mean {norm[0]}, std {norm[1]})"
     print(f"\n## TRAK serving, MNIST-MLP ({p:,} params), k={k}, "
           f"{data.n_train} train + {data.n_test} test, {inputs}, I=1, CPU, "
@@ -363,17 +362,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    loaded = load_setting(args)
+    loaded = load_mnist_task(args)
     if loaded is None:
         return 0
-    setting, data = loaded
+    task, data = loaded
     print(f"# raytda serving benchmark ({time.strftime('%Y-%m-%d %H:%M')}, torch "
           f"{torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.1f} at start)")
     np.random.seed(0)
-    serving = None if args.skip_serving else run_serving(args, setting, data)
+    serving = None if args.skip_serving else run_serving(args, task, data)
     if args.sweep:
-        run_sweep(args, setting, data, serving)
+        run_sweep(args, task, data, serving)
     print(f"\n(load average {os.getloadavg()[0]:.1f} at end)")
     return 0
 

@@ -13,9 +13,8 @@ import torch
 
 from raytda.core import gemm
 from raytda.data import DataError, Dataset
-from raytda.data.sources import load_data
-from raytda.settings import get_setting
-from raytda.specs import Setting
+from raytda.tasks import get_task
+from raytda.tasks.mlp import MNISTMLPTask
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
@@ -83,18 +82,18 @@ def mean_row_corr(a: torch.Tensor, b: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- setup
 
 
-def load_setting(args: argparse.Namespace) -> tuple[Setting, Dataset] | None:
-    """The MNIST-MLP setting and its data, or None (with a message) if the data is missing."""
+def load_mnist_task(args: argparse.Namespace) -> tuple[MNISTMLPTask, Dataset] | None:
+    """The MNIST-MLP task and its data, or None (with a message) if the data is missing."""
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         print(f"SKIP: MNIST directory {data_dir} not found; pass --data-dir pointing at the "
               f"IDX files (train-images-idx3-ubyte[.gz], ...).")
         return None
-    setting = get_setting("mnist-mlp", data_dir=str(data_dir), n_train=args.n_train,
-                          n_test=args.n_test, epochs=args.epochs)
+    task = get_task("mnist-mlp", data_dir=str(data_dir), n_train=args.n_train,
+                    n_test=args.n_test, epochs=args.epochs)
     try:
-        data = load_data(setting.data)
+        (x, y), (xt, yt) = task.load()
     except (DataError, FileNotFoundError) as e:
         print(f"SKIP: could not load MNIST from {data_dir}: {e}")
         return None
-    return setting, data
+    return task, Dataset(x, y, xt, yt)

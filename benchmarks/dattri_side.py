@@ -12,10 +12,7 @@ from torch import nn  # noqa: E402
 
 from raytda.core.network import Network  # noqa: E402
 from raytda.core.outputs import margin  # noqa: E402
-from raytda.core.train import example_input  # noqa: E402
 from raytda.data import Dataset  # noqa: E402
-from raytda.models import build_model  # noqa: E402
-from raytda.specs import ModelSpec  # noqa: E402
 
 
 def margin_target(model: nn.Module):
@@ -44,9 +41,9 @@ class FixedMaskMLP(nn.Module):
     the same gradient layout) as raytda's masked member.
     """
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
         super().__init__()
-        self.net = Network(build_model(spec), example_input(spec))
+        self.net = Network(model, example)
         for s, w in enumerate(self.net.mask_sizes):
             self.register_buffer(f"mask{s}", torch.ones(w))
 

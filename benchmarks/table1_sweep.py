@@ -18,9 +18,9 @@ from raytda.core.train import half_subset, load_weights, train_model
 from raytda.core.trak import trak_scores
 from raytda.data import Dataset
 from raytda.methods.trak import trak_block
-from raytda.models import build_model
-from raytda.settings import get_setting
-from raytda.specs import Setting, derive_seed
+from raytda.specs import derive_seed
+from raytda.tasks import get_task
+from raytda.tasks.mlp import MNISTMLPTask
 
 from common import log, mean_row_corr, table
 from dattri_side import FixedMaskMLP, dattri_available, serve_dattri
@@ -48,25 +48,25 @@ def table1_configs(max_i: int, d: int) -> list[Config]:
             + [Config("dropout", i, d) for i in range(1, max_i + 1)])
 
 
-def member_mask(setting: Setting, i: int, d: int | None) -> MaskSpec | None:
+def member_mask(task: MNISTMLPTask, i: int, d: int | None) -> MaskSpec | None:
     if d is None:
         return None
-    return MaskSpec(seed=derive_seed("bench-mask", i, d), rate=setting.model.dropout)
+    return MaskSpec(seed=derive_seed("bench-mask", i, d), rate=task.settings["dropout"])
 
 
 def member_proj_seed(i: int, d: int | None) -> int:
     return derive_seed("bench-proj", i, -1 if d is None else d)
 
 
-def train_member_model(setting: Setting, data: Dataset, i: int) -> tuple[dict, float]:
+def train_member_model(task: MNISTMLPTask, data: Dataset, i: int) -> tuple[dict, float]:
     """Model i of the ensemble: TRAK's recipe, a random half of the train set, seed i."""
     sub = torch.from_numpy(half_subset(data.n_train, derive_seed("bench-subset", i)))
-    trained = train_model(setting.model, setting.recipe, data.x_train[sub], data.y_train[sub],
+    trained = train_model(task.build_model, task.recipe, data.x_train[sub], data.y_train[sub],
                           seed=derive_seed("bench-train", i))
     return trained.final, trained.train_time_s
 
 
-def raytda_sweep(setting: Setting, data: Dataset, configs: list[Config], k: int,
+def raytda_sweep(task: MNISTMLPTask, data: Dataset, configs: list[Config], k: int,
                       compute: ComputeArgs) -> dict:
     """The sweep with raytda's work sharing, written against the compute core.
 
@@ -82,7 +82,7 @@ def raytda_sweep(setting: Setting, data: Dataset, configs: list[Config], k: int,
     max_i = max(c.I for c in configs)
     states, train_s = {}, 0.0
     for i in range(max_i):
-        states[i], t = train_member_model(setting, data, i)
+        states[i], t = train_member_model(task, data, i)
         train_s += t
         log(f"raytda sweep: trained model {i} in {t:.1f} s")
     blocks: dict[tuple[int, int | None], torch.Tensor] = {}
@@ -93,8 +93,8 @@ def raytda_sweep(setting: Setting, data: Dataset, configs: list[Config], k: int,
             if member in blocks:
                 continue
             i, d = member
-            model = load_weights(setting.model, states[i])
-            mask = member_mask(setting, i, d)
+            model = load_weights(task.build_model(), states[i], data.x_train[:1])
+            mask = member_mask(task, i, d)
             proj = GaussianProjector(n_params(model), k, member_proj_seed(i, d),
                                      compute.proj_memory_bytes, compute.device,
                                      cpu_gemm=compute.cpu_gemm)
@@ -109,7 +109,7 @@ def raytda_sweep(setting: Setting, data: Dataset, configs: list[Config], k: int,
             "trainings": max_i, "member_blocks": len(blocks), "scores": scores}
 
 
-def dattri_sweep_loop(setting: Setting, data: Dataset, configs: list[Config], k: int,
+def dattri_sweep_loop(task: MNISTMLPTask, data: Dataset, configs: list[Config], k: int,
                       batch: int) -> dict:
     """The same sweep as a plain loop over dattri: every configuration from scratch.
 
@@ -124,18 +124,18 @@ def dattri_sweep_loop(setting: Setting, data: Dataset, configs: list[Config], k:
     for c in configs:
         states = {}
         for i in range(c.I):
-            states[i], t = train_member_model(setting, data, i)
+            states[i], t = train_member_model(task, data, i)
             train_s += t
             trainings += 1
         t1 = time.perf_counter()
         if c.kind == "naive":
-            model: nn.Module = build_model(setting.model)
+            model: nn.Module = task.build_model()
             ckpts = [states[i] for i, _ in c.members()]
         else:
-            model = FixedMaskMLP(setting.model)
+            model = FixedMaskMLP(task.build_model(), data.x_train[:1])
             ckpts = []
             for i, d in c.members():
-                spec = member_mask(setting, i, d)
+                spec = member_mask(task, i, d)
                 masks = fixed_masks(spec, model.net.mask_sizes)
                 ck = {f"net.module.{key}": v for key, v in states[i].items()}
                 ck.update({f"mask{s}": m for s, m in enumerate(masks)})
@@ -148,7 +148,7 @@ def dattri_sweep_loop(setting: Setting, data: Dataset, configs: list[Config], k:
             "trainings": trainings, "member_blocks": servings, "scores": scores}
 
 
-def dattri_member_time(args: argparse.Namespace, serving: dict | None, setting: Setting,
+def dattri_member_time(args: argparse.Namespace, serving: dict | None, task: MNISTMLPTask,
                        data: Dataset) -> tuple[int, float]:
     """dattri's fastest batch size and its single-member serving time.
 
@@ -158,29 +158,29 @@ def dattri_member_time(args: argparse.Namespace, serving: dict | None, setting: 
     if serving and serving.get("dattri"):
         best = min(serving["dattri"], key=lambda b: min(serving["dattri"][b]))
         return best, min(serving["dattri"][best])
-    state, _ = train_member_model(setting, data, 0)
-    by_batch = {b: serve_dattri(build_model(setting.model), [state], data, args.proj_dim, b)[1]
+    state, _ = train_member_model(task, data, 0)
+    by_batch = {b: serve_dattri(task.build_model(), [state], data, args.proj_dim, b)[1]
                 for b in args.dattri_batches}
     log(f"dattri single member: {by_batch} s by batch size")
     best = min(by_batch, key=by_batch.get)
     return best, by_batch[best]
 
 
-def run_sweep(args: argparse.Namespace, setting: Setting, data: Dataset,
+def run_sweep(args: argparse.Namespace, task: MNISTMLPTask, data: Dataset,
               serving: dict | None) -> None:
     configs = table1_configs(args.sweep_max_i, args.sweep_d)
-    sweep_setting = get_setting("mnist-mlp", data_dir=args.data_dir, n_train=args.n_train,
-                                n_test=args.n_test, epochs=args.sweep_epochs)
+    sweep_task = get_task("mnist-mlp", data_dir=args.data_dir, n_train=args.n_train,
+                          n_test=args.n_test, epochs=args.sweep_epochs)
     compute = ComputeArgs(grad_batch=args.grad_batch, cpu_gemm=args.cpu_gemm,
                           sparse_inputs=args.sparse_inputs)
     log(f"sweep: {', '.join(c.label for c in configs)}")
-    r = raytda_sweep(sweep_setting, data, configs, args.proj_dim, compute)
+    r = raytda_sweep(sweep_task, data, configs, args.proj_dim, compute)
     n_train_loop = sum(c.I for c in configs)
     n_serve_loop = sum(len(c.members()) for c in configs)
     rows = [["raytda (shared work)", r["trainings"], r["member_blocks"], f"{r['train_s']:.0f}",
              f"{r['serve_s']:.0f}", f"{r['wall_s']:.0f}", "1.00", "measured"]]
     if dattri_available() and not args.skip_dattri:
-        d_batch, per_member = dattri_member_time(args, serving, sweep_setting, data)
+        d_batch, per_member = dattri_member_time(args, serving, sweep_task, data)
         # The estimate uses this run's own measurements: raytda's time per training (same
         # trainer, same seeds) and dattri's best single-member serving time.
         per_train = r["train_s"] / r["trainings"]
@@ -191,7 +191,7 @@ def run_sweep(args: argparse.Namespace, setting: Setting, data: Dataset,
                      "estimated from one member" + ("" if args.with_dattri_sweep
                                                     else " (--with-dattri-sweep to measure)")])
         if args.with_dattri_sweep:
-            d = dattri_sweep_loop(sweep_setting, data, configs, args.proj_dim, d_batch)
+            d = dattri_sweep_loop(sweep_task, data, configs, args.proj_dim, d_batch)
             agree = statistics.mean(mean_row_corr(r["scores"][c.label], d["scores"][c.label])
                                     for c in configs)
             rows.append([f"dattri loop (batch {d_batch})", d["trainings"], d["member_blocks"],

@@ -34,8 +34,8 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
-#: CPU-scale reductions of the registered settings. The Task classes (cifar2-resnet9,
-#: maestro-mt) carry their own CPU scale, stated in their files; these are the MLPs'.
+#: CPU-scale reductions for the experiments. cifar2-resnet9 and maestro-mt carry their own
+#: CPU scale in their task classes; the MLPs' one scale is the paper's, reduced here.
 CPU_OVERRIDES: dict[str, dict[str, Any]] = {
     "mnist-mlp": dict(n_train=1000, n_test=100, epochs=20),
     "cifar2-mlp": dict(n_train=1000, n_test=100, epochs=20),
@@ -52,7 +52,7 @@ CPU_REASONS: dict[str, str] = {
                   "train / 50 test, Adam lr 1e-3 batch 32 instead of 6 layers, d 512 (13.1M), "
                   "256 events, 5000 / 178, lr 1e-4 batch 64 (raytda/tasks/maestro_mt.py)",
     "shakespeare-gpt": "nanoGPT's character model reduced to 2 layers, d 64, context 64, 2000 "
-                       "train windows (raytda/settings.py); the registered setting has one scale",
+                       "train windows (raytda/tasks/gpt.py); the task has one scale",
 }
 
 
@@ -120,13 +120,9 @@ def settings_of(a: argparse.Namespace) -> list[str]:
 
 def data_name(setting: str) -> str | None:
     """The data directory name of a built-in setting (None: no files needed)."""
-    from raytda.data.location import DIR_NAMES
-    from raytda.settings import get_setting
-    from raytda.tasks import TASKS, task_class
+    from raytda.tasks import task_class
 
-    if setting in TASKS:
-        return task_class(setting).DATA_NAME
-    return DIR_NAMES.get(get_setting(setting).data.source)
+    return task_class(setting).DATA_NAME or None
 
 
 def resolve(a: argparse.Namespace, prog: str) -> int:

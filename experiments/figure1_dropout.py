@@ -26,7 +26,7 @@ import sys
 import common
 
 PROG = "figure1_dropout.py"
-SETTINGS = ("mnist-mlp", "cifar2-mlp", "cifar2-resnet9", "maestro-mt")
+PAPER_SETTINGS = ("mnist-mlp", "cifar2-mlp", "cifar2-resnet9", "maestro-mt")
 #: Table 1 of the paper (MNIST-MLP, TRAK): (kind, D) -> {I: LDS}
 PAPER_MNIST = {("naive", None): {1: 0.122, 3: 0.217, 5: 0.275},
                ("dropout", 10): {1: 0.249, 3: 0.399, 5: 0.457},
@@ -52,7 +52,7 @@ def ensembles(i_values: list[int], d_values: list[int]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common.parser(__doc__, SETTINGS)
+    p = common.parser(__doc__, PAPER_SETTINGS)
     p.add_argument("--I", default="1,3,5", help="independently trained models (paper: up to 25)")
     p.add_argument("--D", default="10", help="dropout-masked passes per model (paper: 3, 10, 25)")
     a = common.parse(p, argv)

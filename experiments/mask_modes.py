@@ -44,14 +44,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from raytda import ComputeArgs, LDSSpec, Sweep
     from raytda.data import DataError
-    from raytda.data.location import setting_data_dir
+    from raytda.data.location import optional_data_dir
     from raytda.ensembles import Ensemble
     from raytda.run.device import resolve_device
-    from raytda.settings import get_setting
     from raytda.specs import SpecError
+    from raytda.tasks import task_class
 
     try:  # bad flags or missing data: one line, before any work
-        found = setting_data_dir(get_setting(a.setting).data.source, a.data_dir)
+        found = optional_data_dir(task_class(a.setting).DATA_NAME, a.data_dir)
         a.data_dir = None if found is None else str(found)
         # With --executor ray the jobs run on the cluster's nodes, not in this process.
         a.device = resolve_device(a.device, on_cluster=a.executor == "ray")

@@ -30,7 +30,7 @@ import pandas as pd
 import common
 
 PROG = "tables3_7_costs.py"
-SETTINGS = ("mnist-mlp", "cifar2-mlp", "cifar2-resnet9", "maestro-mt")
+PAPER_SETTINGS = ("mnist-mlp", "cifar2-mlp", "cifar2-resnet9", "maestro-mt")
 I_VALUES = (1, 3, 5, 10, 25)
 PAPER_T3 = {  # MB: (Dropout, forward-only by D = 3, 10, 25), I = 5
     "mnist-mlp": (342, {3: 636, 10: 1956, 25: 4787}),
@@ -171,7 +171,7 @@ def table7(f3: pd.DataFrame | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common.parser(__doc__, SETTINGS)
+    p = common.parser(__doc__, PAPER_SETTINGS)
     a = common.parse(p, argv)
     if common.resolve(a, PROG) or common.check_notes(a, PROG):
         return 2

@@ -21,8 +21,7 @@ if TYPE_CHECKING:  # the lazy names' definitions, for type checkers and IDEs
     from raytda.ground_truth import GroundTruth
     from raytda.methods import AttributionMethod, Method, register_method
     from raytda.plan.planner import SweepSpec
-    from raytda.settings import get_setting
-    from raytda.specs import LDSSpec, LoRASpec, Recipe, Setting, SpecError
+    from raytda.specs import LDSSpec, LoRASpec, Recipe, SpecError
     from raytda.store import ArtifactStore
     from raytda.task import Task
     from raytda.tasks import get_task, register_task
@@ -34,7 +33,6 @@ _LAZY = {
     "Task": "raytda.task",
     "Attributor": "raytda.attributor",
     "GroundTruth": "raytda.ground_truth",
-    "Setting": "raytda.specs",
     "Ensemble": "raytda.ensembles",
     "EnsembleKind": "raytda.ensembles",
     "Method": "raytda.methods",
@@ -47,7 +45,6 @@ _LAZY = {
     "register_method": "raytda.methods",
     "register_ensemble": "raytda.ensembles",
     "register_task": "raytda.tasks",
-    "get_setting": "raytda.settings",
     "get_task": "raytda.tasks",
     "ArtifactStore": "raytda.store",
     "ComputeArgs": "raytda.core.args",
@@ -57,10 +54,10 @@ _LAZY = {
 # tests/test_public_api.py checks that it, _LAZY and the TYPE_CHECKING imports agree.
 __all__ = [
     "__version__",
-    "Sweep", "SweepSpec", "Task", "Attributor", "GroundTruth", "Setting",
+    "Sweep", "SweepSpec", "Task", "Attributor", "GroundTruth",
     "Ensemble", "EnsembleKind", "Method", "AttributionMethod",
     "LDSSpec", "LoRASpec", "Recipe", "SpecError", "ModelOutput",
-    "register_method", "register_ensemble", "register_task", "get_setting", "get_task",
+    "register_method", "register_ensemble", "register_task", "get_task",
     "ArtifactStore", "ComputeArgs",
 ]
 

@@ -17,7 +17,7 @@ from raytda.plan.jobs import Evaluate, Truth
 from raytda.plan.planner import Plan, SweepSpec, clear_stale, make_plan
 from raytda.results import stored_scores
 from raytda.run.executors import make_executor
-from raytda.specs import LDSSpec, Setting, SpecError
+from raytda.specs import LDSSpec, SpecError
 from raytda.store import ArtifactStore
 from raytda.task import Task
 from raytda.tasks import as_task
@@ -35,7 +35,7 @@ def _listify(x: Any, single: tuple[type, ...]) -> list:
 class Sweep:
     """A sweep of ensemble configurations over one or more Tasks, run once per artifact.
 
-    ``tasks`` are built-in names (``"digits-mlp"``), Settings or your own
+    ``tasks`` are built-in names (``"digits-mlp"``) or your own
     :class:`~raytda.task.Task` objects. Configurations are the grid ``methods`` x
     ``ensembles`` (pairs that cannot run together, e.g. Grad-Dot with a forward-only
     Dropout Ensemble, are skipped with one logged line each), or exactly the
@@ -53,7 +53,7 @@ class Sweep:
 
     def __init__(
         self,
-        tasks: str | Task | Setting | Sequence[str | Task | Setting] = "digits-mlp",
+        tasks: str | Task | Sequence[str | Task] = "digits-mlp",
         methods: str | Method | Sequence[str | Method] | None = None,
         ensembles: Iterable[str | Ensemble] | None = None,
         lds: Truth | object = _DEFAULT_LDS,
@@ -68,7 +68,7 @@ class Sweep:
         configurations: Iterable[tuple[str | Method, str | Ensemble]] | None = None,
         **setting_overrides: Any,
     ) -> None:
-        tasks = _listify(tasks, (str, Task, Setting))
+        tasks = _listify(tasks, (str, Task))
         if configurations is not None and (methods is not None or ensembles is not None):
             raise SpecError("give either configurations (method, ensemble pairs) or the "
                             "methods x ensembles grid, not both")

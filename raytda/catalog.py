@@ -69,20 +69,15 @@ def setting_rows() -> list[dict[str, str]]:
     """Every built-in Task at the scale ``--setting NAME`` runs (sizes, epochs, model
     parameters: each model is built once, on the CPU; no data is read)."""
     from raytda.tasks import get_task, task_names
-    from raytda.tasks.scaled import ScaledTask
-    from raytda.tasks.setting import SettingTask
+    from raytda.tasks.builtin import BuiltinTask
 
     rows = []
     for name in task_names():
         task = get_task(name)
         n_train = n_test = "-"
-        if isinstance(task, SettingTask):
-            n_train, n_test = task.setting.data.n_train, task.setting.data.n_test
-            what = f"{task.setting.model.arch} on {task.setting.data.source}"
-        else:
-            if isinstance(task, ScaledTask):
-                n_train, n_test = task.settings["n_train"], task.settings["n_test"]
-            what = summary(task)
+        if isinstance(task, BuiltinTask):
+            n_train, n_test = task.settings["n_train"], task.settings["n_test"]
+        what = summary(task)
         params = sum(p.numel() for p in task.build_model().parameters())
         epochs = task.recipe.epochs if task.recipe is not None else "-"
         rows.append({"setting": name, "n_train": str(n_train), "n_test": str(n_test),

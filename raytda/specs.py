@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from raytda.errors import RaytdaError
@@ -83,129 +83,7 @@ class Spec:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
-# --------------------------------------------------------------------------- setting
-
-@dataclass(frozen=True)
-class DataSpec(Spec):
-    """Which samples of a built-in source (:mod:`raytda.data.sources`): sizes and seed.
-
-    ``root`` is where the files are; it is not part of the content key because the same
-    files may live in different places on different machines. ``seq_len`` is the number of
-    predicted tokens per sample for token sources (None otherwise; left out of the key then).
-
-    ``normalize`` is ``(mean, std)``: image sources (MNIST, CIFAR-2, digits) scale pixels to
-    [0, 1] and then, when it is set, map every feature v to ``(v - mean) / std``, as a
-    torchvision ``Normalize`` with the same constant for every channel. None (no
-    normalization) is left out of the key, so specs that never set it keep their keys. The
-    paper's benchmark (dattri 0.3.0) normalizes; :data:`PAPER_NORMALIZE` holds its constants.
-    """
-
-    source: str
-    n_train: int
-    n_test: int
-    seed: int = 0
-    root: str | None = field(default=None, compare=False)
-    seq_len: int | None = None
-    normalize: tuple[float, float] | None = None
-
-    def __post_init__(self) -> None:
-        _check(bool(self.source), "data source must be non-empty")
-        _check(self.n_train >= 2, f"n_train must be >= 2, got {self.n_train}")
-        _check(self.n_test >= 1, f"n_test must be >= 1, got {self.n_test}")
-        _check(self.seq_len is None or (isinstance(self.seq_len, int) and self.seq_len >= 1),
-               f"seq_len (tokens per sample) must be None or an integer >= 1, "
-               f"got {self.seq_len!r}")
-        if self.normalize is not None:
-            _check(len(self.normalize) == 2,
-                   f"normalize must be (mean, std) or None, got {self.normalize!r}")
-            mean, std = (float(v) for v in self.normalize)
-            _check(std > 0, f"normalize std must be > 0, got {std}")
-            object.__setattr__(self, "normalize", (mean, std))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d.pop("root")
-        for name in ("seq_len", "normalize"):  # unset: left out, so older keys stay valid
-            if d[name] is None:
-                d.pop(name)
-            elif name == "normalize":
-                d[name] = list(d[name])
-        return d
-
-
-# Per-dataset (mean, std) of dattri 0.3.0's benchmark loaders (benchmark/datasets/mnist and
-# .../cifar: torchvision ``Normalize((0.1307,), (0.3081,))`` and ``Normalize((0.5,) * 3,
-# (0.5,) * 3)`` after ``ToTensor``), which the paper's experiments use.
-PAPER_NORMALIZE: dict[str, tuple[float, float]] = {
-    "mnist": (0.1307, 0.3081),
-    "cifar2": (0.5, 0.5),
-}
-
-
-MODEL_ARCHS = ("mlp", "gpt")
-# The fields each architecture uses; the others must stay unset and are left out of the key
-# (so adding the GPT fields left the keys of MLP settings unchanged).
-ARCH_FIELDS = {
-    "mlp": ("in_dim", "hidden", "out_dim"),
-    "gpt": ("vocab", "n_layer", "n_head", "d_model", "block_size"),
-}
-
-
-@dataclass(frozen=True)
-class ModelSpec(Spec):
-    """An MLP with a dropout site after every hidden layer, or a small causal Transformer.
-
-    ``mlp``: ``ModelSpec("mlp", in_dim, hidden, out_dim, dropout)``.
-    ``gpt``: ``ModelSpec("gpt", vocab=65, n_layer=2, n_head=4, d_model=64, block_size=64)``,
-    a decoder-only language model over ``vocab`` tokens and contexts up to ``block_size``
-    (see :mod:`raytda.models.gpt`); ``dropout`` is the rate of its dropout sites.
-    """
-
-    arch: str
-    in_dim: int | None = None
-    hidden: tuple[int, ...] = ()
-    out_dim: int | None = None
-    dropout: float = 0.1
-    vocab: int | None = None
-    n_layer: int | None = None
-    n_head: int | None = None
-    d_model: int | None = None
-    block_size: int | None = None
-
-    def __post_init__(self) -> None:
-        _check(self.arch in MODEL_ARCHS,
-               f"unknown model arch {self.arch!r}; choose one of {list(MODEL_ARCHS)}")
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        _check(0.0 <= self.dropout < 1.0, f"dropout rate must be in [0, 1), got {self.dropout}")
-        other = [f for a, fs in ARCH_FIELDS.items() if a != self.arch for f in fs]
-        stray = [f for f in other if getattr(self, f) not in (None, ())]
-        _check(not stray, f"field(s) {stray} do not apply to arch {self.arch!r}")
-        if self.arch == "mlp":
-            _check(self.in_dim is not None and self.out_dim is not None,
-                   "an 'mlp' needs in_dim and out_dim")
-            _check(self.in_dim >= 1 and self.out_dim >= 2 and all(h >= 1 for h in self.hidden),
-                   "model dimensions must be positive and out_dim >= 2")
-            return
-        missing = [f for f in ARCH_FIELDS["gpt"] if getattr(self, f) is None]
-        _check(not missing, f"a 'gpt' needs {missing} (e.g. vocab=65, n_layer=2, n_head=4, "
-                            f"d_model=64, block_size=64)")
-        _check(all(isinstance(getattr(self, f), int) and getattr(self, f) >= 1
-                   for f in ARCH_FIELDS["gpt"]), "gpt sizes must be integers >= 1")
-        _check(self.vocab >= 2, f"vocab must be >= 2, got {self.vocab}")
-        _check(self.d_model % self.n_head == 0,
-               f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
-
-    @property
-    def generative(self) -> bool:
-        """Whether the model is a language model (output: sequence log-likelihood)."""
-        return self.arch == "gpt"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        for f in (f for a, fs in ARCH_FIELDS.items() if a != self.arch for f in fs):
-            d.pop(f)
-        return d
-
+# --------------------------------------------------------------------------- training
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -293,46 +171,6 @@ class LoRASpec(Spec):
         epochs = self.epochs or max(1, recipe.epochs // 2)
         return recipe.replace(epochs=epochs, checkpoint_epochs=(),
                               lr=self.lr if self.lr is not None else recipe.lr)
-
-
-@dataclass(frozen=True)
-class Setting(Spec):
-    """A complete experimental setting: data, model and training recipe.
-
-    ``lora`` configures LoRA Ensembles (None: :class:`LoRASpec` defaults); it is left out of
-    the key when None, so settings that never set it keep their keys.
-    """
-
-    name: str
-    data: DataSpec
-    model: ModelSpec
-    recipe: Recipe
-    lora: LoRASpec | None = None
-    _nested: ClassVar[dict[str, type]] = {"data": DataSpec, "model": ModelSpec, "recipe": Recipe,
-                                          "lora": LoRASpec}
-
-    def __post_init__(self) -> None:
-        _check(bool(self.name), "setting name must be non-empty")
-        text = self.data.seq_len is not None
-        if self.model.generative:
-            _check(text, f"a {self.model.arch!r} model needs token sequences: give the data "
-                         f"spec a seq_len")
-            _check(self.data.seq_len <= self.model.block_size,
-                   f"seq_len {self.data.seq_len} exceeds the model's block_size "
-                   f"{self.model.block_size}")
-        else:
-            _check(not text, f"seq_len is for token sequences and needs a generative model "
-                             f"(arch 'gpt'), not {self.model.arch!r}")
-
-    @property
-    def lora_spec(self) -> LoRASpec:
-        return self.lora if self.lora is not None else LoRASpec()
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        if d["lora"] is None:
-            d.pop("lora")
-        return d
 
 
 # --------------------------------------------------------------------------- members

@@ -1,7 +1,7 @@
 """Shared test fixtures.
 
 Core fixtures (kept tiny on purpose so that every core test file runs in seconds): the
-'toy-mlp' setting, its synthetic data and two trained models. Session fixtures added by
+'toy-mlp' task, its synthetic data and two trained models. Session fixtures added by
 other layers (e.g. a Ray session) belong below this block.
 """
 
@@ -16,33 +16,33 @@ from torch import nn
 
 from raytda.core.train import load_weights, train_model
 from raytda.data import Dataset
-from raytda.data.sources import load_data
-from raytda.settings import get_setting
-from raytda.specs import Setting
+from raytda.tasks import get_task
+from raytda.tasks.mlp import ToyMLPTask
 
 
 @pytest.fixture(scope="session")
-def toy_setting() -> Setting:
-    """The registry's synthetic setting: 60 train / 12 test samples, an 8-16-16-3 MLP."""
-    return get_setting("toy-mlp")
+def toy_task() -> ToyMLPTask:
+    """The built-in synthetic task: 60 train / 12 test samples, an 8-16-16-3 MLP."""
+    return get_task("toy-mlp")
 
 
 @pytest.fixture(scope="session")
-def toy_data(toy_setting: Setting) -> Dataset:
-    return load_data(toy_setting.data)
+def toy_data(toy_task: ToyMLPTask) -> Dataset:
+    (x, y), (xt, yt) = toy_task.load()
+    return Dataset(x, y, xt, yt)
 
 
 @pytest.fixture(scope="session")
-def toy_models(toy_setting: Setting, toy_data: Dataset) -> tuple[nn.Module, nn.Module]:
+def toy_models(toy_task: ToyMLPTask, toy_data: Dataset) -> tuple[nn.Module, nn.Module]:
     """Two independently trained toy models (seeds 0 and 1), in eval mode.
 
     Tests must not modify them in place: they are shared by the whole session.
     """
     out = []
     for seed in (0, 1):
-        trained = train_model(toy_setting.model, toy_setting.recipe,
+        trained = train_model(toy_task.build_model, toy_task.recipe,
                               toy_data.x_train, toy_data.y_train, seed=seed)
-        out.append(load_weights(toy_setting.model, trained.final))
+        out.append(load_weights(toy_task.build_model(), trained.final, toy_data.x_train[:1]))
     return out[0], out[1]
 
 

@@ -9,25 +9,25 @@ import torch
 
 from raytda import Sweep
 from raytda.attributor import Attributor
-from raytda.data.sources import load_data
+from raytda.data.synthetic import load_synthetic
 from raytda.ensembles import Ensemble
 from raytda.features.dense import DenseFeaturizer
 from raytda.methods import Method
 from raytda.specs import SpecError
 from raytda.tasks import get_task
-from raytda.tasks.setting import SettingTask
+from raytda.tasks.mlp import ToyMLPTask
 
 METHOD = Method("trak", proj_dim=16)
 ENSEMBLES = (Ensemble("naive", 2), Ensemble("dropout", 1, 3),
              Ensemble("dropout", 1, 3, mask_mode="per-sample"))
 
 
-class HeldOutTask(SettingTask):
+class HeldOutTask(ToyMLPTask):
     """The toy task with another test set: same train side (``train_key``), so a sweep of
     it reuses the models and Q of the built-in toy task's sweep."""
 
-    def __init__(self, setting, x: torch.Tensor, y: torch.Tensor) -> None:
-        super().__init__(setting)
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().__init__()
         self.x, self.y = x, y
 
     def test_data(self):
@@ -38,7 +38,7 @@ class HeldOutTask(SettingTask):
         return {"held_out": h.hexdigest()[:16]}
 
     def __reduce__(self):
-        return (HeldOutTask, (self.setting, self.x, self.y))
+        return (HeldOutTask, (self.x, self.y))
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -57,12 +57,12 @@ def finished(tmp_path_factory, one_torch_thread):
 @pytest.fixture(scope="module")
 def held_out():
     """Toy inputs from the same distribution that are not in the toy test set."""
-    setting = get_task("toy-mlp").setting
-    more = load_data(setting.data.replace(n_test=setting.data.n_test + 8))
-    x, y = more.x_test[setting.data.n_test:], more.y_test[setting.data.n_test:]
-    test_x = load_data(setting.data).x_test
+    s = get_task("toy-mlp").settings
+    more = load_synthetic(s["n_train"], s["n_test"] + 8, s["seed"])
+    x, y = more.x_test[s["n_test"]:], more.y_test[s["n_test"]:]
+    test_x = load_synthetic(s["n_train"], s["n_test"], s["seed"]).x_test
     assert not any(torch.equal(r, t) for r in x for t in test_x)
-    return setting, x, y
+    return x, y
 
 
 @pytest.mark.parametrize("ens", ENSEMBLES, ids=lambda e: e.label)
@@ -87,12 +87,12 @@ def test_per_sample_masks_follow_the_row_number(finished):
 
 
 def test_new_inputs_score_as_if_they_were_in_a_test_set(finished, held_out):
-    setting, x, y = held_out
+    x, y = held_out
     attrs = {ens: Attributor.from_sweep(finished, ens) for ens in ENSEMBLES}
     new = {ens: a.scores(x, y) for ens, a in attrs.items()}
     assert all(torch.isfinite(s).all() for s in new.values())
 
-    second = Sweep(HeldOutTask(setting, x, y), METHOD, ENSEMBLES, lds=None,
+    second = Sweep(HeldOutTask(x, y), METHOD, ENSEMBLES, lds=None,
                    store=str(finished.store.uri), progress=False)
     kinds = {j.kind for j in second.plan().todo}
     assert "model" not in kinds and "q" not in kinds  # the train side is reused
@@ -103,7 +103,7 @@ def test_new_inputs_score_as_if_they_were_in_a_test_set(finished, held_out):
 
 
 def test_the_train_side_is_not_recomputed(finished, held_out, monkeypatch):
-    _, x, y = held_out
+    x, y = held_out
     ens = ENSEMBLES[1]
     before = sorted(finished.store.keys())
     seen: list[tuple[str, int]] = []
@@ -126,7 +126,7 @@ def test_the_train_side_is_not_recomputed(finished, held_out, monkeypatch):
 
 
 def test_memory_budget_changes_what_is_resident_not_the_scores(finished, held_out):
-    _, x, y = held_out
+    x, y = held_out
     ens = ENSEMBLES[1]
     full = Attributor.from_sweep(finished, ens)
     assert full.resident_members == full.n_members
@@ -163,14 +163,12 @@ EVERY_KIND = ("naive:I=2", "dropout:I=1,D=3", "dropout:I=1,D=2,mask_mode=per-sam
 
 @pytest.fixture(scope="module")
 def every_kind(tmp_path_factory, one_torch_thread):
-    from raytda.settings import get_setting
-
     store = str(tmp_path_factory.mktemp("kinds"))
     mlp = Sweep(get_task("toy-mlp", checkpoint_epochs=(2,)), METHOD, EVERY_KIND, lds=None,
                 store=store, progress=False)
     mlp.run()
     # LoRA members need a model with LoRA targets: the toy GPT has them
-    gpt = Sweep(get_setting("toy-gpt"), Method("trak", proj_dim=8), ["lora:I=1,L=2"],
+    gpt = Sweep("toy-gpt", Method("trak", proj_dim=8), ["lora:I=1,L=2"],
                 lds=None, store=store, progress=False)
     gpt.run()
     return {e: mlp for e in EVERY_KIND} | {"lora:I=1,L=2": gpt}

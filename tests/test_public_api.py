@@ -15,8 +15,8 @@ import raytda
 PACKAGE = Path(raytda.__file__).parent
 ROOT = PACKAGE.parent
 PUBLIC = ("Sweep", "SweepSpec", "Task", "Attributor", "Method", "Ensemble", "LDSSpec",
-          "GroundTruth", "Setting", "Recipe", "LoRASpec", "ModelOutput", "register_method",
-          "register_ensemble", "register_task", "get_setting", "get_task", "ComputeArgs",
+          "GroundTruth", "Recipe", "LoRASpec", "ModelOutput", "register_method",
+          "register_ensemble", "register_task", "get_task", "ComputeArgs",
           "ArtifactStore", "SpecError", "EnsembleKind", "AttributionMethod", "__version__")
 
 

@@ -8,26 +8,14 @@ import pytest
 
 from raytda.ensembles import Ensemble, parse_ensemble
 from raytda.methods import Method
-from raytda.settings import SETTINGS, get_setting
-from raytda.specs import (
-    DataSpec,
-    LDSSpec,
-    ModelSpec,
-    Recipe,
-    Setting,
-    SpecError,
-    derive_seed,
-    stable_hash,
-)
+from raytda.specs import LDSSpec, LoRASpec, Recipe, SpecError, derive_seed, stable_hash
 
 ALL_SPECS = [
-    DataSpec("digits", n_train=100, n_test=20, seed=3),
-    ModelSpec("mlp", 64, (32, 16), 10, 0.2),
     Recipe(optimizer="adam", lr=1e-3, epochs=10, checkpoint_epochs=(5, 2)),
     Ensemble(kind="checkpoints-dropout", I=2, D=3, C=2, mask_mode="per-sample"),
     Method(name="if", damping=0.1, hessian_samples=50),
     LDSSpec(m=10, alpha=0.25, seed=1, models_per_subset=2),
-    *SETTINGS.values(),
+    LoRASpec(r=4, alpha=16.0, base_epochs=3),
 ]
 
 
@@ -35,8 +23,6 @@ ALL_SPECS = [
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: get_setting("imagenet-vit"), r"unknown setting 'imagenet-vit'.*toy-mlp"),
-    (lambda: get_setting("toy-mlp", bogus=1), r"unknown setting override\(s\) \['bogus'\]"),
     (lambda: Method(name="lissa"), r"unknown method 'lissa'; choose one of.*'trak'"),
     (lambda: Method(proj_dim=0), "projection dimension must be an integer >= 1, got 0"),
     (lambda: Method(ridge=-1.0), "ridge must be >= 0"),
@@ -51,9 +37,6 @@ ALL_SPECS = [
     (lambda: LDSSpec(alpha=1.0), r"alpha must lie in \(0, 1\), got 1.0"),
     (lambda: LDSSpec(alpha=-0.5), r"alpha must lie in \(0, 1\)"),
     (lambda: LDSSpec(m=2), r"at least 3 subsets \(m >= 3\)"),
-    (lambda: DataSpec("digits", 1, 10), "n_train must be >= 2"),
-    (lambda: ModelSpec("mlp", 8, (4,), 3, dropout=1.0), r"dropout rate must be in \[0, 1\)"),
-    (lambda: ModelSpec("resnet", 8, (4,), 3), "unknown model arch 'resnet'"),
     (lambda: Recipe(epochs=5, checkpoint_epochs=(6,)), r"checkpoint_epochs must lie in \[1, 5\]"),
     (lambda: Recipe(optimizer="lbfgs"), "unknown optimizer 'lbfgs'"),
     (lambda: Recipe(lr=0.0), "lr must be > 0"),
@@ -61,8 +44,7 @@ ALL_SPECS = [
     (lambda: parse_ensemble("dropout:I5"), "cannot parse 'I5'"),
     (lambda: parse_ensemble("dropout:X=5"), "unknown ensemble field 'X'"),
     (lambda: Ensemble.from_dict({"kind": "naive", "Z": 1}), r"unknown field\(s\) \['Z'\]"),
-    (lambda: DataSpec.from_dict({"source": "digits", "n_train": 5, "n_test": 1, "size": 3}),
-     r"DataSpec: unknown field\(s\) \['size'\]"),
+    (lambda: Recipe.from_dict({"epochs": 5, "size": 3}), r"Recipe: unknown field\(s\) \['size'\]"),
 ])
 def test_bad_inputs_raise_spec_error_with_helpful_message(make, message):
     with pytest.raises(SpecError, match=message):
@@ -88,7 +70,7 @@ def test_json_round_trip_preserves_value_and_key(spec):
 def test_specs_are_frozen_and_normalized():
     r = Recipe(epochs=10, checkpoint_epochs=[5, 2, 5])
     assert r.checkpoint_epochs == (2, 5) and r.saved_epochs == (2, 5, 10)
-    assert ModelSpec("mlp", 8, [4, 4], 3).hidden == (4, 4)
+    assert LoRASpec(targets=["q_proj"]).targets == ("q_proj",)
     with pytest.raises(AttributeError):
         r.epochs = 3  # type: ignore[misc]
 
@@ -104,23 +86,18 @@ def test_keys_are_pinned():
     # which leaves the default features out, so no artifact key moved with the second
     assert Method().key == "9a605c1517aced32"
     assert Ensemble(kind="dropout", I=5, D=10).key == "a301d288e99621ab"
-    assert get_setting("toy-mlp").key == "8fef52d564f5c770"
     # Job keys also hash raytda's version (0.2.0: the Task interface changed every job's
     # spec, so 0.1 stores are not reused; 0.3.0: the data's fingerprints entered the keys).
     from raytda.plan.jobs import TrainModel
     from raytda.tasks import get_task
 
-    assert get_task("toy-mlp").declared_key == "c27391a1d5cb7f92b6ef"
-    assert get_task("toy-mlp").key == "78f6cb473a8d5069ed4f"
-    assert TrainModel(get_task("toy-mlp"), 0).key == "model-1ab18a3e946a0013db78"
-
-
-def test_key_ignores_data_location_but_not_content():
-    base = get_setting("toy-mlp")
-    assert get_setting("toy-mlp", data_dir="/somewhere/else").key == base.key
-    assert get_setting("toy-mlp", n_train=40).key != base.key
-    assert get_setting("toy-mlp", lr=0.1).key != base.key
-    assert get_setting("toy-mlp", dropout=0.2).key != base.key
+    # Issue 17 moved the keys of the Setting-based built-ins once (version 2 -> 3: they
+    # became task classes with settings dicts); cifar2-resnet9 and maestro-mt kept theirs.
+    assert get_task("toy-mlp").declared_key == "947115ad1c8409f170e4"
+    assert get_task("toy-mlp").key == "8a4c27d67850f5e1dacd"
+    assert TrainModel(get_task("toy-mlp"), 0).key == "model-5d03ad32bbe854c95cfe"
+    assert get_task("cifar2-resnet9").declared_key == "9a21f709cc491e18acd7"
+    assert get_task("maestro-mt").declared_key == "48f6a1d184fa590c90ca"
 
 
 def test_key_distinguishes_types_with_equal_fields():
@@ -140,24 +117,6 @@ def test_method_hashed_holds_only_relevant_fields():
     assert Method(proj_dim=8).hashed() != Method(proj_dim=16).hashed()
     assert Method("if", damping=1.0).hashed() != Method("if", damping=2.0).hashed()
     assert Method("grad-cos", proj_dim=8).hashed() == {"name": "grad-cos"}
-
-
-# ----------------------------------------------------------------------------- settings
-
-
-def test_get_setting_overrides():
-    s = get_setting("toy-mlp", n_train=40, epochs=10, dropout=0.3, data_dir="/d")
-    assert s.data.n_train == 40 and s.data.root == "/d"
-    assert s.model.dropout == 0.3
-    assert s.recipe.epochs == 10 and max(s.recipe.checkpoint_epochs) <= 10
-    assert get_setting("toy-mlp") == SETTINGS["toy-mlp"]  # the registry is not mutated
-
-
-@pytest.mark.parametrize("name", sorted(SETTINGS))
-def test_registered_settings_are_consistent(name):
-    s = get_setting(name)
-    assert isinstance(s, Setting) and s.name == name
-    assert s.recipe.epochs in s.recipe.saved_epochs
 
 
 def test_parse_ensemble_and_label():

@@ -153,7 +153,3 @@ GENERATIVE = ModelOutput("sequence log-likelihood", sequence_loglik, one_minus_m
 CAUSAL_LM = ModelOutput("next-token log-likelihood", next_token_loglik, one_minus_mean_next_p,
                         class_targets=True, ignore_index=IGNORE_INDEX)
 
-
-def output_for(generative: bool) -> ModelOutput:
-    """The model output of a setting (``ModelSpec.generative``)."""
-    return GENERATIVE if generative else CLASSIFICATION

@@ -15,8 +15,7 @@ from torch import nn
 from raytda.core.network import Forward, Network, call_module
 from raytda.core.outputs import LossFn, mean_cross_entropy
 from raytda.data.samples import Samples, TensorSamples, as_samples
-from raytda.models import build_model
-from raytda.specs import ModelSpec, Recipe, derive_seed
+from raytda.specs import Recipe, derive_seed
 
 
 @dataclass
@@ -38,19 +37,20 @@ def half_subset(n: int, seed: int, fraction: float = 0.5) -> np.ndarray:
     return np.sort(rng.choice(n, size=int(round(fraction * n)), replace=False))
 
 
-def check_tokens(model_spec: ModelSpec, x: torch.Tensor, y: torch.Tensor) -> None:
-    """A language model's data must fit its vocabulary and context; say so clearly if not."""
-    if not model_spec.generative or x.numel() == 0:
+def check_tokens(x: torch.Tensor, y: torch.Tensor, vocab: int, block_size: int) -> None:
+    """A language model's token data must fit its vocabulary and context; say so clearly
+    (one line) if not."""
+    if x.numel() == 0:
         return
     from raytda.data import DataError
 
     top = int(max(x.max(), y.max()))
-    if top >= model_spec.vocab:
-        raise DataError(f"the data has token id {top} but the model's vocab is "
-                        f"{model_spec.vocab}; raise ModelSpec.vocab to at least {top + 1}")
-    if x.shape[-1] > model_spec.block_size:
+    if top >= vocab:
+        raise DataError(f"the data has token id {top} but the model's vocab is {vocab}; "
+                        f"set vocab to at least {top + 1}")
+    if x.shape[-1] > block_size:
         raise DataError(f"sequences of {x.shape[-1]} tokens exceed the model's block_size "
-                        f"{model_spec.block_size}")
+                        f"{block_size}")
 
 
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
@@ -166,30 +166,24 @@ def seeded_init(seed: int) -> None:
     torch.manual_seed(derive_seed("init", seed))
 
 
-def train_model(model_spec: ModelSpec, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
-                seed: int, device: str = "cpu") -> TrainedModel:
-    """Train a built-in architecture from a seeded initialization (see ``fit``).
+def train_model(build: Callable[[], nn.Module], recipe: Recipe, x: torch.Tensor,
+                y: torch.Tensor, seed: int, device: str = "cpu") -> TrainedModel:
+    """Train the model ``build()`` returns (e.g. a Task's ``build_model``) from a seeded
+    initialization (see ``fit``).
 
-    The same (spec, recipe, data, seed, device) always gives the same weights: all
+    The same (model, recipe, data, seed, device) always gives the same weights: all
     randomness comes from generators seeded here, none from global state.
     """
-    check_tokens(model_spec, x, y)
     seeded_init(seed)
-    model = build_model(model_spec).to(device)
+    model = build().to(device)
     states, seconds = fit(model, recipe, (x, y), seed, device)
     return TrainedModel(states, seconds, recipe.epochs)
 
 
-def example_input(model_spec: ModelSpec) -> torch.Tensor:
-    """A batch of one input a built-in architecture accepts (for probing its dropout sites)."""
-    if model_spec.generative:
-        return torch.zeros(1, model_spec.block_size, dtype=torch.long)
-    return torch.zeros(1, model_spec.in_dim)
-
-
-def load_weights(model_spec: ModelSpec, state: dict[str, torch.Tensor]) -> Network:
-    """A built-in model holding ``state`` as a :class:`Network` in eval mode; a clear
-    CheckpointError when the state does not fit."""
-    module = load_state(build_model(model_spec), state, f"model {model_spec.to_dict()}")
-    return Network(module, example_input(model_spec),
-                   mask_dims=1 if model_spec.generative else None).eval()
+def load_weights(module: nn.Module, state: dict[str, torch.Tensor], example: torch.Tensor,
+                 mask_dims: int | None = None) -> Network:
+    """``module`` holding ``state`` as a :class:`Network` in eval mode, its dropout sites
+    probed with the input batch ``example`` (``mask_dims`` as ``Task.dropout_mask_dims``);
+    a clear CheckpointError when the state does not fit."""
+    module = load_state(module, state, f"model {type(module).__name__}")
+    return Network(module, example, mask_dims=mask_dims).eval()

@@ -1,7 +1,8 @@
 """Data: samples from tensors, torch Datasets or dict rows, and the built-in loaders.
 
-``load_data`` (the built-in sources) is imported from :mod:`raytda.data.sources`; this
-package only names the containers, so importing a loader never imports the others.
+The loaders (``raytda.data.mnist.load_mnist``, ...) take plain arguments and are imported
+from their own modules; the built-in Tasks (:mod:`raytda.tasks`) call them. This package
+only names the containers, so importing a loader never imports the others.
 """
 
 from raytda.data.base import DataError, Dataset, TaskData

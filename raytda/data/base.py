@@ -9,7 +9,6 @@ import torch
 
 from raytda.data.samples import Samples, TensorSamples
 from raytda.errors import RaytdaError
-from raytda.specs import DataSpec
 
 
 class DataError(RaytdaError, ValueError):
@@ -83,23 +82,24 @@ def check_pairs(x: np.ndarray, y: np.ndarray, x_from: object, y_from: object) ->
                         f"they must come in pairs")
 
 
-def finish(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
-           spec: DataSpec, scale: float) -> Dataset:
-    """Sample the spec's sizes with its seed and convert to tensors.
+def finish(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, *,
+           n_train: int, n_test: int, seed: int, scale: float,
+           normalize: tuple[float, float] | None = None) -> Dataset:
+    """Sample ``n_train`` / ``n_test`` rows with ``seed`` and convert to tensors.
 
     Features are divided by ``scale`` (the source's maximum value, so they lie in [0, 1]),
-    then normalized with ``spec.normalize = (mean, std)`` when it is set: ``(v - mean) / std``
+    then normalized with ``normalize = (mean, std)`` when it is set: ``(v - mean) / std``
     in float32, the order and precision of torchvision's ``ToTensor`` + ``Normalize``.
     """
-    rng = np.random.default_rng(spec.seed)
-    itr = choose(len(xtr), spec.n_train, rng, "train")
-    ite = choose(len(xte), spec.n_test, rng, "test")
+    rng = np.random.default_rng(seed)
+    itr = choose(len(xtr), n_train, rng, "train")
+    ite = choose(len(xte), n_test, rng, "test")
 
     def as_x(a: np.ndarray) -> torch.Tensor:
         flat = np.ascontiguousarray(a.reshape(len(a), -1), dtype=np.float32)
         x = torch.from_numpy(flat / scale)
-        if spec.normalize is not None:
-            mean, std = spec.normalize
+        if normalize is not None:
+            mean, std = normalize
             x = (x - mean) / std
         return x
 

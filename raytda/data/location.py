@@ -20,11 +20,6 @@ from raytda.data.base import DataError
 ENV_VAR = "RAYTDA_DATA"
 DEFAULT_ROOT = Path("~/raytda-data")
 
-# Directory name of each data source that reads files (the others are embedded or generated
-# and need no directory).
-DIR_NAMES = {"mnist": "mnist", "cifar2": "cifar2", "text": "shakespeare"}
-
-
 def data_dir(name: str, given: str | None) -> Path:
     """The existing directory of data set ``name``; raises DataError (one line) if missing.
 
@@ -45,9 +40,9 @@ def data_dir(name: str, given: str | None) -> Path:
     return path
 
 
-def setting_data_dir(source: str, given: str | None) -> Path | None:
-    """``data_dir`` for a DataSpec source, or None for sources without files (digits,
-    synthetic) unless a directory was given explicitly."""
-    if source not in DIR_NAMES:
+def optional_data_dir(name: str, given: str | None) -> Path | None:
+    """``data_dir(name, given)``; for data that needs no files (``name`` empty, as a
+    built-in Task's ``DATA_NAME`` says), the given directory resolved, or None."""
+    if not name:
         return Path(given).expanduser().resolve() if given else None
-    return data_dir(DIR_NAMES[source], given)
+    return data_dir(name, given)

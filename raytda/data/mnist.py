@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from raytda.data.base import DataError, Dataset, check_pairs, check_shape, finish
-from raytda.specs import DataSpec
 
 FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -47,17 +46,19 @@ def find(root: Path, stem: str) -> Path:
                     f"the four IDX files {sorted(FILES.values())} (gzipped or not)")
 
 
-def load_mnist(spec: DataSpec) -> Dataset:
-    """Read MNIST from ``spec.root`` and sample the spec's train/test sizes.
+def load_mnist(root: str | Path | None, n_train: int, n_test: int, seed: int = 0,
+               normalize: tuple[float, float] | None = None) -> Dataset:
+    """Read MNIST from directory ``root`` and draw ``n_train`` / ``n_test`` samples with
+    ``seed``.
 
-    Pixels are divided by 255 and, when ``spec.normalize`` is set, normalized; the
-    registered ``mnist-mlp`` setting uses dattri's ``(0.1307, 0.3081)``
-    (``raytda.specs.PAPER_NORMALIZE["mnist"]``), so the background pixel is -0.4242.
+    Pixels are divided by 255 and, when ``normalize = (mean, std)`` is set, normalized; the
+    built-in ``mnist-mlp`` uses dattri's ``(0.1307, 0.3081)``
+    (``raytda.tasks.normalize.PAPER_NORMALIZE["mnist"]``), so the background pixel is -0.4242.
     """
-    if spec.root is None:
-        raise DataError("MNIST needs a data directory: pass --data-dir DIR (or DataSpec.root) "
-                        "pointing at the four IDX files")
-    root = Path(spec.root).expanduser()
+    if root is None:
+        raise DataError("MNIST needs a data directory: pass --data-dir DIR pointing at the "
+                        "four IDX files")
+    root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"MNIST data directory {root} does not exist")
     paths = {k: find(root, stem) for k, stem in FILES.items()}
@@ -67,4 +68,5 @@ def load_mnist(spec: DataSpec) -> Dataset:
         check_shape(a[x], 3, paths[x], "images (n, rows, columns)")
         check_shape(a[y], 1, paths[y], "labels (n,)")
         check_pairs(a[x], a[y], paths[x], paths[y])
-    return finish(a["x_train"], a["y_train"], a["x_test"], a["y_test"], spec, scale=255.0)
+    return finish(a["x_train"], a["y_train"], a["x_test"], a["y_test"], n_train=n_train,
+                  n_test=n_test, seed=seed, scale=255.0, normalize=normalize)

@@ -1,13 +1,12 @@
 """Built-in Tasks, by name: the paper's settings and a few small ones.
 
-Two kinds live behind one registry:
-
-- Task classes, one file each (``cifar2-resnet9``: :mod:`raytda.tasks.cifar2_resnet9`,
-  ``maestro-mt``: :mod:`raytda.tasks.maestro_mt`), built as
-  ``cls(data_dir=..., full=..., **overrides)``; a new setting is a new file plus one line
-  in ``TASKS`` (or :func:`register_task` from user code);
-- the Setting specs of :mod:`raytda.settings` (``mnist-mlp``, ``cifar2-mlp``,
-  ``shakespeare-gpt``, ...), wrapped as :class:`SettingTask`.
+Every built-in is a :class:`~raytda.tasks.builtin.BuiltinTask` subclass declared with the
+same schema (settings dicts ``CPU`` and ``FULL``, its own ``build_model`` / ``load`` /
+``output``), in a file per family: :mod:`raytda.tasks.mlp` (``toy-mlp``, ``digits-mlp``,
+``mnist-mlp``, ``cifar2-mlp``), :mod:`raytda.tasks.gpt` (``toy-gpt``,
+``shakespeare-gpt``), :mod:`raytda.tasks.cifar2_resnet9` and :mod:`raytda.tasks.maestro_mt`.
+Each is built as ``cls(data_dir=..., full=..., **overrides)``; a new setting is a new class
+plus one line in ``TASKS`` (or :func:`register_task` from user code).
 
 Task classes are named as ``module:Class`` strings and imported on first use, so importing
 this package (the planner does) loads no model code and no torch.
@@ -18,11 +17,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from raytda.specs import SpecError
 from raytda.task import Task
-from raytda.tasks.setting import SettingTask
 
 #: name -> "module:Class" of a Task class taking (data_dir=None, full=False, **overrides)
 TASKS: dict[str, str] = {
+    "toy-mlp": "raytda.tasks.mlp:ToyMLPTask",
+    "digits-mlp": "raytda.tasks.mlp:DigitsMLPTask",
+    "mnist-mlp": "raytda.tasks.mlp:MNISTMLPTask",
+    "cifar2-mlp": "raytda.tasks.mlp:CIFAR2MLPTask",
+    "toy-gpt": "raytda.tasks.gpt:ToyGPTTask",
+    "shakespeare-gpt": "raytda.tasks.gpt:ShakespeareGPTTask",
     "cifar2-resnet9": "raytda.tasks.cifar2_resnet9:CIFAR2ResNet9Task",
     "maestro-mt": "raytda.tasks.maestro_mt:MaestroMTTask",
 }
@@ -34,13 +39,14 @@ def register_task(name: str, cls: str | type[Task]) -> None:
 
 
 def task_names() -> list[str]:
-    """Every built-in name: Task classes and registered settings."""
-    from raytda.settings import SETTINGS
-
-    return sorted({*TASKS, *SETTINGS})
+    """Every built-in (and registered) Task name."""
+    return sorted(TASKS)
 
 
 def task_class(name: str) -> type[Task]:
+    """The Task class registered as ``name`` (a SpecError naming the choices if none)."""
+    if name not in TASKS:
+        raise SpecError(f"unknown setting {name!r}; choose one of {task_names()}")
     module, _, cls = TASKS[name].partition(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -49,40 +55,26 @@ def get_task(name: str, data_dir: str | None = None, full: bool = False,
              **overrides: Any) -> Task:
     """A built-in Task by name, reading its data from ``data_dir``.
 
-    ``full=True`` gives the paper's scale for Task classes that also have a CPU scale;
-    registered settings have one scale only (``mnist-mlp`` and ``cifar2-mlp`` are the
-    paper's), so there it changes nothing. ``overrides`` set e.g. n_train, n_test, epochs.
+    ``full=True`` gives the paper's scale (``FULL``; the same as the default for tasks
+    with one scale). ``overrides`` set any of the task's settings or Recipe fields, e.g.
+    n_train, n_test, seed, epochs (the kept checkpoints follow), lr, dropout.
     """
-    if name in TASKS:
-        return task_class(name)(data_dir=data_dir, full=full, **overrides)
-    from raytda.settings import get_setting
-    from raytda.specs import SpecError
-
-    try:
-        return SettingTask(get_setting(name, data_dir=data_dir, **overrides))
-    except SpecError as e:
-        if name in str(e) and "unknown setting" in str(e):
-            raise SpecError(f"unknown setting {name!r}; choose one of {task_names()}") from None
-        raise
+    return task_class(name)(data_dir=data_dir, full=full, **overrides)
 
 
 def as_task(task: str | Task, data_dir: str | None = None,
             overrides: dict[str, Any] | None = None) -> Task:
-    """A Task from a built-in name, a Setting or a Task object. ``data_dir`` sets where
-    the data is (``Task.data_dir``, or a built-in's data root); ``overrides`` apply to
-    built-in names only."""
-    from raytda.specs import Setting, SpecError
-    from raytda.tasks.scaled import ScaledTask
+    """A Task from a built-in name or a Task object. ``data_dir`` sets where the data is
+    (``Task.data_dir``, or a built-in's data root); ``overrides`` apply to built-in names
+    only."""
+    from raytda.tasks.builtin import BuiltinTask
 
     overrides = dict(overrides or {})
     if isinstance(task, Task):
         if overrides:
             raise SpecError(f"setting overrides {sorted(overrides)} apply to built-in settings "
                             f"only; configure your own Task {task.name!r} directly")
-        if data_dir is not None and isinstance(task, SettingTask):
-            s = task.setting
-            return SettingTask(s.replace(data=s.data.replace(root=data_dir)))
-        if data_dir is not None and isinstance(task, ScaledTask):
+        if data_dir is not None and isinstance(task, BuiltinTask):
             return task.with_data_dir(data_dir)
         if data_dir is not None:
             import copy
@@ -90,11 +82,7 @@ def as_task(task: str | Task, data_dir: str | None = None,
             task = copy.copy(task)
             task.data_dir = data_dir
         return task
-    if isinstance(task, Setting):
-        if data_dir is not None:
-            task = task.replace(data=task.data.replace(root=data_dir))
-        return SettingTask(task)
     return get_task(task, data_dir=data_dir, **overrides)
 
 
-__all__ = ["TASKS", "SettingTask", "Task", "as_task", "get_task", "register_task", "task_names"]
+__all__ = ["TASKS", "Task", "as_task", "get_task", "register_task", "task_class", "task_names"]

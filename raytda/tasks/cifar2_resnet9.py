@@ -27,13 +27,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from raytda.tasks.scaled import ScaledTask
+from raytda.tasks.builtin import BuiltinTask
+from raytda.tasks.normalize import PAPER_NORMALIZE
 
 #: dattri's CIFAR normalization (per channel mean and std)
-MEAN = STD = 0.5
+MEAN, STD = PAPER_NORMALIZE["cifar2"]
 
 
-class CIFAR2ResNet9Task(ScaledTask):
+class CIFAR2ResNet9Task(BuiltinTask):
     """ResNet-9 on CIFAR-2; ``full=True`` for the paper's scale (see the module docstring)."""
 
     name = "cifar2-resnet9"
@@ -55,9 +56,7 @@ class CIFAR2ResNet9Task(ScaledTask):
 
     def load(self):
         from raytda.data.cifar2 import load_cifar2
-        from raytda.specs import DataSpec
 
         s = self.settings
-        d = load_cifar2(DataSpec("cifar2", s["n_train"], s["n_test"], s["seed"], root=self.root()))
-        # load_cifar2 scales to [0, 1]; dattri's normalization on top
-        return (((d.x_train - MEAN) / STD, d.y_train), ((d.x_test - MEAN) / STD, d.y_test))
+        d = load_cifar2(self.root(), s["n_train"], s["n_test"], s["seed"], normalize=(MEAN, STD))
+        return (d.x_train, d.y_train), (d.x_test, d.y_test)

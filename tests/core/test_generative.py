@@ -17,12 +17,12 @@ from raytda.core.masks import MaskSpec
 from raytda.core.outputs import GENERATIVE, one_minus_mean_p, sequence_loglik
 from raytda.core.projection import GaussianProjector
 from raytda.core.train import load_weights, train_model
-from raytda.data import DataError
-from raytda.data.sources import load_data
+from raytda.data import DataError, Dataset
+from raytda.data.text import load_synthetic_text, load_text
 from raytda.methods.trak import trak_block
-from raytda.models import build_model
-from raytda.settings import get_setting
-from raytda.specs import DataSpec, ModelSpec, Recipe, Setting, SpecError
+from raytda.specs import SpecError
+from raytda.tasks import get_task
+from raytda.tasks.gpt import ToyGPTTask
 
 # The generic core with the generative model output (f = log-likelihood, Q = 1 - mean p).
 lm_forward_outputs = partial(forward_outputs, output=GENERATIVE)
@@ -46,79 +46,80 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def gpt_setting() -> Setting:
-    return get_setting("toy-gpt")
+def gpt_task() -> ToyGPTTask:
+    return get_task("toy-gpt")
 
 
 @pytest.fixture(scope="module")
-def gpt_data(gpt_setting):
-    return load_data(gpt_setting.data)
+def gpt_data(gpt_task):
+    (x, y), (xt, yt) = gpt_task.load()
+    return Dataset(x, y, xt, yt)
 
 
 @pytest.fixture(scope="module")
-def gpt_model(gpt_setting, gpt_data) -> nn.Module:
-    trained = train_model(gpt_setting.model, gpt_setting.recipe, gpt_data.x_train,
+def gpt_model(gpt_task, gpt_data) -> nn.Module:
+    trained = train_model(gpt_task.build_model, gpt_task.recipe, gpt_data.x_train,
                           gpt_data.y_train, seed=0)
-    return load_weights(gpt_setting.model, trained.final)
+    return load_weights(gpt_task.build_model(), trained.final, gpt_data.x_train[:1],
+                        gpt_task.dropout_mask_dims)
 
 
-# --------------------------------------------------------------------------- specs and data
+# --------------------------------------------------------------------------- settings and data
 
 
-def test_gpt_spec_validation_and_mlp_keys_unchanged():
-    with pytest.raises(SpecError, match=r"a 'gpt' needs \['n_layer'"):
-        ModelSpec("gpt", vocab=10)
+def test_gpt_settings_are_validated():
     with pytest.raises(SpecError, match="divisible by n_head"):
-        ModelSpec("gpt", vocab=10, n_layer=1, n_head=3, d_model=16, block_size=8)
-    with pytest.raises(SpecError, match=r"\['vocab'\] do not apply to arch 'mlp'"):
-        ModelSpec("mlp", 8, (4,), 3, vocab=5)
-    assert set(ModelSpec("mlp", 8, (4,), 3).to_dict()) == {"arch", "in_dim", "hidden",
-                                                            "out_dim", "dropout"}
-    assert "seq_len" not in DataSpec("digits", 10, 5).to_dict()
+        get_task("toy-gpt", n_head=3)
+    with pytest.raises(SpecError, match="must be integers >= 1"):
+        get_task("toy-gpt", n_layer=0)
+    with pytest.raises(SpecError, match="seq_len 99 exceeds the model's block_size 16"):
+        get_task("toy-gpt", seq_len=99)
 
 
-def test_setting_pairs_text_with_gpt_only(gpt_setting):
-    with pytest.raises(SpecError, match="needs token sequences: give the data spec a seq_len"):
-        gpt_setting.replace(data=DataSpec("digits", 10, 5))
-    with pytest.raises(SpecError, match="needs a generative model"):
-        Setting("x", gpt_setting.data, ModelSpec("mlp", 8, (4,), 3), Recipe())
-    with pytest.raises(SpecError, match="exceeds the model's block_size"):
-        gpt_setting.replace(data=gpt_setting.data.replace(seq_len=99))
-    with pytest.raises(SpecError, match="seq_len .* must be None or an integer >= 1"):
-        DataSpec("synthetic-text", 10, 5, seq_len=0)
+def test_training_on_tokens_the_model_cannot_hold_is_one_clear_error(gpt_data):
+    from raytda.data.samples import TensorSamples
+
+    small = get_task("toy-gpt", vocab=5)  # the chain emits ids up to 11
+    data = TensorSamples(gpt_data.x_train, gpt_data.y_train)
+    with pytest.raises(DataError, match="token id 11 but the model's vocab is 5; set vocab "
+                                        "to at least 12"):
+        small.train(small.build_model(), data, seed=0, device="cpu")
+    shorter = get_task("toy-gpt", seq_len=8, block_size=8)
+    with pytest.raises(DataError, match="sequences of 16 tokens exceed the model's block_size 8"):
+        shorter.train(shorter.build_model(), data, seed=0, device="cpu")
 
 
-def test_synthetic_text_is_next_token_shifted_and_reproducible(gpt_setting, gpt_data):
+def test_synthetic_text_is_next_token_shifted_and_reproducible(gpt_data):
     d = gpt_data
     assert d.x_train.shape == (40, 16) and d.y_test.shape == (8, 16)
     assert d.x_train.dtype == torch.int64
     assert torch.equal(d.x_train[:, 1:], d.y_train[:, :-1])  # y is x shifted by one
-    assert torch.equal(load_data(gpt_setting.data).x_train, d.x_train)
+    assert torch.equal(load_synthetic_text(40, 8, seq_len=16).x_train, d.x_train)
 
 
 def test_text_loader_reads_input_txt_and_explains_missing_files(tmp_path):
     (tmp_path / "input.txt").write_text("abcdefghij" * 50)
-    d = load_data(DataSpec("text", 20, 5, seq_len=8, root=str(tmp_path)))
+    d = load_text(tmp_path, 20, 5, seq_len=8)
     assert d.x_train.shape == (20, 8) and int(d.x_train.max()) < 10
     assert torch.equal(d.x_train[:, 1:], d.y_train[:, :-1])
-    with pytest.raises(DataError, match="needs a data directory"):
-        load_data(DataSpec("text", 20, 5, seq_len=8))
+    with pytest.raises(DataError, match="needs a directory"):
+        load_text(None, 20, 5, seq_len=8)
     with pytest.raises(DataError, match="input.txt"):
-        load_data(DataSpec("text", 20, 5, seq_len=8, root=str(tmp_path / "nope")))
+        load_text(tmp_path / "nope", 20, 5, seq_len=8)
 
 
 @pytest.mark.skipif(not (SHAKESPEARE / "input.txt").is_file(), reason="no shared data")
 def test_tiny_shakespeare_fits_the_registered_setting():
-    s = get_setting("shakespeare-gpt", data_dir=str(SHAKESPEARE), n_train=50, n_test=5)
-    d = load_data(s.data)
-    assert d.x_train.shape == (50, 64) and int(d.x_train.max()) < s.model.vocab == 65
+    task = get_task("shakespeare-gpt", data_dir=str(SHAKESPEARE), n_train=50, n_test=5)
+    (x, _), _ = task.load()
+    assert x.shape == (50, 64) and int(x.max()) < task.settings["vocab"] == 65
 
 
 # --------------------------------------------------------------------------- model and output
 
 
-def test_gpt_is_causal(gpt_setting):
-    model = build_model(gpt_setting.model).eval()
+def test_gpt_is_causal(gpt_task):
+    model = gpt_task.build_model().eval()
     x = torch.randint(0, 12, (2, 16))
     changed = x.clone()
     changed[:, 10] = (changed[:, 10] + 1) % 12

@@ -99,13 +99,13 @@ def test_forward_outputs_match_direct_forward(toy_model, toy_data, mask):
     torch.testing.assert_close(q, one_minus_p(logits, y))
 
 
-def test_forward_outputs_without_mask_disable_dropout(toy_setting, toy_data):
+def test_forward_outputs_without_mask_disable_dropout(toy_data):
     """An unmasked member is the plain model: nn.Dropout must be off even in train mode."""
     from raytda.core.network import Network
-    from raytda.models import build_model
+    from raytda.tasks import get_task
 
     torch.manual_seed(0)
-    model = Network(build_model(toy_setting.model.replace(dropout=0.5)), toy_data.x_train[:1])
+    model = Network(get_task("toy-mlp", dropout=0.5).build_model(), toy_data.x_train[:1])
     a = forward_outputs(model, toy_data.x_test, toy_data.y_test)[0]
     model.train()
     b = forward_outputs(model, toy_data.x_test, toy_data.y_test)[0]

@@ -17,8 +17,7 @@ from raytda.core.masks import MaskSpec, masks_for
 from raytda.core.network import Network
 from raytda.core.outputs import IGNORE_INDEX
 from raytda.data import Dataset, TensorSamples
-from raytda.models import build_model
-from raytda.specs import ModelSpec
+from raytda.models import GPT, MLP
 
 DAMPING = 1e-2
 
@@ -97,7 +96,7 @@ def test_hvp_of_masked_mlp_matches_explicit_hessian(toy_data):
     """The Hessian is of the member's own (masked) loss; per-sample masks keyed by index."""
     torch.manual_seed(0)
     x, y = toy_data.x_train[:30], toy_data.y_train[:30]
-    model = Network(build_model(ModelSpec("mlp", 8, (6,), 3, 0.3)), x[:1]).eval()
+    model = Network(MLP(8, (6,), 3, 0.3), x[:1]).eval()
     V = torch.randn(sum(p.numel() for p in model.parameters()), 3,
                     generator=torch.Generator().manual_seed(2))
     for mask in (MaskSpec(seed=1, rate=0.3), MaskSpec(seed=1, rate=0.3, mode="per-sample")):
@@ -226,7 +225,7 @@ def test_gnvp_of_masked_mlp_matches_explicit_gauss_newton(toy_data):
     """Non-convex, with per-sample masks keyed by train row (here rows 5.. of the split)."""
     torch.manual_seed(0)
     x, y = toy_data.x_train[5:35], toy_data.y_train[5:35]
-    model = Network(build_model(ModelSpec("mlp", 8, (6,), 3, 0.3)), x[:1]).eval()
+    model = Network(MLP(8, (6,), 3, 0.3), x[:1]).eval()
     V = torch.randn(sum(p.numel() for p in model.parameters()), 3,
                     generator=torch.Generator().manual_seed(2))
     rows = torch.arange(5, 35)
@@ -280,8 +279,8 @@ def test_gnvp_of_a_masked_gpt_with_ignored_targets_matches_explicit_gauss_newton
     y = torch.randint(0, 5, (6, 4), generator=gen)
     y[0, :2] = IGNORE_INDEX
     torch.manual_seed(0)
-    spec = ModelSpec("gpt", vocab=5, n_layer=1, n_head=1, d_model=4, block_size=4, dropout=0.2)
-    model = Network(build_model(spec), x[:1]).eval()
+    gpt = GPT(vocab=5, n_layer=1, n_head=1, d_model=4, block_size=4, dropout=0.2)
+    model = Network(gpt, x[:1]).eval()
     mask = MaskSpec(seed=1, rate=0.2)
     G = explicit_ggn(model, x, y, mask)
     V = torch.randn(G.shape[0], 3, generator=gen)
@@ -295,7 +294,7 @@ def test_gnvp_uses_the_hessian_of_any_loss_in_the_logits(toy_data):
     """A Task's own loss (here squared error to one-hot targets, H_z = 2 I / C per sample)."""
     torch.manual_seed(0)
     x, y = toy_data.x_train[:20], toy_data.y_train[:20]
-    model = Network(build_model(ModelSpec("mlp", 8, (6,), 3, 0.0)), x[:1]).eval()
+    model = Network(MLP(8, (6,), 3, 0.0), x[:1]).eval()
 
     def squared(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return ((logits - nn.functional.one_hot(y, 3).to(logits.dtype)) ** 2).mean()
@@ -312,7 +311,7 @@ def double_mlp_case(toy_data) -> tuple[nn.Module, Dataset]:
     """A trained-like small MLP (296 parameters) in float64, 40 train / 8 test rows."""
     torch.manual_seed(0)
     d = toy_data
-    model = Network(build_model(ModelSpec("mlp", 8, (16, 8), 3, 0.0)),
+    model = Network(MLP(8, (16, 8), 3, 0.0),
                     d.x_train[:1]).double().eval()
     return model, Dataset(d.x_train[:40].double(), d.y_train[:40], d.x_test[:8].double(),
                           d.y_test[:8])

@@ -21,18 +21,16 @@ from raytda.core.lora import (
 from raytda.core.network import Network
 from raytda.core.outputs import GENERATIVE, sequence_loglik
 from raytda.core.train import load_state, load_weights, train_model
-from raytda.data.sources import load_data
+from raytda.data import Dataset
 from raytda.ensembles import Ensemble, parse_ensemble
 from raytda.methods import Method
-from raytda.models import build_model
 from raytda.plan.jobs import TrainAdapter, TrainBase, TrainModel
 from raytda.plan.planner import SweepSpec, make_plan
-from raytda.settings import get_setting
 from raytda.specs import LoRASpec, Member, SpecError
-from raytda.tasks import SettingTask
+from raytda.tasks import get_task
 
-SETTING = get_setting("toy-gpt")
-TASK = SettingTask(SETTING)
+TASK = get_task("toy-gpt")
+SIZES = TASK.settings  # vocab, n_layer, d_model, block_size, ...
 
 
 # Toy GPTs are latency-bound: extra intra-op threads only add synchronization.
@@ -41,36 +39,38 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def data():
-    return load_data(SETTING.data)
+    (x, y), (xt, yt) = TASK.load()
+    return Dataset(x, y, xt, yt)
 
 
 @pytest.fixture(scope="module")
 def base_state(data):
-    recipe = SETTING.lora_spec.base_recipe(SETTING.recipe)
-    return train_model(SETTING.model, recipe, data.x_train, data.y_train, seed=0).final
+    recipe = TASK.lora_spec.base_recipe(TASK.recipe)
+    return train_model(TASK.build_model, recipe, data.x_train, data.y_train, seed=0).final
 
 
 def base(state):
-    return load_state(build_model(SETTING.model), state)
+    return load_state(TASK.build_model(), state)
 
 
-def adapted(base_state, adapter_state, lora=SETTING.lora_spec) -> Network:
+def adapted(base_state, adapter_state, lora=TASK.lora_spec) -> Network:
     """A LoRA member as the core sees it: one mask per sequence, like every GPT member."""
     module = load_adapted(base(base_state), adapter_state, lora)
-    return Network(module, torch.zeros(1, SETTING.model.block_size, dtype=torch.long),
+    return Network(module, torch.zeros(1, SIZES["block_size"], dtype=torch.long),
                    mask_dims=1).eval()
 
 
 @pytest.fixture(scope="module")
 def adapter(base_state, data):
-    lora = SETTING.lora_spec
-    return train_adapter(base(base_state), lora, lora.adapter_recipe(SETTING.recipe),
+    lora = TASK.lora_spec
+    return train_adapter(base(base_state), lora, lora.adapter_recipe(TASK.recipe),
                          (data.x_train[:20], data.y_train[:20]), seed=1)
 
 
-def expected_adapter_params(lora: LoRASpec = SETTING.lora_spec) -> int:
-    m = SETTING.model  # per adapted (d x d) layer: A (r x d), B (d x r), bias (d)
-    return m.n_layer * len(lora.targets) * (2 * lora.r * m.d_model + m.d_model)
+def expected_adapter_params(lora: LoRASpec = TASK.lora_spec) -> int:
+    # per adapted (d x d) layer: A (r x d), B (d x r), bias (d)
+    d = SIZES["d_model"]
+    return SIZES["n_layer"] * len(lora.targets) * (2 * lora.r * d + d)
 
 
 # --------------------------------------------------------------------------- adapters
@@ -91,7 +91,8 @@ def test_adapters_only_touch_q_and_v(adapter, base_state, data):
         elif name.endswith("weight"):  # the frozen W_q, W_v themselves are untouched too
             assert torch.equal(frozen[name], value), name
     # ...and the adapter changed the model's outputs.
-    base_model = load_weights(SETTING.model, base_state)
+    base_model = load_weights(TASK.build_model(), base_state, data.x_train[:1],
+                              TASK.dropout_mask_dims)
     with torch.no_grad():
         assert not torch.allclose(model(data.x_test), base_model(data.x_test))
 
@@ -103,7 +104,7 @@ def test_gradient_dimension_equals_adapter_parameter_count(adapter, base_state, 
     n = expected_adapter_params()
     assert g.shape == (4, n)
     assert n == adapter.n_params == n_trainable(model) == count_adapter_params(
-        base(base_state), SETTING.lora_spec)
+        base(base_state), TASK.lora_spec)
     assert n < sum(v.numel() for v in base_state.values())
 
 
@@ -121,8 +122,8 @@ def test_lora_member_gradients_match_brute_force_autograd(adapter, base_state, d
 
 def test_adapters_are_deterministic_and_round_trip_as_safetensors(adapter, base_state, data,
                                                                    tmp_path):
-    lora = SETTING.lora_spec
-    again = train_adapter(base(base_state), lora, lora.adapter_recipe(SETTING.recipe),
+    lora = TASK.lora_spec
+    again = train_adapter(base(base_state), lora, lora.adapter_recipe(TASK.recipe),
                           (data.x_train[:20], data.y_train[:20]), seed=1)
     assert all(torch.equal(again.state[k], v) for k, v in adapter.state.items())
     save_adapter(tmp_path / "adapter.safetensors", adapter.state)
@@ -153,7 +154,7 @@ def test_appendix_e_lora_stored_parameters():
     (lambda: parse_ensemble("lora:I=1,L=x"), "L must be an integer"),
     (lambda: LoRASpec(bias="some"), "unknown LoRA bias option 'some'"),
     (lambda: LoRASpec(r=0), "rank r must be >= 1"),
-    (lambda: SweepSpec(tasks=(SettingTask(get_setting("toy-mlp")),),
+    (lambda: SweepSpec(tasks=(get_task("toy-mlp"),),
                        ensembles=(Ensemble("lora", 1, L=2),)), "needs a recipe and Task.lora"),
 ])
 def test_lora_spec_errors(make, message):
@@ -194,7 +195,7 @@ def test_planner_shares_base_models_and_the_first_adapters():
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     store = tmp_path_factory.mktemp("lora-store")
-    sweep = Sweep(SETTING, Method("trak", proj_dim=8), ["naive:I=1", "lora:I=1,L=2"],
+    sweep = Sweep("toy-gpt", Method("trak", proj_dim=8), ["naive:I=1", "lora:I=1,L=2"],
                   lds=LDSSpec(m=3), store=str(store), progress=False)
     return sweep, sweep.run()
 

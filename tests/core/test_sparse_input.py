@@ -17,10 +17,8 @@ from raytda.core.outputs import margin
 from raytda.core.projection import GaussianProjector
 from raytda.core.sparse_input import SparseInputProjection, background
 from raytda.data import Dataset
-from raytda.data.sources import load_data
 from raytda.methods.trak import trak_block
-from raytda.models import build_model
-from raytda.settings import get_setting
+from raytda.tasks import get_task
 
 K = 16
 
@@ -159,10 +157,11 @@ def test_zero_background_keeps_the_plain_layout(toy_model, sparse_data):
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f"no shared MNIST at {SHARED_MNIST}")
 @pytest.mark.parametrize("mask", MASKS[1:], ids=MASK_IDS[1:])
 def test_real_normalized_mnist_rows_equal_the_dense_path(mask):
-    setting = get_setting("mnist-mlp", data_dir=str(SHARED_MNIST), n_train=300, n_test=40)
-    data = load_data(setting.data)
+    task = get_task("mnist-mlp", data_dir=str(SHARED_MNIST), n_train=300, n_test=40)
+    (x, y), (xt, yt) = task.load()
+    data = Dataset(x, y, xt, yt)
     torch.manual_seed(0)
-    net = Network(build_model(setting.model), data.x_train[:1]).eval()
+    net = Network(task.build_model(), data.x_train[:1]).eval()
     proj = GaussianProjector(n_params(net), K, seed=3)
     sparse = SparseInputProjection.build(net, proj, data.x_train, batch_size=64)
     assert sparse is not None and sparse.n_bg > 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from raytda.data import DataError
-from raytda.data.location import data_dir, setting_data_dir
+from raytda.data.location import data_dir, optional_data_dir
 
 
 @pytest.fixture
@@ -55,10 +55,14 @@ def test_missing_directory_is_one_line(env, tmp_path, monkeypatch, where):
             "default": "~/raytda-data/mnist"}[where] in msg
 
 
-def test_sources_without_files_need_no_directory(env):
-    assert setting_data_dir("digits", None) is None
-    assert setting_data_dir("synthetic", None) is None
+def test_data_without_files_needs_no_directory(env):
+    from raytda.tasks import task_class
+
+    # digits-mlp and toy-mlp read no files; the paper's data sets do
+    assert optional_data_dir(task_class("digits-mlp").DATA_NAME, None) is None
+    assert optional_data_dir(task_class("toy-mlp").DATA_NAME, None) is None
     with pytest.raises(DataError):
-        setting_data_dir("mnist", None)
+        optional_data_dir(task_class("mnist-mlp").DATA_NAME, None)
     (env / "raytda-data" / "shakespeare").mkdir(parents=True)
-    assert setting_data_dir("text", None) == (env / "raytda-data" / "shakespeare").resolve()
+    assert (optional_data_dir(task_class("shakespeare-gpt").DATA_NAME, None)
+            == (env / "raytda-data" / "shakespeare").resolve())

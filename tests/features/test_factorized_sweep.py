@@ -9,7 +9,6 @@ import torch
 from raytda import Sweep
 from raytda.attributor import Attributor
 from raytda.methods import Method
-from raytda.settings import get_setting
 from raytda.specs import SpecError
 
 
@@ -49,7 +48,7 @@ def test_keys_differ_from_dense_and_models_are_shared(finished, tmp_path):
 
 
 def test_lora_members_are_factorized_over_their_adapter(tmp_path):
-    sweep = Sweep(get_setting("toy-gpt"), Method("trak", proj_dim=8, features="factorized"),
+    sweep = Sweep("toy-gpt", Method("trak", proj_dim=8, features="factorized"),
                   ["lora:I=1,L=2"], lds=None, store=str(tmp_path), progress=False)
     sweep.run()
     s = sweep.scores("lora:I=1,L=2")

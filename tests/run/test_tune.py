@@ -92,11 +92,10 @@ class _Trial:
 
 
 def test_conditional_space_asks_only_what_a_kind_takes():
-    from raytda.settings import get_setting
-    from raytda.tasks import SettingTask
+    from raytda.tasks import get_task
     from raytda.tune.searcher import config_ensemble, define_space, field_choices
 
-    grid = default_candidates(SettingTask(get_setting("toy-gpt")))
+    grid = default_candidates(get_task("toy-gpt"))
     choices = field_choices(grid)
     asked = {}
     for kind in ("naive", "dropout", "lora"):
@@ -109,11 +108,10 @@ def test_conditional_space_asks_only_what_a_kind_takes():
 
 
 def test_default_grid_has_lora_only_for_tasks_that_train_adapters():
-    from raytda.settings import get_setting
-    from raytda.tasks import SettingTask
+    from raytda.tasks import get_task
 
-    mlp = default_candidates(SettingTask(get_setting("toy-mlp")))
-    gpt = default_candidates(SettingTask(get_setting("toy-gpt")))
+    mlp = default_candidates(get_task("toy-mlp"))
+    gpt = default_candidates(get_task("toy-gpt"))
     assert {e.kind for e in mlp} == {"naive", "dropout"} and len(mlp) == len(set(mlp))
     assert {e.kind for e in gpt} == {"naive", "dropout", "lora"}
 
@@ -156,9 +154,7 @@ def test_trials_share_cached_jobs(ray_session, tmp_path, reference, executor):
 
 def test_default_space_runs_adaptive_search(ray_session, tmp_path):
     pytest.importorskip("optuna")
-    from raytda.settings import get_setting
-
-    df = tune_ensembles(get_setting("toy-mlp"), str(tmp_path / "store"),
+    df = tune_ensembles("toy-mlp", str(tmp_path / "store"),
                         method=Method("trak", proj_dim=16), lds=LDSSpec(m=5), num_samples=3,
                         storage_path=str(tmp_path / "tune"), progress=False)
     assert len(df) == 3 == df["label"].nunique() and df["pareto"].any()

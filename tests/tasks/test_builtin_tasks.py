@@ -53,7 +53,7 @@ def tiny(name: str):
 # --------------------------------------------------------------------------- registry
 
 
-def test_registry_finds_task_classes_next_to_settings():
+def test_registry_finds_every_builtin_task_class():
     assert {"cifar2-resnet9", "maestro-mt", "shakespeare-gpt", "mnist-mlp"} <= set(task_names())
     assert isinstance(get_task("maestro-mt"), MaestroMTTask)
     assert isinstance(as_task("cifar2-resnet9", overrides={"n_train": 10}), CIFAR2ResNet9Task)
@@ -61,7 +61,8 @@ def test_registry_finds_task_classes_next_to_settings():
         get_task("maestro-mt", bogus=1)
     with pytest.raises(SpecError, match="unknown setting 'nope'.*maestro-mt"):
         get_task("nope")
-    assert set(TASKS) == {"cifar2-resnet9", "maestro-mt"}
+    assert set(TASKS) == {"toy-mlp", "digits-mlp", "mnist-mlp", "cifar2-mlp", "toy-gpt",
+                          "shakespeare-gpt", "cifar2-resnet9", "maestro-mt"}
 
 
 def test_paper_scale_matches_appendix_b():
@@ -164,10 +165,7 @@ def test_music_transformer_per_sample_gradients_use_vmap_and_match_autograd(capl
 def adapter_params(task) -> tuple[int, int]:
     """(low-rank factors only, plus the trainable biases of the adapted layers)."""
     lora = task.lora_spec
-    if isinstance(task, MaestroMTTask):
-        n_layer, d = task.settings["n_layer"], task.settings["d_model"]
-    else:
-        n_layer, d = task.setting.model.n_layer, task.setting.model.d_model
+    n_layer, d = task.settings["n_layer"], task.settings["d_model"]
     factors = n_layer * len(lora.targets) * lora.r * (d + d)  # r * (d_in + d_out) per matrix
     return factors, factors + n_layer * len(lora.targets) * d  # 'lora_only': q/v biases
 
