@@ -296,6 +296,15 @@ def correlations(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
             float(np.mean([pearsonr(u, v)[0] for u, v in zip(a, b)])))
 
 
+def cached(path: Path, compute):
+    """``compute()``, stored as JSON at ``path``; read back when it is there."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    path.write_text(json.dumps(value))
+    return value
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -333,44 +342,50 @@ def main(argv: list[str] | None = None) -> int:
     log(f"pretraining the checkpoint ({a.pretrain_steps} steps) unless present")
     pre_s = pretrain(ckpt, *train, a.pretrain_steps, a.pretrain_batch)
     log(f"  {pre_s:.0f} s -> {ckpt}")
-    plain = plain_pass_s(ckpt, train[0][:a.plain_samples], train[1][:a.plain_samples], a.batch)
+    # Measured once per --out (a rerun reads them back): the plain pass, dense, the peer.
+    plain = cached(out / "plain.json", lambda: plain_pass_s(
+        ckpt, train[0][:a.plain_samples], train[1][:a.plain_samples], a.batch))
     log(f"plain forward + backward: {plain:.3f} s/sample")
 
     task = make_task(ckpt, train, test, source, a.seq)
     sweep, res = run_raytda(task, str(out / "store"), a.k, a.batch)
     n_rows = a.n_train + a.n_test
-    dense = None if a.skip_dense else dense_row(torch.get_num_threads())
+    dense = None if a.skip_dense else cached(out / "dense.json",
+                                             lambda: dense_row(torch.get_num_threads()))
     rows, scores = [], {}
     for _, r in res.iterrows():
         members = int(r["n_members"])
-        serve = float(r["serve_time_s"])
-        per_sample = serve / members / n_rows
-        dense_s = "" if dense is None or r["ensemble"].startswith("lora") else \
-            f"{dense['s_per_sample'] * n_rows * members:.0f}"
-        rows.append([r["method"], r["label"], members,
-                     f"{float(r['train_time_s']):.1f}", f"{serve:.1f}", f"{per_sample:.3f}",
-                     f"{per_sample / plain:.2f}", f"{float(r['peak_mem_bytes']) / 2**20:.0f}",
-                     dense_s])
+        # featurization: the member blocks' own time (serve s adds Q and the solve)
+        blocks = sweep.evaluation(r["label"], method=r["method"]).blocks()
+        feat = sum(sweep.store.meta(b.key)["serve_time_s"] for b in blocks) / len(blocks)
+        dense_s = "" if dense is None or r["ensemble"] == "lora" else \
+            dense["s_per_sample"] * n_rows
+        rows.append([r["method"], r["label"], members, f"{float(r['train_time_s']):.1f}",
+                     f"{float(r['serve_time_s']):.1f}", f"{feat:.1f}",
+                     f"{feat / n_rows:.3f}", f"{feat / n_rows / plain:.2f}",
+                     f"{float(r['peak_mem_bytes']) / 2**20:.0f}",
+                     dense_s and f"{dense_s:.0f}", dense_s and f"{dense_s / feat:.0f}"])
         scores[f"{r['method']}@{r['label']}"] = sweep.scores(
             r["label"], method=r["method"]).double().numpy()
-    headers = ["method", "ensemble", "members", "train s", "serve s", "s/sample/member",
-               "x fwd+bwd", "peak MiB", "dense s (extrap.)"]
+    headers = ["method", "ensemble", "members", "train s", "serve s", "featurize s/member",
+               "s/sample", "x fwd+bwd", "peak MiB", "dense s/member (extrap.)", "dense / ours"]
     ours = scores.get("trak@naive I=1")
     scores["grad-dot@naive I=1"] = grad_dot_of(sweep, "naive:I=1")
     if not a.skip_peer:
-        with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            cmd = [sys.executable, __file__, "--peer-only", f.name] + [
-                x for x in (argv if argv is not None else sys.argv[1:])]
+        peer_json = out / "peer.json"
+        if not peer_json.is_file():
             log("peer: dattri-LLM TracIn (LoGRA)")
+            cmd = [sys.executable, __file__, "--peer-only", str(peer_json)] + [
+                x for x in (argv if argv is not None else sys.argv[1:])]
             done = subprocess.run(cmd, text=True, capture_output=True)
             if done.returncode != 0:
                 raise RuntimeError(f"peer failed:\n{done.stderr[-3000:]}")
-            peer = json.loads(Path(f.name).read_text())
+        peer = json.loads(peer_json.read_text())
         scores["peer:dattri-llm-tracin"] = np.load(out / "peer_scores.npy")
         rows.append(["dattri-LLM TracIn", f"LoGRA p={a.peer_proj_dim} ({peer['dim']} dims)", 1,
-                     "", f"{peer['seconds']:.1f}", f"{peer['seconds'] / n_rows:.3f}",
-                     f"{peer['seconds'] / n_rows / plain:.2f}",
-                     f"{peer['peak_bytes'] / 2**20:.0f}", ""])
+                     "", f"{peer['seconds']:.1f}", f"{peer['seconds']:.1f}",
+                     f"{peer['seconds'] / n_rows:.3f}", f"{peer['seconds'] / n_rows / plain:.2f}",
+                     f"{peer['peak_bytes'] / 2**20:.0f}", "", ""])
     print(table(headers, rows))
     print(f"\nplain forward + backward: {plain:.3f} s/sample ({a.plain_samples} sequences, "
           f"batch {a.batch}); checkpoint: {a.pretrain_steps} Adam steps of {a.pretrain_batch} "
