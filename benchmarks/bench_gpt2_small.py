@@ -321,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain-batch", type=int, default=8)
     p.add_argument("--plain-samples", type=int, default=32)
     p.add_argument("--peer-proj-dim", type=int, default=6)
+    p.add_argument("--peer-ref-proj-dim", type=int, default=32,
+                   help="a second peer run at this LoGRA width (49 p^2 dims) as a near-exact "
+                        "Grad-Dot reference for the correlations; 0: none")
     p.add_argument("--skip-dense", action="store_true")
     p.add_argument("--skip-peer", action="store_true")
     p.add_argument("--peer-only", help=argparse.SUPPRESS)  # subprocess mode: result json path
@@ -331,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = out / (f"gpt2_small_{source}_{a.n_train}x{a.seq}_{a.pretrain_steps}x"
                   f"{a.pretrain_batch}.safetensors")
     if a.peer_only:
-        r = peer_scores(ckpt, train, test, a.peer_proj_dim, a.batch, out / "peer_scores.npy")
+        r = peer_scores(ckpt, train, test, a.peer_proj_dim, a.batch,
+                        out / f"peer_scores_p{a.peer_proj_dim}.npy")
         Path(a.peer_only).write_text(json.dumps(r))
         return 0
 
@@ -369,20 +373,19 @@ def main(argv: list[str] | None = None) -> int:
             r["label"], method=r["method"]).double().numpy()
     headers = ["method", "ensemble", "members", "train s", "serve s", "featurize s/member",
                "s/sample", "x fwd+bwd", "peak MiB", "dense s/member (extrap.)", "dense / ours"]
-    ours = scores.get("trak@naive I=1")
     scores["grad-dot@naive I=1"] = grad_dot_of(sweep, "naive:I=1")
-    if not a.skip_peer:
-        peer_json = out / "peer.json"
+    for pdim in () if a.skip_peer else tuple(d for d in (a.peer_proj_dim, a.peer_ref_proj_dim) if d):
+        peer_json = out / f"peer_p{pdim}.json"
         if not peer_json.is_file():
-            log("peer: dattri-LLM TracIn (LoGRA)")
-            cmd = [sys.executable, __file__, "--peer-only", str(peer_json)] + [
-                x for x in (argv if argv is not None else sys.argv[1:])]
+            log(f"peer: dattri-LLM TracIn (LoGRA p={pdim})")
+            cmd = [sys.executable, __file__] + list(argv if argv is not None else sys.argv[1:]) + [
+                "--peer-only", str(peer_json), "--peer-proj-dim", str(pdim)]
             done = subprocess.run(cmd, text=True, capture_output=True)
             if done.returncode != 0:
                 raise RuntimeError(f"peer failed:\n{done.stderr[-3000:]}")
         peer = json.loads(peer_json.read_text())
-        scores["peer:dattri-llm-tracin"] = np.load(out / "peer_scores.npy")
-        rows.append(["dattri-LLM TracIn", f"LoGRA p={a.peer_proj_dim} ({peer['dim']} dims)", 1,
+        scores[f"peer p={pdim}"] = np.load(out / f"peer_scores_p{pdim}.npy")
+        rows.append(["dattri-LLM TracIn", f"LoGRA p={pdim} ({peer['dim']} dims)", 1,
                      "", f"{peer['seconds']:.1f}", f"{peer['seconds']:.1f}",
                      f"{peer['seconds'] / n_rows:.3f}", f"{peer['seconds'] / n_rows / plain:.2f}",
                      f"{peer['peak_bytes'] / 2**20:.0f}", "", ""])
@@ -393,15 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     if dense is not None:
         print(f"dense (extrapolated, per sample): {dense['s_per_sample']:.2f} s, "
               f"{dense['note']}; peak +{dense['peak_mb']:.0f} MB for its 4 samples")
-    if "peer:dattri-llm-tracin" in scores:
-        for name in ("grad-dot@naive I=1", "trak@naive I=1"):
-            if name in scores:
-                s, r = correlations(scores[name], scores["peer:dattri-llm-tracin"])
-                print(f"peer vs raytda {name}: Spearman {s:.3f}, Pearson {r:.3f} "
-                      f"(mean over {a.n_test} queries of {a.n_train} train rows)")
-    if ours is not None and "grad-dot@naive I=1" in scores:
-        s, r = correlations(ours, scores["grad-dot@naive I=1"])
-        print(f"raytda TRAK vs raytda Grad-Dot (naive I=1): Spearman {s:.3f}, Pearson {r:.3f}")
+    print(f"\nscore correlations, mean over {a.n_test} queries of {a.n_train} train rows:")
+    names = [n for n in ("trak@naive I=1", "grad-dot@naive I=1", f"peer p={a.peer_proj_dim}",
+                         f"peer p={a.peer_ref_proj_dim}") if n in scores]
+    for i, u in enumerate(names):
+        for v in names[i + 1:]:
+            sp, pe = correlations(scores[u], scores[v])
+            print(f"  {u} vs {v}: Spearman {sp:.3f}, Pearson {pe:.3f}")
     np.savez(out / "scores.npz", **{re.sub(r"\W+", "_", k): v
                                     for k, v in scores.items()})
     print(f"\nscores: {out / 'scores.npz'}; load average at end {os.getloadavg()[0]:.2f}")
