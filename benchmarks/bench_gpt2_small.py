@@ -30,8 +30,10 @@ One command, one table, scores in ``OUT/scores.npz``::
 - **Peer**: dattri-LLM's ``TracInAttributor`` (score = <g_train, g_test>) with LoGRA
   capture-time projection (each layer's input and output-gradient factors projected to
   ``--peer-proj-dim``, so p^2 dims per layer) on the 48 ``c_attn`` / ``c_proj`` / ``c_fc``
-  layers and ``lm_head``, f the same sequence log-likelihood. It runs in its own
-  subprocess (peak memory = growth of ru_maxrss after the model is loaded).
+  layers and ``lm_head``, f the same sequence log-likelihood; a second run at
+  ``--peer-ref-proj-dim`` (32: 50,176 dims) is a near-exact Grad-Dot reference for the
+  score correlations. Each runs in its own subprocess (peak memory = growth of ru_maxrss
+  after the model is loaded).
 """
 
 from __future__ import annotations
