@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{a.pretrain_batch}.safetensors")
     if a.peer_only:
         r = peer_scores(ckpt, train, test, a.peer_proj_dim, a.batch,
-                        out / f"peer_scores_p{a.peer_proj_dim}.npy")
+                        out / f"peer_scores_{a.n_train}+{a.n_test}x{a.seq}_p{a.peer_proj_dim}.npy")
         Path(a.peer_only).write_text(json.dumps(r))
         return 0
 
@@ -348,15 +348,16 @@ def main(argv: list[str] | None = None) -> int:
     log(f"pretraining the checkpoint ({a.pretrain_steps} steps) unless present")
     pre_s = pretrain(ckpt, *train, a.pretrain_steps, a.pretrain_batch)
     log(f"  {pre_s:.0f} s -> {ckpt}")
-    # Measured once per --out (a rerun reads them back): the plain pass, dense, the peer.
-    plain = cached(out / "plain.json", lambda: plain_pass_s(
+    # Measured once per --out and size (a rerun reads them back): plain pass, dense, peer.
+    size = f"{a.n_train}+{a.n_test}x{a.seq}"
+    plain = cached(out / f"plain_{size}.json", lambda: plain_pass_s(
         ckpt, train[0][:a.plain_samples], train[1][:a.plain_samples], a.batch))
     log(f"plain forward + backward: {plain:.3f} s/sample")
 
     task = make_task(ckpt, train, test, source, a.seq)
     sweep, res = run_raytda(task, str(out / "store"), a.k, a.batch)
     n_rows = a.n_train + a.n_test
-    dense = None if a.skip_dense else cached(out / "dense.json",
+    dense = None if a.skip_dense else cached(out / "dense_k2048.json",  # bench_scale.py: k = 2048
                                              lambda: dense_row(torch.get_num_threads()))
     rows, scores = [], {}
     for _, r in res.iterrows():
@@ -377,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                "s/sample", "x fwd+bwd", "peak MiB", "dense s/member (extrap.)", "dense / ours"]
     scores["grad-dot@naive I=1"] = grad_dot_of(sweep, "naive:I=1")
     for pdim in () if a.skip_peer else tuple(d for d in (a.peer_proj_dim, a.peer_ref_proj_dim) if d):
-        peer_json = out / f"peer_p{pdim}.json"
+        peer_json = out / f"peer_{size}_p{pdim}.json"
         if not peer_json.is_file():
             log(f"peer: dattri-LLM TracIn (LoGRA p={pdim})")
             cmd = [sys.executable, __file__] + list(argv if argv is not None else sys.argv[1:]) + [
@@ -386,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             if done.returncode != 0:
                 raise RuntimeError(f"peer failed:\n{done.stderr[-3000:]}")
         peer = json.loads(peer_json.read_text())
-        scores[f"peer p={pdim}"] = np.load(out / f"peer_scores_p{pdim}.npy")
+        scores[f"peer p={pdim}"] = np.load(out / f"peer_scores_{size}_p{pdim}.npy")
         rows.append(["dattri-LLM TracIn", f"LoGRA p={pdim} ({peer['dim']} dims)", 1,
                      "", f"{peer['seconds']:.1f}", f"{peer['seconds']:.1f}",
                      f"{peer['seconds'] / n_rows:.3f}", f"{peer['seconds'] / n_rows / plain:.2f}",
