@@ -17,7 +17,9 @@ fixed list of actors that all hold the same reservation. The executor needs more
 * GPU shares per job: a job that ran out of CUDA memory gets an actor of its own with a
   larger share, which goes when the job is done;
 * a pool that follows the cluster: its size is re-read from the cluster's resources
-  during the run (at most one actor per ``cpus`` CPUs and GPU share), the autoscaler is
+  during the run (at most one actor per ``cpus`` CPUs and GPU share, and per ``cpus`` of
+  the cores a node really has, once known: :func:`raytda.run.policy.node_room`), the
+  autoscaler is
   asked for what the ready jobs could use, and actors on a node that went away are
   dropped (their job is requeued) and replaced wherever the scheduler puts them;
 * per-node memory: each job's memory budget is the node's divided among the actors that
@@ -34,7 +36,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from raytda.plan.jobs import Job
-from raytda.run.policy import actors_per_node
+from raytda.run.policy import node_room, usable_cores
 
 if TYPE_CHECKING:
     from raytda.run.ray_executor import RayExecutor
@@ -58,6 +60,7 @@ class ActorSlot:
     busy: str | None = None  # key of the job it runs
     busy_costed: bool = False  # the job it runs holds its node's timing slot exclusively
     dedicated: str | None = None  # a job retried on a larger share, alone on this actor
+    target: str | None = None  # the node it was asked for (softly), if any
     since: float = dataclasses.field(default_factory=time.monotonic)  # when it was asked for
 
 
@@ -82,7 +85,15 @@ class ActorPool:
         self.cpus, self.share, self.log_level = cpus, share, log_level
         self.owner: dict[str, str] = {}  # affinity key -> actor name
         self.per_node: dict[str, int] = {}  # node id -> actors of this pool it holds
+        # node id -> the cores it really has: the driver's own node from the start, the
+        # others once an actor there has answered (Ray's resources say only what was
+        # declared, e.g. ``ray start --num-cpus=4`` on two cores)
+        self.cores: dict[str, int] = {w["node_id"]: w["cores"] for w in ex.workers.values()
+                                      if w.get("cores") and w.get("node_id")}
+        if not ray.util.client.ray.is_connected():  # a Ray client's cores are not a node's
+            self.cores[ray.get_runtime_context().get_node_id()] = usable_cores()
         self.capacity = 0
+        self.core_bound: set[str] = set()  # nodes that declare more CPUs than cores
         self.requested = -1  # actors last asked of the autoscaler
         self.next_poll = 0.0
         self.serial = len(ex.pool)
@@ -95,14 +106,22 @@ class ActorPool:
 
     # ---------------------------------------------------------------- actors
 
-    def start(self, share: float, dedicated: str | None = None) -> ActorSlot:
-        """Ask Ray for one more actor; it is usable once ``slot.started`` resolves."""
+    def start(self, share: float, dedicated: str | None = None,
+              target: str | None = None) -> ActorSlot:
+        """Ask Ray for one more actor (on node ``target`` if it can, else where Ray
+        chooses); it is usable once ``slot.started`` resolves."""
         ex = self.ex
         name = f"raytda-worker-{os.getpid()}-{id(ex) % 10_000:04d}-{self.serial}"
         self.serial += 1
-        handle = self.actor_cls.options(name=name, **ex.actor_options(share, self.cpus)).remote(
+        opts = ex.actor_options(share, self.cpus)
+        if target is not None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(target, soft=True)
+        handle = self.actor_cls.options(name=name, **opts).remote(
             name, share, ex.accelerator, self.log_level)
-        slot = ActorSlot(handle, name, share, handle.info.remote(), dedicated=dedicated)
+        slot = ActorSlot(handle, name, share, handle.info.remote(), dedicated=dedicated,
+                         target=target)
         ex.pool.append(slot)
         ex.stats["actors_started"] += 1
         log.debug("asked for actor %s (%s)", name, ex.bundle(share, self.cpus))
@@ -119,6 +138,9 @@ class ActorPool:
             return
         slot.node_id, slot.ready = info["node_id"], True
         self.ex.workers[slot.name] = info
+        if info.get("cores") and self.cores.get(slot.node_id) != info["cores"]:
+            self.cores[slot.node_id] = info["cores"]
+            self.next_poll = 0.0  # the node may hold fewer actors than its resources say
         log.info("actor %s ready on node %s (pid %s)", slot.name, slot.node_id[:8],
                  info.get("pid"))
 
@@ -145,17 +167,20 @@ class ActorPool:
         if now < self.next_poll and not force:
             return
         self.next_poll = now + ex.poll_s
-        res = ray.cluster_resources()
-        cap = int(res.get("CPU", 0) // self.cpus)
-        if self.share > 0:
-            cap = min(cap, int(res.get(ex.accelerator, 0) / self.share + 1e-9))
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        alive = {n["NodeID"] for n in nodes}
+        room = {n["NodeID"]: node_room(n.get("Resources", {}), self.cpus, self.share,
+                                       ex.accelerator, self.cores.get(n["NodeID"]))
+                for n in nodes}
+        # nodes whose cores hold fewer actors than their declared resources: Ray's own
+        # placement would fill them by what they declared, so new actors are steered
+        self.core_bound = {n["NodeID"] for n in nodes if room[n["NodeID"]] < node_room(
+            n.get("Resources", {}), self.cpus, self.share, ex.accelerator)}
+        cap = sum(room.values())
         if ex.max_workers:
             cap = min(cap, ex.max_workers)
         self.capacity = cap
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        alive = {n["NodeID"] for n in nodes}
-        self.per_node = {n["NodeID"]: actors_per_node(n.get("Resources", {}), self.cpus,
-                                                      self.share, ex.accelerator) for n in nodes}
+        self.per_node = {nid: max(1, r) for nid, r in room.items()}
         for slot in list(ex.pool):
             if slot.node_id is not None and slot.node_id not in alive:
                 # Its node is gone: Ray would restart it elsewhere only once resources
@@ -164,6 +189,16 @@ class ActorPool:
                             slot.node_id[:8], slot.name)
                 ex.stats["lost_actors"] += 1
                 self.kill(slot)
+        # A node holding more idle actors than its cores (it declared more CPUs than it
+        # has, and Ray placed them by what it declared) gives the extra ones back.
+        for nid, r in room.items():
+            extra = sum(1 for s in ex.pool if s.node_id == nid and not s.dedicated) - max(1, r)
+            for slot in [s for s in ex.pool if s.node_id == nid and not s.dedicated
+                         and s.busy is None][:max(0, extra)]:
+                log.info("%s stopped: node %s has %s cores", slot.name, nid[:8],
+                         self.cores.get(nid))
+                self.kill(slot)
+                ex.stats["actors_stopped"] += 1
         pool = [s for s in ex.pool if not s.dedicated]
         demand = ready + sum(1 for s in pool if s.busy)
         want = min(demand, ex.max_workers or demand)
@@ -181,7 +216,22 @@ class ActorPool:
         # cluster that has no room yet gets an autoscaler request and a pending actor).
         grow = min(max(cap, 1), max(want, 1)) - len([s for s in ex.pool if not s.dedicated])
         for _ in range(grow if demand else 0):
-            self.start(self.share)
+            self.start(self.share, target=self.target(room))
+
+    def target(self, room: dict[str, int]) -> str | None:
+        """The node the next actor should go to: None (Ray's choice) unless some node
+        would take more actors by its declared CPUs than by its cores; then the node
+        with the most room left, counting the actors there and those asked for it."""
+        if not self.core_bound:
+            return None
+        placed: dict[str, int] = {}
+        for s in self.ex.pool:
+            nid = s.node_id if s.ready else s.target
+            if nid is not None and not s.dedicated:
+                placed[nid] = placed.get(nid, 0) + 1
+        free = {nid: r - placed.get(nid, 0) for nid, r in room.items()}
+        best = max(free, key=free.get, default=None)
+        return best if best is not None and free[best] > 0 else None
 
     def request(self, n: int) -> None:
         """Ask the autoscaler for ``n`` actors' resources (0: nothing more)."""

@@ -14,14 +14,39 @@ from raytda.plan.planner import Plan
 GpuPolicy = float | Callable[[Job], float] | None
 
 
-def actors_per_node(resources: dict[str, float], cpus: int, share: float = 0.0,
-                    accel: str = "GPU") -> int:
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def node_room(resources: dict[str, float], cpus: int, share: float = 0.0,
+              accel: str = "GPU", cores: int | None = None) -> int:
     """How many of the pool's actors (``cpus`` CPUs and ``share`` of ``accel`` each) a
-    node with these Ray resources holds; at least 1 (an actor placed there is alone)."""
+    node with these Ray resources holds; 0 for a node without CPUs.
+
+    ``cores``: the cores the node really has, once known. A node may declare more CPUs
+    than it has (``ray start --num-cpus=4`` on two cores); actors beyond one per ``cpus``
+    of its cores would only take turns on the same cores, after paying for their own
+    start-up (a torch import and a warm-up each), so they are not started. Measured on
+    two cores with ``--num-cpus=4``: four actors made the issue-20 sweep 0.86x as fast
+    as in-process, two 0.99x (benchmarks/README.md, "Ray scaling")."""
     n = int(resources.get("CPU", 0) // max(1, cpus))
     if share > 0:
         n = min(n, int(resources.get(accel, 0) / share + 1e-9))
-    return max(1, n)
+    if cores:
+        n = min(n, max(1, cores // max(1, cpus)))
+    return n
+
+
+def actors_per_node(resources: dict[str, float], cpus: int, share: float = 0.0,
+                    accel: str = "GPU", cores: int | None = None) -> int:
+    """:func:`node_room`, at least 1 (an actor placed there is alone): what the node's
+    memory budget is divided by."""
+    return max(1, node_room(resources, cpus, share, accel, cores))
 
 
 def actor_compute_args(args: ComputeArgs, actors_on_node: int) -> ComputeArgs:

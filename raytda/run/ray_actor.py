@@ -17,6 +17,7 @@ from typing import Any
 from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.run.logs import configure_logging
+from raytda.run.policy import usable_cores
 from raytda.run.worker import JobRunner, warm_up
 from raytda.store import ArtifactStore, CorruptArtifact, StoreError
 from raytda.store.artifacts import full_disk
@@ -126,7 +127,7 @@ class RaytdaWorker:
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "node_id": self.runner.node_id, "pid": os.getpid(),
-                "loads": self.runner.loads()}
+                "cores": usable_cores(), "loads": self.runner.loads()}
 
     def run(self, job: Job, store: ArtifactStore, args: ComputeArgs) -> dict[str, Any]:
         return run_on_actor(job, store, args, self.share, self.runner, self.accel)

@@ -27,7 +27,7 @@ class FakeJob:
 def pool_of(*slots: ActorSlot) -> ActorPool:
     pool = ActorPool.__new__(ActorPool)
     pool.ex = SimpleNamespace(pool=list(slots))
-    pool.owner, pool.per_node = {}, {}
+    pool.owner, pool.per_node, pool.core_bound = {}, {}, set()
     return pool
 
 
@@ -73,3 +73,18 @@ def test_costed_work_waits_for_starting_actors() -> None:
     pool = pool_of(a, starting)
     assert pool.choose(a, [BLOCK, LDS]) is LDS
     assert pool.choose(a, [BLOCK]) is None
+
+
+def test_new_actors_are_steered_off_nodes_full_by_their_cores() -> None:
+    # n1 declares 4 CPUs on 2 cores and holds 2 actors (one still starting, asked for n1);
+    # n2's cores are not known: its room is what it declares
+    a = actor("a", node="n1")
+    s = actor("s", node=None, ready=False)
+    s.target = "n1"
+    pool = pool_of(a, s)
+    room = {"n1": 2, "n2": 1}
+    assert pool.target(room) is None  # no node declares more than it has: Ray chooses
+    pool.core_bound = {"n1"}
+    assert pool.target(room) == "n2"
+    pool.ex.pool.append(actor("b", node="n2"))
+    assert pool.target(room) is None  # every node full: Ray's choice (or the autoscaler)

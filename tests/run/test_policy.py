@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from raytda.core.args import ComputeArgs
-from raytda.run.policy import actor_compute_args, actors_per_node
+from raytda.run.policy import actor_compute_args, actors_per_node, node_room, usable_cores
 
 
 def test_actors_per_node_counts_cpus_and_accelerator_shares():
@@ -11,6 +11,18 @@ def test_actors_per_node_counts_cpus_and_accelerator_shares():
     assert actors_per_node({"CPU": 16.0}, cpus=3) == 5
     assert actors_per_node({"CPU": 16.0, "GPU": 1.0}, cpus=1, share=0.25) == 4
     assert actors_per_node({"CPU": 0.0}, cpus=1) == 1  # one placed there is alone
+
+
+def test_a_node_holds_no_more_actors_than_its_cores():
+    # `ray start --num-cpus=4` on two cores: two actors, not four
+    assert node_room({"CPU": 4.0}, cpus=1, cores=2) == 2
+    assert node_room({"CPU": 4.0}, cpus=2, cores=2) == 1
+    assert node_room({"CPU": 4.0}, cpus=1) == 4  # cores not known yet: as declared
+    assert node_room({"CPU": 2.0}, cpus=1, cores=16) == 2  # declared fewer: as declared
+    assert node_room({"CPU": 8.0, "GPU": 1.0}, cpus=1, share=0.25, cores=16) == 4
+    assert node_room({"CPU": 0.0}, cpus=1, cores=8) == 0  # a head without CPUs holds none
+    assert node_room({"CPU": 4.0}, cpus=4, cores=2) == 1  # a job wider than the node
+    assert usable_cores() >= 1
 
 
 def test_each_actor_gets_the_node_budget_divided_by_the_node_actors():
