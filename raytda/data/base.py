@@ -44,6 +44,10 @@ class Dataset:
     def test(self) -> TensorSamples:
         return TensorSamples(self.x_test, self.y_test)
 
+    def splits(self) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """``((x_train, y_train), (x_test, y_test))``: what a Task's ``load`` returns."""
+        return (self.x_train, self.y_train), (self.x_test, self.y_test)
+
 
 @dataclass(frozen=True)
 class TaskData:

@@ -58,5 +58,4 @@ class CIFAR2ResNet9Task(BuiltinTask):
         from raytda.data.cifar2 import load_cifar2
 
         s = self.settings
-        d = load_cifar2(self.root(), s["n_train"], s["n_test"], s["seed"], normalize=(MEAN, STD))
-        return (d.x_train, d.y_train), (d.x_test, d.y_test)
+        return load_cifar2(self.root(), s["n_train"], s["n_test"], s["seed"], normalize=(MEAN, STD)).splits()

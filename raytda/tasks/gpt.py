@@ -83,8 +83,7 @@ class ToyGPTTask(GPTTask):
         from raytda.data.text import load_synthetic_text
 
         s = self.settings
-        d = load_synthetic_text(s["n_train"], s["n_test"], s["seq_len"], s["seed"])
-        return (d.x_train, d.y_train), (d.x_test, d.y_test)
+        return load_synthetic_text(s["n_train"], s["n_test"], s["seq_len"], s["seed"]).splits()
 
 
 class ShakespeareGPTTask(GPTTask):
@@ -104,5 +103,4 @@ class ShakespeareGPTTask(GPTTask):
         from raytda.data.text import load_text
 
         s = self.settings
-        d = load_text(self.root(), s["n_train"], s["n_test"], s["seq_len"], s["seed"])
-        return (d.x_train, d.y_train), (d.x_test, d.y_test)
+        return load_text(self.root(), s["n_train"], s["n_test"], s["seq_len"], s["seed"]).splits()

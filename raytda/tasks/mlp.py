@@ -56,8 +56,7 @@ class ToyMLPTask(MLPTask):
         from raytda.data.synthetic import load_synthetic
 
         s = self.settings
-        d = load_synthetic(s["n_train"], s["n_test"], s["seed"])
-        return (d.x_train, d.y_train), (d.x_test, d.y_test)
+        return load_synthetic(s["n_train"], s["n_test"], s["seed"]).splits()
 
 
 class DigitsMLPTask(MLPTask):
@@ -76,8 +75,7 @@ class DigitsMLPTask(MLPTask):
         from raytda.data.digits import load_digits
 
         s = self.settings
-        d = load_digits(s["n_train"], s["n_test"], s["seed"], s["normalize"])
-        return (d.x_train, d.y_train), (d.x_test, d.y_test)
+        return load_digits(s["n_train"], s["n_test"], s["seed"], s["normalize"]).splits()
 
 
 class MNISTMLPTask(MLPTask):
@@ -97,8 +95,7 @@ class MNISTMLPTask(MLPTask):
         from raytda.data.mnist import load_mnist
 
         s = self.settings
-        d = load_mnist(self.root(), s["n_train"], s["n_test"], s["seed"], s["normalize"])
-        return (d.x_train, d.y_train), (d.x_test, d.y_test)
+        return load_mnist(self.root(), s["n_train"], s["n_test"], s["seed"], s["normalize"]).splits()
 
 
 class CIFAR2MLPTask(MLPTask):
@@ -118,5 +115,4 @@ class CIFAR2MLPTask(MLPTask):
         from raytda.data.cifar2 import load_cifar2
 
         s = self.settings
-        d = load_cifar2(self.root(), s["n_train"], s["n_test"], s["seed"], s["normalize"])
-        return (d.x_train, d.y_train), (d.x_test, d.y_test)
+        return load_cifar2(self.root(), s["n_train"], s["n_test"], s["seed"], s["normalize"]).splits()
