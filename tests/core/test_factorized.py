@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from raytda.core.factorized import FactorizedProjector, kron_dims, split_k
+from raytda.core.factorized import FactorizedProjector
 from raytda.core.grads import per_sample_grads
 from raytda.core.masks import MaskSpec, masks_for
 from raytda.core.network import Network
@@ -329,20 +329,6 @@ def test_inner_products_are_unbiased():
     # tolerance from the measured spread: 4 standard errors of the mean over the seeds
     se = est.std(0) / math.sqrt(est.shape[0])
     assert ((est.mean(0) - true).abs() <= 4 * se).all()
-
-
-def test_split_k_sums_and_caps():
-    dims = split_k(100, [4, 10_000, 400, 1], "sqrt")
-    assert sum(dims) == 100 and dims[0] <= 4 and dims[3] == 1
-    assert dims[1] > dims[2] > dims[0]  # sqrt rule: more for bigger blocks
-    # equal (the default): capped blocks keep all their parameters, the rest share alike
-    assert split_k(100, [4, 10_000, 400, 1]) == [4, 48, 47, 1]
-    assert split_k(10, [3, 3], "equal") == [3, 3]  # capped at the block sizes
-    assert split_k(7, [100, 100, 100], "params") in ([3, 2, 2], [2, 3, 2], [2, 2, 3])
-    with pytest.raises(SpecError, match="smaller than the number of projected blocks"):
-        split_k(2, [5, 5, 5])
-    assert kron_dims(50, 100, 100) == (7, 7)
-    assert kron_dims(50, 2, 100) == (2, 25)  # one side capped: the other takes the rest
 
 
 def test_dim_and_seeds():
