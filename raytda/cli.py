@@ -19,7 +19,7 @@ from raytda.sweep_config import CONFIG_KEYS, load_config
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help=f"JSON or YAML sweep file (keys: {', '.join(sorted(CONFIG_KEYS))})")
     p.add_argument("--setting", action="append", help="a task by its registered name: a built-in "
-                   "one or one registered with raytda.register_task (`raytda list` shows them; "
+                   "one or one registered with raytda.register_task (`raytda list` shows the built-in "
                    f"ones; repeatable); default {' '.join(DEFAULT_SETTINGS)}")
     p.add_argument("--task", action="append",
                    help="your own Task: 'module:Class' or 'path/to/file.py:Class' (repeatable)")
