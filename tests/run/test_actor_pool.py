@@ -1,13 +1,16 @@
-"""Which ready job an idle actor takes: the node's timing slot and model affinity decide.
+"""Which ready job an idle actor takes (the node's timing slot and model affinity decide),
+and how many actors each node holds.
 
-The pool is built without Ray (``choose`` reads only the slots and the owner map), so
-these run in milliseconds."""
+The pool is built without Ray (``choose`` reads only the slots and the owner map;
+``follow_cluster`` a fake ``ray.nodes()``), so these run in milliseconds."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from types import SimpleNamespace
+from typing import Any
 
 from raytda.run.actor_pool import ActorPool, ActorSlot
 
@@ -88,3 +91,58 @@ def test_new_actors_are_steered_off_nodes_full_by_their_cores() -> None:
     assert pool.target(room) == "n2"
     pool.ex.pool.append(actor("b", node="n2"))
     assert pool.target(room) is None  # every node full: Ray's choice (or the autoscaler)
+
+
+class FakeRay:
+    """What ``follow_cluster`` asks of Ray: the alive nodes; kills are recorded."""
+
+    def __init__(self, nodes: dict[str, float]) -> None:
+        self.node_list = [{"NodeID": nid, "Alive": True, "Resources": {"CPU": cpus}}
+                          for nid, cpus in nodes.items()]
+        self.killed: list[Any] = []
+
+    def nodes(self) -> list[dict]:
+        return self.node_list
+
+    def kill(self, handle: Any, no_restart: bool = True) -> None:
+        self.killed.append(handle)
+
+
+def sized_pool(ray: FakeRay, cores: dict[str, int], *slots: ActorSlot) -> ActorPool:
+    pool = pool_of(*slots)
+    pool.ray, pool.cpus, pool.share, pool.cores = ray, 1, 0.0, cores
+    pool.ex = SimpleNamespace(pool=list(slots), poll_s=1.0, max_workers=None,
+                              accelerator="GPU", autoscale=False, stats=Counter())
+    pool.next_poll, pool.requested = 0.0, -1
+    started: list[str | None] = []
+    pool.start = lambda share, target=None: started.append(target)  # type: ignore[method-assign]
+    pool.started_targets = started  # type: ignore[attr-defined]
+    return pool
+
+
+def test_a_node_declaring_more_cpus_than_cores_keeps_one_actor_per_core() -> None:
+    # `ray start --num-cpus=4` on two cores, four actors placed there by Ray: the two idle
+    # ones go, the busy ones stay, and no new actor is asked for
+    slots = [actor(n) for n in "abcd"]
+    slots[0].busy = slots[1].busy = "job"
+    ray = FakeRay({"n1": 4.0})
+    pool = sized_pool(ray, {"n1": 2}, *slots)
+    pool.follow_cluster(ready=10)
+    assert [s.name for s in pool.ex.pool] == ["a", "b"]
+    assert pool.capacity == 2 and pool.per_node == {"n1": 2}
+    assert pool.started_targets == []
+    # cores not known yet: the node holds what it declares, and the pool grows to it
+    pool = sized_pool(FakeRay({"n1": 4.0}), {}, actor("a"))
+    pool.follow_cluster(ready=10)
+    assert pool.capacity == 4 and pool.started_targets == [None, None, None]
+
+
+def test_new_actors_go_where_cores_are_free() -> None:
+    # n1: 4 declared, 2 cores, 2 actors; n2: 2 declared, cores unknown, empty
+    ray = FakeRay({"n1": 4.0, "n2": 2.0})
+    pool = sized_pool(ray, {"n1": 2}, actor("a"), actor("b"))
+    pool.follow_cluster(ready=10)
+    assert pool.capacity == 4
+    assert pool.core_bound == {"n1"}
+    assert len(pool.started_targets) == 2  # the stub does not add slots: both see n2 free
+    assert set(pool.started_targets) == {"n2"}
