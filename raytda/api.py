@@ -154,7 +154,9 @@ class Sweep:
         """The configuration of this sweep that ``ensemble`` (and method, task) names.
 
         ``ensemble`` is a spec (``"lora:I=1,L=2"``, an Ensemble) or the label the results
-        table shows (``"lora I=1 L=2"``)."""
+        table shows (``"lora I=1 L=2"``); ``method`` a Method, a method's name, or, where a
+        sweep ran variants of one method, the label the table shows
+        (``"trak proj_dim=8192"``)."""
         evals = self.spec.evaluations(self.compute)
         if isinstance(ensemble, str) and any(e.ensemble.label == ensemble for e in evals):
             def same(e: Evaluate) -> bool:
@@ -166,11 +168,19 @@ class Sweep:
             def same(e: Evaluate) -> bool:
                 return e.ensemble == ens
             shown = ens.label
-        found = [e for e in evals if same(e)
-                 and (method is None or e.method.name == getattr(method, "name", method))
-                 and (task is None or e.task.name == getattr(task, "name", task))]
+        def matches(m: Method, exact: bool) -> bool:
+            if method is None:
+                return True
+            if isinstance(method, Method):  # that Method; else its name
+                return m == method if exact else m.name == method.name
+            return method in (m.name, m.label)
+
+        candidates = [e for e in evals if same(e)
+                      and (task is None or e.task.name == getattr(task, "name", task))]
+        found = [e for e in candidates if matches(e.method, exact=True)] \
+            or [e for e in candidates if matches(e.method, exact=False)]
         if len(found) != 1:
-            labels = sorted({f"{e.method.name} {e.ensemble.label} on {e.task.name}"
+            labels = sorted({f"{e.method.label!r} {e.ensemble.label} on {e.task.name}"
                              for e in evals})
             what = "no" if not found else "more than one"
             raise SpecError(f"{what} configuration of this sweep matches {shown!r}"

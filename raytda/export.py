@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raytda.results import stored_scores
+from raytda.results import file_stem, method_names, stored_scores
 from raytda.specs import SpecError
 from raytda.store import ArtifactStore
 
@@ -43,15 +43,19 @@ def find_result(run_dir: str | Path, ensemble: str, method: str | None = None,
     df = table.to_pandas()
     label = as_ensemble(ensemble).label
     hit = df[df["label"] == label]
-    if method is not None:
-        hit = hit[hit["method"] == method]
+    labels = df["method_label"] if "method_label" in df else df["method"]
+    names = method_names(df)
+    if method is not None:  # a method's name, or its label when variants of it ran
+        hit = hit[(hit["method"] == method) | (labels[hit.index] == method)]
     if task is not None:
         hit = hit[hit["setting"] == task]
     if len(hit) != 1:
-        options = sorted(set(df["method"] + " " + df["label"] + " on " + df["setting"]))
+        options = sorted(set("'" + names + "' " + df["label"] + " on " + df["setting"]))
         raise SpecError(f"{'no' if hit.empty else 'several'} configurations match {label!r} "
-                        f"in {path}; it has {options} (use --method / --setting)")
-    return ArtifactStore(uri.decode()), hit.iloc[0].to_dict()
+                        f"in {path}; it has {options} (use --method with the quoted name, "
+                        f"and --setting)")
+    return ArtifactStore(uri.decode()), {**hit.iloc[0].to_dict(),
+                                         "method_name": names[hit.index[0]]}
 
 
 def top_k(scores: np.ndarray, k: int, first_row: int) -> pd.DataFrame:
@@ -158,7 +162,7 @@ def export_scores(run_dir: str | Path, ensemble: str, method: str | None = None,
     store, row = find_result(run_dir, ensemble, method, task)
     out = Path(out or run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{row['setting']}_{row['method']}_{row['label'].replace(' ', '_')}"
+    stem = f"{row['setting']}_{file_stem(row['method_name'])}_{row['label'].replace(' ', '_')}"
     written = []
     if full and dense is not None:  # a pass of its own over the chunks (then the top-k's)
         meta = store.meta(row["key"])

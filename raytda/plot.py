@@ -28,9 +28,11 @@ def plot_results(df: pd.DataFrame, out_dir: str | Path, fmt: str = "png") -> lis
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for (setting, method), grp in df.groupby(["setting", "method"]):
+    from raytda.results import file_stem, method_names
+
+    for (setting, method), grp in df.groupby([df["setting"], method_names(df)]):
         fig = results_figure(grp, f"{method} on {setting}")
-        path = out_dir / f"lds_vs_cost_{setting}_{method}.{fmt}"
+        path = out_dir / f"lds_vs_cost_{setting}_{file_stem(method)}.{fmt}"
         fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -74,8 +75,24 @@ def result_rows(store: ArtifactStore, evaluations) -> pd.DataFrame:
     were measured."""
     skip = {"score_chunks", "slot_wait_s"}
     return pd.DataFrame([{**{k: v for k, v in store.meta(e.key).items() if k not in skip},
+                          "method_label": e.method.label,
                           "measured_on": measured_on(store, e),
                           "timing": cost_timing(store, e)} for e in evaluations])
+
+
+def method_names(df: pd.DataFrame) -> pd.Series:
+    """What to call each row's method: its name (``trak``), or its label
+    (``trak proj_dim=8192``) where the table holds several variants of that method."""
+    if "method_label" not in df:
+        return df["method"]
+    variants = df.groupby("method")["method_label"].transform("nunique")
+    return df["method"].where(variants <= 1, df["method_label"])
+
+
+def file_stem(label: str) -> str:
+    """A method label as part of a file name: ``trak proj_dim=512`` -> ``trak_proj_dim-512``
+    (a plain name such as ``trak`` is kept as it is)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label.replace("=", "-")).strip("_")
 
 
 def warn_unconverged(df: pd.DataFrame) -> None:
@@ -144,6 +161,7 @@ def format_table(df: pd.DataFrame) -> str:
     cols = ["setting", "method", "label", "lds", "lds_se", "train_time_s", "serve_time_s",
             "params", "peak_mem_bytes", "measured_on", "pareto"]
     view = df[[c for c in cols if c in df]].copy()
+    view["method"] = method_names(df)  # "trak proj_dim=8192" where variants of trak ran
     view["peak_mem_MiB"] = (view.pop("peak_mem_bytes") / 2**20).round(1)
     with pd.option_context("display.width", 160, "display.max_rows", 500,
                            "display.float_format", "{:.4g}".format):

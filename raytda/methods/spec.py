@@ -69,6 +69,23 @@ class Method(Spec):
 
         return features_from(self.features)
 
+    @property
+    def label(self) -> str:
+        """How results tables, plots and ``raytda scores --method`` name this method: its
+        name, then each parameter that sets its scores and differs from the method's
+        defaults (``trak``, ``trak proj_dim=8192``,
+        ``trak features=factorized:uncovered=dense``), so two variants of one method in a
+        sweep never share a row's name."""
+        import json
+
+        default = Method(self.name).hashed()
+        parts = [f"{k}={json.dumps(v, sort_keys=True, separators=(',', ':')) if isinstance(v, dict) else v}"
+                 for k, v in self.hashed().items()
+                 if k not in ("name", "revision", "features") and default.get(k) != v]
+        if self.features != "dense":
+            parts.append(f"features={self.features}")
+        return " ".join([self.name, ",".join(parts)]) if parts else self.name
+
     def hashed(self) -> dict[str, Any]:
         """Only the fields that affect this method's scores (for artifact keys)."""
         out: dict[str, Any] = {"name": self.name}
