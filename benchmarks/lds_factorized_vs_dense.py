@@ -43,8 +43,7 @@ def main() -> None:
     sweep = Sweep(a.setting, methods, ENSEMBLES, lds=LDSSpec(m=a.lds_m), store=a.store,
                   data_dir=a.data_dir)
     table = sweep.run()
-    table["k"] = [m.proj_dim for m in table["method_spec"]] if "method_spec" in table else None
-    print(table[[*COLUMNS[:1], *(["k"] if "k" in table else []), *COLUMNS[1:]]].to_string(index=False))
+    print(table[["method_label", *COLUMNS[1:]]].to_string(index=False))
     print(f"{len(table)} configurations in {time.time() - t0:.0f} s")
 
 
