@@ -1,5 +1,9 @@
 """LoRA Ensemble: I base models trained on the full set (shorter), L LoRA adapters per
-base model, each fine-tuned on its own random half; gradients over the adapter only."""
+base model, each fine-tuned on its own random half; gradients over the adapter only.
+
+A task that gives its own checkpoints (``Task.checkpoints()``) gives the base models:
+adapter ``a`` of base ``i`` is fine-tuned on the last checkpoint of run ``i``, and no base
+is trained (the configuration's training time is its adapters')."""
 
 from __future__ import annotations
 
@@ -18,10 +22,11 @@ class LoRA(EnsembleKind):
                            f"{ens.L!r}; write e.g. 'lora:I=1,L=3'")
 
     def check_task(self, ens, task):
-        _check(task.lora is not None and task.recipe is not None
-               and task.checkpoints() is None,
-               f"ensemble kind {self.name!r} trains base models and LoRA adapters: task "
-               f"{task.name!r} needs a recipe and Task.lora (with its target modules)")
+        what = "LoRA adapters" if task.checkpoints() is not None \
+            else "base models and LoRA adapters"
+        _check(task.lora is not None and task.recipe is not None,
+               f"ensemble kind {self.name!r} trains {what}: task {task.name!r} needs a "
+               f"recipe and Task.lora (with its target modules)")
 
     def check_model(self, ens, task, net):
         names = {n.rsplit(".", 1)[-1] for n, _ in net.module.named_modules()}
@@ -32,10 +37,13 @@ class LoRA(EnsembleKind):
     def members(self, ens, epochs):
         return tuple(Member(i, adapter=a) for i in range(ens.I) for a in range(ens.L))
 
-    # Base models on the full set; each member is an adapter on one of them.
+    # Base models on the full set (or the user's checkpoints); each member is an adapter
+    # on one of them.
     def models(self, ev):
-        from raytda.plan.jobs import TrainBase
+        from raytda.plan.jobs import ImportModel, TrainBase
 
+        if ev.task.checkpoints() is not None:
+            return tuple(ImportModel(ev.task, i) for i in range(ev.ensemble.I))
         return tuple(TrainBase(ev.task, i, ev.base_seed) for i in range(ev.ensemble.I))
 
     def adapters(self, ev, models):

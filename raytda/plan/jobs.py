@@ -256,11 +256,12 @@ class TrainBase(TrainModel):
 class TrainAdapter(Job):
     """LoRA adapter ``adapter`` of a base model, fine-tuned on its own random half of S.
 
+    The base is a :class:`TrainBase`, or an :class:`ImportModel` (the user's checkpoints).
     Its key depends on the base model and the adapter index, not on L, so an L=1
     configuration reuses the first adapter of an L=3 one. Stores the adapter weights only.
     """
 
-    base: TrainBase
+    base: TrainModel
     adapter: int
     kind: str = field(default="adapter", init=False)
     body: str = field(default="raytda.work.train:train_adapter", init=False)

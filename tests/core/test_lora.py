@@ -223,3 +223,37 @@ def test_a_smaller_L_then_needs_only_its_result(swept):
     plan = make_plan(dataclasses.replace(lora_spec(Ensemble("lora", 1, L=1)),
                                          methods=sweep.spec.methods), sweep.store)
     assert [j.kind for j in plan.todo] == ["result"]
+
+
+class CheckpointGPT(type(TASK)):
+    """toy-gpt whose trained model is the user's: one run, one checkpoint (a state dict)."""
+
+    name = "toy-gpt-own-checkpoint"
+    state: dict = {}
+
+    def checkpoints(self):
+        return [[self.state]]
+
+
+def test_lora_adapters_are_fine_tuned_on_the_users_checkpoint(tmp_path):
+    model = TASK.build_model()
+    with torch.no_grad():  # any weights of the right shape: not what raytda would train
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+    CheckpointGPT.state = {k: v.clone() for k, v in model.state_dict().items()}
+    task = CheckpointGPT()
+    sweep = Sweep(task, Method("trak", proj_dim=8), ["lora:I=1,L=2"], lds=None,
+                  store=str(tmp_path), progress=False)
+    plan = sweep.plan()
+    assert Counter(j.kind for j in plan.jobs)["basemodel"] == 0  # no base is trained
+    ev = plan.evaluations[0]
+    (base,) = ev.models()
+    assert base.describe().startswith("import checkpoints") and all(
+        a.deps() == (base,) for a in ev.adapters())
+    (row,) = sweep.run().itertuples()
+    # the adapters' base is the checkpoint, bit for bit; training time is the adapters'
+    stored, _ = sweep.store.get(base.key)
+    assert all(torch.equal(stored[f"final/{k}"], v) for k, v in CheckpointGPT.state.items())
+    adapter_t = [sweep.store.meta(a.key)["train_time_s"] for a in ev.adapters()]
+    assert math.isclose(row.train_time_s, sum(adapter_t)) and row.train_time_s > 0
+    assert sweep.scores("lora:I=1,L=2").isfinite().all()
