@@ -19,9 +19,8 @@ fixed list of actors that all hold the same reservation. The executor needs more
 * a pool that follows the cluster: its size is re-read from the cluster's resources
   during the run (at most one actor per ``cpus`` CPUs and GPU share, and per ``cpus`` of
   the cores a node really has, once known: :func:`raytda.run.policy.node_room`), the
-  autoscaler is
-  asked for what the ready jobs could use, and actors on a node that went away are
-  dropped (their job is requeued) and replaced wherever the scheduler puts them;
+  autoscaler is asked for what the ready jobs could use, and actors on a node that went
+  away are dropped (their job is requeued) and replaced wherever the scheduler puts them;
 * per-node memory: each job's memory budget is the node's divided among the actors that
   node holds (:func:`raytda.run.policy.actor_compute_args`).
 """
