@@ -6,14 +6,15 @@ naive I = 1, 2, 3 and Dropout I = 1, 2 x D = 5, TRAK, 30 LDS models. Each execut
 into a fresh store through the CLI, each in its own process:
 
 * ``local``: ``raytda sweep`` in-process (one job at a time, torch threads = 1);
-* ``ray N``: a head with N logical CPUs (default 2, and 4 on a 2-core machine, where two
-  actors per core would distort co-scheduled timings the most), one actor per CPU.
+* ``ray N``: a head with N logical CPUs (default 2, and 4 on a 2-core machine, a node
+  that declares more CPUs than it has), one actor per CPU up to one per core the machine
+  has (:func:`raytda.run.policy.node_room`).
 
 It prints, per configuration, the training and serving cost on each cluster as a ratio
 to the in-process run (the same configuration on the same resources, ``measured_on``,
 should cost the same wherever it ran: target within 15%), how the costs were timed
 (``timing``: costed jobs hold their node's timing slot, raytda.run.timing_slot), and the
-whole sweep's wall time per executor. With ``--repeats`` > 1 it also prints the
+whole sweep's wall time and actor count per executor. With ``--repeats`` > 1 it also prints the
 in-process repeats' spread per configuration (largest / smallest - 1 of the same work in
 the same process kind): the noise floor the ratios are read against. Executors are
 interleaved per repeat, so all see the same background load, and each cost is the best
@@ -58,6 +59,19 @@ def run_sweep(out: Path, extra: list[str], env: dict[str, str] | None = None) ->
     return wall, pd.read_parquet(out / "results.parquet").set_index("label")
 
 
+def actors_used(out: Path) -> int:
+    """How many actors made the sweep's artifacts (the ``worker`` each artifact's record
+    names; 0 in-process)."""
+    import json
+
+    workers = set()
+    for f in (out / "store").rglob("*.json"):
+        w = json.loads(f.read_text()).get("meta", {}).get("worker")
+        if w and w.startswith("raytda-worker-"):
+            workers.add(w)
+    return len(workers)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cpus", default="2,4", help="logical CPUs of each `ray start` head")
@@ -69,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     names = ["local", *(f"ray {n}" for n in cpus)]
     walls: dict[str, list[float]] = {n: [] for n in names}
     tables: dict[str, list[pd.DataFrame]] = {n: [] for n in names}
+    actors: dict[str, set[int]] = {n: set() for n in names}
     with tempfile.TemporaryDirectory(prefix="raytda-scaling-") as tmp:
         for r in range(a.repeats):
             for name in names:
@@ -80,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         wall, df = run_sweep(out, [*extra, "--address", head.address], head.env)
                 walls[name].append(wall)
                 tables[name].append(df)
+                actors[name].add(actors_used(out))
                 log(f"repeat {r}: {name}: sweep {wall:.1f} s (load average "
                     f"{os.getloadavg()[0]:.1f} after)")
     cols = ["train_time_s", "serve_time_s"]
@@ -112,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     timing = {n: ", ".join(sorted(set(t[0]["timing"]))) for n, t in tables.items()}
     measured = {n: ", ".join(sorted(set(t[0]["measured_on"]))) for n, t in tables.items()}
     print()
-    print(table(["executor", "sweep wall s", "local / this", "largest cost deviation",
+    print(table(["executor", "actors", "sweep wall s", "local / this", "largest cost deviation",
                  "measured_on", "timing"],
-                [[n, f"{min(walls[n]):.1f}", f"{min(walls['local']) / min(walls[n]):.2f}",
+                [[n, "-" if n == "local" else "/".join(map(str, sorted(actors[n]))),
+                  f"{min(walls[n]):.1f}", f"{min(walls['local']) / min(walls[n]):.2f}",
                   "-" if n == "local" else f"{worst[n]:.1%} (target <= {TARGET_COST_TOL:.0%})",
                   measured[n], timing[n]] for n in names]))
     return 0
