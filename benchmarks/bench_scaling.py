@@ -13,7 +13,8 @@ into a fresh store through the CLI, each in its own process:
 It prints, per configuration, the training and serving cost on each cluster as a ratio
 to the in-process run (the same configuration on the same resources, ``measured_on``,
 should cost the same wherever it ran: target within 15%), how the costs were timed
-(``timing``: costed jobs hold their node's timing slot, raytda.run.timing_slot), and the
+(``timing``: costed jobs hold their node's timing slot, alone or, on Ray, beside others of
+their work class once one of the class was timed alone; raytda.run.timing_slot), and the
 whole sweep's wall time and actor count per executor. With ``--repeats`` > 1 it also prints the
 in-process repeats' spread per configuration (largest / smallest - 1 of the same work in
 the same process kind): the noise floor the ratios are read against. Executors are
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                 row.append(f"{ratio:.3f}")
         rows.append(row)
     print(table(headers, rows))
-    timing = {n: ", ".join(sorted(set(t[0]["timing"]))) for n, t in tables.items()}
+    timing = {n: "; ".join(sorted({part for v in t[0]["timing"] for part in v.split("; ")}))
+              for n, t in tables.items()}
     measured = {n: ", ".join(sorted(set(t[0]["measured_on"]))) for n, t in tables.items()}
     print()
     print(table(["executor", "actors", "sweep wall s", "local / this", "largest cost deviation",

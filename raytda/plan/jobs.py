@@ -55,6 +55,25 @@ class Job:
     #: its artifact is model weights that later jobs of the same model read (a worker
     #: keeps them in memory; jobs that read them prefer the actor that made them)
     holds_model: bool = False
+    #: the meta field its body records its cost in (read by evaluation)
+    cost_field: str = "serve_time_s"
+
+    def work_shape(self) -> dict[str, Any] | None:
+        """What decides how much work the job is, leaving out which member or model it is
+        for (seeds, indices): jobs with equal shapes do the same work. None (the default):
+        the job is always timed alone. Servings (Q, feature blocks) declare one;
+        trainings do not: measured on 0.2 s trainings, charging co-scheduled ones by
+        their class read 0.80-0.85x the in-process cost, a noise floor too high to trust
+        (benchmarks/README.md, Ray scaling)."""
+        return None
+
+    @cached_property
+    def work_class(self) -> str | None:
+        """Jobs of one class cost the same alone: the Ray executor times one of them alone
+        per node and charges the others, run side by side, its cost
+        (:mod:`raytda.run.timing_slot`). None: timed alone, always."""
+        shape = self.work_shape()
+        return None if shape is None else f"{self.kind}-{stable_hash([self.kind, shape], 12)}"
 
     def affinity(self) -> str | None:
         """Key of the model this job should run next to (the actor that made or loaded it
@@ -111,8 +130,15 @@ class TrainModel(Job):
     def affinity(self) -> str | None:
         return self.key
 
+    cost_field = "train_time_s"
+
     def spec(self) -> dict[str, Any]:
         return {"task": self.task.train_key, "index": self.index, "base_seed": self.base_seed}
+
+    def source_shape(self) -> dict[str, Any]:
+        """As a member source, what decides the work of serving its members: the task's
+        model and data, not which training run it is."""
+        return {"kind": self.kind, "task": self.task.train_key}
 
     def describe(self) -> str:
         return f"train model {self.index} of {self.task.name}"
@@ -244,6 +270,9 @@ class TrainBase(TrainModel):
         return {"task": self.task.train_key, "recipe": self.recipe.to_dict(), "index": self.index,
                 "base_seed": self.base_seed}
 
+    def source_shape(self) -> dict[str, Any]:
+        return {"kind": self.kind, "task": self.task.train_key, "recipe": self.recipe.to_dict()}
+
     def describe(self) -> str:
         return f"train LoRA base model {self.index} of {self.task.name}"
 
@@ -286,9 +315,15 @@ class TrainAdapter(Job):
     def recipe(self) -> Recipe:
         return self.task.lora_spec.adapter_recipe(self.task.recipe)
 
+    cost_field = "train_time_s"
+
     def spec(self) -> dict[str, Any]:
         return {"base": self.base.key, "adapter": self.adapter,
                 "lora": self.task.lora_spec.to_dict(), "recipe": self.recipe.to_dict()}
+
+    def source_shape(self) -> dict[str, Any]:
+        return {"kind": self.kind, "base": self.base.source_shape(),
+                "lora": self.task.lora_spec.to_dict()}
 
     def deps(self) -> tuple[Job, ...]:
         return (self.base,)
@@ -332,6 +367,14 @@ Source = TrainModel | ImportModel | TrainAdapter
 def member_deps(source: Source) -> tuple[Job, ...]:
     # An adapter member reads its base model's weights too.
     return (source, source.base) if isinstance(source, TrainAdapter) else (source,)
+
+
+def member_shape(member: Member) -> dict[str, Any]:
+    """A member's part in its jobs' work shape: whether it is masked or an adapter, not
+    which one. (A projection another member built already is charged as if built:
+    :mod:`raytda.core.projector_cache`.)"""
+    return {"checkpointed": member.checkpoint is not None, "masked": member.mask is not None,
+            "adapter": member.adapter is not None}
 
 
 def mask_seed(source: Source, member: Member) -> int:
@@ -378,6 +421,11 @@ class QValues(Job):
         mode = self.mask_mode if self.member.mask is not None else None
         return {"model": self.model.key, "member": self.member.to_dict(), "mask_mode": mode}
 
+    def work_shape(self) -> dict[str, Any] | None:
+        mode = self.mask_mode if self.member.mask is not None else None
+        return {"model": self.model.source_shape(), "member": member_shape(self.member),
+                "mask_mode": mode}
+
     def deps(self) -> tuple[Job, ...]:
         return member_deps(self.model)
 
@@ -422,6 +470,11 @@ class MemberBlock(Job):
         if self.task.key != self.task.train_key:  # the test set is not in the model key
             spec["test"] = self.task.key
         return spec
+
+    def work_shape(self) -> dict[str, Any] | None:
+        mode = self.mask_mode if self.member.mask is not None else None
+        return {"model": self.model.source_shape(), "member": member_shape(self.member),
+                "method": self.method.hashed(), "mask_mode": mode, "test": self.task.key}
 
     def deps(self) -> tuple[Job, ...]:
         return member_deps(self.model)

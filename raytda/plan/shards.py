@@ -129,6 +129,11 @@ class ShardedMemberBlock(MemberBlock):
     def spec(self) -> dict[str, Any]:
         return {**super().spec(), "train_shards": True}
 
+    def work_shape(self) -> dict[str, Any] | None:
+        # its cost is mostly its shards', summed into it: timed alone, never charged
+        # another's
+        return None
+
     def whole(self) -> MemberBlock:
         """The same member built whole (what its shards split)."""
         return MemberBlock(self.model, self.member, self.method, self.mask_mode)

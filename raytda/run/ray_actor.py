@@ -18,6 +18,7 @@ from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.run.logs import configure_logging
 from raytda.run.policy import usable_cores
+from raytda.run.timing_slot import Timing
 from raytda.run.worker import JobRunner, warm_up
 from raytda.store import ArtifactStore, CorruptArtifact, StoreError
 from raytda.store.artifacts import full_disk
@@ -57,10 +58,12 @@ def _is_cuda_oom(e: BaseException) -> bool:
 
 
 def run_on_actor(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
-                 runner: JobRunner | None = None, accel: str = "GPU") -> dict[str, Any]:
+                 runner: JobRunner | None = None, accel: str = "GPU",
+                 timing: Timing | None = None) -> dict[str, Any]:
     """Run ``job`` in a worker unless its artifact exists; report, never raise, for a bad
     input (the driver repairs it) or a CUDA out-of-memory (the driver retries the job on
-    a larger GPU share)."""
+    a larger GPU share). ``timing``: how it holds its node's timing slot (the driver's
+    choice; default alone if costed)."""
     t0 = time.perf_counter()
     runner = runner or JobRunner("task")
     where = {"worker": runner.worker, "node_id": runner.node_id, "pid": os.getpid()}
@@ -71,7 +74,7 @@ def run_on_actor(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: f
             return {"status": "missing", "key": dep.key, **where}
     wargs = _worker_args(args, gpu_share)
     try:
-        ran = runner.run(job, store, wargs, gpu_share if gpu_share > 0 else 0.0, accel)
+        ran = runner.run(job, store, wargs, gpu_share if gpu_share > 0 else 0.0, accel, timing)
     except CorruptArtifact as e:
         if e.key == job.key:
             raise
@@ -129,6 +132,7 @@ class RaytdaWorker:
         return {"name": self.name, "node_id": self.runner.node_id, "pid": os.getpid(),
                 "cores": usable_cores(), "loads": self.runner.loads()}
 
-    def run(self, job: Job, store: ArtifactStore, args: ComputeArgs) -> dict[str, Any]:
-        return run_on_actor(job, store, args, self.share, self.runner, self.accel)
+    def run(self, job: Job, store: ArtifactStore, args: ComputeArgs,
+            timing: Timing | None = None) -> dict[str, Any]:
+        return run_on_actor(job, store, args, self.share, self.runner, self.accel, timing)
 

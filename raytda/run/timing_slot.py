@@ -12,6 +12,14 @@ exclusively, and work that no configuration is charged for (the LDS ground-truth
 trainings) takes it shared, so those still run side by side on every actor of the node.
 Nodes do not share a slot: a cluster still times many costed jobs at once, one per node.
 
+Costed jobs of one *work class* (``Job.work_class``: the same work for another member,
+e.g. the feature block of model 2 after that of model 1) need not wait for each other:
+once one of them has run alone on a node (its calibration), the others of its class run
+there side by side, holding the slot shared, and each is charged the smaller of its own
+time and the calibration's (both bound the alone cost from above; its own co-scheduled
+time is kept as ``measured_<field>``, with the ratio ``cost_scale``). Only the Ray
+executor co-schedules (:class:`Timing`); in-process every costed job runs alone.
+
 The slot is an advisory ``flock`` on one file per node (``$RAYTDA_TIMING_SLOT``, else
 ``raytda-timing-slot.lock`` in the temp directory): the kernel releases it when its
 holder's process dies, so a killed actor never blocks the node. Two sweeps on one node
@@ -28,12 +36,29 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 ENV = "RAYTDA_TIMING_SLOT"
 
 #: recorded in a costed artifact's meta as ``timing``
 ALONE = "alone on its node"
 SHARED = "beside other work"
+CALIBRATED = "beside its class, charged at most its class's alone run"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How a job is timed on its node: ``exclusive`` (it holds the slot alone), and for a
+    costed job run beside others, ``calibration``: the key of the alone run of its work
+    class whose cost it is charged."""
+
+    exclusive: bool
+    calibration: str | None = None
+
+    @classmethod
+    def default(cls, costed: bool) -> Timing:
+        """Alone when costed, shared otherwise (the in-process executor's rule)."""
+        return cls(exclusive=costed)
 
 
 def slot_path() -> str:

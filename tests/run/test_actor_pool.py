@@ -17,11 +17,14 @@ from raytda.run.actor_pool import ActorPool, ActorSlot
 
 @dataclasses.dataclass(frozen=True)
 class FakeJob:
-    """What ``choose`` reads of a job: whether its time is a cost, and its model."""
+    """What ``choose`` reads of a job: whether its time is a cost, its model and its
+    work class."""
 
     key: str
     costed: bool
     model: str | None = None
+    work_class: str | None = None
+    holds_model: bool = False
 
     def affinity(self) -> str | None:
         return self.model
@@ -30,7 +33,7 @@ class FakeJob:
 def pool_of(*slots: ActorSlot) -> ActorPool:
     pool = ActorPool.__new__(ActorPool)
     pool.ex = SimpleNamespace(pool=list(slots))
-    pool.owner, pool.per_node, pool.core_bound = {}, {}, set()
+    pool.owner, pool.per_node, pool.core_bound, pool.calibrations = {}, {}, set(), {}
     return pool
 
 
@@ -68,6 +71,41 @@ def test_an_idle_node_takes_costed_work_by_affinity() -> None:
     pool.owner["m0"] = "a"
     assert pool.choose(a, [LDS, BLOCK]) is BLOCK  # its own model's job first
     assert pool.choose(b, [BLOCK, LDS]) is LDS  # nobody's job before another actor's
+
+
+def test_a_work_class_runs_beside_others_once_it_was_timed_alone_on_the_node() -> None:
+    first = FakeJob("block-0", costed=True, model="m0", work_class="block-x")
+    second = FakeJob("block-1", costed=True, model="m1", work_class="block-x")
+    other = FakeJob("block-y", costed=True, model="m2", work_class="block-y")
+    a, b, c = actor("a"), actor("b"), actor("c", node="n2")
+    pool = pool_of(a, b, c)
+    assert pool.timing(first, "n1").exclusive  # nothing of its class timed there yet
+    pool.assign(a, first)
+    assert pool.choose(b, [second, LDS]) is None  # the calibration runs alone
+    timing = a.timing
+    a.busy, a.busy_alone, a.timing = None, False, None
+    pool.finished(a, first, timing)
+    # on its node, the class now runs beside others, charged the alone run's cost
+    beside = pool.timing(second, "n1")
+    assert not beside.exclusive and beside.calibration == "block-0"
+    pool.assign(a, second)
+    assert not a.busy_alone
+    # beside it: work that runs beside others, or a job timed alone that unlocks such
+    # work (a training, the first of another class); an evaluation only as the last resort
+    evaluation = FakeJob("eval", costed=True)
+    training = FakeJob("train", costed=True, holds_model=True)
+    assert pool.choose(b, [evaluation, second]) is second
+    assert pool.choose(b, [evaluation, training]) is training
+    assert pool.choose(b, [LDS, second, training]) is training  # it unlocks a model's work
+    assert pool.choose(b, [evaluation, other]) is other
+    assert pool.choose(b, [evaluation]) is evaluation
+    # another node times the class alone first
+    assert pool.timing(second, "n2").exclusive and pool.choose(c, [second]) is second
+    # uncosted work is shared, whatever its class, and calibrates nothing
+    lds = FakeJob("lds-1", costed=False, work_class="lds")
+    assert pool.timing(lds, "n1") == type(beside)(exclusive=False)
+    pool.finished(b, lds, pool.timing(lds, "n1"))
+    assert ("n1", "lds") not in pool.calibrations
 
 
 def test_costed_work_waits_for_starting_actors() -> None:

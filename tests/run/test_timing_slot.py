@@ -95,3 +95,38 @@ def test_only_ground_truth_trainings_are_uncosted():
     for job in (model, QValues(model, member), MemberBlock(model, member, Method()),
                 Evaluate(task, Method(), Ensemble("naive", 1), None)):
         assert job.costed, job
+
+
+def test_servings_of_different_members_share_a_work_class_and_trainings_have_none():
+    from raytda.ensembles import Ensemble
+    from raytda.methods import Method
+    from raytda.plan.planner import SweepSpec, make_plan
+    from raytda.specs import Member
+    from raytda.tasks import get_task
+
+    task = get_task("toy-mlp")
+    m0, m1 = TrainModel(task, 0), TrainModel(task, 1)
+    trak = Method("trak", proj_dim=8)
+    # the same work for another model, mask or projection: one class
+    assert MemberBlock(m0, Member(0), trak).work_class \
+        == MemberBlock(m1, Member(1), trak).work_class
+    masked = {MemberBlock(m, Member(m.index, None, d, d), trak).work_class
+              for m in (m0, m1) for d in range(3)}
+    assert len(masked) == 1 and None not in masked
+    assert QValues(m0, Member(0)).work_class == QValues(m1, Member(1)).work_class
+    # different work: masked or not, another k, another job kind, another task
+    unmasked = MemberBlock(m0, Member(0), trak).work_class
+    assert unmasked not in masked
+    assert MemberBlock(m0, Member(0), Method("trak", proj_dim=16)).work_class != unmasked
+    assert QValues(m0, Member(0)).work_class != unmasked
+    other = get_task("toy-mlp", n_train=24)
+    assert MemberBlock(TrainModel(other, 0), Member(0), trak).work_class != unmasked
+    # trainings, evaluations and sharded blocks are timed alone, always
+    plan = make_plan(SweepSpec(tasks=(task,), methods=(trak,),
+                               ensembles=(Ensemble("naive", 2), Ensemble("dropout", 2, 3)),
+                               lds=None))
+    for job in plan.jobs:
+        if job.kind in ("model", "result", "ldsmodel"):
+            assert job.work_class is None, job.describe()
+        else:
+            assert job.work_class is not None, job.describe()

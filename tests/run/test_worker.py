@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from raytda.core import projector_cache
+from raytda.core.args import ComputeArgs
 from raytda.core.projection import CHUNK_ROWS, GaussianProjector
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
@@ -149,3 +150,49 @@ def test_streaming_projectors_buffers_count_against_the_budget(monkeypatch):
     s = projector_cache.stats()  # the budget, plus the buffer of the job that ran last
     assert s["projection_cache_bytes"] <= 2 * block + block and s["projection_evictions"] >= 3
     projector_cache.clear()
+
+
+@dataclass(frozen=True, repr=False)
+class TimedProbe(Job):
+    """A costed job that records a given serving time, as a feature block records its own."""
+
+    task: Any
+    seconds: float
+    kind: str = field(default="probe", init=False)
+
+    def spec(self) -> dict[str, Any]:
+        return {"probe": "timed", "seconds": self.seconds}
+
+    def run(self, store, args) -> None:
+        store.put(self.key, {"x": torch.zeros(1)}, {"serve_time_s": self.seconds}, self.spec())
+
+
+@pytest.mark.parametrize("own, alone, charged", [(3.0, 2.0, 2.0), (1.5, 2.0, 1.5)])
+def test_a_job_run_beside_its_class_is_charged_at_most_the_alone_run(tmp_path, own, alone,
+                                                                      charged):
+    from raytda.run.timing_slot import CALIBRATED, Timing
+
+    store = ArtifactStore(str(tmp_path / "s"))
+    task = get_task("toy-mlp")
+    runner = JobRunner("w")
+    first = TimedProbe(task, alone)
+    runner.run(first, store, ComputeArgs())  # alone: its own time, as measured
+    assert store.meta(first.key)["serve_time_s"] == alone
+    assert "cost_scale" not in store.meta(first.key)
+    beside = TimedProbe(task, own)
+    runner.run(beside, store, ComputeArgs(), timing=Timing(False, calibration=first.key))
+    meta = store.meta(beside.key)
+    assert meta["serve_time_s"] == charged and meta["measured_serve_time_s"] == own
+    assert meta["cost_scale"] == pytest.approx(charged / own)
+    assert meta["calibrated_by"] == first.key and meta["timing"] == CALIBRATED
+
+
+def test_a_job_whose_calibration_is_gone_is_timed_alone(tmp_path):
+    from raytda.run.timing_slot import ALONE, Timing
+
+    store = ArtifactStore(str(tmp_path / "s"))
+    job = TimedProbe(get_task("toy-mlp"), 1.0)
+    JobRunner("w").run(job, store, ComputeArgs(), timing=Timing(False, calibration="gone"))
+    meta = store.meta(job.key)
+    assert meta["timing"] == ALONE and meta["serve_time_s"] == 1.0
+    assert "calibrated_by" not in meta
