@@ -61,10 +61,8 @@ class Job:
     def work_shape(self) -> dict[str, Any] | None:
         """What decides how much work the job is, leaving out which member or model it is
         for (seeds, indices): jobs with equal shapes do the same work. None (the default):
-        the job is always timed alone. Servings (Q, feature blocks) declare one;
-        trainings do not: measured on 0.2 s trainings, charging co-scheduled ones by
-        their class read 0.80-0.85x the in-process cost, a noise floor too high to trust
-        (benchmarks/README.md, Ray scaling)."""
+        the job is always timed alone (an evaluation, a copy of the user's checkpoints, a
+        member reduced from its shards)."""
         return None
 
     @cached_property
@@ -139,6 +137,10 @@ class TrainModel(Job):
         """As a member source, what decides the work of serving its members: the task's
         model and data, not which training run it is."""
         return {"kind": self.kind, "task": self.task.train_key}
+
+    def work_shape(self) -> dict[str, Any] | None:
+        # every run trains the same recipe on a random half of the same size
+        return self.source_shape()
 
     def describe(self) -> str:
         return f"train model {self.index} of {self.task.name}"
@@ -220,6 +222,9 @@ class ImportModel(TrainModel):
         run = self.task.checkpoints()[self.index]
         return {"task": self.task.train_key, "run": self.index,
                 "checkpoints": [checkpoint_digest(c) for c in run]}
+
+    def work_shape(self) -> dict[str, Any] | None:
+        return None  # a copy of the user's files, timed alone
 
     def describe(self) -> str:
         return f"import checkpoints of run {self.index} of {self.task.name}"
@@ -324,6 +329,9 @@ class TrainAdapter(Job):
     def source_shape(self) -> dict[str, Any]:
         return {"kind": self.kind, "base": self.base.source_shape(),
                 "lora": self.task.lora_spec.to_dict()}
+
+    def work_shape(self) -> dict[str, Any] | None:
+        return {**self.source_shape(), "recipe": self.recipe.to_dict()}
 
     def deps(self) -> tuple[Job, ...]:
         return (self.base,)

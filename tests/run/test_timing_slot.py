@@ -97,7 +97,7 @@ def test_only_ground_truth_trainings_are_uncosted():
         assert job.costed, job
 
 
-def test_servings_of_different_members_share_a_work_class_and_trainings_have_none():
+def test_jobs_of_different_members_share_a_work_class_and_evaluations_have_none():
     from raytda.ensembles import Ensemble
     from raytda.methods import Method
     from raytda.plan.planner import SweepSpec, make_plan
@@ -121,12 +121,10 @@ def test_servings_of_different_members_share_a_work_class_and_trainings_have_non
     assert QValues(m0, Member(0)).work_class != unmasked
     other = get_task("toy-mlp", n_train=24)
     assert MemberBlock(TrainModel(other, 0), Member(0), trak).work_class != unmasked
-    # trainings, evaluations and sharded blocks are timed alone, always
+    assert m0.work_class == m1.work_class != TrainModel(other, 0).work_class
+    # evaluations (one per configuration) are timed alone, always
     plan = make_plan(SweepSpec(tasks=(task,), methods=(trak,),
                                ensembles=(Ensemble("naive", 2), Ensemble("dropout", 2, 3)),
                                lds=None))
     for job in plan.jobs:
-        if job.kind in ("model", "result", "ldsmodel"):
-            assert job.work_class is None, job.describe()
-        else:
-            assert job.work_class is not None, job.describe()
+        assert (job.work_class is None) == (job.kind == "result"), job.describe()
