@@ -1,4 +1,4 @@
-"""Factorized (Kronecker) gradient features against dense ones at paper scale, on this CPU.
+"""Factorized (Kronecker) gradient features against dense ones at paper scale, on CPU or GPU.
 
 One command, two tables (plus one with ``--gpt2-small``):
 
@@ -22,7 +22,9 @@ timed), and the projection (drawing P and the product) is timed on the first
 measured part.
 
 Every row runs in its own subprocess, so its peak memory is the growth of ru_maxrss from
-after the model, inputs and a small warm-up pass exist to the end of its first timed pass.
+after the model, inputs and a small warm-up pass exist to the end of its first timed pass
+(on a GPU, ``--device cuda``: the growth of the CUDA allocator's peak over what was
+allocated at that point; host memory is not counted there).
 The machine is shared, so times move with the background load: each row also times plain
 forward + backward passes over the same samples in the same process, interleaved with its
 own passes (``--repeats`` rounds, best of each kept), and reports its time as a multiple
@@ -34,6 +36,7 @@ Usage::
     python benchmarks/bench_scale.py                  # tables 1 and 2 (~15 min on 2 cores)
     python benchmarks/bench_scale.py --only gpt2-3m   # one model of table 1
     python benchmarks/bench_scale.py --gpt2-small     # adds the 124M GPT-2 rows
+    python benchmarks/bench_scale.py --device cuda --gpt2-small --no-variance  # GPU rows
 """
 
 from __future__ import annotations
@@ -123,9 +126,41 @@ def _maxrss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+class Meter:
+    """Clock and peak memory of one row on its device.
+
+    CUDA work is asynchronous, so every reading synchronizes first; on a GPU the peak is
+    the allocator's (device memory), on the CPU the process's resident set.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.base = 0
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def start_peak(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = _maxrss()
+
+    def peak_mb(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return (torch.cuda.max_memory_allocated() - self.base) / 2**20
+        return (_maxrss() - self.base) / 2**20
+
+
 def run_row(model_name: str, method: str, dense_samples: int | None,
-            dense_rows: int | None, repeats: int = 1, samples: int | None = None) -> dict:
-    """Time one (model, method) in this process; returns a row of table 1."""
+            dense_rows: int | None, repeats: int = 1, samples: int | None = None,
+            device: str = "cpu", batch: int | None = None) -> dict:
+    """Time one (model, method) in this process on ``device``; returns a row of table 1."""
     from raytda.core.factorized import FactorizedProjector
     from raytda.core.grads import n_trainable, per_sample_grads
     from raytda.core.projection import GaussianProjector
@@ -137,31 +172,37 @@ def run_row(model_name: str, method: str, dense_samples: int | None,
         plan["dense_rows"] = dense_rows
     if samples:
         plan["n"] = samples
+    if batch:
+        plan["batch"] = batch
+    dev = torch.device(device)
+    meter = Meter(dev)
     net, data, output = build(model_name)
-    net.eval()
+    net.to(dev).eval()
     n, bs = plan["n"], plan["batch"]
-    x, y = data(n + plan.get("queries", 0))
+    x, y = (t.to(dev) for t in data(n + plan.get("queries", 0)))
     n_par = n_trainable(net)
     row = {"model": model_name, "params": n_par, "method": method, "samples": x.shape[0]}
 
     def plain(m: int) -> float:
         """Seconds of one plain forward + backward (weight gradients) over x[:m]."""
-        t0 = time.perf_counter()
+        t0 = meter.now()
         for b0 in range(0, m, bs):
             net.zero_grad(set_to_none=True)
             b1 = min(b0 + bs, m)
             output.f(net(x[b0:b1]), y[b0:b1]).sum().backward()
-        return time.perf_counter() - t0
+        return meter.now() - t0
 
     if method == "fwd+bwd":
-        net(x[:2])  # warm-up
-        base = _maxrss()
+        plain(min(bs, x.shape[0]))  # warm-up (on a GPU: kernels chosen, caches filled)
+        meter.start_peak()
         seconds = plain(x.shape[0])
-        row.update(s_per_sample=seconds / x.shape[0], peak_mb=(_maxrss() - base) / 2**20,
-                   extrapolated=False, x_plain=1.0)
+        row["peak_mb"] = meter.peak_mb()
+        for _ in range(repeats - 1):
+            seconds = min(seconds, plain(x.shape[0]))
+        row.update(s_per_sample=seconds / x.shape[0], extrapolated=False, x_plain=1.0)
         return row
     if method.startswith("factorized"):
-        proj = FactorizedProjector(net, K, seed=0,
+        proj = FactorizedProjector(net, K, seed=0, device=dev,
                                    uncovered="skip" if method.endswith("skip") else "dense")
         desc = proj.describe()
         row["dim"] = proj.dim
@@ -170,15 +211,15 @@ def run_row(model_name: str, method: str, dense_samples: int | None,
                        f"modules ({'skipped' if method.endswith('skip') else 'dense'})")
 
         def work() -> float:
-            t0 = time.perf_counter()
+            t0 = meter.now()
             for _ in proj.per_sample_features(x, y, None, "train", bs, output):
                 pass
-            return time.perf_counter() - t0
+            return meter.now() - t0
 
         proj.features(x[:2], y[:2], None, output)  # warm-up
-        base = _maxrss()
+        meter.start_peak()
         seconds = work()
-        row["peak_mb"] = (_maxrss() - base) / 2**20  # before any plain pass
+        row["peak_mb"] = meter.peak_mb()  # before any plain pass
         # Interleaved with plain passes over the same samples in this process, so the
         # multiple sees the same background load; best of each (load only adds time).
         plain_s = math.inf
@@ -194,22 +235,26 @@ def run_row(model_name: str, method: str, dense_samples: int | None,
     b, rows = min(plan["dense_samples"], x.shape[0]), min(plan["dense_rows"], n_par)
     row["samples"] = b
     row["dim"] = K
-    next(per_sample_grads(net, x[:1], y[:1], batch_size=1, output=output))  # warm-up
-    base = _maxrss()
-    t0 = time.perf_counter()
-    grads = next(per_sample_grads(net, x[:b], y[:b], batch_size=b, output=output))[1]
-    t_grads = time.perf_counter() - t0
+    next(per_sample_grads(net, x[:1], y[:1], batch_size=1, device=device,
+                          output=output))  # warm-up
+    meter.start_peak()
+    t0 = meter.now()
+    grads = next(per_sample_grads(net, x[:b], y[:b], batch_size=b, device=device,
+                                  output=output))[1]
+    t_grads = meter.now() - t0
     # At full size P is over any memory budget and is drawn again for every batch
     # (GaussianProjector streaming): time the draw and the product of a slice apart, so
     # the table can also give dense's lower bound with P free.
-    part = GaussianProjector(rows, K, seed=0, memory_bytes=rows * K * 4)  # resident slice
-    t0 = time.perf_counter()
+    part = GaussianProjector(rows, K, seed=0, memory_bytes=rows * K * 4,
+                             device=dev)  # resident slice
+    t0 = meter.now()
     part.materialize()
-    t_draw = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t_draw = meter.now() - t0
+    part.project(grads[:2, :rows])  # warm-up of the product
+    t0 = meter.now()
     part.project(grads[:, :rows])
-    t_gemm = time.perf_counter() - t0
-    row["peak_mb"] = (_maxrss() - base) / 2**20
+    t_gemm = meter.now() - t0
+    row["peak_mb"] = meter.peak_mb()
     del grads, part
     plain_s = min(plain(b) for _ in range(max(1, repeats)))
     scale = n_par / rows
@@ -228,7 +273,9 @@ def run_row(model_name: str, method: str, dense_samples: int | None,
 def row_in_subprocess(model: str, method: str, a: argparse.Namespace) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = [sys.executable, __file__, "--row", f"{model}:{method}", "--row-out", out.name,
-               "--threads", str(a.threads), "--repeats", str(a.repeats)]
+               "--threads", str(a.threads), "--repeats", str(a.repeats), "--device", a.device]
+        if a.batch:
+            cmd += ["--batch", str(a.batch)]
         if a.dense_samples:
             cmd += ["--dense-samples", str(a.dense_samples)]
         if a.dense_rows:
@@ -325,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="override the plan's number of (train) samples, for a shorter run")
     p.add_argument("--methods", default="", help="subset of fwd+bwd,factorized,"
                    "factorized-skip,dense (default: all that apply)")
+    p.add_argument("--device", default="cpu", help="where table 1 runs: cpu or cuda[:i]")
+    p.add_argument("--batch", type=int, default=0,
+                   help="override the plan's featurization batch (every row of a model)")
     p.add_argument("--row", help=argparse.SUPPRESS)
     p.add_argument("--row-out", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -332,15 +382,17 @@ def main(argv: list[str] | None = None) -> int:
     if a.row:
         model, method = a.row.split(":")
         result = run_row(model, method, a.dense_samples or None, a.dense_rows or None,
-                         a.repeats, a.samples or None)
+                         a.repeats, a.samples or None, a.device, a.batch or None)
         Path(a.row_out).write_text(json.dumps(result))
         return 0
 
     models = [m for m in a.only.split(",") if m] + (["gpt2-small"] if a.gpt2_small else [])
-    print(f"# bench_scale: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {a.threads} threads, k = {K}, "
+    where = (f"{torch.cuda.get_device_name(a.device)} ({a.device}), "
+             if a.device.startswith("cuda") else "")
+    print(f"# bench_scale: {where}{platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, torch {torch.__version__}, {a.threads} threads, k = {K}, "
           f"load average at start {os.getloadavg()[0]:.2f}\n")
-    rows = []
+    rows, failed = [], []
     for model in models:
         methods = ["fwd+bwd", "factorized", "factorized-skip", "dense"]
         if model in ("resnet9", "gpt2-small"):  # uncovered: norms only, read off the hooks
@@ -350,8 +402,13 @@ def main(argv: list[str] | None = None) -> int:
         got = {}
         for method in methods:
             log(f"{model}: {method}")
-            got[method] = r = row_in_subprocess(model, method, a)
-            log(f"  {r['s_per_sample']:.4f} s/sample, peak +{r['peak_mb']:.0f} MB")
+            try:
+                got[method] = r = row_in_subprocess(model, method, a)
+            except RuntimeError as e:  # one row's failure (memory, a missing op) is a row
+                log(str(e))
+                failed.append([model, method, str(e).strip().splitlines()[-1][:200]])
+                continue
+            log(f"  {r['s_per_sample']:.3g} s/sample, peak +{r['peak_mb']:.0f} MB")
         dense = got.get("dense", {"x_plain": math.nan, "x_plain_p_free": math.nan,
                                   "s_per_sample_p_free": math.nan})
         if "dense" in got:
@@ -360,12 +417,15 @@ def main(argv: list[str] | None = None) -> int:
                                     "note": "lower bound: as dense, without drawing P"}
         for method, r in got.items():
             rows.append([model, f"{r['params'] / 1e6:.2f}M", method, r.get("dim", ""),
-                         r["samples"], f"{r['s_per_sample']:.4f}",
+                         r["samples"], f"{r['s_per_sample']:.3g}",
                          "extrapolated" if r["extrapolated"] else "measured",
                          f"{r['x_plain']:.2f}", f"{dense['x_plain'] / r['x_plain']:.1f}",
                          f"{r['peak_mb']:.0f}", r.get("note", "")])
     print(table(["model", "params", "method", "dim", "samples", "s/sample", "time is",
                  "x fwd+bwd", "dense / this", "peak MB", "note"], rows))
+    if failed:
+        print("\nRows that failed (no number is given for them):\n")
+        print(table(["model", "method", "error"], failed))
     print(f"\nload average at end {os.getloadavg()[0]:.2f}")
     if not a.no_variance:
         print("\nInner-product spread, mean over pairs of E[(est - true)^2] / (|g_i|^2 |g_j|^2), "
