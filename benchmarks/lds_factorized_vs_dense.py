@@ -8,9 +8,10 @@ for naive I=1, naive I=3 and Dropout I=1 D=10 with TRAK at k = 2048, once with d
 features and once with factorized ones: the models, LDS models and Q are shared, only the
 features (and so the member payloads) differ. Prints one row per configuration.
 
-``--factorized-k 2048,8192`` adds factorized rows at other total dims (same members): the
-factorized side serves several times faster at equal k, so a larger k at about dense's
-serving time is the fair second comparison.
+``--factorized-k 2048,4096`` adds factorized rows at other total dims (same members) and
+``--proj-dim`` sets the dense rows' k: the factorized side serves about 10x faster at equal
+k, so a larger factorized k is the second comparison to make (on MNIST-MLP it does not
+help: benchmarks/results/lds_factorized_vs_dense_mnist.md).
 """
 
 from __future__ import annotations
