@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,17 +14,8 @@ TINY = ["--n-train", "100", "--n-test", "10", "--epochs", "1", "--proj-dim", "64
 pytestmark = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no shared MNIST at {MNIST_DIR}")
 
 
-def bench_module():
-    path = ROOT / "benchmarks" / "bench_attributor.py"
-    spec = importlib.util.spec_from_file_location("bench_attributor", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_table_prints_one_row_per_configuration(capsys):
-    assert bench_module().main(["--data-dir", str(MNIST_DIR), *TINY]) == 0
+def test_table_prints_one_row_per_configuration(load_benchmark, capsys):
+    assert load_benchmark("bench_attributor").main(["--data-dir", str(MNIST_DIR), *TINY]) == 0
     out = capsys.readouterr().out
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
             if line.startswith("| naive") or line.startswith("| dropout")]

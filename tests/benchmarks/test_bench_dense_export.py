@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_table_has_every_writer_and_ratio_one_for_the_baseline(monkeypatch, capsys):
-    path = ROOT / "benchmarks" / "bench_dense_export.py"
-    spec = importlib.util.spec_from_file_location("bench_dense_export", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    assert module.main(["--n-test", "7", "--n-train", "5", "--rows", "3", "--rounds", "1"]) == 0
+def test_table_has_every_writer_and_ratio_one_for_the_baseline(load_benchmark, capsys):
+    bench = load_benchmark("bench_dense_export")
+    assert bench.main(["--n-test", "7", "--n-train", "5", "--rows", "3", "--rounds", "1"]) == 0
     rows = {line[:32].strip(): line.split() for line in capsys.readouterr().out.splitlines()[2:]}
     assert set(rows) == {"write_dense test-train", "write_dense train-test",
                          "save_file (whole matrix)", "save_file (whole, transposed)"}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,24 +15,18 @@ TINY = ["--n-train", "64", "--n-test", "8", "--epochs", "1", "--proj-dim", "32",
 pytestmark = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no shared MNIST at {MNIST_DIR}")
 
 
-def bench_module():
-    bench_dir = ROOT / "benchmarks"
-    if str(bench_dir) not in sys.path:  # as when run as `python benchmarks/bench_serving.py`
-        sys.path.insert(0, str(bench_dir))
-    spec = importlib.util.spec_from_file_location("bench_serving", bench_dir / "bench_serving.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def run(load_benchmark, capsys):
+    def run(argv: list[str]) -> str:
+        bench = load_benchmark("bench_serving")
+        assert bench.main(["--data-dir", str(MNIST_DIR), *TINY, *argv]) == 0
+        return capsys.readouterr().out
+
+    return run
 
 
-def run(argv: list[str], capsys) -> str:
-    assert bench_module().main(["--data-dir", str(MNIST_DIR), *TINY, *argv]) == 0
-    return capsys.readouterr().out
-
-
-def test_serving_and_sweep_tables_without_dattri(capsys):
-    out = run(["--skip-dattri", "--sweep"], capsys)
+def test_serving_and_sweep_tables_without_dattri(run):
+    out = run(["--skip-dattri", "--sweep"])
     assert "GFLOP/s" in out
     # raytda shares work: 2 trainings and 2 naive + 4 dropout members for the 4 configurations
     row = next(line for line in out.splitlines() if line.startswith("| raytda (shared work)"))
@@ -42,10 +34,9 @@ def test_serving_and_sweep_tables_without_dattri(capsys):
     assert cells[1:3] == ["2", "6"]
 
 
-def test_dattri_loop_does_the_plain_loops_work(capsys):
+def test_dattri_loop_does_the_plain_loops_work(run):
     pytest.importorskip("dattri")
-    out = run(["--skip-serving", "--sweep", "--with-dattri-sweep", "--dattri-batches", "32"],
-              capsys)
+    out = run(["--skip-serving", "--sweep", "--with-dattri-sweep", "--dattri-batches", "32"])
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
             if line.startswith("| dattri loop")]
     assert [r[-1].split(" (")[0] for r in rows] == ["estimated from one member", "measured"]
