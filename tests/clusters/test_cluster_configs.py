@@ -134,7 +134,7 @@ def test_ray_up_config_uses_token_auth_and_ships_the_data(name):
 def test_aws_ami_is_not_rays_stale_default():
     """`latest_dlami` (or no ImageId) makes Ray substitute its 2021 Ubuntu 18.04 DLAMI;
     run Ray's own AMI step and check it leaves ours alone."""
-    pytest.importorskip("boto3")
+    pytest.importorskip("boto3", reason="Ray's AWS autoscaler module needs boto3")
     from ray.autoscaler._private.aws.config import DEFAULT_AMI, _check_ami
 
     cfg = prepared(load("aws.yaml"))
@@ -263,6 +263,8 @@ def test_nodes_install_nothing_at_start(name):
 
 
 def test_aws_head_uses_rays_role_and_workers_a_documented_store_profile():
+    # Ray's AWS config module imports boto3 (the test extra installs it).
+    pytest.importorskip("boto3", reason="Ray's AWS autoscaler module needs boto3")
     from ray.autoscaler._private.aws.config import DEFAULT_RAY_IAM_ROLE
 
     cfg = load("aws.yaml")
