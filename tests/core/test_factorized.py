@@ -320,6 +320,20 @@ def test_llama_hookless_parameter_takes_the_vmapped_pass_over_a_batch():
                                                          for u in proj.uncovered}
 
 
+def test_gpt_neox_dict_batches_read_layernorm_off_the_hooked_pass():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    lm = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+        vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=16, attn_implementation="eager"))
+    x, y = padded_token_batch(40, [3, 7, 5, 2])
+    model = Network(lm, x[:1]).eval()
+    proj = FactorizedProjector(model, 300, seed=9)
+    got = all_features(proj, x, y, batch_size=3, output=CAUSAL_LM)
+    assert_matches(got, reference(proj, dense_grads(model, x, y, output=CAUSAL_LM)))
+    assert {(u.kind, u.how) for u in proj.uncovered} == {("layernorm", "hooks")}
+
+
 def test_an_rmsnorm_class_with_another_formula_is_not_read_off_hooks():
     class ShiftedRMSNorm(nn.Module):  # named like one, but adds its weight
         def __init__(self) -> None:
