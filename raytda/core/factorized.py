@@ -48,9 +48,12 @@ uses ``layer.weight`` in a functional op of its own would need that weight uncov
 Uncovered trainable parameters (norms, parameters used outside a covered module, ...) are
 listed per owning module and, by the ``uncovered`` option, either left out ("skip") or
 projected densely ("dense"): the block's flattened per-sample gradient times a
-``GaussianProjector`` seeded like the factors. LayerNorm and (eval-mode, running-stat)
-BatchNorm gradients are read off the same hooked pass (``sum_t g_t * xhat_t`` and
-``sum_t g_t``); anything else takes ``torch.func.vmap`` of its gradient in a second pass.
+``GaussianProjector`` seeded like the factors. LayerNorm, RMSNorm (``nn.RMSNorm`` and
+the Llama-family classes of Hugging Face models, each checked on a probe input) and
+(eval-mode, running-stat) BatchNorm gradients are read off the same hooked pass
+(``sum_t g_t * xhat_t`` and ``sum_t g_t``); anything else takes ``torch.func.vmap`` of its
+gradient in a second pass (one sample at a time where vmap cannot run the model), over
+tensor inputs and :class:`~raytda.core.batch.Batch` inputs (dict rows) alike.
 
 Per-layer dimensions (``split_k``): the total k is split equally between blocks (capped
 at a block's size, the excess going to the others), and a Kronecker block of k_l gets
@@ -76,6 +79,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from raytda.core.batch import Batch, add_batch_dim, vmap_view
 from raytda.core.kron_blocks import (
     G_ROWS,
     DenseBlock,
@@ -262,10 +266,10 @@ class FactorizedProjector:
 
     # ------------------------------------------------------------------ features
 
-    def _forward(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor | Batch, masks: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
         return self.model(x) if masks is None else self.model(x, masks=masks)
 
-    def features(self, x: torch.Tensor, y: torch.Tensor,
+    def features(self, x: torch.Tensor | Batch, y: torch.Tensor,
                  masks: tuple[torch.Tensor, ...] | None = None,
                  output: ModelOutput = CLASSIFICATION) -> torch.Tensor:
         """(B, dim) features of one batch; ``masks`` as ``Network.forward`` takes them
@@ -321,7 +325,7 @@ class FactorizedProjector:
             self._vmap_blocks(vm, x, y, masks, output, out)
         return out
 
-    def _vmap_blocks(self, blocks: list[DenseBlock], x: torch.Tensor, y: torch.Tensor,
+    def _vmap_blocks(self, blocks: list[DenseBlock], x: torch.Tensor | Batch, y: torch.Tensor,
                      masks: tuple[torch.Tensor, ...] | None, output: ModelOutput,
                      out: torch.Tensor) -> None:
         """Per-sample gradients of parameters no hook reaches, by vmap, then dense P."""
@@ -332,14 +336,16 @@ class FactorizedProjector:
 
         def f(p, xi, yi, mi):
             kw = {} if mi is None else {"masks": tuple(m.unsqueeze(0) for m in mi)}
-            logits = functional_call(self.model, p, (xi.unsqueeze(0),), kw)
+            # xi is one sample as vmap hands it: a tensor, or a dict for a Batch
+            logits = functional_call(self.model, p, (add_batch_dim(xi),), kw)
             return output.f(logits, yi.unsqueeze(0))[0]
 
         b = x.shape[0]
         try:
             with torch.no_grad():  # no graph through the other (trainable) parameters
-                g = vmap(grad(f), in_dims=(None, 0, 0, 0 if batched else None))(params, x, y,
-                                                                                 masks)
+                # a Batch goes in as its dict of tensors: vmap maps over each one's rows
+                g = vmap(grad(f), in_dims=(None, 0, 0, 0 if batched else None))(
+                    params, vmap_view(x), y, masks)
         except (RuntimeError, NotImplementedError) as e:
             # ops without a batching rule: the same numbers, one sample at a time
             log.info("vmap over %s failed (%s); per-sample autograd loop instead",
@@ -349,7 +355,7 @@ class FactorizedProjector:
             flat = torch.cat([g[n].reshape(b, -1) for n in blk.params], dim=1)
             out[:, blk.offset:blk.offset + blk.dim] += blk.project(flat)
 
-    def _loop_grads(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+    def _loop_grads(self, params: dict[str, torch.Tensor], x: torch.Tensor | Batch, y: torch.Tensor,
                     masks: tuple[torch.Tensor, ...] | None, batched: bool,
                     output: ModelOutput) -> dict[str, torch.Tensor]:
         all_params = dict(self.model.named_parameters())
@@ -364,7 +370,7 @@ class FactorizedProjector:
             rows.append([torch.zeros_like(p) if t is None else t for t, p in zip(gi, leaves)])
         return {n: torch.stack([r[j] for r in rows]) for j, n in enumerate(params)}
 
-    def per_sample_features(self, x: torch.Tensor, y: torch.Tensor, mask: MaskSpec | None = None,
+    def per_sample_features(self, x: torch.Tensor | Batch, y: torch.Tensor, mask: MaskSpec | None = None,
                             split: str = "train", batch_size: int = 256,
                             output: ModelOutput = CLASSIFICATION, start: int = 0
                             ) -> Iterator[tuple[slice, torch.Tensor]]:

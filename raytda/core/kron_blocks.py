@@ -109,10 +109,69 @@ def factorizable_kind(module: nn.Module) -> str | None:
     return None
 
 
+def rmsnorm_eps(module: nn.Module) -> float | None:
+    """The epsilon of an RMS norm whose weight scales ``x / sqrt(mean(x^2) + eps)`` over
+    the weight's trailing dims; None for any other module.
+
+    Recognized: ``nn.RMSNorm`` and the RMSNorm classes Hugging Face models define for
+    themselves (Llama's ``LlamaRMSNorm`` and its copies in Mistral, Qwen2, ...: a class
+    named ``...RMSNorm`` holding one weight and ``variance_epsilon`` or ``eps``). Such a
+    class is only taken once :func:`rmsnorm_probe_agrees` has checked its gradient on a
+    probe input, as its forward is the model's own code.
+    """
+    if isinstance(module, nn.RMSNorm):
+        if module.weight is None:
+            return None
+        return module.eps if module.eps is not None else torch.finfo(module.weight.dtype).eps
+    if not type(module).__name__.endswith("RMSNorm"):
+        return None
+    own = dict(module.named_parameters(recurse=False))
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+    if set(own) != {"weight"} or not isinstance(eps, (int, float)):
+        return None
+    return float(eps)
+
+
+def rms_normalized(x: torch.Tensor, width_dims: int, eps: float) -> torch.Tensor:
+    """``x / sqrt(mean(x^2) + eps)`` over the last ``width_dims`` dims, in float32 at least
+    (as Hugging Face's RMS norms compute it, whatever the model's dtype)."""
+    xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    dims = tuple(range(-width_dims, 0))
+    return xf * torch.rsqrt(xf.pow(2).mean(dims, keepdim=True) + eps)
+
+
+def rmsnorm_probe_agrees(module: nn.Module, eps: float) -> bool:
+    """Whether ``sum_t g_t * xhat_t`` is the module's weight gradient on a seeded probe.
+
+    A model's own RMSNorm class may scale by ``weight`` or by ``1 + weight`` (Gemma; the
+    same gradient) or do something else entirely; the probe tells, in one tiny pass. A
+    module that disagrees is left to the vmapped pass, which is exact for any forward."""
+    w = module.weight
+    gen = torch.Generator().manual_seed(0)
+    shape = (2, 3, *w.shape)
+    x = torch.randn(shape, generator=gen).to(w.device, w.dtype)
+    g = torch.randn(shape, generator=gen).to(w.device)
+    with torch.enable_grad():
+        out = module(x)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            return False
+        (got,) = torch.autograd.grad(out, w, g.to(out.dtype), allow_unused=True)
+    if got is None:
+        return False
+    want = (g * rms_normalized(x, w.dim(), eps)).reshape(-1, *w.shape).sum(0)
+    # float32 rounding differs by ~1e-6 relative; a different formula by order 1
+    tol = 1e-3 if w.dtype == torch.float32 or w.dtype == torch.float64 else 5e-2
+    return bool(torch.allclose(got.float(), want.float(), rtol=tol,
+                               atol=tol * float(want.abs().max())))
+
+
 def hooked_dense_kind(module: nn.Module) -> str | None:
     """The kind of a module whose per-sample gradient the hooked pass reads off exactly."""
     if isinstance(module, nn.LayerNorm):
         return "layernorm"
+    eps = rmsnorm_eps(module)
+    if eps is not None and module.weight.requires_grad and rmsnorm_probe_agrees(module, eps):
+        return "rmsnorm"
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) \
             and module.track_running_stats and module.running_mean is not None:
         return "batchnorm"
@@ -214,7 +273,7 @@ class KroneckerBlock:
 class DenseBlock:
     """Trainable parameters of one module outside the factorization, projected densely.
 
-    ``how``: "hooks" (LayerNorm / BatchNorm, read off the hooked pass), "vmap" (a second,
+    ``how``: "hooks" (LayerNorm / RMSNorm / BatchNorm, read off the hooked pass), "vmap" (a second,
     vmapped pass) or "skipped".
     """
 
@@ -243,6 +302,11 @@ class DenseBlock:
             xhat = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
             width = math.prod(module.normalized_shape)
             per_sample = lambda t: t.reshape(batch, -1, width).sum(1)  # noqa: E731
+        elif self.kind == "rmsnorm":  # weight only: y = weight * xhat
+            w = module.weight
+            xhat = rms_normalized(x, w.dim(), rmsnorm_eps(module))  # type: ignore[arg-type]
+            per_sample = lambda t: t.reshape(batch, -1, w.numel()).sum(1)  # noqa: E731
+            return per_sample(g.to(xhat.dtype) * xhat).to(g.dtype)
         else:  # batchnorm in eval mode: running statistics, per-channel affine
             shape = (1, -1) + (1,) * (x.dim() - 2)
             xhat = (x - module.running_mean.reshape(shape)) \

@@ -17,13 +17,26 @@ from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
 from raytda.run.progress import JobCounts, job_label, open_progress
 from raytda.run.worker import JobRunner
-from raytda.store import ArtifactStore, CorruptArtifact
+from raytda.store import ArtifactStore, CorruptArtifact, StoreError
 
 log = logging.getLogger(__name__)
 
 
 class JobFailed(RaytdaError, RuntimeError):
     """Some jobs failed after their retries; everything else that could run has run."""
+
+
+#: how a user sees a failed job's traceback (it goes to the log at debug level)
+TRACEBACK_HINT = "--log-level debug shows the traceback"
+
+
+def failure_cause(error: BaseException) -> str:
+    """Why a job failed, on one line: a raytda error's own message (it says how to fix
+    it), anything else's type and message."""
+    text = " ".join(str(error).split())
+    if isinstance(error, RaytdaError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def run_job_with_repair(job: Job, store: ArtifactStore, args: ComputeArgs,
@@ -81,10 +94,17 @@ class InProcessExecutor:
                 t0 = time.perf_counter()
                 try:
                     run_job_with_repair(job, store, self.args, by_key, runner=self.runner)
-                except Exception:  # an interrupt is not the job's failure
+                except Exception as e:  # an interrupt is not the job's failure
                     counts = replace(counts, failed=counts.failed + 1)
                     progress.update(counts)
-                    raise
+                    if isinstance(e, StoreError):
+                        raise  # full or gone: the store's own line says what to do
+                    # The user gets one line naming the job and the cause; the
+                    # traceback goes to the log (and stays chained for a caller of the
+                    # Python API).
+                    log.debug("%s failed", job.describe(), exc_info=True)
+                    raise JobFailed(f"job {job_label(job)} failed: {failure_cause(e)} "
+                                    f"({TRACEBACK_HINT})") from e
                 log.info("ran %s in %.1f s", label, time.perf_counter() - t0)
                 counts = replace(counts, done=counts.done + 1)
                 progress.update(counts)

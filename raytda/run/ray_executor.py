@@ -31,7 +31,7 @@ from raytda.plan.planner import Plan
 from raytda.run.actor_pool import ActorPool, ActorSlot
 from raytda.run.connect import join_ray, probe_address
 from raytda.run.job_graph import JobGraph
-from raytda.run.local import JobFailed
+from raytda.run.local import TRACEBACK_HINT, JobFailed
 from raytda.run.logs import current_level
 from raytda.run.policy import GpuPolicy, actor_compute_args, default_gpu_share, ship_task_code
 from raytda.run.progress import JobCounts, Progress, job_label, open_progress
@@ -378,4 +378,4 @@ class _Driver:
         if graph.failed:
             key, why = next(iter(graph.failed.items()))
             raise JobFailed(f"{len(graph.failed)} job(s) failed; first: "
-                            f"{graph.jobs[key].describe()}: {why}")
+                            f"{graph.jobs[key].describe()}: {why} ({TRACEBACK_HINT})")

@@ -12,7 +12,8 @@
 * The store is full or gone: the sweep stops with the worker's one line (every other job
   would fail the same way; no traceback, no retry).
 * Anything else: the job fails, its dependents are blocked, the worker's traceback is
-  logged here, and independent jobs go on; the sweep raises at the end.
+  logged here (debug level), and independent jobs go on; the sweep raises at the end,
+  one line naming the first failed job and its cause.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ class Recovery:
             raise StoreError(str(cause).strip().splitlines()[0]) from None
         msg = str(error).strip().splitlines()
         self.fail(key, msg[-1] if msg else error.__class__.__name__)
-        # The worker's traceback, on the driver's log (and so in `ray job logs`).
-        log.error("%s failed on %s:\n%s", self.graph.jobs[key].describe(), actor, error)
+        # The worker's traceback, on the driver's log at debug level (and so in `ray job
+        # logs` with --log-level debug): the user's line is the sweep's JobFailed.
+        log.debug("%s failed on %s:\n%s", self.graph.jobs[key].describe(), actor, error)
 
     def out_of_memory(self, key: str, share: float, why: str) -> None:
         """CUDA OOM on ``share`` of a GPU: retry on twice the share, up to a whole one."""

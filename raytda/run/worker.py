@@ -23,12 +23,15 @@ measured cost means the same wherever it was measured:
   its time is a configuration's cost, so no co-scheduled job inflates it, or shared, when
   it is nobody's cost or its work class was timed alone already on the node (it is then
   charged that run's cost, and its own time is kept beside it). The lease comes first,
-  so a job waiting for another sweep's artifact never holds the slot.
+  so a job waiting for another sweep's artifact never holds the slot;
+* a job that raises removes what it wrote before it failed (its score chunks, block
+  parts), so the store holds only whole artifacts; the error goes on to the executor.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import platform
 from collections import Counter, OrderedDict
@@ -39,6 +42,8 @@ from raytda.plan.jobs import Job
 from raytda.run.timing_slot import Timing
 from raytda.store import ArtifactStore
 from raytda.store.lease import claim
+
+log = logging.getLogger(__name__)
 
 
 def warm_up() -> None:
@@ -122,6 +127,7 @@ class _Recording:
         # model weights this job reads, which the worker keeps for later jobs
         self._models = {d.key for d in job.deps() if d.holds_model}
         self._calibration, self._calibrated = calibration, calibrated
+        self.written: list[str] = []  # keys this job put, removed again if it fails
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -140,9 +146,21 @@ class _Recording:
         if own and self._calibrated is not None and job.cost_field in meta:
             meta = charge_calibrated(meta, job.cost_field, str(self._calibration),
                                      self._calibrated)
+        self.written.append(key)
         self._store.put(key, tensors, {**meta, **self._context, "loads": self._runner.loads()},
                         spec, inputs=[d.key for d in job.deps()] if own else None,
                         owner=None if own else job.key)
+
+    def discard_written(self) -> None:
+        """Remove what this job wrote (its parts, e.g. score chunks, and its own record):
+        a job that failed leaves nothing half-done in the store. Best effort: the store
+        may be what failed."""
+        for key in reversed(self.written):
+            try:
+                self._store.delete(key)
+            except OSError:
+                log.debug("could not remove %s of a failed job", key, exc_info=True)
+        self.written.clear()
 
 
 def _identity(x: Any) -> Any:
@@ -261,6 +279,11 @@ class JobRunner:
                 context["timing"] = CALIBRATED
             try:
                 job.run(view, args)  # type: ignore[arg-type]
+            except Exception:
+                # An interrupt (KeyboardInterrupt, SIGTERM) is not caught: what a stopped
+                # job finished stays for the rerun. A job that raised would raise again.
+                view.discard_written()
+                raise
             finally:
                 self.loads()
                 self._data_key = None

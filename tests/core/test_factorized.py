@@ -13,11 +13,12 @@ import pytest
 import torch
 from torch import nn
 
+from raytda.core.batch import Batch
 from raytda.core.factorized import FactorizedProjector
 from raytda.core.grads import per_sample_grads
 from raytda.core.masks import MaskSpec, masks_for
 from raytda.core.network import Network
-from raytda.core.outputs import CLASSIFICATION, GENERATIVE
+from raytda.core.outputs import CAUSAL_LM, CLASSIFICATION, GENERATIVE
 from raytda.core.projection import GaussianProjector
 from raytda.models.mlp import MLP
 from raytda.models.music_transformer import MusicTransformer
@@ -171,6 +172,42 @@ class SharedLayer(nn.Module):
         return self.head(h.mean(dim=1))
 
 
+def tiny_llama(tie: bool = False) -> nn.Module:
+    """A Hugging Face Llama from its config: RMSNorm, rotary positions, gated MLP."""
+    transformers = pytest.importorskip("transformers")
+    transformers.utils.logging.set_verbosity_error()  # bos/eos ids beyond a tiny vocab
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16,
+        tie_word_embeddings=tie, attn_implementation="eager"))
+
+
+class PlainRMS(nn.Module):
+    """An RMS norm whose class the hooked pass does not know (its scale is a hookless
+    parameter): its gradient must come from the vmapped pass, over a Batch."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, width))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.scale * h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+def padded_token_batch(vocab: int, lengths: list[int], seed: int = 0) -> tuple[Batch, torch.Tensor]:
+    """Right-padded token rows as a dict batch (ids, mask) and labels (-100 on padding)."""
+    gen = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    ids = torch.zeros(len(lengths), t, dtype=torch.long)
+    mask = torch.zeros(len(lengths), t, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(1, vocab, (n,), generator=gen)
+        mask[i, :n] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    return Batch({"input_ids": ids, "attention_mask": mask}), labels
+
+
 def classification_data(shape, n=9, classes=3, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(n, *shape, generator=gen), torch.randint(0, classes, (n,), generator=gen)
@@ -254,6 +291,64 @@ def test_music_transformer_relative_embeddings_go_dense():
     assert unc["module.layers.0.self_attn"] == ("RelativeSelfAttention", "vmap",
                                                 ["module.layers.0.self_attn.Er"])
     assert {u.kind for u in proj.uncovered} == {"RelativeSelfAttention", "layernorm"}
+
+
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+def test_llama_dict_batches_read_rmsnorm_off_the_hooked_pass(tie):
+    lm = tiny_llama(tie)
+    x, y = padded_token_batch(40, [3, 7, 5, 2, 6])
+    model = Network(lm, x[:1]).eval()
+    proj = FactorizedProjector(model, 300, seed=7)
+    got = all_features(proj, x, y, batch_size=3, output=CAUSAL_LM)
+    assert_matches(got, reference(proj, dense_grads(model, x, y, output=CAUSAL_LM)))
+    unc = {u.name: (u.kind, u.how) for u in proj.uncovered}
+    # two per layer and the final norm, all read off the one hooked pass
+    assert len(unc) == 5 and set(unc.values()) == {("rmsnorm", "hooks")}
+    assert {b.kind for b in proj.layers} == ({"embedding+linear", "linear"} if tie
+                                             else {"embedding", "linear"})
+
+
+def test_llama_hookless_parameter_takes_the_vmapped_pass_over_a_batch():
+    lm = tiny_llama()
+    lm.model.norm = PlainRMS(16)
+    x, y = padded_token_batch(40, [4, 2, 6, 5])
+    model = Network(lm, x[:1]).eval()
+    proj = FactorizedProjector(model, 300, seed=8)
+    got = all_features(proj, x, y, batch_size=4, output=CAUSAL_LM)
+    assert_matches(got, reference(proj, dense_grads(model, x, y, output=CAUSAL_LM)))
+    assert ("module.model.norm", "PlainRMS", "vmap") in {(u.name, u.kind, u.how)
+                                                         for u in proj.uncovered}
+
+
+def test_gpt_neox_dict_batches_read_layernorm_off_the_hooked_pass():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    lm = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+        vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=16, attn_implementation="eager"))
+    x, y = padded_token_batch(40, [3, 7, 5, 2])
+    model = Network(lm, x[:1]).eval()
+    proj = FactorizedProjector(model, 300, seed=9)
+    got = all_features(proj, x, y, batch_size=3, output=CAUSAL_LM)
+    assert_matches(got, reference(proj, dense_grads(model, x, y, output=CAUSAL_LM)))
+    assert {(u.kind, u.how) for u in proj.uncovered} == {("layernorm", "hooks")}
+
+
+def test_an_rmsnorm_class_with_another_formula_is_not_read_off_hooks():
+    class ShiftedRMSNorm(nn.Module):  # named like one, but adds its weight
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(4))
+            self.variance_epsilon = 1e-6
+
+        def forward(self, h: torch.Tensor) -> torch.Tensor:
+            return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6) + self.weight
+
+    from raytda.core.kron_blocks import hooked_dense_kind
+
+    assert hooked_dense_kind(ShiftedRMSNorm()) is None
+    assert hooked_dense_kind(nn.RMSNorm(4)) == "rmsnorm"
+    assert hooked_dense_kind(tiny_llama().model.norm) == "rmsnorm"
 
 
 def test_layer_called_twice_and_padding_index():
