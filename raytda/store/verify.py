@@ -50,6 +50,21 @@ def _artifact_files(store: ArtifactStore) -> tuple[set[str], set[str], list[Any]
     return records, payloads, other
 
 
+def looks_like_store(store: ArtifactStore) -> bool:
+    """Whether the store's root holds at least one artifact file where a store keeps it
+    (``KIND/KIND-...`` with a record, payload or lease suffix, or their temp files), so
+    that verify and gc never read an unrelated directory as an empty, intact store."""
+    for info in store.files():
+        rel = info.path[len(store.root) + 1:] if info.path.startswith(store.root + "/") \
+            else info.path
+        parts = rel.split("/")
+        name = parts[-1].split(TEMP_MARK)[0]
+        if (len(parts) == 2 and parts[1].startswith(parts[0] + "-")
+                and name.endswith((".json", ".st", ".lease"))):
+            return True
+    return False
+
+
 def _listed_parts(rec: dict[str, Any]) -> list[str]:
     """Keys of the parts a record's metadata lists (an evaluation's score chunks): the
     artifact is incomplete without them."""
@@ -60,10 +75,13 @@ def _listed_parts(rec: dict[str, Any]) -> list[str]:
 
 def verify_store(store: ArtifactStore, progress: bool = False) -> list[Finding]:
     """Everything wrong in ``store``; reads every payload in full."""
+    import sys
     import time
 
     from tqdm.auto import tqdm
 
+    # A bar is for a person watching: piped or redirected, it would only fill the log.
+    progress = progress and sys.stderr.isatty()
     records, payloads, other = _artifact_files(store)
     found: list[Finding] = []
     readable: dict[str, dict[str, Any]] = {}  # records that pass their own checksum
