@@ -38,6 +38,15 @@ def task_file(name: str, text: str) -> Callable[[Path], list[str]]:
     return argv
 
 
+def sweep_file(text: str) -> Callable[[Path], list[str]]:
+    """`raytda sweep --config FILE` of a sweep file holding ``text``."""
+    def argv(tmp: Path) -> list[str]:
+        path = tmp / "sweep.yaml"
+        path.write_text(text)
+        return sweep("--config", str(path))(tmp)
+    return argv
+
+
 def bad_rows(cls: str) -> Callable[[Path], list[str]]:
     return lambda tmp: ["sweep", "--task", f"{BAD_ROWS}:{cls}", "--ensemble", "naive:I=1",
                         "--lds-m", "3", "--quiet", "--device", "cpu", "--out",
@@ -72,6 +81,8 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "dropout without I": (sweep("--ensemble", "dropout:D=5"), "write e.g. 'dropout:I=1,D=5'"),
     "configuration without I": (sweep("--configuration", "trak@naive"),
                                 "write e.g. 'naive:I=1'"),
+    "sweep file ensemble without I": (sweep_file("ensembles: [{kind: dropout, D: 5}]\n"),
+                                      "write e.g. {kind: dropout, I: 1, D: 5}"),
     # sizes too large to plan: refused before anything is enumerated
     "sweep I past int64": (sweep("--ensemble", "naive:I=99999999999999999999"),
                            "more than the limit of 100,000; make the grid smaller, or if "

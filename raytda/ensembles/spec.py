@@ -71,6 +71,21 @@ class Ensemble(Spec):
                 f"write e.g. {ensemble_text(self.kind, example)!r}")
         kind.check(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Ensemble:
+        """The spec of a mapping (a sweep file's ``{kind: naive, I: 3}``); as in the CLI
+        form, the number of models ``I`` must be given."""
+        known = {"kind", *FIELDS}
+        if "I" not in d and set(d) <= known:  # unknown fields are the base's error
+            kind = d.get("kind", "naive")
+            takes = ensemble_kind(kind).takes  # an unknown kind fails here first
+            example = {"kind": kind, "I": 1, **{f: SIZE_EXAMPLES[f] for f in SIZE_FIELDS
+                                               if f in takes}, **d}
+            text = ", ".join(f"{k}: {v}" for k, v in example.items())
+            raise SpecError(f"ensemble {dict(d)!r} does not set I ({FIELD_MEANINGS['I']}); "
+                            f"write e.g. {{{text}}}")
+        return super().from_dict(d)
+
     @property
     def kind_class(self) -> EnsembleKind:
         return ensemble_kind(self.kind)
