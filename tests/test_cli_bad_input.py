@@ -91,6 +91,14 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
                       "up to 300,004 jobs (trak x naive I=100000 alone: 300,001)"),
     "LDS subsets past the limit": (plan("--ensemble", "naive:I=1", "--lds-m", "1000000"),
                                    "(1000000 LDS subsets x 1 model(s) alone: 1,000,000)"),
+    "projection past the memory budget": (sweep("--ensemble", "naive:I=1", "--proj-dim",
+                                                "1000000000"),
+                                          "trak's 1,000,000,000 feature dimensions take 3.7 "
+                                          "GiB a train row, more than a train shard may hold "
+                                          "under the memory budget (2.0 GiB)"),
+    "projection past a smaller budget": (sweep("--ensemble", "naive:I=1", "--proj-dim",
+                                               "100000000", "--memory-budget", "1GiB"),
+                                         "or raise --memory-budget"),
     # --task files that fail while loading: file:line and the exception
     "task file syntax error": (task_file("syntax.py", "import torch\n\ndef f(:\n    pass\n"),
                                "syntax.py:3: SyntaxError: invalid syntax"),
