@@ -106,11 +106,14 @@ class Sweep:
     def check(self) -> None:
         """Fail before any work, with one clear error, if a Task's data, model, output,
         dropout sites, checkpoints or ground truth do not fit; then check the store."""
+        self._check_tasks()
+        self.store.check_writable()
+
+    def _check_tasks(self) -> None:
         from raytda.validate import check_task
 
         for task in self.spec.tasks:
             check_task(task, self.spec.ensembles, self.spec.methods, self.spec.lds)
-        self.store.check_writable()
 
     def plan(self) -> Plan:
         """What would run and what the store already has."""
@@ -123,8 +126,11 @@ class Sweep:
         # The executor first: a Ray executor probes its cluster address on construction,
         # so a wrong --address fails before check() creates the store directory.
         executor = make_executor(self._executor, self.compute, self._address, self._progress)
-        self.check()
+        # Planned before the store is checked (which creates its directory): a plan the
+        # memory budget cannot hold is refused with nothing written.
+        self._check_tasks()
         plan = self.plan()
+        self.store.check_writable()
         clear_stale(plan, self.store)
         executor.execute(plan, self.store)
         self.results = collect_results(plan, self.store, cost)

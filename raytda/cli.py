@@ -184,16 +184,44 @@ def load_task(text: str):
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            sys.modules.pop(path.stem, None)  # a half-run module must not be found later
+            raise SpecError(f"--task {text!r}: {where_raised(e, path)}") from None
     else:
         try:
             module = importlib.import_module(where)
         except ImportError as e:
             raise SpecError(f"--task {text!r}: cannot import {where!r} ({e})") from None
+        except Exception as e:
+            raise SpecError(f"--task {text!r}: importing {where!r} fails: "
+                            f"{where_raised(e)}") from None
     cls = getattr(module, name, None)
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise SpecError(f"--task {text!r}: {name!r} in {where} is not a raytda Task subclass")
-    return cls()
+    try:
+        return cls()
+    except Exception as e:
+        raise SpecError(f"--task {text!r}: {name}() fails: {where_raised(e)}") from None
+
+
+def where_raised(e: BaseException, path: Path | None = None) -> str:
+    """'file:line: Type: message' of an exception raised in the user's code: the line of
+    ``path`` (the task file) it came through when given, else the innermost frame; a
+    SyntaxError names its own file and line."""
+    import traceback
+
+    what = f"{type(e).__name__}: {one_line(e) if str(e) else ''}".rstrip(": ")
+    if isinstance(e, SyntaxError) and e.filename:
+        return f"{e.filename}:{e.lineno}: SyntaxError: {e.msg}"
+    frames = traceback.extract_tb(e.__traceback__)
+    if path is not None:
+        mine = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
+        frames = mine or frames
+    if not frames:
+        return what
+    return f"{frames[-1].filename}:{frames[-1].lineno}: {what}"
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
@@ -277,11 +305,17 @@ def cmd_scores(a: argparse.Namespace) -> int:
 
 def cmd_store(a: argparse.Namespace) -> int:
     from raytda.store import ArtifactStore
+    from raytda.store.verify import looks_like_store
 
     store = ArtifactStore(a.store)
-    if not any(True for _ in store.files()):
-        raise SpecError(f"store {a.store} is empty or does not exist; give the --store (or "
-                        f"OUT/store) directory of a sweep")
+    if not looks_like_store(store):
+        inner = ArtifactStore(f"{a.store.rstrip('/')}/store")
+        hint = (f"did you mean {inner.uri} (the store of the run directory {a.store})?"
+                if looks_like_store(inner) else
+                "give the --store (or OUT/store) directory of a sweep")
+        what = "is empty or does not exist" if not store.files() else \
+            "is not a raytda artifact store (no artifact in it)"
+        raise SpecError(f"store {a.store} {what}; {hint}")
     if a.store_cmd == "verify":
         from raytda.store.verify import run_verify
 
@@ -298,19 +332,53 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(SpecError):
+    """A command line argparse refuses, raised instead of argparse's usage block and exit
+    so that it is one ``raytda: error:`` line naming the (sub)command and its --help."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with every error one line (its subcommands are Parsers too: argparse
+    makes subparsers of the parent's class)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(usage_line(self.prog, message))
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extras = super().parse_known_args(args, namespace)
+        # The innermost parser finishes first; its prog names the command whose flags
+        # were being read, so an unknown flag after `sweep` is sweep's error.
+        if not hasattr(ns, "command_prog"):
+            ns.command_prog = self.prog
+        return ns, extras
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            raise UsageError(usage_line(ns.command_prog,
+                                        f"unrecognized arguments: {' '.join(extras)}"))
+        return ns
+
+
+def usage_line(prog: str, message: str) -> str:
+    """'<subcommand>: <what argparse says>; see `<prog> --help`' (one line)."""
+    command = prog.partition(" ")[2]
+    return f"{command + ': ' if command else ''}{' '.join(message.split())}; see `{prog} --help`"
+
+
 def parser() -> argparse.ArgumentParser:
     from raytda.catalog import help_epilog
     from raytda.version import __version__
 
     epilog = help_epilog()
-    p = argparse.ArgumentParser(prog="raytda", description="Training data attribution with "
+    p = Parser(prog="raytda", description="Training data attribution with "
                                 "efficient ensembles, orchestrated by Ray.", epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"raytda {__version__}")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
                    help="least severe log records shown on stderr, as timestamped lines "
                         "(default warning; progress lines are shown unless --quiet)")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     s = sub.add_parser("sweep", help="run a sweep and write OUT/results.parquet and plots",
                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_sweep_args(s)
@@ -342,7 +410,7 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", help="output directory (default DIR)")
     sc.set_defaults(fn=cmd_scores)
     st = sub.add_parser("store", help="check or clean an artifact store")
-    st_sub = st.add_subparsers(dest="store_cmd", required=True)
+    st_sub = st.add_subparsers(dest="store_cmd", required=True, metavar="verify|gc")
     v = st_sub.add_parser("verify", help="read every artifact; name what is corrupt, "
                           "truncated, orphaned or stale (exit 1 if anything is)")
     v.add_argument("store", help="store path or URI (a sweep's --store, default OUT/store)")
@@ -389,7 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     from raytda.errors import RaytdaError
     from raytda.run.logs import configure_logging
 
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as e:
+        print(f"raytda: error: {e}", file=sys.stderr)
+        return 2
     configure_logging(args.log_level)
     previous = None
     if threading.current_thread() is threading.main_thread():

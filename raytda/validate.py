@@ -13,7 +13,7 @@ import torch
 
 from raytda.core.batch import describe
 from raytda.core.network import Network
-from raytda.data.check import TargetRule, check_targets, scan
+from raytda.data.check import TargetRule, check_targets, check_token_ids, scan
 from raytda.data.samples import DictSamples
 from raytda.ensembles import Ensemble
 from raytda.ground_truth import GroundTruth
@@ -29,6 +29,7 @@ def check_output(task: Task, net, data) -> dict[str, TargetRule | None]:
     shape) when the output reads them as class indices, for the row-by-row pass. Dict rows
     are ragged: their rule leaves the sequence dimensions' sizes open."""
     out = task.output()
+    vocab = input_vocab(net.module)
     rules: dict[str, TargetRule | None] = {}
     for split in ("train", "test"):
         samples = getattr(data, split)
@@ -54,7 +55,8 @@ def check_output(task: Task, net, data) -> dict[str, TargetRule | None]:
             row_shape = tuple(logits.shape[1:-1])
             if isinstance(samples, DictSamples):
                 row_shape = (None,) * len(row_shape)
-            rules[split] = TargetRule(int(logits.shape[-1]), row_shape, out.ignore_index)
+            rules[split] = TargetRule(int(logits.shape[-1]), row_shape, out.ignore_index,
+                                      vocab if isinstance(samples, DictSamples) else None)
             # f and Q index the logits with y: a bad label must fail as a line, not in a gather
             check_targets(y, 0, rules[split], f"task {task.name!r}", split)
         for name, fn in (("f", out.f), ("Q", out.q)):
@@ -68,6 +70,22 @@ def check_output(task: Task, net, data) -> dict[str, TargetRule | None]:
                 raise SpecError(f"task {task.name!r}: model output {out.name!r} {name} must "
                                 f"return one value per sample, shape ({len(x)},), got {shape}")
     return rules
+
+
+def input_vocab(module: torch.nn.Module) -> int | None:
+    """Size of the model's token vocabulary: its input embeddings' rows (a Hugging Face
+    model says which module they are; otherwise its one ``nn.Embedding``). None when not
+    known (no embedding, or several and no way to tell which takes the ids)."""
+    get = getattr(module, "get_input_embeddings", None)
+    if callable(get):
+        try:
+            emb = get()
+        except Exception:  # NotImplementedError on models without token inputs
+            emb = None
+        if isinstance(emb, torch.nn.Embedding):
+            return int(emb.num_embeddings)
+    embeddings = [m for m in module.modules() if isinstance(m, torch.nn.Embedding)]
+    return int(embeddings[0].num_embeddings) if len(embeddings) == 1 else None
 
 
 def check_ragged_sites(task: Task, net: Network, data, ensembles: Sequence[Ensemble]) -> None:
@@ -134,7 +152,20 @@ def check_task(task: Task, ensembles: Sequence[Ensemble], methods: Sequence[Meth
         raise SpecError(f"task {task.name!r} needs at least 2 train and 1 test samples, got "
                         f"{data.n_train} and {data.n_test}")
     try:
-        net = Network(task.build_model(), data.train.example(),
+        model = task.build_model()
+        # An id past the embedding would fail inside the model, as an IndexError.
+        for split in ("train", "test"):
+            samples = getattr(data, split)
+            if not isinstance(samples, DictSamples):
+                continue
+            probe = torch.arange(min(2, samples.n))
+            try:
+                x, _ = samples.take(probe)
+            except Exception:  # rows that cannot be batched: the row-by-row check names it
+                scan(samples.subset(probe), split, f"task {task.name!r}", fingerprint=False)
+                continue
+            check_token_ids(x, 0, input_vocab(model), f"task {task.name!r}", split)
+        net = Network(model, data.train.example(),
                       lambda m, x: task.forward(m, x), task.dropout_mask_dims).eval()
     except SpecError:
         raise

@@ -129,7 +129,8 @@ def test_padding_five_positions_further_changes_no_score(tmp_path) -> None:
 @pytest.mark.parametrize("test_rows, message", [
     (ragged_rows(2, 1) + [{"input_ids": [1, 2, VOCAB]}], "test row 2: lacks \\['attention_mask'\\]"),
     (ragged_rows(2, 1) + [{"input_ids": [1, VOCAB], "attention_mask": [1, 1]}],
-     f"test row 2: label {VOCAB} is outside 0..{VOCAB - 1} or -100"),
+     f"test row 2: 'input_ids' holds token id {VOCAB}, outside the model's vocabulary "
+     f"0..{VOCAB - 1}"),
 ])
 def test_the_check_names_a_bad_row_before_any_work(tmp_path, test_rows, message) -> None:
     sweep = Sweep(RaggedLM(test=test_rows), "trak", ENSEMBLES, lds=None,

@@ -46,11 +46,15 @@ class TargetRule:
     """What the model output asks of the targets: class indices into the logits' last
     dimension, ``classes`` of them, each row shaped ``row_shape`` (the logits' shape
     without the batch and class dimensions; None for a dimension of any size, e.g. the
-    length of ragged sequences), ``ignore`` allowed as a no-target marker."""
+    length of ragged sequences), ``ignore`` allowed as a no-target marker, but not for
+    every target of a row (it would have nothing to attribute). ``vocab``: the size of
+    the model's input vocabulary, which a dict row's ``input_ids`` must lie below (None:
+    not known, not checked)."""
 
     classes: int
     row_shape: tuple[int | None, ...]
     ignore: int | None = None
+    vocab: int | None = None
 
     def fits(self, shape: tuple[int, ...]) -> bool:
         """Whether a row of targets of this shape fits."""
@@ -168,6 +172,12 @@ def check_targets(y: torch.Tensor, start: int, rule: TargetRule, where: str, spl
     out = (y < 0) | (y >= rule.classes)
     if rule.ignore is not None:
         out &= y != rule.ignore
+        ignored = (y == rule.ignore).reshape(len(y), -1).all(1)
+        if ignored.any():
+            r = int(ignored.nonzero()[0, 0])
+            _fail(where, split, start + r, f"every target is {rule.ignore} (the ignore index), "
+                                           f"so the row has nothing to attribute; drop the "
+                                           f"row or give it targets")
     if out.any():
         r = _first(out)
         v = int(y[r][out[r]].reshape(-1)[0]) if y.ndim > 1 else int(y[r])
@@ -175,6 +185,22 @@ def check_targets(y: torch.Tensor, start: int, rule: TargetRule, where: str, spl
         _fail(where, split, start + r, f"label {v} is outside {allowed} (the model has "
                                        f"{rule.classes} outputs); fix the label or the model's "
                                        f"output size")
+
+
+def check_token_ids(x: Any, start: int, vocab: int | None, where: str, split: str) -> None:
+    """A dict batch's ``input_ids`` (rows ``start``..) lie in ``[0, vocab)``, or one line
+    naming the row and the id (as a token id: the labels a causal LM copies from the ids
+    would otherwise be blamed)."""
+    ids = x["input_ids"] if vocab is not None and "input_ids" in x else None
+    if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or not ids.numel():
+        return
+    out = (ids < 0) | (ids >= vocab)
+    if out.any():
+        r = _first(out) if ids.ndim > 1 else int(out.nonzero()[0, 0])
+        v = int(ids[r][out[r]].reshape(-1)[0]) if ids.ndim > 1 else int(ids[r])
+        _fail(where, split, start + r, f"'input_ids' holds token id {v}, outside the model's "
+                                       f"vocabulary 0..{vocab - 1}; tokenize with the model's "
+                                       f"tokenizer or size its embeddings to the vocabulary")
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -198,6 +224,8 @@ def scan_rows(samples: DictSamples, split: str, where: str, rule: TargetRule | N
     it is the same however the rows are held (a list, a Dataset, columns) and batched."""
     from collections.abc import Mapping
 
+    from raytda.data.collate import length_mismatch
+
     hx, hy = hashlib.sha256(), hashlib.sha256()
     keys: set[str] | None = None
     x_kinds: dict[str, tuple[torch.dtype, int]] = {}
@@ -219,6 +247,9 @@ def scan_rows(samples: DictSamples, split: str, where: str, rule: TargetRule | N
                                               f"has extra {extra}" if extra else ""]))
             _fail(where, split, r, f"{what} (row 0 has {sorted(keys)}); give every row the "
                                    f"same keys")
+        problem = length_mismatch(item)
+        if problem is not None:
+            _fail(where, split, r, problem)
         try:
             x, y = samples.collate_xy([item])
         except SpecError:
@@ -238,6 +269,7 @@ def scan_rows(samples: DictSamples, split: str, where: str, rule: TargetRule | N
             _fail(where, split, r, f"{label} holds a value that is not finite; clean or drop "
                                    f"that row")
         if rule is not None:
+            check_token_ids(x, r, rule.vocab, where, split)
             check_targets(y, r, rule, where, split)
         if fingerprint:
             for k in sorted(x.keys()):

@@ -24,6 +24,29 @@ from raytda.core.outputs import IGNORE_INDEX
 #: pad values of the keys a tokenizer and a language-model collator give
 DEFAULT_PAD_VALUES: dict[str, float] = {"attention_mask": 0, "labels": IGNORE_INDEX}
 
+#: keys a tokenizer gives one value per token of ``input_ids``: a row whose value is
+#: shorter or longer than its ids would be padded into a wrong mask without a word
+PER_TOKEN_KEYS = ("attention_mask", "token_type_ids", "position_ids", "special_tokens_mask")
+
+
+def length_mismatch(row: Mapping[str, Any]) -> str | None:
+    """What is wrong when a row's per-token values (:data:`PER_TOKEN_KEYS`) are not as
+    long as its ``input_ids`` (None: they are, or the row has no ids)."""
+    if "input_ids" not in row:
+        return None
+    ids = as_tensor(row["input_ids"])
+    if ids.dim() == 0:
+        return None
+    for key in PER_TOKEN_KEYS:
+        if key in row:
+            value = as_tensor(row[key])
+            if value.dim() == 0 or value.shape[0] != ids.shape[0]:
+                got = "no" if value.dim() == 0 else value.shape[0]
+                return (f"{key!r} has {got} positions but 'input_ids' has {ids.shape[0]}; "
+                        f"give every per-token key one value per token (as the tokenizer "
+                        f"does)")
+    return None
+
 
 def as_tensor(value: Any) -> torch.Tensor:
     """One row's value (a tensor, numpy array, list or number) as a tensor."""
@@ -65,7 +88,10 @@ class PadCollate:
         if not rows:
             raise ValueError("no rows to collate")
         columns: dict[str, list[torch.Tensor]] = {k: [] for k in rows[0]}
-        for row in rows:
+        for i, row in enumerate(rows):
+            problem = length_mismatch(row)
+            if problem is not None:  # padding would hide it: real tokens read as padding
+                raise ValueError(f"row {i} of the batch: {problem}")
             for k in columns:
                 columns[k].append(as_tensor(row[k]))
         if self.labels_from is not None and "labels" not in columns:

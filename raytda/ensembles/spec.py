@@ -71,6 +71,21 @@ class Ensemble(Spec):
                 f"write e.g. {ensemble_text(self.kind, example)!r}")
         kind.check(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Ensemble:
+        """The spec of a mapping (a sweep file's ``{kind: naive, I: 3}``); as in the CLI
+        form, the number of models ``I`` must be given."""
+        known = {"kind", *FIELDS}
+        if "I" not in d and set(d) <= known:  # unknown fields are the base's error
+            kind = d.get("kind", "naive")
+            takes = ensemble_kind(kind).takes  # an unknown kind fails here first
+            example = {"kind": kind, "I": 1, **{f: SIZE_EXAMPLES[f] for f in SIZE_FIELDS
+                                               if f in takes}, **d}
+            text = ", ".join(f"{k}: {v}" for k, v in example.items())
+            raise SpecError(f"ensemble {dict(d)!r} does not set I ({FIELD_MEANINGS['I']}); "
+                            f"write e.g. {{{text}}}")
+        return super().from_dict(d)
+
     @property
     def kind_class(self) -> EnsembleKind:
         return ensemble_kind(self.kind)
@@ -117,7 +132,7 @@ def parse_ensemble(text: str) -> Ensemble:
     """Parse 'dropout:I=5,D=10', 'naive:I=3' or 'lora:I=1,L=3' (CLI form)."""
     kind, _, rest = text.partition(":")
     kw: dict[str, Any] = {"kind": kind.strip()}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
+    for part in _field_texts(text, rest):
         k, eq, v = part.partition("=")
         _check(bool(eq),
                f"cannot parse {part!r} in ensemble {text!r}; write e.g. 'dropout:I=5,D=10'")
@@ -132,13 +147,35 @@ def parse_ensemble(text: str) -> Ensemble:
         except ValueError:
             raise SpecError(f"{k} must be an integer in ensemble {text!r}, got {v.strip()!r}"
                             ) from None
+    if "I" not in kw:
+        # 'naive' alone once ran as naive I=1: the number of models is never implied.
+        takes = ensemble_kind(kw["kind"]).takes  # an unknown kind fails here first
+        given = {f: v for f, v in kw.items() if f != "kind"}
+        example = {"I": 1, **{f: SIZE_EXAMPLES[f] for f in SIZE_FIELDS if f in takes},
+                   **given}
+        example = {f: example[f] for f in FIELDS if f in example}
+        raise SpecError(f"ensemble {text!r} does not set I ({FIELD_MEANINGS['I']}); write "
+                        f"e.g. {ensemble_text(kw['kind'], example)!r}")
     return Ensemble(**kw)
+
+
+def _field_texts(text: str, rest: str) -> list[str]:
+    """The 'F=v' parts of an ensemble's text; an empty one (a trailing or doubled comma)
+    is an error, not nothing."""
+    parts = [p.strip() for p in rest.split(",")] if rest.strip() else []
+    if any(not p for p in parts):
+        kept = [p for p in parts if p]
+        example = (f"{text.partition(':')[0].strip()}:{','.join(kept)}" if kept
+                   else "dropout:I=5,D=10")
+        raise SpecError(f"ensemble {text!r} has an empty field (a trailing or doubled "
+                        f"comma); write e.g. {example!r}")
+    return parts
 
 
 def expand_grid(text: str) -> list[Ensemble]:
     """'dropout:I=1|3,D=10|25' -> the four ensembles of that grid (CLI form)."""
     kind, _, rest = text.partition(":")
-    fields = [p.strip() for p in rest.split(",") if p.strip()]
+    fields = _field_texts(text, rest)
     options, names = [], set()
     for f in fields:
         name, eq, values = f.partition("=")
@@ -149,8 +186,9 @@ def expand_grid(text: str) -> list[Ensemble]:
                             f"once, e.g. '{name.strip()}=1|2'")
         names.add(name.strip())
         options.append([f"{name.strip()}={v.strip()}" for v in values.split("|")])
-    combos = itertools.product(*options) if options else [()]
-    return [parse_ensemble(f"{kind}:{','.join(c)}") for c in combos]
+    if not options:  # 'naive' alone: parse_ensemble names what is missing
+        return [parse_ensemble(text)]
+    return [parse_ensemble(f"{kind}:{','.join(c)}") for c in itertools.product(*options)]
 
 
 def as_ensemble(e: str | Ensemble) -> Ensemble:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from raytda.plan.jobs import FeaturePart, Job, MemberBlock, member_deps, member_label
+from raytda.specs import SpecError
 
 if TYPE_CHECKING:
     from raytda.core.args import ComputeArgs
@@ -77,7 +78,19 @@ def member_job(ev: Evaluate, block: MemberBlock) -> MemberBlock:
     if not can_shard(impl) or dim is None:  # exact gradients: width unknown when planning
         return block
     n_train = int(ev.task.data_identity()["train"]["rows"])
-    rows = rule_of(ev).shard_rows(n_train, dim)
+    rule = rule_of(ev)
+    row_bytes = dim * 4
+    if rule.rows is None and n_train * row_bytes > rule.member_bytes \
+            and row_bytes > rule.member_bytes // 2:
+        # Not even a one-row shard fits its half of the share: the jobs would run out of
+        # memory (or thrash) instead of running in it.
+        gib = 2 ** 30
+        raise SpecError(
+            f"{block.method.name}'s {dim:,} feature dimensions take {row_bytes / gib:.1f} GiB "
+            f"a train row, more than a train shard may hold under the memory budget "
+            f"({rule.member_bytes // 2 / gib:.1f} GiB); lower the projection dimension "
+            f"(--proj-dim) or raise --memory-budget")
+    rows = rule.shard_rows(n_train, dim)
     if rows is None:
         return block
     return ShardedMemberBlock(block.model, block.member, block.method, block.mask_mode,

@@ -50,12 +50,38 @@ def _artifact_files(store: ArtifactStore) -> tuple[set[str], set[str], list[Any]
     return records, payloads, other
 
 
+def looks_like_store(store: ArtifactStore) -> bool:
+    """Whether the store's root holds at least one artifact file where a store keeps it
+    (``KIND/KIND-...`` with a record, payload or lease suffix, or their temp files), so
+    that verify and gc never read an unrelated directory as an empty, intact store."""
+    for info in store.files():
+        rel = info.path[len(store.root) + 1:] if info.path.startswith(store.root + "/") \
+            else info.path
+        parts = rel.split("/")
+        name = parts[-1].split(TEMP_MARK)[0]
+        if (len(parts) == 2 and parts[1].startswith(parts[0] + "-")
+                and name.endswith((".json", ".st", ".lease"))):
+            return True
+    return False
+
+
+def _listed_parts(rec: dict[str, Any]) -> list[str]:
+    """Keys of the parts a record's metadata lists (an evaluation's score chunks): the
+    artifact is incomplete without them."""
+    meta = rec.get("meta")
+    chunks = meta.get("score_chunks") if isinstance(meta, dict) else None
+    return [c["key"] for c in chunks or () if isinstance(c, dict) and "key" in c]
+
+
 def verify_store(store: ArtifactStore, progress: bool = False) -> list[Finding]:
     """Everything wrong in ``store``; reads every payload in full."""
+    import sys
     import time
 
     from tqdm.auto import tqdm
 
+    # A bar is for a person watching: piped or redirected, it would only fill the log.
+    progress = progress and sys.stderr.isatty()
     records, payloads, other = _artifact_files(store)
     found: list[Finding] = []
     readable: dict[str, dict[str, Any]] = {}  # records that pass their own checksum
@@ -73,16 +99,29 @@ def verify_store(store: ArtifactStore, progress: bool = False) -> list[Finding]:
         if why is not None:
             kind = "truncated" if why.startswith("payload truncated") else "corrupt"
             found.append(Finding(kind, st_path, why, key))
+    # A payload without its record goes with repair, so what was made from it or owned by
+    # it is broken too: it is named before the dependencies are followed, so one pass
+    # finds everything that a repair would leave behind.
+    for key in sorted(payloads - records):
+        found.append(Finding("orphaned", store.paths(key)[0], "payload without record", key))
     needed_by: dict[str, str] = {}
     for key, rec in sorted(readable.items()):
-        for dep in rec.get("inputs") or ():
+        for dep in (*(rec.get("inputs") or ()), *_listed_parts(rec)):
             if dep not in records and dep not in payloads:
                 needed_by.setdefault(dep, key)
     for dep, key in sorted(needed_by.items()):
         found.append(Finding("missing", store.paths(dep)[1], f"input of {key}"))
-    # What was made from something broken or missing, and parts of a job whose artifact
-    # is: a sweep would recompute them anyway, so they are named and removed with it.
+    # What was made from something broken or missing, parts of a job whose artifact is,
+    # and a job one of whose parts is: a sweep would recompute them anyway, so they are
+    # named and removed with it. Followed to a fixed point, so that a second verify after
+    # --repair finds nothing new.
     broken = {**{f.key: f.what for f in found if f.key}, **dict.fromkeys(needed_by, "missing")}
+    parts_of: dict[str, list[str]] = {}
+    for key, rec in readable.items():
+        if rec.get("owner") is not None:
+            parts_of.setdefault(rec["owner"], []).append(key)
+    for key, rec in readable.items():
+        parts_of.setdefault(key, []).extend(_listed_parts(rec))
     changed = True
     while changed:
         changed = False
@@ -91,6 +130,7 @@ def verify_store(store: ArtifactStore, progress: bool = False) -> list[Finding]:
                 continue
             owner, js_path = rec.get("owner"), store.paths(key)[1]
             bad = next((d for d in rec.get("inputs") or () if d in broken), None)
+            bad_part = next((p for p in sorted(parts_of.get(key, ())) if p in broken), None)
             if owner is not None and (owner in broken or owner not in readable):
                 found.append(Finding("orphaned", js_path, f"part of {owner}, which is "
                                      f"{broken.get(owner, 'gone')}", key))
@@ -99,11 +139,13 @@ def verify_store(store: ArtifactStore, progress: bool = False) -> list[Finding]:
                 found.append(Finding("stale", js_path, f"made from {bad}, which is "
                                      f"{broken[bad]}", key))
                 broken[key] = "stale"
+            elif bad_part is not None:
+                found.append(Finding("stale", js_path, f"its part {bad_part} is "
+                                     f"{broken[bad_part]}", key))
+                broken[key] = "stale"
             else:
                 continue
             changed = True
-    for key in sorted(payloads - records):
-        found.append(Finding("orphaned", store.paths(key)[0], "payload without record", key))
     now = time.time()
     stale_temp = set(store.stale_temp_files(now))
     for info in sorted(other, key=lambda i: i.path):

@@ -83,11 +83,22 @@ def test_each_bad_row_is_named_in_one_line(container, monkeypatch):
 
 def test_ignore_index_is_allowed_only_where_the_output_declares_it():
     x, y = data()
-    y = y.clone()
-    y[10] = -100
-    scan(TensorSamples(x, y), "train", "t", TargetRule(3, (), ignore=-100))
+    y = torch.stack([y, y.flip(0)], 1)  # two targets a row, as a sequence output has
+    y[10, 1] = -100
+    scan(TensorSamples(x, y), "train", "t", TargetRule(3, (2,), ignore=-100))
     with pytest.raises(SpecError, match="label -100"):
-        scan(TensorSamples(x, y), "train", "t", CLASSES)
+        scan(TensorSamples(x, y), "train", "t", TargetRule(3, (2,)))
+
+
+@pytest.mark.parametrize("row_shape", [(), (2,)])
+def test_a_row_whose_every_target_is_ignored_is_named(row_shape):
+    """Nothing to attribute: it would be scored 0 without a word."""
+    x, y = data()
+    y = y.clone() if not row_shape else torch.stack([y, y.flip(0)], 1)
+    y[17] = -100
+    with pytest.raises(SpecError, match="train row 17: every target is -100 .*nothing to "
+                                        "attribute"):
+        scan(TensorSamples(x, y), "train", "t", TargetRule(3, row_shape, ignore=-100))
 
 
 def test_a_dataset_row_of_another_shape_is_named():

@@ -35,6 +35,15 @@ def test_pad_collate_pads_right_with_each_keys_value() -> None:
     assert {tuple(v.shape) for v in fixed.values()} == {(3, 5)}
 
 
+@pytest.mark.parametrize("mask", [[1, 1], [1, 1, 1, 1]])
+def test_pad_collate_refuses_a_mask_not_as_long_as_the_ids(mask) -> None:
+    """Padded to the batch's longest row, a short mask would read real tokens as padding."""
+    bad = [*ROWS[:1], {**ROWS[1], "input_ids": [8, 4, 4], "attention_mask": mask}]
+    with pytest.raises(ValueError, match=f"row 1 of the batch: 'attention_mask' has "
+                                         f"{len(mask)} positions but 'input_ids' has 3"):
+        PadCollate()(bad)
+
+
 def test_labels_from_input_ids_as_a_language_model_collator_makes_them() -> None:
     plain = [{k: r[k] for k in ("input_ids", "attention_mask")} for r in ROWS]
     assert torch.equal(PadCollate(labels_from="input_ids")(plain)["labels"],

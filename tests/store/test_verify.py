@@ -152,3 +152,53 @@ def test_gc_removes_only_what_no_result_references(tmp_path, reference, capsys):
     assert main(["store", "gc", str(root)]) == 0
     assert set(store.keys()) == kept
     assert main(["store", "verify", str(root), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("damage", ["model record", "score chunk", "q record", "all three"])
+def test_verify_finds_in_one_pass_everything_a_repair_leaves_behind(
+        tmp_path, reference, capsys, damage):
+    """Damage whose dependents a single pass once missed: the model every other artifact
+    is made from loses its record (its payload alone stays), a score chunk is corrupt (its
+    result is incomplete without it), a Q payload loses its record. One verify names each
+    and what depends on it; after --repair a second verify finds nothing."""
+    clean_root, _ = reference
+    root = tmp_path / "store"
+    subprocess.run(["cp", "-r", str(clean_root), str(root)], check=True)
+    store = ArtifactStore(str(root))
+    model, chunk, q = store.keys("model")[0], store.keys("scores")[0], store.keys("q")[-1]
+    owner = store.record(chunk)["owner"]
+    expect: set[str] = set()
+    if damage in ("model record", "all three"):
+        expect |= {model} | {k for k in store.keys()
+                             if model in (store.record(k)["inputs"] or ())}
+        Path(store.paths(model)[1]).unlink()
+    if damage in ("q record", "all three"):
+        expect |= {q} | {k for k in store.keys() if q in (store.record(k)["inputs"] or ())}
+        Path(store.paths(q)[1]).unlink()
+    if damage in ("score chunk", "all three"):
+        expect |= {chunk, owner}
+        _flip(Path(store.paths(chunk)[0]))
+
+    assert main(["store", "verify", str(root), "--quiet"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    named = {k for k in {*store.keys(), model, q} if any(k in ln.split(" (")[0] for ln in lines)}
+    assert expect <= named, (expect - named, lines)
+    if damage == "score chunk":
+        assert any(ln.startswith("stale: ") and owner in ln and f"its part {chunk}" in ln
+                   for ln in lines), lines
+
+    assert main(["store", "verify", str(root), "--repair", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["store", "verify", str(root), "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].endswith("all intact"), out
+
+
+def test_verify_draws_no_progress_bar_when_stderr_is_not_a_terminal(
+        tmp_path, reference, capsys, monkeypatch):
+    clean_root, _ = reference
+    assert main(["store", "verify", str(clean_root)]) == 0
+    assert "verifying" not in capsys.readouterr().err  # captured: not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert main(["store", "verify", str(clean_root)]) == 0
+    assert "verifying" in capsys.readouterr().err  # the same call on a terminal draws it
