@@ -171,12 +171,17 @@ TOKEN_ENSEMBLE = "dropout:I=1,D=2"
 
 
 @pytest.fixture(scope="session")
-def token_sweep(tmp_path_factory):
-    """TinyTokenLM's finished sweep (TRAK, k = 8, dropout I=1 D=2), no LDS."""
+def token_task() -> TinyTokenLM:
     pytest.importorskip("transformers")
+    return TinyTokenLM()
+
+
+@pytest.fixture(scope="session")
+def token_sweep(tmp_path_factory, token_task):
+    """TinyTokenLM's finished sweep (TRAK, k = 8, dropout I=1 D=2), no LDS."""
     from raytda import Sweep
 
-    sweep = Sweep(TinyTokenLM(), "trak", [TOKEN_ENSEMBLE], lds=None,
+    sweep = Sweep(token_task, "trak", [TOKEN_ENSEMBLE], lds=None,
                   store=str(tmp_path_factory.mktemp("token-store")), proj_dim=8,
                   progress=False)
     sweep.run()

@@ -301,6 +301,9 @@ class RowSchema:
                                            f"range") from None
         if r.dims >= 1 and a.ndim >= 1 and a.shape[0] == 0:
             raise self._fail(where, i, f"{what} is empty; send at least one token")
+        if a.dtype.kind == "O" and all(isinstance(e, int) for e in np.ravel(a)):
+            raise self._fail(where, i, f"{what} holds integers out of the range of "
+                                       f"{_dtype_name(r.dtype)}")
         if a.dtype.kind not in "biuf" or (a.dtype.kind == "b" and r.dtype != torch.bool):
             kind = "booleans" if a.dtype.kind == "b" else "values that are not numbers"
             raise self._fail(where, i, f"{what} holds {kind}; send "
