@@ -91,9 +91,13 @@ class InputSchema:
     def of_task(cls, task: Task) -> InputSchema:
         """The schema of ``task``'s test rows, with the target rule its model output sets
         (found as a sweep's checks find it: from the logits of a freshly built model)."""
+        from raytda.data.samples import DictSamples
         from raytda.validate import check_output
 
         data = task.data()
+        if isinstance(data.test, DictSamples):
+            raise SpecError(f"task {task.name!r} has dict rows: its requests hold token rows "
+                            f"(RowSchema; schema_of(task) picks the schema of any task)")
         x, y = data.test.take(torch.arange(1))
         rules = check_output(task, task.network(task.build_model()), data)
         return cls.of(x, y, rules["test"])

@@ -177,3 +177,10 @@ def test_bad_token_requests_are_refused_with_a_reason(token_schema, body, needle
 
 def test_rows_are_refused_for_a_tensor_task():
     refused({"rows": [{"input_ids": [1, 2]}]}, "'rows' is for tasks with token rows")
+
+
+def test_the_tensor_schema_of_a_task_with_dict_rows_is_refused_in_one_line(token_task):
+    from raytda.specs import SpecError
+
+    with pytest.raises(SpecError, match="has dict rows: its requests hold token rows"):
+        InputSchema.of_task(token_task)
