@@ -177,9 +177,6 @@ class RowSchema:
 
     # ------------------------------------------------------------------ description
 
-    def rule(self, name: str) -> KeyRule | None:
-        return next((r for r in self.keys if r.name == name), None)
-
     def example(self) -> list[dict[str, Any]]:
         """One short valid row (what a request may send), for descriptions."""
         n = 3
