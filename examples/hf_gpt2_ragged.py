@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +90,6 @@ def text_lines(path: str | None, min_chars: int, max_chars: int) -> list[str]:
     return [s for s in lines if min_chars <= len(s) <= max_chars]
 
 
-@lru_cache(maxsize=2)
 def tokenized(path: str | None, n_train: int, n_test: int, max_chars: int, seed: int = 0
               ) -> tuple[int, list[dict], list[dict]]:
     """(vocab size, train rows, test rows): lines as a character tokenizer gives them, a
@@ -130,6 +128,7 @@ class RaggedGPT2(Task):
         self.path = find_text(data_dir)
         self.n_train, self.n_test, self.max_chars = n_train, n_test, max_chars
         self.recipe = Recipe(optimizer="adam", lr=3e-3, batch_size=20, epochs=epochs)
+        self._rows: tuple[int, list[dict], list[dict]] | None = None
 
     def config(self) -> dict[str, Any]:
         # Which text is part of the content (Shakespeare or synthetic), not where it lives.
@@ -137,9 +136,14 @@ class RaggedGPT2(Task):
                 "n_test": self.n_test, "max_chars": self.max_chars, "n_embd": EMBED,
                 "n_layer": LAYERS}
 
-    def _data(self):
-        return tokenized(None if self.path is None else str(self.path), self.n_train,
-                         self.n_test, self.max_chars)
+    def _data(self) -> tuple[int, list[dict], list[dict]]:
+        # Kept on the Task rather than in a functools.lru_cache: cloudpickle sends this
+        # script's functions by value to Ray workers and Serve replicas, but an lru_cache
+        # wrapper by reference, and they cannot import this script.
+        if self._rows is None:
+            self._rows = tokenized(None if self.path is None else str(self.path),
+                                   self.n_train, self.n_test, self.max_chars)
+        return self._rows
 
     def build_model(self) -> nn.Module:
         from transformers import GPT2Config, GPT2LMHeadModel

@@ -21,6 +21,15 @@ Example::
     attr = Attributor.from_sweep(sweep, "dropout:I=1,D=10")
     s = attr.scores(x_new, y_new)        # (len(x_new), n_train)
     best = attr.top_k(x_new, y_new, k=10)
+
+A task with dict rows (tokenizer output) takes new inputs as such rows too, of any length,
+without targets when its collate makes them (a causal LM's labels from its ids)::
+
+    rows = [{"input_ids": [5, 9, 2], "attention_mask": [1, 1, 1]}, {"input_ids": [7, 1]}]
+    s = attr.scores(rows)                # padded by the task's own collate
+
+Each row is checked first (:mod:`raytda.data.token_rows`: ids within the vocabulary, a mask
+as long as the ids, ...), so a bad row is one SpecError line naming it.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from raytda.core.args import ComputeArgs
 from raytda.core.masks import MaskSpec
 from raytda.core.network import Network
 from raytda.data.samples import TensorSamples
+from raytda.data.token_rows import RowSchema, is_rows
 from raytda.features import Featurizer
 from raytda.plan.jobs import Evaluate, FeaturePart
 from raytda.specs import SpecError
@@ -118,6 +128,7 @@ class Attributor:
         self._calls = 0
         self._resident: OrderedDict[int, int] = OrderedDict()  # member -> last call used
         self._shards = PayloadCache(self.store, self.args.payload_cache_bytes)
+        self._row_schema: RowSchema | None = None
         self.members: list[_Member] = [self._load(p) for p in evaluate.needs.parts()]
         first = self.members[0]
         self.n_train = (first.shards[-1][1] if first.shards
@@ -235,14 +246,49 @@ class Attributor:
             if not kept:  # transient: what it built for this call is dropped again
                 m.featurizer.release()
 
-    def scores(self, x: torch.Tensor, y: torch.Tensor, split: str = "test", start: int = 0
-               ) -> torch.Tensor:
-        """Ensemble scores (len(x), n_train) of new inputs, as float32 on the CPU.
+    @property
+    def row_schema(self) -> RowSchema:
+        """What a new token row must be for this task (built on first use); a SpecError
+        line for a task whose inputs are tensors."""
+        if self._row_schema is None:
+            schema = RowSchema.of_task(self.task)
+            if schema is None:
+                raise SpecError(f"task {self.task.name!r} takes tensor inputs, not rows of "
+                                f"token dicts: give x and y as tensors")
+            self._row_schema = schema
+        return self._row_schema
+
+    def inputs(self, x: Any, y: torch.Tensor | None = None) -> tuple[Any, torch.Tensor]:
+        """(x, y) as the compute core takes them: token rows checked and padded by the
+        task's collate (y then comes from the rows), tensors or a Batch as given."""
+        if is_rows(x) or (isinstance(x, (list, tuple)) and y is None):
+            if y is not None:
+                raise SpecError("token rows carry their own targets ('labels', or made by "
+                                "the task's collate): call scores(rows) without y")
+            return self.row_schema.collate(self.row_schema.check(x))
+        if y is None:
+            raise SpecError("give targets y with tensor inputs x (only token rows may "
+                            "leave them out)")
+        if not hasattr(x, "shape"):
+            raise SpecError(f"x must be a tensor, a Batch, or a list of token-row dicts "
+                            f"(e.g. [{{'input_ids': [...], 'attention_mask': [...]}}]), "
+                            f"got {type(x).__name__}")
+        return x, y
+
+    def scores(self, x: Any, y: torch.Tensor | None = None, split: str = "test",
+               start: int = 0) -> torch.Tensor:
+        """Ensemble scores (n, n_train) of new inputs, as float32 on the CPU.
+
+        ``x`` is a tensor (or padded Batch) with targets ``y``, or, for a task with dict
+        rows, a list of row dicts as a tokenizer gives them (``[{"input_ids": [...],
+        "attention_mask": [...]}, ...]``, or a dict of such columns) and no ``y``: the rows
+        are checked and padded by the task's own collate, as its test rows were.
 
         Per-sample dropout masks are keyed by (``split``, ``start`` + row): with
         ``split="test", start=i`` the rows get the masks of test rows i, i+1, ..., so
         stored test inputs get exactly the scores the sweep stored for them.
         """
+        x, y = self.inputs(x, y)
         if x.shape[0] != y.shape[0]:
             raise SpecError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
         self._calls += 1
@@ -258,9 +304,10 @@ class Attributor:
                 acc[:, a:b] += block.to(self.device).double()
         return self.impl.combine(acc / len(self.members), self.q_mean).float().cpu()
 
-    def top_k(self, x: torch.Tensor, y: torch.Tensor, k: int = 10, split: str = "test",
+    def top_k(self, x: Any, y: torch.Tensor | None = None, k: int = 10, split: str = "test",
               start: int = 0) -> TopK:
-        """The k strongest proponents and opponents in the train set of each input."""
+        """The k strongest proponents and opponents in the train set of each input
+        (inputs as :meth:`scores` takes them)."""
         if not 1 <= k <= self.n_train:
             raise SpecError(f"k must be in [1, {self.n_train}], got {k}")
         s = self.scores(x, y, split, start)

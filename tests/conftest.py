@@ -14,6 +14,7 @@ import tempfile
 import pytest
 from torch import nn
 
+from raytda import Recipe, Task
 from raytda.core.train import load_weights, train_model
 from raytda.data import Dataset
 from raytda.tasks import get_task
@@ -99,3 +100,96 @@ def ray_session():
     yield ray
     if started:
         ray.shutdown()
+
+
+# --------------------------------------------------------------------------- token rows
+# A task with dict rows (tokenizer output of ragged lengths) and a tiny GPT-2 from its
+# config, for the tests of new token rows (the Attributor given row dicts, `raytda serve`
+# taking them over HTTP). Defined here so both share one finished sweep.
+
+TOKEN_VOCAB = 16
+
+
+def token_rows(n: int, seed: int, lo: int = 3, hi: int = 11) -> list[dict]:
+    """Tokenizer-shaped rows (input_ids, attention_mask) of lo to hi - 1 tokens."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        length = int(torch.randint(lo, hi, (1,), generator=g))
+        rows.append({"input_ids": torch.randint(1, TOKEN_VOCAB, (length,), generator=g).tolist(),
+                     "attention_mask": [1] * length})
+    return rows
+
+
+class TinyTokenLM(Task):
+    """A 2-layer GPT-2 (vocabulary 16, 24 positions) on 24 train and 4 test token rows;
+    labels made from input_ids by the collate, as a causal LM's collator makes them."""
+
+    name = "tiny-token-lm"
+    version = "1"
+    dropout_mask_dims = 1
+    recipe = Recipe(optimizer="adam", lr=3e-3, batch_size=8, epochs=2)
+
+    def __init__(self) -> None:
+        from raytda.data.collate import PadCollate
+
+        self.collate = PadCollate(labels_from="input_ids")
+
+    def build_model(self) -> nn.Module:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()  # bos/eos ids beyond a tiny vocab
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            vocab_size=TOKEN_VOCAB, n_positions=24, n_embd=16, n_layer=2, n_head=2,
+            attn_pdrop=0.0, embd_pdrop=0.1, resid_pdrop=0.1, attn_implementation="eager"))
+
+    def output(self):
+        from raytda.core.outputs import CAUSAL_LM
+
+        return CAUSAL_LM
+
+    def loss(self, logits, y):
+        from raytda.core.outputs import next_token_cross_entropy
+
+        return next_token_cross_entropy(logits, y)
+
+    def train_data(self):
+        from raytda.data.samples import DictSamples
+
+        return DictSamples(token_rows(24, 0), collate=self.collate)
+
+    def test_data(self):
+        from raytda.data.samples import DictSamples
+
+        return DictSamples(token_rows(4, 1), collate=self.collate)
+
+
+#: the configuration the token-row tests serve (fixed dropout masks: two members)
+TOKEN_ENSEMBLE = "dropout:I=1,D=2"
+
+
+@pytest.fixture(scope="session")
+def token_task() -> TinyTokenLM:
+    pytest.importorskip("transformers")
+    return TinyTokenLM()
+
+
+@pytest.fixture(scope="session")
+def token_sweep(tmp_path_factory, token_task):
+    """TinyTokenLM's finished sweep (TRAK, k = 8, dropout I=1 D=2), no LDS."""
+    from raytda import Sweep
+
+    sweep = Sweep(token_task, "trak", [TOKEN_ENSEMBLE], lds=None,
+                  store=str(tmp_path_factory.mktemp("token-store")), proj_dim=8,
+                  progress=False)
+    sweep.run()
+    return sweep
+
+
+@pytest.fixture(scope="session")
+def make_token_rows():
+    """``make_token_rows(n, seed)``: TinyTokenLM-shaped rows (seeds other than 0 and 1
+    are rows it never saw)."""
+    return token_rows

@@ -187,3 +187,38 @@ def test_the_attributor_equals_the_batch_path_for_every_kind(every_kind, ens):
     x, y = sweep.spec.tasks[0].data().test.tensors()
     # measured: at most 4e-7 over these kinds (float64 solve vs per-call solve rounding)
     assert rel_diff(attr.scores(x, y), sweep.scores(ens)) < 1e-5
+
+
+# ------------------------------------------------------------------ token rows
+
+
+@pytest.fixture(scope="module")
+def token_attributor(token_sweep):
+    return Attributor.from_sweep(token_sweep, token_sweep.spec.evaluations()[0].ensemble)
+
+
+def test_token_rows_score_as_the_task_batches_them(token_sweep, token_attributor,
+                                                   make_token_rows):
+    stored = token_sweep.scores(token_sweep.spec.evaluations()[0].ensemble)
+    rows = make_token_rows(4, seed=1)  # the task's test rows, as a tokenizer gives them
+    assert torch.equal(token_attributor.scores(rows), stored)  # same padding, same numbers
+    x, y = token_sweep.spec.tasks[0].data().test.take(torch.arange(4))
+    assert torch.equal(token_attributor.scores(x, y), stored)  # the padded Batch path
+    no_masks = [{"input_ids": r["input_ids"]} for r in rows]
+    assert torch.equal(token_attributor.scores(no_masks), stored)
+    columns = {"input_ids": [r["input_ids"] for r in rows]}
+    assert torch.equal(token_attributor.top_k(columns, k=3).proponents,
+                       stored.topk(3, dim=1).indices)
+
+
+def test_token_rows_mistakes_are_one_line(token_attributor, make_token_rows, finished):
+    rows = make_token_rows(2, seed=5)
+    with pytest.raises(SpecError, match="^input row 2: token id 99 is outside the vocabulary"):
+        token_attributor.scores(rows + [{"input_ids": [1, 99]}])
+    with pytest.raises(SpecError, match="call scores\\(rows\\) without y"):
+        token_attributor.scores(rows, torch.zeros(2, dtype=torch.long))
+    with pytest.raises(SpecError, match="give targets y with tensor inputs"):
+        token_attributor.scores(torch.zeros(2, 3, dtype=torch.long))
+    toy = Attributor.from_sweep(finished, ENSEMBLES[0])
+    with pytest.raises(SpecError, match="takes tensor inputs, not rows of token dicts"):
+        toy.scores(rows)

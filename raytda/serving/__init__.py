@@ -12,6 +12,7 @@ Example::
 
     served = deploy(sweep, "dropout:I=1,D=10", port=8000)
     # POST {"inputs": [[...]], "targets": [3], "k": 5} to served.url
+    # (a task with dict rows: {"rows": [{"input_ids": [...]}], "k": 5})
     served.shutdown()
 """
 

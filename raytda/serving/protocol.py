@@ -11,6 +11,18 @@ tensors ``inputs`` and ``targets`` (:func:`encode_tensors` writes one). Inputs h
 task's input shape per row and targets its target shape (class labels for classifiers).
 JSON numbers become the task's input dtype; tensors must have it already.
 
+A task whose rows are dicts of token sequences (:class:`~raytda.data.samples.DictSamples`,
+e.g. a causal LM) takes token rows instead, as a tokenizer gives them, of any length::
+
+    {"rows": [{"input_ids": [...], "attention_mask": [...]}, ...], "k": 10}
+
+(or ``"rows"`` as columns, ``{"input_ids": [[...], ...], ...}``). The mask may be left
+out (all ones), and so may the targets when the task's collate makes them (a causal LM's
+``labels`` from ``input_ids``); a row may give its own ``labels``, -100 where a token is not
+attributed. Each row is checked (:mod:`raytda.data.token_rows`), then the rows of a batch
+are padded together by the task's own collate. GET on the route describes the row keys
+and gives an example request.
+
 - ``k`` (default 10, at most the train size): proponents and opponents per input;
 - ``scores`` (default false): also return each input's full score row (n_train floats);
 - ``start`` (default 0): input i gets the dropout masks of test row ``start + i``. Only
@@ -39,12 +51,13 @@ import numpy as np
 import torch
 
 from raytda.data.check import TargetRule, check_targets
+from raytda.data.token_rows import RowSchema, count_rows
 from raytda.specs import SpecError
 
 if TYPE_CHECKING:
     from raytda.task import Task
 
-FIELDS = ("inputs", "targets", "tensors", "k", "scores", "start")
+FIELDS = ("inputs", "targets", "tensors", "rows", "k", "scores", "start")
 DEFAULT_K = 10
 
 
@@ -78,9 +91,13 @@ class InputSchema:
     def of_task(cls, task: Task) -> InputSchema:
         """The schema of ``task``'s test rows, with the target rule its model output sets
         (found as a sweep's checks find it: from the logits of a freshly built model)."""
+        from raytda.data.samples import DictSamples
         from raytda.validate import check_output
 
         data = task.data()
+        if isinstance(data.test, DictSamples):
+            raise SpecError(f"task {task.name!r} has dict rows: its requests hold token rows "
+                            f"(RowSchema; schema_of(task) picks the schema of any task)")
         x, y = data.test.take(torch.arange(1))
         rules = check_output(task, task.network(task.build_model()), data)
         return cls.of(x, y, rules["test"])
@@ -93,20 +110,39 @@ class InputSchema:
                 "classes": None if rule is None else rule.classes}
 
 
+def schema_of(task: Task) -> InputSchema | RowSchema:
+    """What ``task``'s requests hold: token rows (:class:`RowSchema`) for a task with dict
+    rows, else tensors (:class:`InputSchema`); targets checked against the model output."""
+    rows = RowSchema.of_task(task)
+    return InputSchema.of_task(task) if rows is None else rows
+
+
 @dataclass(frozen=True)
 class AttributionRequest:
     """A checked request: inputs (n, *x_shape) and targets (n, *y_shape) of the schema's
-    dtypes, k in [1, n_train], whether full score rows are wanted, the first mask row."""
+    dtypes, or for token rows ``x`` the n checked rows and ``y`` None; k in [1, n_train],
+    whether full score rows are wanted, the first mask row."""
 
-    x: torch.Tensor
-    y: torch.Tensor
+    x: torch.Tensor | list[dict[str, torch.Tensor]]
+    y: torch.Tensor | None
     k: int
     scores: bool = False
     start: int = 0
 
     @property
     def n(self) -> int:
-        return int(self.x.shape[0])
+        return len(self.x)
+
+
+def join(schema: InputSchema | RowSchema, requests: list[AttributionRequest]
+         ) -> tuple[Any, torch.Tensor]:
+    """The inputs and targets of checked requests as one batch, in request order: token
+    rows padded together by the task's collate, tensors concatenated."""
+    if isinstance(schema, RowSchema):
+        return schema.collate([row for r in requests for row in r.x])
+    if len(requests) == 1:
+        return requests[0].x, requests[0].y
+    return torch.cat([r.x for r in requests]), torch.cat([r.y for r in requests])
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -196,7 +232,28 @@ def _from_tensors(value: Any, schema: InputSchema) -> tuple[torch.Tensor, torch.
     return x, y
 
 
-def parse_request(body: bytes, schema: InputSchema, n_train: int, max_rows: int
+def _token_rows(req: dict[str, Any], schema: RowSchema, max_rows: int
+                ) -> list[dict[str, torch.Tensor]]:
+    """The checked rows of a token-row request."""
+    given = [f for f in ("inputs", "targets", "tensors") if f in req]
+    if given:
+        raise BadRequest(f"this task takes token rows: send 'rows' (a list of objects such "
+                         f"as {json.dumps(schema.example()[0])}), not "
+                         f"{' and '.join(repr(g) for g in given)}")
+    if "rows" not in req:
+        raise BadRequest(f"missing 'rows'; send a list of token rows such as "
+                         f"{json.dumps(schema.example()[0])}")
+    n = count_rows(req["rows"])
+    if n > max_rows:
+        raise BadRequest(f"{n} rows in one request; at most {max_rows} (the deployment's "
+                         f"max batch size): split the request", status=413)
+    try:
+        return schema.check(req["rows"], "request")
+    except SpecError as e:
+        raise BadRequest(str(e)) from None
+
+
+def parse_request(body: bytes, schema: InputSchema | RowSchema, n_train: int, max_rows: int
                   ) -> AttributionRequest:
     """A request body checked against the schema, or :class:`BadRequest` with the reason.
 
@@ -208,13 +265,21 @@ def parse_request(body: bytes, schema: InputSchema, n_train: int, max_rows: int
     except json.JSONDecodeError as e:
         raise BadRequest(f"body is not JSON ({e.msg} at line {e.lineno} column {e.colno})"
                          ) from None
+    tokens = isinstance(schema, RowSchema)
     if not isinstance(req, dict):
-        raise BadRequest("body must be a JSON object with 'inputs' and 'targets' (or "
+        raise BadRequest("body must be a JSON object with 'rows'" if tokens else
+                         "body must be a JSON object with 'inputs' and 'targets' (or "
                          "'tensors')")
     unknown = sorted(set(req) - set(FIELDS))
     if unknown:
         raise BadRequest(f"unknown field(s) {', '.join(repr(u) for u in unknown)}; "
                          f"allowed: {', '.join(FIELDS)}")
+    if tokens:
+        rows = _token_rows(req, schema, max_rows)
+        return AttributionRequest(rows, None, *_options(req, n_train))
+    if "rows" in req:
+        raise BadRequest("'rows' is for tasks with token rows; this task takes 'inputs' "
+                         "and 'targets' (or 'tensors')")
     if "tensors" in req:
         if "inputs" in req or "targets" in req:
             raise BadRequest("give either 'tensors' or 'inputs' and 'targets', not both")
@@ -236,12 +301,17 @@ def parse_request(body: bytes, schema: InputSchema, n_train: int, max_rows: int
             check_targets(y, 0, schema.target_rule, "request", "targets")
         except SpecError as e:
             raise BadRequest(str(e)) from None
+    return AttributionRequest(x, y, *_options(req, n_train))
+
+
+def _options(req: dict[str, Any], n_train: int) -> tuple[int, bool, int]:
+    """A request's k, whether it wants full score rows, and its start row."""
     k = _int_field(req, "k", min(DEFAULT_K, n_train), 1, n_train)
     want_scores = req.get("scores", False)
     if not isinstance(want_scores, bool):
         raise BadRequest(f"'scores' must be true or false, got {json.dumps(want_scores)[:40]}")
     start = _int_field(req, "start", 0, 0, None)
-    return AttributionRequest(x, y, k, want_scores, start)
+    return k, want_scores, start
 
 
 def answer(scores: torch.Tensor, k: int, with_scores: bool) -> list[dict[str, Any]]:

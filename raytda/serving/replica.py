@@ -9,9 +9,12 @@ must be readable from every node a replica may run on (a shared path or a store 
 
 A request is checked completely in ``__call__``, before it joins a batch, so a bad
 request is answered 4xx on its own and never fails the batch of good ones it would have
-joined. Batches are counted in inputs, not requests (``batch_size_fn``): the max batch
-size bounds the rows of one scoring call, whatever the mix of request sizes. The scoring
-runs in a worker thread so the replica keeps accepting and checking requests meanwhile.
+joined. Token rows of a batch's requests are padded together by the task's collate (to
+the batch's longest row: padding changes no score beyond float rounding, see
+tests/test_dict_rows.py). Batches are counted in inputs, not requests
+(``batch_size_fn``): the max batch size bounds the rows of one scoring call, whatever the
+mix of request sizes. The scoring runs in a worker thread so the replica keeps accepting
+and checking requests meanwhile.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from raytda.plan.jobs import Evaluate
 from raytda.serving.protocol import (
     AttributionRequest,
     BadRequest,
-    InputSchema,
     answer,
+    join,
     json_bytes,
     parse_request,
+    schema_of,
 )
 
 log = logging.getLogger(__name__)
@@ -80,7 +84,7 @@ class AttributorDeployment:
 
         torch.set_num_threads(threads)
         self.attributor = Attributor(store, evaluate, device, memory_bytes, compute)
-        self.schema = InputSchema.of_task(evaluate.task)
+        self.schema = schema_of(evaluate.task)
         self.n_train = self.attributor.n_train
         # Per-sample masks follow a row's number (``start`` + i), so such requests are
         # scored one call each; fixed masks (and none) are the same for every row.
@@ -147,10 +151,7 @@ class AttributorDeployment:
         return out
 
     def _score(self, group: list[AttributionRequest]) -> list[list[dict[str, Any]]]:
-        import torch
-
-        x = torch.cat([r.x for r in group]) if len(group) > 1 else group[0].x
-        y = torch.cat([r.y for r in group]) if len(group) > 1 else group[0].y
+        x, y = join(self.schema, group)
         scores = self.attributor.scores(x, y, start=group[0].start)
         out, row = [], 0
         for r in group:

@@ -127,3 +127,60 @@ def test_answers_are_topk_both_ways_best_first():
     assert rows[1]["proponents"] == [4, 3] and rows[1]["opponents"] == [0, 1]
     full = answer(scores, 1, with_scores=True)
     assert full[1]["scores"] == scores[1].tolist()
+
+
+# ------------------------------------------------------------------ token rows
+
+
+@pytest.fixture(scope="module")
+def token_schema(token_task):
+    from raytda.serving.protocol import schema_of
+
+    return schema_of(token_task)
+
+
+def parse_tokens(obj, schema) -> object:
+    return parse_request(json.dumps(obj).encode(), schema, N_TRAIN, MAX_ROWS)
+
+
+def test_a_task_with_dict_rows_takes_token_rows(token_schema, token_task):
+    from raytda.data.token_rows import RowSchema
+    from raytda.serving.protocol import join
+
+    assert isinstance(token_schema, RowSchema)
+    a = parse_tokens({"rows": [{"input_ids": [1, 2, 3]}], "k": 3, "start": 2}, token_schema)
+    b = parse_tokens({"rows": [{"input_ids": [4, 5], "attention_mask": [1, 1]},
+                               {"input_ids": [6, 7, 8, 9]}]}, token_schema)
+    assert (a.n, a.k, a.start, a.y, b.n) == (1, 3, 2, None, 2)
+    # a batch of requests is their rows padded together by the task's collate
+    x, y = join(token_schema, [a, b])
+    want_x, want_y = token_task.data().test.collate_xy(a.x + b.x)
+    assert x["input_ids"].shape == (3, 4) and torch.equal(y, want_y)
+    assert all(torch.equal(x[k], want_x[k]) for k in want_x.keys())
+
+
+@pytest.mark.parametrize("body, needle, status", [
+    ({"inputs": [[1, 2]], "targets": [[1, 2]]}, "this task takes token rows: send 'rows'", 400),
+    ({"tensors": "AAAA"}, "send 'rows'", 400),
+    ({"k": 2}, "missing 'rows'", 400),
+    ({"rows": [{"input_ids": [1, 2, 16]}]}, "request row 0: token id 16 is outside", 400),
+    ({"rows": [{"input_ids": [1, 2]}], "k": 61}, "'k' must be in [1, 60]", 400),
+    ({"rows": [{"input_ids": [1, 2]}] * (MAX_ROWS + 1)}, f"at most {MAX_ROWS}", 413),
+    ({"rows": {"input_ids": [[1, 2]] * (MAX_ROWS + 1)}}, f"at most {MAX_ROWS}", 413),
+])
+def test_bad_token_requests_are_refused_with_a_reason(token_schema, body, needle, status):
+    with pytest.raises(BadRequest) as info:
+        parse_tokens(body, token_schema)
+    assert info.value.status == status and needle in info.value.reason
+    assert "\n" not in info.value.reason
+
+
+def test_rows_are_refused_for_a_tensor_task():
+    refused({"rows": [{"input_ids": [1, 2]}]}, "'rows' is for tasks with token rows")
+
+
+def test_the_tensor_schema_of_a_task_with_dict_rows_is_refused_in_one_line(token_task):
+    from raytda.specs import SpecError
+
+    with pytest.raises(SpecError, match="has dict rows: its requests hold token rows"):
+        InputSchema.of_task(token_task)

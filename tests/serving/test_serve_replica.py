@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("ray.serve")
 
-from raytda.serving.protocol import AttributionRequest  # noqa: E402
+from raytda.serving.protocol import AttributionRequest, InputSchema  # noqa: E402
 from raytda.serving.replica import AttributorDeployment, ScoringFailed  # noqa: E402
 
 N_TRAIN = 5
@@ -33,6 +33,7 @@ def replica(rows_matter: bool) -> AttributorDeployment:
     cls = AttributorDeployment.func_or_class
     r = cls.__new__(cls)
     r.attributor, r.rows_matter = Recorder(), rows_matter
+    r.schema = InputSchema((2,), torch.float32, (), torch.int64)
     return r
 
 
