@@ -90,3 +90,35 @@ def ship_task_code(plan: Plan) -> None:
                     or "site-packages" in (getattr(mod, "__file__", None) or "site-packages"):
                 continue
             cloudpickle.register_pickle_by_value(mod)
+    _ship_lru_caches_by_value(cloudpickle)
+
+
+def _ship_lru_caches_by_value(cloudpickle) -> None:
+    """Send ``functools.lru_cache`` wrappers of by-value modules as the function they wrap.
+
+    pickle sends such a wrapper (a C object) by its qualified name, even from a module
+    registered by value, so a worker that cannot import the user's script fails to load
+    the Task whose methods call it. The wrapper is rebuilt there around the shipped
+    function, with an empty cache of its own. Wrappers of importable modules keep their
+    usual by-name pickling.
+    """
+    import functools
+    import sys
+
+    from ray.cloudpickle.cloudpickle import _is_registered_pickle_by_value
+
+    def reduce(wrapper):
+        mod = sys.modules.get(getattr(wrapper, "__module__", None) or "")
+        if mod is None or not _is_registered_pickle_by_value(mod):
+            return wrapper.__reduce__()
+        params = wrapper.cache_parameters()
+        return _rebuilt_lru_cache, (wrapper.__wrapped__, params["maxsize"], params["typed"])
+
+    cloudpickle.CloudPickler.dispatch_table[functools._lru_cache_wrapper] = reduce
+
+
+def _rebuilt_lru_cache(fn, maxsize: int | None, typed: bool):
+    """The worker side of :func:`_ship_lru_caches_by_value`."""
+    import functools
+
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(fn)
