@@ -140,7 +140,8 @@ class Sweep:
         return df
 
     def plot(self, out_dir: str | Path = ".", fmt: str = "png") -> list[Path]:
-        """LDS against training time, serving time and stored parameters."""
+        """LDS against training time, serving time and stored parameters: the paths of
+        the figures written, none for a sweep without LDS (``lds=None``)."""
         from raytda.plot import plot_results
 
         if self.results is None:

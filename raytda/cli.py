@@ -208,8 +208,15 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     plots = sweep.plot(a.out)
     print(format_table(df))
     print(f"\n{len(df)} configurations in {time.perf_counter() - t0:.1f} s; "
-          f"results: {path}; plots: {', '.join(str(p) for p in plots)}")
+          f"results: {path}; {plots_line(plots)}")
     return 0
+
+
+def plots_line(plots: list[Path]) -> str:
+    """Where the plots went, or why there are none (no LDS to draw against cost)."""
+    if not plots:
+        return "plots: none (no LDS: an attribution-only sweep has nothing to plot)"
+    return f"plots: {', '.join(str(p) for p in plots)}"
 
 
 def cmd_plan(a: argparse.Namespace) -> int:
@@ -231,7 +238,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     df = add_pareto(read_results(path), a.cost)
     print(format_table(df))
     plots = plot_results(df, a.dir)
-    print(f"plots: {', '.join(str(p) for p in plots)}")
+    print(plots_line(plots))
     return 0
 
 
