@@ -234,6 +234,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
     sweep = build_sweep(a)
     plan = sweep.plan()
     print(plan.summary())
+    print(sweep.estimate(plan).line())
     return 0
 
 

@@ -271,6 +271,15 @@ class ProgressLines:
             stream.flush()
 
 
+def announce(text: str) -> None:
+    """One line on stderr before a run: ``raytda: <text>``, timestamped like the progress
+    lines where stderr is not a terminal."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    stamp = "" if isatty is not None and isatty() else time.strftime(DATE_FORMAT) + " "
+    sys.stderr.write(clip(f"{stamp}raytda: {text}", MAX_LINE) + "\n")
+    sys.stderr.flush()
+
+
 def open_progress(counts: JobCounts, enabled: bool = True, desc: str = "raytda jobs",
                   eta: UnitCostETA | None = None) -> Progress:
     """A bar when stderr is a terminal, timestamped lines when it is not, or nothing;
