@@ -190,8 +190,8 @@ class ProgressBar:
             status += "; " + running_text(running, room)
         elif running:
             self._show_status(running_text(running, self._width))
-        else:
-            self._close_status()
+        # between two jobs the name line stays as it was: closing and reopening it
+        # would make the bar jump
         # In the format itself: tqdm's {postfix} comes with a leading comma.
         text = clip(status, max(10, self._width - frame - MIN_BAR))
         bar.bar_format = BAR_FORMAT + text.replace("{", "{{").replace("}", "}}")
@@ -275,8 +275,15 @@ def announce(text: str) -> None:
     """One line on stderr before a run: ``raytda: <text>``, timestamped like the progress
     lines where stderr is not a terminal."""
     isatty = getattr(sys.stderr, "isatty", None)
-    stamp = "" if isatty is not None and isatty() else time.strftime(DATE_FORMAT) + " "
-    sys.stderr.write(clip(f"{stamp}raytda: {text}", MAX_LINE) + "\n")
+    if isatty is not None and isatty():
+        # on a terminal, lines that fit it, wrapped at spaces, indented after the first
+        import textwrap
+
+        lines = textwrap.wrap(f"raytda: {text}", max(20, terminal_width() - 1),
+                              subsequent_indent="  ", break_on_hyphens=False)
+        sys.stderr.write("\n".join(lines) + "\n")
+    else:
+        sys.stderr.write(clip(f"{time.strftime(DATE_FORMAT)} raytda: {text}", MAX_LINE) + "\n")
     sys.stderr.flush()
 
 

@@ -188,3 +188,21 @@ def test_lines_show_the_time_left_the_executor_measures(capsys):
     p.close()
     lines = lines_of(capsys.readouterr().err)
     assert LINE.match(lines[1]).group(6) == f"ETA {format_duration(3 * 50)}"
+
+
+def test_the_cost_line_fits_the_terminal_and_is_stamped_in_logs(monkeypatch):
+    from raytda.run.progress import announce
+
+    text = ("to run: 173 jobs (55 block, 50 ldsmodel, 11 model, 55 q, 2 result); about "
+            "2.3 GB on disk; time not known before the first jobs finish (none like them "
+            "timed in this store yet), then the ETA tells")
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    announce(text)
+    lines = sys.stderr.getvalue().splitlines()
+    assert len(lines) >= 2 and all(len(ln) <= 80 for ln in lines), lines
+    assert " ".join(ln.strip() for ln in lines) == "raytda: " + text
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    announce(text)
+    (line,) = lines_of(sys.stderr.getvalue())
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d raytda: to run: 173 jobs ", line)
