@@ -8,8 +8,10 @@ fraction of jobs done therefore promises far too little early on. Instead:
 - each job belongs to a class (its ``work_class``: jobs of equal work shape; else its
   kind), and a class's unit cost is the mean measured duration of its finished jobs;
 - a class not measured yet is charged its jobs' analytic work (:func:`analytic_work`, in
-  sample passes) times the seconds per unit of analytic work measured over every job
-  finished so far;
+  sample passes) times the seconds per unit of analytic work measured on finished jobs of
+  its kind (a masked feature block after an unmasked one), else of every kind (the
+  analytic work underrates a feature block's projection against a training's passes,
+  so this is the roughest part of the estimate);
 - a running job is charged what its class costs less what it has run already;
 - the sum is divided by the concurrency measured so far (busy job-seconds per wall second),
   so a Ray cluster running several jobs at once gets a shorter ETA than one process.
@@ -99,8 +101,11 @@ class UnitCostETA:
         self._left: set[str] = set()
         self._running: dict[str, float] = {}  # key -> start time
         self._durations: dict[str, list[float]] = defaultdict(list)  # class -> seconds
-        self._measured_work = 0.0  # analytic work of the measured jobs that have it
-        self._measured_seconds = 0.0  # and their seconds
+        self._kind: dict[str, str] = {}
+        # analytic work and seconds of the measured jobs that have an analytic work, per
+        # kind and over all kinds ("")
+        self._measured_work: dict[str, float] = defaultdict(float)
+        self._measured_seconds: dict[str, float] = defaultdict(float)
         self._busy = 0.0  # job-seconds of finished jobs
         # the executor's thread records, a progress timer thread reads
         self._lock = threading.RLock()
@@ -112,6 +117,7 @@ class UnitCostETA:
         with self._lock:
             if job.key not in self._class:
                 self._class[job.key] = job_class(job)
+                self._kind[job.key] = job.kind
                 self._prior[job.key] = self._work(job)
             self._left.add(job.key)
 
@@ -137,12 +143,14 @@ class UnitCostETA:
                 self._durations[self._class[key]].append(seconds)
                 prior = self._prior.get(key)
                 if prior:
-                    self._measured_work += prior
-                    self._measured_seconds += seconds
+                    for group in (self._kind[key], ""):
+                        self._measured_work[group] += prior
+                        self._measured_seconds[group] += seconds
 
     def expected(self, key: str) -> float | None:
         """What job ``key`` costs alone: its class's measured mean, else its analytic work
-        at the measured seconds per unit of work, else the mean over every measured job."""
+        at the seconds per unit of work measured on its kind (else on every kind), else
+        the mean over every measured job."""
         with self._lock:
             return self._expected(key)
 
@@ -151,8 +159,12 @@ class UnitCostETA:
         if seen:
             return sum(seen) / len(seen)
         prior = self._prior.get(key)
-        if prior and self._measured_work > 0:
-            return prior * self._measured_seconds / self._measured_work
+        if prior:
+            # the seconds per unit of work of its own kind (another feature block, say a
+            # masked one), else of every kind
+            for group in (self._kind[key], ""):
+                if self._measured_work.get(group, 0.0) > 0:
+                    return prior * self._measured_seconds[group] / self._measured_work[group]
         every = [s for durations in self._durations.values() for s in durations]
         return sum(every) / len(every) if every else None
 

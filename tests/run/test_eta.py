@@ -115,3 +115,22 @@ def test_unknown_analytic_work_falls_back_to_the_mean_of_measured_jobs():
     eta = UnitCostETA([a, b], clock, work=lambda j: None)
     run(eta, clock, a, 6.0)
     assert eta.seconds_left() == pytest.approx(6.0)
+
+
+@dataclass(frozen=True, repr=False)
+class TimedBlock(Timed):
+    kind: str = field(default="block", init=False)
+
+
+def test_a_new_class_of_a_measured_kind_takes_that_kinds_rate():
+    """A masked feature block after an unmasked one: charged at the blocks' measured
+    seconds per unit of work, not the trainings' (which underrate it)."""
+    clock = Clock()
+    trainings = [Timed("train", i, 100.0) for i in range(10)]
+    unmasked, masked = TimedBlock("unmasked", 0, 200.0), TimedBlock("masked", 0, 200.0)
+    eta = UnitCostETA([*trainings, unmasked, masked], clock, work=lambda j: j.work)
+    for job in trainings:
+        run(eta, clock, job, 2.0)
+    run(eta, clock, unmasked, 8.0)
+    assert eta.expected(masked.key) == pytest.approx(200 * 8.0 / 200)
+    assert eta.seconds_left() == pytest.approx(8.0)
