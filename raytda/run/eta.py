@@ -41,7 +41,19 @@ def job_class(job: Job) -> str:
     """The class whose measured unit cost stands for ``job``: jobs of one work shape, or
     jobs of one kind and task where the job has no work shape (evaluation, imports)."""
     task = getattr(job, "task", None)  # a job class of one's own may have none
-    return job.work_class or f"{job.kind}-{getattr(task, 'name', '')}"
+    members = _members(job)
+    # an evaluation's work grows with its ensemble's members: one class per size
+    size = "" if members is None else f"-{members}m"
+    return job.work_class or f"{job.kind}-{getattr(task, 'name', '')}{size}"
+
+
+def _members(job: Job) -> int | None:
+    """Feature members an evaluation aggregates (None for other jobs)."""
+    needs = getattr(job, "needs", None) if job.kind == "result" else None
+    try:
+        return len(needs.parts()) if needs is not None else None
+    except Exception:  # a kind that cannot list its jobs here: no size
+        return None
 
 
 def _sizes(job: Job) -> tuple[int, int] | None:
@@ -58,7 +70,7 @@ def analytic_work(job: Job) -> float | None:
     """A job's work in forward passes over one sample: trainings ``epochs x rows x 3``
     (the ensemble's random half, the LDS subset, the whole set for a LoRA base), Q one
     forward pass per train row, a feature block a forward and a backward pass per train
-    and test row, an evaluation one pass over the test rows. None where the job's kind
+    and test row, an evaluation one pass over the test rows per member. None where the job's kind
     or sizes are unknown. Only ratios between jobs matter (see the module docstring)."""
     sizes = _sizes(job)
     if sizes is None:
@@ -76,7 +88,7 @@ def analytic_work(job: Job) -> float | None:
     if job.kind in ("block", "shard"):
         return (n_train + n_test) * _BACKWARD
     if job.kind == "result":
-        return float(n_test)
+        return float(n_test * (_members(job) or 1))
     return None
 
 

@@ -134,3 +134,16 @@ def test_a_new_class_of_a_measured_kind_takes_that_kinds_rate():
     run(eta, clock, unmasked, 8.0)
     assert eta.expected(masked.key) == pytest.approx(200 * 8.0 / 200)
     assert eta.seconds_left() == pytest.approx(8.0)
+
+
+def test_evaluations_of_larger_ensembles_are_a_class_of_their_own(tmp_path):
+    from raytda.api import Sweep
+    from raytda.run.eta import analytic_work, job_class
+
+    sweep = Sweep("toy-mlp", ensembles=["naive:I=1", "naive:I=2", "dropout:I=1,D=2"],
+                  lds=None, proj_dim=8, store=str(tmp_path), progress=False)
+    results = {e.ensemble.label: e for e in sweep.plan().evaluations}
+    one, two = results["naive I=1"], results["naive I=2"]
+    assert job_class(one) != job_class(two)
+    assert job_class(two) == job_class(results["dropout I=1 D=2"])  # two members each
+    assert analytic_work(two) == 2 * analytic_work(one)
