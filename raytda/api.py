@@ -131,10 +131,22 @@ class Sweep:
         self._check_tasks()
         plan = self.plan()
         self.store.check_writable()
+        if self._progress:  # what it will cost, before it starts
+            from raytda.run.progress import announce
+
+            announce(self.estimate(plan).line())
         clear_stale(plan, self.store)
         executor.execute(plan, self.store)
         self.results = collect_results(plan, self.store, cost)
         return self.results
+
+    def estimate(self, plan: Plan | None = None):
+        """What running the plan will cost: jobs by kind, bytes stored, seconds (from
+        what this store has measured; None when nothing comparable was), as a
+        :class:`raytda.plan.estimate.Estimate` whose ``line()`` says it in one line."""
+        from raytda.plan.estimate import estimate
+
+        return estimate(plan or self.plan(), self.store)
 
     def cached(self, cost: str = "train_time_s", plan: Plan | None = None) -> pd.DataFrame | None:
         """The configurations the store already has, computing nothing (None if none)."""
@@ -146,7 +158,8 @@ class Sweep:
         return df
 
     def plot(self, out_dir: str | Path = ".", fmt: str = "png") -> list[Path]:
-        """LDS against training time, serving time and stored parameters."""
+        """LDS against training time, serving time and stored parameters: the paths of
+        the figures written, none for a sweep without LDS (``lds=None``)."""
         from raytda.plot import plot_results
 
         if self.results is None:

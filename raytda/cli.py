@@ -234,16 +234,35 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     df = sweep.run(cost=a.cost)
     path = write_results(df, a.out, sweep.store.uri)
     plots = sweep.plot(a.out)
-    print(format_table(df))
+    print(format_table(df, table_width()))
     print(f"\n{len(df)} configurations in {time.perf_counter() - t0:.1f} s; "
-          f"results: {path}; plots: {', '.join(str(p) for p in plots)}")
+          f"results: {path}; {plots_line(plots)}")
     return 0
+
+
+def table_width() -> int | None:
+    """Columns the printed results table may take: the terminal's (or ``$COLUMNS``);
+    None (the whole table) where stdout is a file or a pipe and ``$COLUMNS`` is unset."""
+    import os
+    import shutil
+
+    if os.environ.get("COLUMNS", "").strip() or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def plots_line(plots: list[Path]) -> str:
+    """Where the plots went, or why there are none (no LDS to draw against cost)."""
+    if not plots:
+        return "plots: none (no LDS: an attribution-only sweep has nothing to plot)"
+    return f"plots: {', '.join(str(p) for p in plots)}"
 
 
 def cmd_plan(a: argparse.Namespace) -> int:
     sweep = build_sweep(a)
     plan = sweep.plan()
     print(plan.summary())
+    print(sweep.estimate(plan).line())
     return 0
 
 
@@ -257,9 +276,9 @@ def cmd_report(a: argparse.Namespace) -> int:
     if not path.is_file():
         raise SpecError(f"{path} not found; run `raytda sweep --out {a.dir}` first")
     df = add_pareto(read_results(path), a.cost)
-    print(format_table(df))
+    print(format_table(df, table_width()))
     plots = plot_results(df, a.dir)
-    print(f"plots: {', '.join(str(p) for p in plots)}")
+    print(plots_line(plots))
     return 0
 
 

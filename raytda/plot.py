@@ -19,7 +19,14 @@ AXES = (("train_time_s", "training time (s)"), ("serve_time_s", "serving time (s
 
 
 def plot_results(df: pd.DataFrame, out_dir: str | Path, fmt: str = "png") -> list[Path]:
-    """One figure per (setting, method): three panels, one line per ensemble kind."""
+    """One figure per (setting, method): three panels, one line per ensemble kind.
+
+    A (setting, method) without any LDS (an attribution-only sweep, ``--no-lds``) has
+    nothing to draw and gets no figure; with none to draw, nothing is written and the
+    list is empty."""
+    drawn = df[pd.to_numeric(df["lds"], errors="coerce").notna()] if "lds" in df else df[:0]
+    if drawn.empty:
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +37,7 @@ def plot_results(df: pd.DataFrame, out_dir: str | Path, fmt: str = "png") -> lis
     paths = []
     from raytda.results import file_stem, method_names
 
-    for (setting, method), grp in df.groupby([df["setting"], method_names(df)]):
+    for (setting, method), grp in drawn.groupby([drawn["setting"], method_names(drawn)]):
         fig = results_figure(grp, f"{method} on {setting}")
         path = out_dir / f"lds_vs_cost_{setting}_{file_stem(method)}.{fmt}"
         fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -157,12 +157,85 @@ def write_results(df: pd.DataFrame, out: str | Path, store_uri: str | None = Non
     return path
 
 
-def format_table(df: pd.DataFrame) -> str:
+#: the printed table's columns, most wanted first: where the width runs short, the last
+#: ones go first (results.parquet keeps every column)
+_SHOWN = (("label", "label"), ("lds", "lds"), ("lds_se", "lds_se"),
+          ("train_time_s", "train_s"), ("serve_time_s", "serve_s"), ("pareto", "pareto"),
+          ("params", "params"), ("method", "method"), ("setting", "setting"),
+          ("peak_mem_MiB", "mem_MiB"), ("measured_on", "measured_on"))
+
+
+def _table_view(df: pd.DataFrame) -> pd.DataFrame:
     cols = ["setting", "method", "label", "lds", "lds_se", "train_time_s", "serve_time_s",
             "params", "peak_mem_bytes", "measured_on", "pareto"]
     view = df[[c for c in cols if c in df]].copy()
     view["method"] = method_names(df)  # "trak proj_dim=8192" where variants of trak ran
-    view["peak_mem_MiB"] = (view.pop("peak_mem_bytes") / 2**20).round(1)
-    with pd.option_context("display.width", 160, "display.max_rows", 500,
+    if "peak_mem_bytes" in view:
+        view["peak_mem_MiB"] = (view.pop("peak_mem_bytes") / 2**20).round(1)
+    return view
+
+
+def _to_text(view: pd.DataFrame) -> str:
+    with pd.option_context("display.width", 100000, "display.max_rows", 100000,
+                           "display.max_columns", 1000, "display.max_colwidth", 1000,
                            "display.float_format", "{:.4g}".format):
         return view.to_string(index=False)
+
+
+def format_table(df: pd.DataFrame, width: int | None = None) -> str:
+    """The results as text; with ``width``, no line wider than it.
+
+    Where the whole table does not fit, columns go from the least wanted (where the costs
+    were measured, peak memory, ...) and a setting or method shared by every row moves to
+    a line above the table; where even label, LDS and the two times do not fit, each
+    configuration is a few lines of its own. A last line names what is left out."""
+    view = _table_view(df)
+    full = _to_text(view)
+    if width is None or max(map(len, full.splitlines()), default=0) <= width:
+        return full
+    head: list[str] = []
+    for col in ("setting", "method"):  # one value for every row: said once, above
+        if col in view and view[col].nunique() == 1:
+            head.append(f"{col}: {view[col].iloc[0]}")
+            view = view.drop(columns=col)
+    view = view.rename(columns=dict(_SHOWN))
+    order = [short for long, short in _SHOWN if short in view]
+    dropped: list[str] = []
+    while len(order) > 4:  # label, lds, lds_se, train_s at the least
+        text = _to_text(view[order])
+        if max(map(len, text.splitlines()), default=0) <= width:
+            break
+        dropped.insert(0, order.pop())
+    else:
+        text = _stacked(view, order + dropped, width)
+        dropped = []
+    tail = ([clip_line(f"not shown: {', '.join(dropped)} (all columns are in "
+                       f"results.parquet)", width)] if dropped else [])
+    return "\n".join([*(clip_line(h, width) for h in head), text, *tail])
+
+
+def clip_line(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, ``...`` where it was cut."""
+    return text if len(text) <= width else text[:max(0, width - 3)] + "..."
+
+
+def _stacked(view: pd.DataFrame, cols: list[str], width: int) -> str:
+    """One block per configuration: its label, then ``name value`` pairs wrapped to
+    ``width``."""
+    blocks = []
+    for _, row in view.iterrows():
+        lines = [clip_line(str(row.get("label", "")), width)]
+        line = " "
+        for col in cols:
+            if col == "label":
+                continue
+            value = row[col]
+            cell = f" {col} {value:.4g}" if isinstance(value, float) else f" {col} {value}"
+            if len(line) + len(cell) > width and line.strip():
+                lines.append(clip_line(line, width))
+                line = " "
+            line += cell
+        if line.strip():
+            lines.append(clip_line(line, width))
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)

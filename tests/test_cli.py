@@ -38,6 +38,20 @@ def test_sweep_then_report(tmp_path, capsys):
     assert "dropout I=1 D=2" in capsys.readouterr().out
 
 
+def test_no_lds_writes_no_plot(tmp_path, capsys):
+    """An attribution-only sweep has no LDS to draw against cost: no figure, and the
+    closing line says why, in ``sweep`` and in ``report``."""
+    out = tmp_path / "run"
+    assert main(["sweep", "--out", str(out), "--no-lds", "--setting", "toy-mlp",
+                 "--proj-dim", "8", "--quiet", "--ensemble", "naive:I=1"]) == 0
+    assert (out / "results.parquet").is_file()
+    assert not list(out.glob("lds_vs_cost*")), list(out.iterdir())
+    assert "plots: none (no LDS" in capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    assert "plots: none (no LDS" in capsys.readouterr().out
+    assert not list(out.glob("lds_vs_cost*"))
+
+
 def error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("raytda: error:")

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from raytda.plot import AXES, results_figure  # noqa: E402
+from raytda.plot import AXES, plot_results, results_figure  # noqa: E402
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -117,3 +117,15 @@ def test_figure6_panels_over_i_have_integer_ticks(monkeypatch):
             assert ax.get_legend() is not None
     finally:
         plt.close(fig)
+
+
+def test_no_figure_for_a_method_without_lds(tmp_path):
+    """Rows without LDS (an attribution-only sweep) get no figure; a method with LDS
+    beside them still gets its own."""
+    df = results([0.8, 1.7])
+    assert plot_results(df.assign(lds=float("nan")), tmp_path / "none") == []
+    assert not (tmp_path / "none").exists()
+    mixed = pd.concat([df, df.assign(method="grad-dot", lds=float("nan"))])
+    paths = plot_results(mixed, tmp_path / "mixed")
+    assert [p.name for p in paths] == ["lds_vs_cost_digits-mlp_trak.png"]
+    assert sorted(p.name for p in (tmp_path / "mixed").iterdir()) == [p.name for p in paths]

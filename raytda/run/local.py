@@ -15,6 +15,7 @@ from raytda.core.args import ComputeArgs
 from raytda.errors import RaytdaError
 from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
+from raytda.run.eta import UnitCostETA
 from raytda.run.progress import JobCounts, job_label, open_progress
 from raytda.run.worker import JobRunner
 from raytda.store import ArtifactStore, CorruptArtifact, StoreError
@@ -81,20 +82,24 @@ class InProcessExecutor:
         by_key = {j.key: j for j in plan.jobs}
         cached = len(plan.jobs) - len(todo)
         counts = JobCounts(total=len(plan.jobs), done=cached, cached=cached)
-        progress = open_progress(counts, self.progress)
+        eta = UnitCostETA(todo)
+        progress = open_progress(counts, self.progress, eta=eta)
         log.info("%d jobs to run (%d cached) in this process", len(todo), cached)
         try:
             for job in todo:
                 label = job_label(job)
                 if store.has(job.key):  # built meanwhile by a concurrent sweep
+                    eta.stopped(job.key, measured=False)
                     counts = replace(counts, done=counts.done + 1, cached=counts.cached + 1)
                     progress.update(counts)
                     continue
+                eta.started(job)
                 progress.update(replace(counts, running=1), [label])
                 t0 = time.perf_counter()
                 try:
                     run_job_with_repair(job, store, self.args, by_key, runner=self.runner)
                 except Exception as e:  # an interrupt is not the job's failure
+                    eta.stopped(job.key, measured=False)
                     counts = replace(counts, failed=counts.failed + 1)
                     progress.update(counts)
                     if isinstance(e, StoreError):
@@ -105,6 +110,7 @@ class InProcessExecutor:
                     log.debug("%s failed", job.describe(), exc_info=True)
                     raise JobFailed(f"job {job_label(job)} failed: {failure_cause(e)} "
                                     f"({TRACEBACK_HINT})") from e
+                eta.stopped(job.key)
                 log.info("ran %s in %.1f s", label, time.perf_counter() - t0)
                 counts = replace(counts, done=counts.done + 1)
                 progress.update(counts)

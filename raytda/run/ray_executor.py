@@ -30,6 +30,7 @@ from raytda.plan.jobs import Job
 from raytda.plan.planner import Plan
 from raytda.run.actor_pool import ActorPool, ActorSlot
 from raytda.run.connect import join_ray, probe_address
+from raytda.run.eta import UnitCostETA
 from raytda.run.job_graph import JobGraph
 from raytda.run.local import TRACEBACK_HINT, JobFailed
 from raytda.run.logs import current_level
@@ -226,6 +227,7 @@ class _Driver:
         self.graph = JobGraph(plan.todo, plan.jobs, plan.cached, store)
         self.recovery = Recovery(self.graph, ex.stats, ex.max_retries)
         self.running: dict[Any, tuple[str, ActorSlot]] = {}  # ref of a job -> job, actor
+        self.eta = UnitCostETA(plan.todo)  # the progress's time left
         self.cached = sum(1 for j in plan.jobs if j.key in plan.cached)
         cpus = max((job_cpus(j) for j in plan.jobs), default=1)
         # The pool's share: the largest any job asks for. The default policy depends on
@@ -284,6 +286,7 @@ class _Driver:
         ref = slot.handle.run.options(name=name, retry_exceptions=list(TRANSIENT_ERRORS)).remote(
             job, self.store, actor_compute_args(self.ex.args, crowd), slot.timing)
         self.running[ref] = (job.key, slot)
+        self.eta.started(job)
 
     # ---------------------------------------------------------------- answers
 
@@ -310,6 +313,7 @@ class _Driver:
                 self.pool.kill(slot)
         status = out["status"]
         ex.stats[status] += 1
+        self.eta.stopped(key, settled=status in ("ran", "cached"), measured=status == "ran")
         ex.placement[key] = {k: out.get(k) for k in ("worker", "node_id", "pid")}
         if "loads" in out:
             ex.workers[out["worker"]] = {**ex.workers.get(out["worker"], {}),
@@ -337,7 +341,8 @@ class _Driver:
 
     def loop(self) -> None:
         graph, pool = self.graph, self.pool
-        progress: Progress = open_progress(self.counts(), self.ex.progress, "raytda jobs (ray)")
+        progress: Progress = open_progress(self.counts(), self.ex.progress, "raytda jobs (ray)",
+                                           self.eta)
         try:
             while graph.pending:
                 pool.follow_cluster(len(graph.ready))

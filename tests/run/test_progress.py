@@ -89,8 +89,8 @@ def test_lines_are_timestamped_bounded_and_tell_failures_at_once(capsys):
         assert len(ln) <= MAX_LINE and "\r" not in ln and LINE.match(ln), ln
     failed = LINE.match(lines[0])
     assert failed.group(5) == "1" and failed.group(7).endswith(", +1 more")
-    # 16 settled in 30 s of this run (15 done, 1 failed) and 14 left: 14 * 30 / 16 s.
-    assert failed.group(6) == f"ETA {format_duration(14 * 30 / 16)}"
+    # No time-left model given: the ETA stays unknown (raytda.run.eta computes it).
+    assert failed.group(6) == "ETA ?"
     assert LINE.match(lines[1]).group(6) == "in 40s"
 
 
@@ -136,3 +136,73 @@ def test_a_bar_on_a_terminal_lines_elsewhere(monkeypatch):
     assert isinstance(lines, ProgressLines)
     lines.close()
     assert "\r" not in sys.stderr.getvalue() and len(lines_of(sys.stderr.getvalue())) == 2
+
+
+def screen_lines(drawn: str) -> list[str]:
+    """What a terminal shows line by line of tqdm's output: split at newlines and
+    carriage returns, cursor-up sequences dropped, trailing blanking spaces kept (they
+    count against the width too)."""
+    return [seg for ln in drawn.replace("\x1b[A", "").split("\n") for seg in ln.split("\r")]
+
+
+NAMES = ["trak features of model 2, checkpoint 3, mask 1 of mnist-mlp",
+         "train model 3 of digits-mlp"]
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_the_bar_fits_the_terminal_and_names_the_running_job(monkeypatch, columns):
+    from raytda.run.progress import MIN_BAR
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = open_progress(JobCounts(total=157, done=30, cached=30))
+    assert isinstance(bar, ProgressBar)
+    bar.update(JobCounts(total=157, done=31, cached=30, running=2), NAMES)
+    bar.update(JobCounts(total=157, done=99, cached=30, running=1), NAMES[1:])
+    bar.close()
+    lines = screen_lines(sys.stderr.getvalue())
+    assert all(len(ln) <= columns for ln in lines), max(lines, key=len)
+    for name in NAMES:  # each name whole, on some line
+        assert any(name in ln for ln in lines), name
+    bars = [ln for ln in lines if ln.startswith("raytda jobs ") and "running," in ln]
+    assert bars and all(len(ln.split("|")[1]) >= MIN_BAR for ln in bars), bars
+    named_beside = [ln for ln in bars if NAMES[1] in ln]
+    if columns == 80:  # too narrow for both: the name has its own line
+        assert not named_beside
+        assert any(ln.startswith(f"running: {NAMES[0]}, +1 more") for ln in lines), lines
+    else:
+        assert named_beside
+
+
+def test_lines_show_the_time_left_the_executor_measures(capsys):
+    from raytda.run.eta import UnitCostETA
+
+    clock = Clock()
+    jobs = [Described(f"job {i}") for i in range(4)]
+    eta = UnitCostETA(jobs, clock, work=lambda j: None)
+    p = ProgressLines(JobCounts(total=4), interval_s=3600, clock=clock, eta=eta)
+    eta.started(jobs[0])
+    clock.t += 50
+    eta.stopped(jobs[0].key)
+    p.update(JobCounts(total=4, done=1, failed=1))
+    p.close()
+    lines = lines_of(capsys.readouterr().err)
+    assert LINE.match(lines[1]).group(6) == f"ETA {format_duration(3 * 50)}"
+
+
+def test_the_cost_line_fits_the_terminal_and_is_stamped_in_logs(monkeypatch):
+    from raytda.run.progress import announce
+
+    text = ("to run: 173 jobs (55 block, 50 ldsmodel, 11 model, 55 q, 2 result); about "
+            "2.3 GB on disk; time not known before the first jobs finish (none like them "
+            "timed in this store yet), then the ETA tells")
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    announce(text)
+    lines = sys.stderr.getvalue().splitlines()
+    assert len(lines) >= 2 and all(len(ln) <= 80 for ln in lines), lines
+    assert " ".join(ln.strip() for ln in lines) == "raytda: " + text
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    announce(text)
+    (line,) = lines_of(sys.stderr.getvalue())
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d raytda: to run: 173 jobs ", line)

@@ -14,6 +14,7 @@ STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 PROGRESS = re.compile(rf"^{STAMP} raytda: (\d+)/(\d+) jobs done, \d+ running, \d+ cached, "
                       rf"(\d+) failed, (ETA \S+|in \S+)(; running: .+)?$")
 RECORD = re.compile(rf"^{STAMP} raytda(\.\w+)+ (DEBUG|INFO|WARNING|ERROR): ")
+ESTIMATE = re.compile(rf"^{STAMP} raytda: to run: \d+ jobs \(.+\); about .+ on disk; .+$")
 
 
 def test_default_sweep_logs_through_a_pipe(tmp_path):
@@ -35,9 +36,14 @@ def test_default_sweep_logs_through_a_pipe(tmp_path):
     progress = [PROGRESS.match(ln) for ln in lines if " jobs done, " in ln]
     for ln in lines:
         assert len(ln) <= 200, ln
-        assert PROGRESS.match(ln) or RECORD.match(ln), f"not a timestamped line: {ln!r}"
+        assert PROGRESS.match(ln) or RECORD.match(ln) or ESTIMATE.match(ln), \
+            f"not a timestamped line: {ln!r}"
         assert ln.count(" jobs done, ") <= 1, f"two reports on one line: {ln!r}"
     assert len(progress) >= 3 and all(progress)
+    # what the run will cost, once, before its first progress line
+    estimates = [i for i, ln in enumerate(lines) if ESTIMATE.match(ln)]
+    first = next(i for i, ln in enumerate(lines) if " jobs done, " in ln)
+    assert len(estimates) == 1 and estimates[0] < first, lines[:first + 1]
     done = [int(m.group(1)) for m in progress]
     total = int(progress[-1].group(2))
     assert done == sorted(done), "done counts went backwards"
