@@ -162,25 +162,29 @@ def test_default_space_runs_adaptive_search(ray_session, tmp_path):
     assert n["ldsmodel"] == 5 and n["model"] <= 5  # shared, whatever configs were sampled
 
 
-def test_tune_after_sweep_reuses_the_store(gcs_address, tmp_path):
-    """`raytda sweep`, then `raytda tune` with the same flags: the search reports the
-    sweep's configurations without running them, runs N others, trains no LDS model
-    again, and prints a line per trial start and result through its stdout pipe."""
+def test_tune_after_sweep_reuses_the_store(gcs_address, tmp_path, monkeypatch):
+    """`raytda sweep`, then `raytda tune` with the same flags and the README's default OUT
+    (the relative raytda-out), started in a directory other than the Ray runtime's while
+    Tune runs each trial in a directory of its own: the search reports the sweep's
+    configurations without running them, runs N others on the sweep's store, trains no LDS
+    model again, lists its trials, and prints a line per trial start and result through
+    its stdout pipe."""
     import pandas as pd
 
     from raytda.cli import main
     from raytda.store import ArtifactStore
 
-    out = tmp_path / "out"
+    out = tmp_path / "raytda-out"  # the default --out, relative to where both run
     small = ["--setting", "digits-mlp", "--n-train", "80", "--n-test", "20", "--epochs", "1",
-             "--lds-m", "4", "--proj-dim", "32", "--out", str(out)]
+             "--lds-m", "4", "--proj-dim", "32"]
+    monkeypatch.chdir(tmp_path)
     assert main(["sweep", *small, "--quiet", "--ensemble", "naive:I=1|2", "--ensemble",
                  "dropout:I=1,D=3"]) == 0
     store = ArtifactStore(str(out / "store"))  # the default store of both commands
     before = counts(store)
     lds_before = {p: t for p, t in mtimes(out / "store").items() if "/ldsmodel/" in p}
     proc = cli("tune", *small, "--num-samples", "3", "--address", gcs_address,
-               "--executor", "local")
+               "--executor", "local", cwd=tmp_path)
     lines, live = [], False
     for line in proc.stdout:
         lines.append(line.rstrip("\n"))
@@ -194,6 +198,7 @@ def test_tune_after_sweep_reuses_the_store(gcs_address, tmp_path):
         reported = [x for x in lines if x.startswith(f"[tune {k}/3]") and " LDS " in x]
         assert len(started) == len(reported) == 1, text
         assert lines.index(started[0]) < lines.index(reported[0])
+    assert lines[-1].startswith("3 trial(s) and 3 stored configuration(s) in "), text
     df = pd.read_parquet(out / "tune.parquet")
     stored = df[df["source"] == "store"]
     trials = df[df["source"] == "trial"]
@@ -211,6 +216,8 @@ def test_tune_after_sweep_reuses_the_store(gcs_address, tmp_path):
     assert after["ldsmodel"] == before["ldsmodel"] and after["result"] == before["result"] + 3
     for path, stamp in lds_before.items():
         assert mtimes(out / "store")[path] == stamp, f"{path} was trained again"
+    # Nothing but the default OUT was written where the commands ran (no per-trial store).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raytda-out"]
 
 
 def test_search_resumes_from_its_storage(ray_session, tmp_path, reference):
