@@ -227,6 +227,10 @@ def tune_sweep(sweep: Sweep, *, cost: str = "train_time_s", num_samples: int = 8
             owner = RayExecutor(address=sweep._address, shutdown=False)
             owner.connect()
         try:
+            from raytda.run.node_paths import check_paths_on_nodes, data_paths, store_path
+
+            # Trials (and, with executor 'ray', their jobs) run on any node.
+            check_paths_on_nodes(store_path(sweep.store.uri) + data_paths(spec.tasks))
             tuner = _tuner(sweep, candidates, known, cost, n_trials, sampler,
                            max_concurrent_trials, where, restore, write,
                            spec.base_seed if seed is None else seed)
