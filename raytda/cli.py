@@ -402,12 +402,14 @@ def main(argv: list[str] | None = None) -> int:
     except (RaytdaError, OSError) as e:  # OSError: a full disk, a vanished directory, ...
         print(f"raytda: error: {one_line(e)}", file=sys.stderr)
         return 2
-    except Terminated:
-        print("raytda: terminated (SIGTERM); finished artifacts are kept, rerun to resume",
-              file=sys.stderr)
+    except Terminated as e:
+        # A command that knows how to continue (raytda tune) says so in the exception.
+        how = one_line(e) if e.args else "finished artifacts are kept, rerun to resume"
+        print(f"raytda: terminated (SIGTERM); {how}", file=sys.stderr)
         return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        print("raytda: interrupted; finished artifacts are kept, rerun to resume", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        how = one_line(e) if e.args else "finished artifacts are kept, rerun to resume"
+        print(f"raytda: interrupted; {how}", file=sys.stderr)
         return 130
     finally:
         if previous is not None:

@@ -267,3 +267,28 @@ def test_tune_cli_killed_then_resumed(tmp_path):
     after = mtimes(out / "store")
     for path, stamp in before.items():
         assert after[path] == stamp, f"{path} was recomputed after the restart"
+
+
+def test_ctrl_c_ends_the_search_with_one_line_naming_resume(gcs_address, tmp_path):
+    """SIGINT to `raytda tune`'s process group (what Ctrl-C in a terminal sends) while a
+    trial runs: exit 130 with one line naming `raytda tune --resume`, no traceback and
+    none of Tune's own restore hints."""
+    import os
+    import signal
+
+    proc = cli("tune", "--setting", "toy-mlp", "--num-samples", "3", "--lds-m", "5",
+               "--proj-dim", "16", "--random", "--out", "out", "--address", gcs_address,
+               "--executor", "local", cwd=tmp_path)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("[tune 1/3]") and line.rstrip().endswith("started"):
+            break
+    assert proc.poll() is None, f"the search ended before Ctrl-C: {proc.communicate()}"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    both = "".join(lines) + out + err
+    assert proc.returncode == 130, both[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("raytda: interrupted") and "raytda tune --resume" in last, err
+    assert "Traceback" not in both and "Tuner.restore" not in both, both[-3000:]
