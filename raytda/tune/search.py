@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -229,9 +230,13 @@ def tune_sweep(sweep: Sweep, *, cost: str = "train_time_s", num_samples: int = 8
             owner.connect()
         try:
             from raytda.run.node_paths import check_paths_on_nodes, data_paths, store_path
+            from raytda.run.policy import ship_task_code
 
             # Trials (and, with executor 'ray', their jobs) run on any node.
             check_paths_on_nodes(store_path(sweep.store.uri) + data_paths(spec.tasks))
+            # A Task class from the user's file travels with the trials' spec by value:
+            # a trial's worker, in its own directory, cannot import the file's module.
+            ship_task_code(SimpleNamespace(jobs=[SimpleNamespace(task=t) for t in spec.tasks]))
             tuner = _tuner(sweep, candidates, known, cost, n_trials, sampler,
                            max_concurrent_trials, where, restore, write,
                            spec.base_seed if seed is None else seed)

@@ -292,3 +292,23 @@ def test_ctrl_c_ends_the_search_with_one_line_naming_resume(gcs_address, tmp_pat
     last = err.strip().splitlines()[-1]
     assert last.startswith("raytda: interrupted") and "raytda tune --resume" in last, err
     assert "Traceback" not in both and "Tuner.restore" not in both, both[-3000:]
+
+
+def test_tune_runs_a_task_from_a_file_given_by_a_relative_path(gcs_address, tmp_path):
+    """`raytda tune --task tasks/my_toy.py:MyToy` from a directory the trials' workers do
+    not run in: the trial receives the Task class itself (its module is not importable
+    there) and the search ends with its trial."""
+    import pandas as pd
+
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "my_toy.py").write_text(
+        "from raytda.tasks.mlp import ToyMLPTask\n\n\n"
+        "class MyToy(ToyMLPTask):\n    name = 'my-toy'\n")
+    proc = cli("tune", "--task", "tasks/my_toy.py:MyToy", "--num-samples", "1", "--lds-m",
+               "3", "--proj-dim", "8", "--random", "--ensemble", "naive:I=1|2", "--quiet",
+               "--address", gcs_address, "--executor", "local", cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, (out + err)[-3000:]
+    assert out.strip().splitlines()[-1].startswith("1 trial(s) and 0 stored configuration(s)")
+    df = pd.read_parquet(tmp_path / "raytda-out" / "tune.parquet")
+    assert list(df["source"]) == ["trial"] and list(df["setting"]) == ["my-toy"]
