@@ -253,8 +253,11 @@ def tune_sweep(sweep: Sweep, *, cost: str = "train_time_s", num_samples: int = 8
     trials = []
     for res in grid:
         if res.error is not None:
+            # Ray's error text is the trial's traceback; its last line names the cause.
+            lines = [x.strip() for x in str(res.error).splitlines() if x.strip()]
             raise TrialFailed(f"a Tune trial ({config_ensemble(res.config).label}) failed: "
-                              f"{' '.join(str(res.error).split())[:500]}")
+                              f"{lines[-1] if lines else res.error.__class__.__name__}; "
+                              f"its log is under the search's --tune-dir")
         trials.append({"result_key": res.metrics["result_key"],
                        "jobs_run": int(res.metrics["jobs_run"]),
                        "ensemble": config_ensemble(res.config)})
