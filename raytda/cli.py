@@ -106,9 +106,12 @@ def build_sweep(a: argparse.Namespace,
         if getattr(a, flag) is not None:
             lds_kw[name] = getattr(a, flag)
     executor = a.executor or ("ray" if a.address else "local")
-    store = a.store or cfg.get("store") or str(Path(a.out) / "store")
-    from raytda.store.uri import check_store_uri
+    from raytda.store.uri import absolute_location, check_store_uri
 
+    # Absolute before anything is sent: Ray workers, Serve replicas and Tune trials each
+    # run in a working directory of their own (URIs stay as they are).
+    store = absolute_location(a.store or cfg.get("store") or str(Path(a.out) / "store"))
+    data_dir = a.data_dir or cfg.get("data_dir")
     check_store_uri(store)
     tasks: list = [load_task(t) for t in (a.task or [])]
     if a.setting or not tasks:
@@ -138,7 +141,7 @@ def build_sweep(a: argparse.Namespace,
         **grid,
         lds=None if a.no_lds else LDSSpec.from_dict(lds_kw),
         store=store,
-        data_dir=a.data_dir or cfg.get("data_dir"),
+        data_dir=None if data_dir is None else absolute_location(data_dir),
         base_seed=a.seed if a.seed is not None else int(cfg.get("base_seed") or 0),
         proj_dim=a.proj_dim if a.proj_dim is not None else cfg.get("proj_dim"),
         executor=executor,
@@ -178,7 +181,7 @@ def load_task(text: str):
     if not sep or not where or not name:
         raise SpecError(f"--task {text!r}: write 'module:Class' or 'path/to/file.py:Class'")
     if where.endswith(".py"):
-        path = Path(where)
+        path = Path(where).expanduser().absolute()  # the module's __file__ is absolute
         if not path.is_file():
             raise SpecError(f"--task {text!r}: file {path} does not exist")
         spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -490,12 +493,14 @@ def main(argv: list[str] | None = None) -> int:
     except (RaytdaError, OSError) as e:  # OSError: a full disk, a vanished directory, ...
         print(f"raytda: error: {one_line(e)}", file=sys.stderr)
         return 2
-    except Terminated:
-        print("raytda: terminated (SIGTERM); finished artifacts are kept, rerun to resume",
-              file=sys.stderr)
+    except Terminated as e:
+        # A command that knows how to continue (raytda tune) says so in the exception.
+        how = one_line(e) if e.args else "finished artifacts are kept, rerun to resume"
+        print(f"raytda: terminated (SIGTERM); {how}", file=sys.stderr)
         return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        print("raytda: interrupted; finished artifacts are kept, rerun to resume", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        how = one_line(e) if e.args else "finished artifacts are kept, rerun to resume"
+        print(f"raytda: interrupted; {how}", file=sys.stderr)
         return 130
     finally:
         if previous is not None:

@@ -89,3 +89,22 @@ def test_plot_writes_a_figure(finished, tmp_path):
     sweep, _ = finished
     paths = sweep.plot(tmp_path)
     assert paths and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_relative_store_and_data_dir_are_made_absolute_where_the_sweep_is_built(
+        tmp_path, monkeypatch):
+    """What a Sweep sends to workers (its store, pickled by URI, and its tasks' data_dir)
+    names the driver's directories, whatever the workers' working directory; URIs stay."""
+    import pickle
+
+    from raytda.store import ArtifactStore
+
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep("mnist-mlp", ensembles=["naive:I=1"], store="runs/store", data_dir="data",
+                  progress=False)
+    assert sweep.store.uri == str(tmp_path / "runs" / "store")
+    assert sweep.spec.tasks[0].data_dir == str(tmp_path / "data")
+    monkeypatch.chdir(tmp_path / "..")  # a worker elsewhere unpickles the same paths
+    assert pickle.loads(pickle.dumps(sweep.store)).uri == str(tmp_path / "runs" / "store")
+    assert pickle.loads(pickle.dumps(sweep.spec.tasks[0])).data_dir == str(tmp_path / "data")
+    assert ArtifactStore(f"file://{tmp_path}/s").uri == f"file://{tmp_path}/s"

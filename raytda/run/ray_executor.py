@@ -34,6 +34,7 @@ from raytda.run.eta import UnitCostETA
 from raytda.run.job_graph import JobGraph
 from raytda.run.local import TRACEBACK_HINT, JobFailed
 from raytda.run.logs import current_level
+from raytda.run.node_paths import check_paths_on_nodes, data_paths, store_path
 from raytda.run.policy import GpuPolicy, actor_compute_args, default_gpu_share, ship_task_code
 from raytda.run.progress import JobCounts, Progress, job_label, open_progress
 from raytda.run.ray_actor import TRANSIENT_ERRORS, RaytdaWorker
@@ -206,6 +207,10 @@ class RayExecutor:
             return
         self.connect()
         try:
+            # Before any actor starts: a path some node cannot see is one line now, not a
+            # failure of every job placed there.
+            tasks = {id(j.task): j.task for j in plan.todo}.values()
+            check_paths_on_nodes(store_path(store.uri) + data_paths(tasks))
             _Driver(self, plan, store).loop()
         finally:
             if not self.keep_workers:

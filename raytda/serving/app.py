@@ -215,6 +215,11 @@ def deploy(sweep: Sweep, ensemble: str | Ensemble, method: str | Method | None =
         started_ray = join_ray(target, {}, None)
     started_serve = app_up = False
     try:
+        from raytda.run.node_paths import check_paths_on_nodes, data_paths, store_path
+
+        # Replicas may land on any node: each must read the store (and the task's data).
+        check_paths_on_nodes(store_path(sweep.store.uri, must_exist=True)
+                             + data_paths([ev.task]))
         from raytda.serving.replica import AttributorDeployment
 
         # A Task class from the user's script travels by value (workers cannot import it).

@@ -105,8 +105,12 @@ class ArtifactStore:
     def __init__(self, uri: str) -> None:
         import pyarrow.fs as pafs
 
-        self.uri = uri
-        self.fs, self.root = _filesystem(uri)
+        from raytda.store.uri import absolute_location
+
+        # Absolute from the start: the store is pickled by its URI to workers whose
+        # working directory differs from the driver's.
+        self.uri = absolute_location(uri)
+        self.fs, self.root = _filesystem(self.uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
     def __reduce__(self):  # pickles by URI so Ray workers reopen the filesystem themselves

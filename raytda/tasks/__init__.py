@@ -79,8 +79,11 @@ def as_task(task: str | Task, data_dir: str | None = None,
         if data_dir is not None:
             import copy
 
+            from raytda.store.uri import absolute_location
+
             task = copy.copy(task)
-            task.data_dir = data_dir
+            # Absolute here, in the driver: workers unpickle the Task in their own cwd.
+            task.data_dir = absolute_location(str(data_dir))
         return task
     return get_task(task, data_dir=data_dir, **overrides)
 

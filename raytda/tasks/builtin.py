@@ -23,6 +23,7 @@ from collections import OrderedDict
 from typing import Any, ClassVar
 
 from raytda.specs import Recipe, SpecError
+from raytda.store.uri import absolute_location
 from raytda.task import Task
 
 #: settings that configure the Recipe rather than the model or the data
@@ -60,7 +61,8 @@ class BuiltinTask(Task):
             raise SpecError(f"unknown override(s) {unknown} for task {self.name!r}; valid: "
                             f"{sorted(valid)}")
         self.full = bool(full)
-        self.data_dir = None if data_dir is None else str(data_dir)
+        # Absolute where the Task is built (the driver): workers rebuild it from this.
+        self.data_dir = None if data_dir is None else absolute_location(str(data_dir))
         self.settings: dict[str, Any] = {**base, **overrides}
         self._check_settings()
         self.recipe = self.make_recipe()

@@ -61,6 +61,18 @@ def _grid_given(a: argparse.Namespace) -> bool:
 
 def cmd_tune(a: argparse.Namespace, build_sweep: Callable) -> int:
     """Run (or resume) the search; print one row per configuration with its Pareto flag."""
+    check_tune_args(a)
+    try:
+        return _run_tune(a, build_sweep)
+    except KeyboardInterrupt as e:
+        from raytda.tune.search import RESUME_HINT
+
+        # Ctrl-C (or SIGTERM, its subclass in raytda.cli) anywhere in the search: the same
+        # class, now saying how to continue; raytda.cli prints it as its one line.
+        raise (e if e.args else type(e)(RESUME_HINT)) from None
+
+
+def _run_tune(a: argparse.Namespace, build_sweep: Callable) -> int:
     import time
 
     import pandas as pd
@@ -73,7 +85,6 @@ def cmd_tune(a: argparse.Namespace, build_sweep: Callable) -> int:
         write_tune,
     )
 
-    check_tune_args(a)
     t0 = time.perf_counter()
     sweep = build_sweep(a, default_ensembles=DEFAULT_GRIDS)
     tasks = sweep.spec.tasks

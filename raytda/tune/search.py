@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -38,6 +39,7 @@ import pandas as pd
 from raytda.api import Sweep
 from raytda.core.args import ComputeArgs
 from raytda.ensembles import Ensemble
+from raytda.errors import RaytdaError
 from raytda.plan.planner import SweepSpec
 from raytda.results import COST_AXES
 from raytda.specs import LDSSpec, SpecError
@@ -227,22 +229,89 @@ def tune_sweep(sweep: Sweep, *, cost: str = "train_time_s", num_samples: int = 8
             owner = RayExecutor(address=sweep._address, shutdown=False)
             owner.connect()
         try:
+            from raytda.run.node_paths import check_paths_on_nodes, data_paths, store_path
+            from raytda.run.policy import ship_task_code
+
+            # Trials (and, with executor 'ray', their jobs) run on any node.
+            check_paths_on_nodes(store_path(sweep.store.uri) + data_paths(spec.tasks))
+            # A Task class from the user's file travels with the trials' spec by value:
+            # a trial's worker, in its own directory, cannot import the file's module.
+            ship_task_code(SimpleNamespace(jobs=[SimpleNamespace(task=t) for t in spec.tasks]))
             tuner = _tuner(sweep, candidates, known, cost, n_trials, sampler,
                            max_concurrent_trials, where, restore, write,
                            spec.base_seed if seed is None else seed)
-            with _tune_output_off():
+            with _tune_output_off(), _own_interrupt_messages():
                 grid = tuner.fit()
         finally:
             if owner is not None:
                 owner.close()  # shut down the Ray this search started, before exiting
+    # Tune ends a search on Ctrl-C by saving its state and returning what it has: trials
+    # that were running or pending come back without their result.
+    if any(res.error is None and "result_key" not in (res.metrics or {}) for res in grid) \
+            or any(_interrupted(res.error) for res in grid if res.error is not None):
+        raise SearchInterrupted(RESUME_HINT)
     trials = []
     for res in grid:
         if res.error is not None:
-            raise RuntimeError(f"a Tune trial failed: {res.error}")
+            # Ray's error text is the trial's traceback; its last line names the cause.
+            lines = [x.strip() for x in str(res.error).splitlines() if x.strip()]
+            raise TrialFailed(f"a Tune trial ({config_ensemble(res.config).label}) failed: "
+                              f"{lines[-1] if lines else res.error.__class__.__name__}; "
+                              f"its log is under the search's --tune-dir")
         trials.append({"result_key": res.metrics["result_key"],
                        "jobs_run": int(res.metrics["jobs_run"]),
                        "ensemble": config_ensemble(res.config)})
     return tune_table(sweep, known, trials, cost)
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped the search. Tune saved its state first, and every finished
+    artifact is in the store: the search continues where it stopped with ``resume=True``
+    (``raytda tune --resume``)."""
+
+
+class TrialFailed(RaytdaError, RuntimeError):
+    """A trial raised: its configuration and the first part of its error, on one line."""
+
+
+#: What an interrupted search tells its user (the CLI prints it after "interrupted; ").
+RESUME_HINT = ("finished trials and artifacts are kept; continue the search with "
+               "`raytda tune --resume` and the same flags")
+# Tune's log records on Ctrl-C: its progress notice and its hint to call Tuner.restore,
+# which a raytda user does not call (SearchInterrupted names `raytda tune --resume`).
+_TUNE_INTERRUPT_RECORDS = ("Stop signal received", "Experiment has been interrupted",
+                           "Trials did not complete")
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether a trial's error is Ctrl-C reaching its worker (the terminal signals the
+    whole process group) rather than a failure of its own."""
+    return isinstance(error, KeyboardInterrupt) or "KeyboardInterrupt" in str(error)
+
+
+@contextmanager
+def _own_interrupt_messages() -> Iterator[None]:
+    """During one fit: drop Tune's Ctrl-C log records (the search reports the stop
+    itself) and, afterwards, give SIGINT back to the handler it had before: Tune leaves
+    its own installed after a search that ends normally, which would swallow a later
+    Ctrl-C."""
+    import logging
+    import signal
+    import threading
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_TUNE_INTERRUPT_RECORDS)
+
+    tune_log = logging.getLogger("ray.tune.tune")
+    tune_log.addFilter(keep)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        tune_log.removeFilter(keep)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _pick_sampler(sampler: str) -> str:

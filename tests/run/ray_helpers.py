@@ -97,3 +97,34 @@ def ship_by_value(*modules) -> None:
 
     for m in modules:
         cloudpickle.register_pickle_by_value(m)
+
+
+def write_fake_mnist(root: Path, n_train: int = 40, n_test: int = 10) -> Path:
+    """The four MNIST IDX files with random pixels and labels under ``root`` (a task that
+    reads its data from a directory, at a size that trains in a second)."""
+    import numpy as np
+
+    from raytda.data.mnist import FILES
+
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, size=(n_train, 28, 28)),
+              "y_train": rng.integers(0, 10, size=n_train),
+              "x_test": rng.integers(0, 256, size=(n_test, 28, 28)),
+              "y_test": rng.integers(0, 10, size=n_test)}
+    root.mkdir(parents=True, exist_ok=True)
+    for key, stem in FILES.items():
+        arr = arrays[key]
+        # IDX: 0x00 0x00, type 0x08 (uint8), ndim, big-endian dims, then the bytes.
+        header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big")
+                                                          for d in arr.shape)
+        (root / stem).write_bytes(header + arr.astype(np.uint8).tobytes())
+    return root
+
+
+def ray_workers_cwd(ray) -> Path:
+    """The working directory of the Ray runtime's workers (that of the process that started
+    it), where a relative path sent to them would land."""
+    def cwd() -> str:
+        return os.getcwd()
+
+    return Path(ray.get(ray.remote(num_cpus=0)(cwd).remote()))

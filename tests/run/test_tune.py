@@ -162,25 +162,29 @@ def test_default_space_runs_adaptive_search(ray_session, tmp_path):
     assert n["ldsmodel"] == 5 and n["model"] <= 5  # shared, whatever configs were sampled
 
 
-def test_tune_after_sweep_reuses_the_store(gcs_address, tmp_path):
-    """`raytda sweep`, then `raytda tune` with the same flags: the search reports the
-    sweep's configurations without running them, runs N others, trains no LDS model
-    again, and prints a line per trial start and result through its stdout pipe."""
+def test_tune_after_sweep_reuses_the_store(gcs_address, tmp_path, monkeypatch):
+    """`raytda sweep`, then `raytda tune` with the same flags and the README's default OUT
+    (the relative raytda-out), started in a directory other than the Ray runtime's while
+    Tune runs each trial in a directory of its own: the search reports the sweep's
+    configurations without running them, runs N others on the sweep's store, trains no LDS
+    model again, lists its trials, and prints a line per trial start and result through
+    its stdout pipe."""
     import pandas as pd
 
     from raytda.cli import main
     from raytda.store import ArtifactStore
 
-    out = tmp_path / "out"
+    out = tmp_path / "raytda-out"  # the default --out, relative to where both run
     small = ["--setting", "digits-mlp", "--n-train", "80", "--n-test", "20", "--epochs", "1",
-             "--lds-m", "4", "--proj-dim", "32", "--out", str(out)]
+             "--lds-m", "4", "--proj-dim", "32"]
+    monkeypatch.chdir(tmp_path)
     assert main(["sweep", *small, "--quiet", "--ensemble", "naive:I=1|2", "--ensemble",
                  "dropout:I=1,D=3"]) == 0
     store = ArtifactStore(str(out / "store"))  # the default store of both commands
     before = counts(store)
     lds_before = {p: t for p, t in mtimes(out / "store").items() if "/ldsmodel/" in p}
     proc = cli("tune", *small, "--num-samples", "3", "--address", gcs_address,
-               "--executor", "local")
+               "--executor", "local", cwd=tmp_path)
     lines, live = [], False
     for line in proc.stdout:
         lines.append(line.rstrip("\n"))
@@ -194,6 +198,7 @@ def test_tune_after_sweep_reuses_the_store(gcs_address, tmp_path):
         reported = [x for x in lines if x.startswith(f"[tune {k}/3]") and " LDS " in x]
         assert len(started) == len(reported) == 1, text
         assert lines.index(started[0]) < lines.index(reported[0])
+    assert lines[-1].startswith("3 trial(s) and 3 stored configuration(s) in "), text
     df = pd.read_parquet(out / "tune.parquet")
     stored = df[df["source"] == "store"]
     trials = df[df["source"] == "trial"]
@@ -211,6 +216,8 @@ def test_tune_after_sweep_reuses_the_store(gcs_address, tmp_path):
     assert after["ldsmodel"] == before["ldsmodel"] and after["result"] == before["result"] + 3
     for path, stamp in lds_before.items():
         assert mtimes(out / "store")[path] == stamp, f"{path} was trained again"
+    # Nothing but the default OUT was written where the commands ran (no per-trial store).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raytda-out"]
 
 
 def test_search_resumes_from_its_storage(ray_session, tmp_path, reference):
@@ -260,3 +267,48 @@ def test_tune_cli_killed_then_resumed(tmp_path):
     after = mtimes(out / "store")
     for path, stamp in before.items():
         assert after[path] == stamp, f"{path} was recomputed after the restart"
+
+
+def test_ctrl_c_ends_the_search_with_one_line_naming_resume(gcs_address, tmp_path):
+    """SIGINT to `raytda tune`'s process group (what Ctrl-C in a terminal sends) while a
+    trial runs: exit 130 with one line naming `raytda tune --resume`, no traceback and
+    none of Tune's own restore hints."""
+    import os
+    import signal
+
+    proc = cli("tune", "--setting", "toy-mlp", "--num-samples", "3", "--lds-m", "5",
+               "--proj-dim", "16", "--random", "--out", "out", "--address", gcs_address,
+               "--executor", "local", cwd=tmp_path)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("[tune 1/3]") and line.rstrip().endswith("started"):
+            break
+    assert proc.poll() is None, f"the search ended before Ctrl-C: {proc.communicate()}"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    both = "".join(lines) + out + err
+    assert proc.returncode == 130, both[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("raytda: interrupted") and "raytda tune --resume" in last, err
+    assert "Traceback" not in both and "Tuner.restore" not in both, both[-3000:]
+
+
+def test_tune_runs_a_task_from_a_file_given_by_a_relative_path(gcs_address, tmp_path):
+    """`raytda tune --task tasks/my_toy.py:MyToy` from a directory the trials' workers do
+    not run in: the trial receives the Task class itself (its module is not importable
+    there) and the search ends with its trial."""
+    import pandas as pd
+
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "my_toy.py").write_text(
+        "from raytda.tasks.mlp import ToyMLPTask\n\n\n"
+        "class MyToy(ToyMLPTask):\n    name = 'my-toy'\n")
+    proc = cli("tune", "--task", "tasks/my_toy.py:MyToy", "--num-samples", "1", "--lds-m",
+               "3", "--proj-dim", "8", "--random", "--ensemble", "naive:I=1|2", "--quiet",
+               "--address", gcs_address, "--executor", "local", cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, (out + err)[-3000:]
+    assert out.strip().splitlines()[-1].startswith("1 trial(s) and 0 stored configuration(s)")
+    df = pd.read_parquet(tmp_path / "raytda-out" / "tune.parquet")
+    assert list(df["source"]) == ["trial"] and list(df["setting"]) == ["my-toy"]

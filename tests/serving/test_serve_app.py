@@ -294,3 +294,44 @@ def test_cli_serves_until_sigterm_and_removes_only_its_app(served, finished, tes
     apps = serve.status().applications
     assert "raytda" not in apps and {"fixed", "per-sample"} <= set(apps)
     assert post(served["fixed"].url, body)[0] == 200
+
+
+def test_cli_serves_a_relative_out_from_another_directory(served, finished, test_rows,
+                                                         ray_session, tmp_path):
+    """`raytda serve --out run` started in a directory other than the Ray runtime's: the
+    replicas (which run in the runtime's directory) read the store the CLI names, so the
+    service comes up and answers as the one deployed with the absolute store."""
+    # Where the runtime's workers (and so the replicas) run: not where the CLI runs.
+    def cwd() -> str:  # nested: pickled by value (workers cannot import this module)
+        return os.getcwd()
+
+    replica_cwd = ray_session.get(ray_session.remote(num_cpus=0)(cwd).remote())
+    assert replica_cwd != str(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "store").symlink_to(finished.store.root)  # OUT/store, the default
+    args = [sys.executable, "-m", "raytda.cli", "serve", *FLAGS, "--ensemble", "dropout:I=1,D=3",
+            "--out", "run", "--port", str(served["port"]),
+            "--address", ray_session.get_runtime_context().gcs_address,
+            "--cpus-per-replica", "0.5", "--device", "cpu"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, cwd=tmp_path)
+    try:
+        line = ""
+        end = time.monotonic() + 180
+        while time.monotonic() < end and proc.poll() is None:
+            line = proc.stdout.readline()
+            if line.startswith("raytda: serving"):
+                break
+        assert line.startswith("raytda: serving trak dropout I=1 D=3 on toy-mlp at "), (
+            line, proc.poll() is not None and proc.communicate())
+        url = line.split(" at ", 1)[1].split(" ")[0]
+        x, y = test_rows[0][:3], test_rows[1][:3]
+        body = {"inputs": x.tolist(), "targets": y.tolist(), "k": 3}
+        assert post(url, body) == post(served["fixed"].url, body)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
