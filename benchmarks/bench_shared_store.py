@@ -13,9 +13,12 @@ Each process computes with one torch thread (the in-process executor runs every 
 its one-CPU reservation; ``OMP_NUM_THREADS=1`` and ``MKL_NUM_THREADS=1`` keep planning
 and result collection on one thread too). The timing slot is a file of this run's own
 (``RAYTDA_TIMING_SLOT``), shared by the pair as on any one machine, but not with other
-users of the default slot.
+users of the default slot. Each process starts in a session of its own, as a sweep started
+from its own terminal does (on a kernel with autogroup scheduling, processes of one session
+share one CPU share: started from one session, a pair gets the CPU time of one process
+on a busy machine).
 
-    python benchmarks/bench_shared_store.py --repeats 2
+    python benchmarks/bench_shared_store.py --repeats 2 [--own-slots]
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-from common import log, table
 
 from raytda.store import ArtifactStore
+
+from common import log, table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,13 +56,21 @@ def cpu_of_children() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run(a: argparse.Namespace, root: Path, processes: int, env: dict[str, str]) -> dict:
-    """One sweep on a fresh store by ``processes`` processes started together."""
+def run(a: argparse.Namespace, root: Path, processes: int, env: dict[str, str],
+        own_slots: bool = False) -> dict:
+    """One sweep on a fresh store by ``processes`` processes started together; with
+    ``own_slots`` each process has a timing slot of its own (as in separate containers)."""
     store = root / "store"
+    envs = [{**env, "RAYTDA_TIMING_SLOT": str(root / f"slot{i}.lock")} if own_slots else env
+            for i in range(processes)]
     cpu0, t0 = cpu_of_children(), time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-m", "raytda.cli",
-                               *sweep_args(a, store, root / f"out{i}")], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               *sweep_args(a, store, root / f"out{i}")], env=envs[i],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              # A session each, as from two terminals: with the kernel's
+                              # autogroup scheduling, processes of one session share one
+                              # CPU share, so a pair there gets no more CPU than one.
+                              start_new_session=True)
              for i in range(processes)]
     for p in procs:
         _, err = p.communicate()
@@ -82,6 +94,10 @@ def main() -> None:
     ap.add_argument("--lds-m", type=int, default=8)
     ap.add_argument("--proj-dim", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--own-slots", action="store_true",
+                    help="also run the pair with a timing slot per process: costed jobs of "
+                         "the two then run side by side (their costs measured beside the "
+                         "other process), showing the scheduling alone")
     a = ap.parse_args()
     a.ensemble = a.ensemble or ["naive:I=1|2", "dropout:I=1|2,D=3"]
     with tempfile.TemporaryDirectory(prefix="bench-shared-store-") as tmp:
@@ -90,19 +106,21 @@ def main() -> None:
                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         rows, load = [], [os.getloadavg()[0]]
         for r in range(a.repeats):
-            for n in (1, 2):
-                log(f"repeat {r + 1}: {n} process(es)")
-                got = run(a, Path(tmp) / f"r{r}-n{n}", n, env)
-                rows.append((r, n, got))
+            for n, own in ((1, False), (2, False), (2, True))[:3 if a.own_slots else 2]:
+                log(f"repeat {r + 1}: {n} process(es){', own slots' if own else ''}")
+                got = run(a, Path(tmp) / f"r{r}-n{n}{'-own' if own else ''}", n, env, own)
+                rows.append((r, n, own, got))
                 load.append(os.getloadavg()[0])
-        singles = {r: g for r, n, g in rows if n == 1}
+        singles = {r: g for r, n, _, g in rows if n == 1}
         out = []
-        for r, n, g in rows:
+        for r, n, own, g in rows:
             lds = [t.set_index("label")["lds"] for t in g["tables"]]
             same = all(t.equals(g["tables"][0]) for t in g["tables"]) \
                 and all(x.equals(singles[r]["tables"][0].set_index("label")["lds"])
                         for x in lds)
-            out.append([r + 1, "one process" if n == 1 else "two processes, one store",
+            name = "one process" if n == 1 else "two processes, one store" + (
+                ", a timing slot each" if own else "")
+            out.append([r + 1, name,
                         f"{g['wall']:.1f}", f"{singles[r]['wall'] / g['wall']:.2f}",
                         f"{g['cpu']:.1f}", " + ".join(str(m) for m in g["made"]),
                         g["artifacts"], f"{g['slot_wait']:.1f}", "yes" if same else "NO"])
