@@ -59,11 +59,13 @@ def _is_cuda_oom(e: BaseException) -> bool:
 
 def run_on_actor(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
                  runner: JobRunner | None = None, accel: str = "GPU",
-                 timing: Timing | None = None) -> dict[str, Any]:
+                 timing: Timing | None = None, wait: bool = True) -> dict[str, Any]:
     """Run ``job`` in a worker unless its artifact exists; report, never raise, for a bad
     input (the driver repairs it) or a CUDA out-of-memory (the driver retries the job on
     a larger GPU share). ``timing``: how it holds its node's timing slot (the driver's
-    choice; default alone if costed)."""
+    choice; default alone if costed). ``wait``: when another sweep holds the job's lease,
+    wait for its artifact; else answer ``"leased"`` at once, computing nothing (the
+    driver gives the actor other work meanwhile)."""
     t0 = time.perf_counter()
     runner = runner or JobRunner("task")
     where = {"worker": runner.worker, "node_id": runner.node_id, "pid": os.getpid()}
@@ -74,7 +76,11 @@ def run_on_actor(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: f
             return {"status": "missing", "key": dep.key, **where}
     wargs = _worker_args(args, gpu_share)
     try:
-        ran = runner.run(job, store, wargs, gpu_share if gpu_share > 0 else 0.0, accel, timing)
+        share = gpu_share if gpu_share > 0 else 0.0
+        if wait:
+            ran = "ran" if runner.run(job, store, wargs, share, accel, timing) else "cached"
+        else:
+            ran = runner.try_run(job, store, wargs, share, accel, timing)
     except CorruptArtifact as e:
         if e.key == job.key:
             raise
@@ -100,8 +106,8 @@ def run_on_actor(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: f
         torch.cuda.empty_cache()  # the actor lives on; leave its share clean for the next job
         return {"status": "oom", "key": job.key, "share": gpu_share,
                 "why": str(e).strip().splitlines()[0] if str(e).strip() else "CUDA OOM", **where}
-    if not ran:  # another sweep held its lease and built it
-        return {"status": "cached", "key": job.key, **where}
+    if ran != "ran":  # another sweep holds its lease, or held it and built it
+        return {"status": ran, "key": job.key, **where}
     return {"status": "ran", "key": job.key, "seconds": time.perf_counter() - t0,
             "loads": runner.loads(), **where}
 
@@ -133,6 +139,7 @@ class RaytdaWorker:
                 "cores": usable_cores(), "loads": self.runner.loads()}
 
     def run(self, job: Job, store: ArtifactStore, args: ComputeArgs,
-            timing: Timing | None = None) -> dict[str, Any]:
-        return run_on_actor(job, store, args, self.share, self.runner, self.accel, timing)
+            timing: Timing | None = None, wait: bool = True) -> dict[str, Any]:
+        return run_on_actor(job, store, args, self.share, self.runner, self.accel, timing,
+                            wait)
 

@@ -12,6 +12,11 @@ that does not simply finish is handled by :mod:`raytda.run.recovery`; a driver t
 killed loses nothing: every finished artifact is in the store, and a rerun plans only what
 is missing.
 
+Several sweeps may share one store: an actor never waits for a lease another sweep holds
+(it answers ``leased`` at once); the driver puts that job aside, gives the actor other ready
+work, and looks at the job again every ``poll_s``: done when its artifact appears, sent
+again once its lease is gone or expired (its holder died or stopped renewing).
+
 Each job runs as an actor call named after the job (``train model 3 of digits-mlp``), so
 the Ray dashboard and ``ray list tasks`` say what runs, not ``RaytdaWorker.run``.
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from typing import Any
 
@@ -41,6 +47,7 @@ from raytda.run.ray_actor import TRANSIENT_ERRORS, RaytdaWorker
 from raytda.run.recovery import Recovery
 from raytda.run.worker import job_cpus
 from raytda.store import ArtifactStore, StoreError
+from raytda.store.lease import held_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +240,8 @@ class _Driver:
         self.recovery = Recovery(self.graph, ex.stats, ex.max_retries)
         self.running: dict[Any, tuple[str, ActorSlot]] = {}  # ref of a job -> job, actor
         self.eta = UnitCostETA(plan.todo)  # the progress's time left
+        # ready jobs another sweep holds the lease of -> when to look at them again
+        self.elsewhere: dict[str, float] = {}
         self.cached = sum(1 for j in plan.jobs if j.key in plan.cached)
         cpus = max((job_cpus(j) for j in plan.jobs), default=1)
         # The pool's share: the largest any job asks for. The default policy depends on
@@ -268,7 +277,7 @@ class _Driver:
         waits for a larger GPU share."""
         graph, pool, bigger = self.graph, self.pool, self.recovery.bigger
         for key, share in list(bigger.items()):
-            if key in graph.pending and graph.is_ready(key) \
+            if key in graph.pending and graph.is_ready(key) and key not in self.elsewhere \
                     and not any(s.dedicated == key for s in self.ex.pool):
                 pool.start(share, dedicated=key)
         for slot in list(self.ex.pool):
@@ -278,7 +287,8 @@ class _Driver:
                 if graph.is_ready(slot.dedicated):
                     self.submit(slot, graph.jobs[slot.dedicated])
                 continue
-            job = pool.choose(slot, (j for j in graph.ready_jobs() if j.key not in bigger))
+            job = pool.choose(slot, (j for j in graph.ready_jobs()
+                                     if j.key not in bigger and j.key not in self.elsewhere))
             if job is not None:
                 self.submit(slot, job)
 
@@ -289,7 +299,7 @@ class _Driver:
         log.debug("%s -> %s", name, slot.name)
         # Named after the job: the dashboard's task list says what runs where.
         ref = slot.handle.run.options(name=name, retry_exceptions=list(TRANSIENT_ERRORS)).remote(
-            job, self.store, actor_compute_args(self.ex.args, crowd), slot.timing)
+            job, self.store, actor_compute_args(self.ex.args, crowd), slot.timing, False)
         self.running[ref] = (job.key, slot)
         self.eta.started(job)
 
@@ -332,11 +342,35 @@ class _Driver:
                          " (beside its class)" if timing and timing.calibration else "")
             recovery.succeeded(key)
             graph.finish(key)
+        elif status == "leased":
+            # Another sweep computes it: other ready work goes first; looked at again later.
+            log.info("%s is being computed by another sweep; running other jobs meanwhile",
+                     job_label(graph.jobs[key]))
+            self.elsewhere[key] = time.monotonic() + ex.poll_s
+            graph.requeue(key)
         elif status == "oom":
             share = float(out.get("share") or self.pool.share or 1.0)
             recovery.out_of_memory(key, share, str(out.get("why")))
         else:
             recovery.bad_input(key, out["key"], "missing" if status == "missing" else "corrupt")
+
+    def look_elsewhere(self) -> None:
+        """Jobs another sweep holds, due for a look: done once their artifact is there,
+        runnable again once their lease is gone (released, or its holder dead or silent)."""
+        now = time.monotonic()
+        for key, due in list(self.elsewhere.items()):
+            if due > now:
+                continue
+            job = self.graph.jobs[key]
+            if self.store.has(key) and job.complete(self.store):
+                del self.elsewhere[key]
+                self.ex.stats["cached"] += 1
+                self.eta.stopped(key, measured=False)  # no time of ours left on it
+                self.graph.finish(key)
+            elif held_elsewhere(self.store, key):
+                self.elsewhere[key] = now + self.ex.poll_s
+            else:
+                del self.elsewhere[key]
 
     def counts(self) -> JobCounts:
         graph = self.graph
@@ -350,7 +384,8 @@ class _Driver:
                                            self.eta)
         try:
             while graph.pending:
-                pool.follow_cluster(len(graph.ready))
+                self.look_elsewhere()
+                pool.follow_cluster(max(0, len(graph.ready) - len(self.elsewhere)))
                 self.dispatch()
                 starting = [s.started for s in pool.starting()]
                 if not self.running and not starting and not self.ex.pool:
@@ -359,6 +394,10 @@ class _Driver:
                     if not self.ex.pool:
                         stuck = sorted(graph.pending)[:3]
                         raise RuntimeError(f"scheduler stalled with jobs pending: {stuck}")
+                    continue
+                if not self.running and not starting:
+                    # Every ready job is another sweep's: wait a while, then look again.
+                    time.sleep(self.ex.poll_s)
                     continue
                 finished, _ = self.ray.wait([*self.running, *starting], num_returns=1,
                                             timeout=self.ex.poll_s)

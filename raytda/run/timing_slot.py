@@ -65,6 +65,19 @@ def slot_path() -> str:
     return os.environ.get(ENV) or os.path.join(tempfile.gettempdir(), "raytda-timing-slot.lock")
 
 
+def slot_free(exclusive: bool) -> bool:
+    """Whether this node's slot could be taken now, exclusively or shared, without
+    waiting (a look, not a hold: it may change the moment after)."""
+    fd = os.open(slot_path(), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def timing_slot(exclusive: bool) -> Iterator[dict[str, float | str]]:
     """Hold this node's slot for the block: exclusively (a costed job) or shared.

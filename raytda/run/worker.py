@@ -16,7 +16,8 @@ measured cost means the same wherever it was measured:
 * the process's caches (kept models, kept projections) follow the running job's
   ``ComputeArgs`` memory budget, which the Ray executor has divided among a node's actors;
 * a job runs under a lease on its key (:mod:`raytda.store.lease`), so of several sweeps
-  on one store one computes it and the others wait for it; every record it writes names
+  on one store one computes it; the others run other jobs meanwhile (:meth:`JobRunner.try_run`,
+  which both executors use) or, with nothing else to do, wait for it; every record it writes names
   its ``inputs`` (the job's dependencies) or its ``owner`` (the job, for score chunks and
   block parts), which ``raytda store gc|verify`` follow;
 * then it holds its node's timing slot (:mod:`raytda.run.timing_slot`): exclusively when
@@ -41,7 +42,7 @@ from raytda.core.args import ComputeArgs
 from raytda.plan.jobs import Job
 from raytda.run.timing_slot import Timing
 from raytda.store import ArtifactStore
-from raytda.store.lease import claim
+from raytda.store.lease import BUILT, HELD, Lease, claim, try_claim
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +251,22 @@ class JobRunner:
         with lease:
             self._run(job, store, args, accel_share, accel, timing or Timing.default(job.costed))
         return True
+
+    def try_run(self, job: Job, store: ArtifactStore, args: ComputeArgs,
+                accel_share: float = 0.0, accel: str = "GPU",
+                timing: Timing | None = None) -> str:
+        """As :meth:`run`, but never waiting for another sweep's lease: ``"ran"``,
+        ``"cached"`` (the artifact is there, nothing computed) or ``"leased"`` (a live
+        sweep holds its lease; nothing computed, try another job)."""
+        got = try_claim(store, job.key, lambda: store.has(job.key) and job.complete(store))
+        if got == BUILT:
+            return "cached"
+        if got == HELD:
+            return "leased"
+        assert isinstance(got, Lease)
+        with got:
+            self._run(job, store, args, accel_share, accel, timing or Timing.default(job.costed))
+        return "ran"
 
     def _run(self, job: Job, store: ArtifactStore, args: ComputeArgs, accel_share: float,
              accel: str, timing: Timing) -> None:

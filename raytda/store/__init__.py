@@ -1,7 +1,7 @@
 """Content-addressed artifact store (local directory or any pyarrow filesystem URI).
 
 :mod:`~raytda.store.artifacts`: payload + record, both checksummed, written atomically;
-:mod:`~raytda.store.lease`: one sweep computes an artifact, concurrent ones wait for it;
+:mod:`~raytda.store.lease`: one sweep computes an artifact, concurrent ones run other jobs;
 :mod:`~raytda.store.holders`: whether a writing process is still alive;
 :mod:`~raytda.store.verify` and :mod:`~raytda.store.gc`: ``raytda store verify|gc``.
 """

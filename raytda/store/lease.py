@@ -1,4 +1,5 @@
-"""Leases: of several sweeps on one store, one computes an artifact and the others wait.
+"""Leases: of several sweeps on one store, one computes an artifact and the others take
+other work, or wait for it when they have none.
 
 A lease is a small JSON file next to the artifact, ``<kind>/<key>.lease``, naming its
 holder (host tag, pid, a random token) and an expiry time. The holder renews the expiry
@@ -6,6 +7,12 @@ every third of :data:`LEASE_TTL_S` from a background thread while its job runs, 
 removes the file when the job ends, however it ends. A lease is expired when its holder
 is provably dead (same host, pid gone) or its expiry has passed (a holder on another host
 that stopped renewing); an expired lease is taken over.
+
+Sharing the work. Executors claim without waiting (:func:`try_claim`): a job whose lease a
+live sweep holds is put aside and the next ready job is tried, so two sweeps on one store
+split its independent jobs between them; a sweep waits (polling) only when every job it
+could run is held by another, and takes a held job over once its holder dies or stops
+renewing. :func:`claim` is the waiting form, for a caller with nothing else to do.
 
 Guarantees. On a local or POSIX network filesystem the lease is created with ``link``,
 which fails when the file exists, so of two sweeps exactly one holds it; a takeover
@@ -170,26 +177,53 @@ def try_acquire(store: ArtifactStore, key: str, ttl: float = LEASE_TTL_S) -> Lea
     return None
 
 
+#: :func:`try_claim`'s answers when it holds no lease: the artifact is there (``BUILT``),
+#: or a live sweep holds its lease (``HELD``)
+BUILT = "built"
+HELD = "held"
+
+
+def try_claim(store: ArtifactStore, key: str, ready: Callable[[], bool],
+              ttl: float = LEASE_TTL_S) -> Lease | str:
+    """A lease to compute ``key`` now, without waiting: :data:`BUILT` if ``ready()``
+    says the artifact is there, :data:`HELD` if a live sweep holds its lease (an expired
+    lease is taken over, as in :func:`try_acquire`)."""
+    if ready():
+        return BUILT
+    lease = try_acquire(store, key, ttl)
+    if lease is None:
+        # The holder may have finished between our two looks.
+        return BUILT if ready() else HELD
+    if ready():  # finished between our check and our lease
+        lease.release()
+        return BUILT
+    return lease
+
+
 def claim(store: ArtifactStore, key: str, ready: Callable[[], bool],
           ttl: float = LEASE_TTL_S, poll_s: float = POLL_S) -> Lease | None:
     """A lease to compute ``key``, or None once ``ready()`` says the artifact is there
     (built by another sweep while this one waited for its lease)."""
     waited = False
     while True:
-        if ready():
+        got = try_claim(store, key, ready, ttl)
+        if isinstance(got, Lease):
+            return got
+        if got == BUILT:
             return None
-        lease = try_acquire(store, key, ttl)
-        if lease is not None:
-            if ready():  # finished between our check and our lease
-                lease.release()
-                return None
-            return lease
         if not waited:
             held = read_lease(store, key) or {}
             log.info("waiting for %s: another sweep (%s, pid %s) is computing it", key,
                      held.get("node", "?"), held.get("pid", "?"))
             waited = True
         time.sleep(poll_s)
+
+
+def held_elsewhere(store: ArtifactStore, key: str) -> bool:
+    """Whether a live holder other than this process's own leases has ``key``'s lease
+    (a look, not a claim: it may change the moment after)."""
+    held = read_lease(store, key)
+    return held is not None and held["token"] not in _HELD and not lease_expired(held)
 
 
 def live_leases(store: ArtifactStore) -> list[tuple[str, dict[str, Any]]]:

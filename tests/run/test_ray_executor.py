@@ -227,6 +227,30 @@ def test_two_concurrent_sweeps_share_one_store(gcs_address, tmp_path, reference)
     assert leftovers == []
 
 
+def test_a_job_another_sweep_holds_is_put_aside(ray_session, tmp_path, reference):
+    """Another sweep holds a model's lease until every job that does not need it is in
+    the store: the actors run those meanwhile (none waits on the lease), then the model."""
+    from shared_store import hold_lease, independent_of
+
+    from raytda.plan.jobs import TrainModel
+
+    ex = executor(poll_s=0.2)
+    sweep = make_sweep(tmp_path / "store", executor=ex)
+    plan = sweep.plan()
+    held = next(j for j in plan.todo if isinstance(j, TrainModel))
+    report = tmp_path / "holder.json"
+    holder = hold_lease(tmp_path / "store", held.key, independent_of(held, plan.todo), report,
+                        deadline_s=300)
+    try:
+        df = sweep.run()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert json.loads(report.read_text()) == {"missing": [], "built_while_held": False}
+    assert ex.stats["leased"] >= 1 and held.key in ex.ran  # put aside, then run here
+    assert lds_by_label(df) == reference[0]
+
+
 class UntrainableTask(GatedTask):
     """Its data checks out on the driver, but every training fails on the workers."""
 

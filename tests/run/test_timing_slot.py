@@ -60,6 +60,19 @@ def test_a_costed_job_waits_for_every_other_holder_and_excludes_them():
     assert [e[2] for e in log if e[0] == "in"] == [ts.SHARED, ts.SHARED, ts.ALONE, ts.SHARED]
 
 
+def test_slot_free_says_which_hold_would_start_now_without_taking_it():
+    assert ts.slot_free(True) and ts.slot_free(False)  # nobody holds it
+    for exclusive, free in ((False, {True: False, False: True}),
+                            (True, {True: False, False: False})):
+        log: list = []
+        t, entered, release = start(exclusive, log)
+        assert entered.wait(60)
+        assert {mode: ts.slot_free(mode) for mode in (True, False)} == free
+        release.set()
+        t.join(60)
+    assert ts.slot_free(True)  # looking took nothing
+
+
 def test_a_killed_holder_releases_the_slot(tmp_path):
     code = ("import sys, time\n"
             "from raytda.run.timing_slot import timing_slot\n"
