@@ -79,3 +79,18 @@ def test_new_inputs_score_as_the_stored_test_rows(n):
     stored = trak.score_rows(payload, slice(None))
     new = trak.score_features(side, test)
     assert float((new - stored).abs().max() / stored.abs().max()) < 1e-5
+
+
+def test_a_payload_of_revision_0_still_scores_as_it_did():
+    """Stored before float16 storage: float32 features and the k x k factor, no scales
+    and no ridge tensor. Revision 1 changed TRAK's keys, so a sweep never mixes the two,
+    but such a payload read directly still gives its old scores."""
+    from raytda.core.trak import kernel_solve, train_side
+
+    train, test = features(50, 4, 16, 3)
+    old = {"train_features": train, "chol": train_side(train)[0], "test_features": test}
+    ref, _ = kernel_solve(train, test)
+    assert torch.equal(TRAK().score_rows(old, slice(None)), ref)
+    side = TRAK().query_side(old, torch.device("cpu"))
+    assert side["solved"].shape == (16, 50)
+    assert TRAK.revision == 1 and TRAK().loaded(old) is old
