@@ -196,11 +196,16 @@ CONFIGS = (("trak", "naive:I=1"), ("trak", "dropout:I=1,D=1"), ("trak", "lora:I=
 
 def grad_dot_of(sweep, ensemble: str) -> np.ndarray:
     """Grad-Dot scores (n_test, n_train) from the features TRAK's member block stores:
-    raytda's own Grad-Dot on the same member gives the same numbers (checked: relative
-    difference 8e-8 on a small run) but featurizes the member a second time."""
+    raytda's own Grad-Dot on the same member gives the same numbers up to the block's
+    float16 storage of the features (before it: relative difference 8e-8 on a small run)
+    but featurizes the member a second time."""
+    from raytda.core.trak import unpack_features
+
     (block,) = sweep.evaluation(ensemble, method="trak").blocks()
     tensors, _ = sweep.store.get(block.key)
-    return (tensors["test_features"].double() @ tensors["train_features"].double().T).numpy()
+    test = unpack_features(tensors["test_features"], tensors.get("test_scale"))
+    train = unpack_features(tensors["train_features"], tensors.get("train_scale"))
+    return (test @ train.T).numpy()
 
 
 def run_raytda(task, store: str, k: int, batch: int, configs=CONFIGS):

@@ -342,6 +342,10 @@ def cmd_store(a: argparse.Namespace) -> int:
         from raytda.store.verify import run_verify
 
         return run_verify(store, repair=a.repair, progress=not a.quiet)
+    if a.store_cmd == "du":
+        from raytda.store.usage import run_du
+
+        return run_du(store, tensors=a.tensors)
     from raytda.store.gc import run_gc
 
     return run_gc(store, dry_run=a.dry_run)
@@ -431,8 +435,8 @@ def parser() -> argparse.ArgumentParser:
                     "them; train-test is n_train x n_test, as dattri and TRAK lay them out")
     sc.add_argument("--out", help="output directory (default DIR)")
     sc.set_defaults(fn=cmd_scores)
-    st = sub.add_parser("store", help="check or clean an artifact store")
-    st_sub = st.add_subparsers(dest="store_cmd", required=True, metavar="verify|gc")
+    st = sub.add_parser("store", help="check, measure or clean an artifact store")
+    st_sub = st.add_subparsers(dest="store_cmd", required=True, metavar="verify|gc|du")
     v = st_sub.add_parser("verify", help="read every artifact; name what is corrupt, "
                           "truncated, orphaned or stale (exit 1 if anything is)")
     v.add_argument("store", help="store path or URI (a sweep's --store, default OUT/store)")
@@ -442,6 +446,12 @@ def parser() -> argparse.ArgumentParser:
     g = st_sub.add_parser("gc", help="remove artifacts that no result references")
     g.add_argument("store", help="store path or URI")
     g.add_argument("--dry-run", action="store_true", help="list, remove nothing")
+    du = st_sub.add_parser("du", help="what takes the space: bytes and artifacts per kind "
+                           "(trained models, feature blocks, ...), largest first, and the "
+                           "total")
+    du.add_argument("store", help="store path or URI")
+    du.add_argument("--tensors", action="store_true", help="also split each kind's payload "
+                    "bytes by tensor name and dtype (reads every payload's header)")
     st.set_defaults(fn=cmd_store)
     from raytda.tune.cli import add_tune_parser
     add_tune_parser(sub, add_sweep_args, build_sweep)

@@ -93,6 +93,12 @@ class AttributionMethod:
         metadata (e.g. solver diagnostics); none by default."""
         return {}
 
+    def loaded(self, payload: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A stored payload in the form scoring uses, with what is cheaper to rebuild
+        than to store (TRAK: the Gram's factor) rebuilt; as stored by default. Scoring
+        accepts either form; evaluation calls this once per payload it reads."""
+        return payload
+
     def score_rows(self, payload: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
         """Scores (len(rows) x n_train) of the member for test rows ``rows``."""
         return payload["block"][rows]

@@ -3,7 +3,8 @@
 :mod:`~raytda.store.artifacts`: payload + record, both checksummed, written atomically;
 :mod:`~raytda.store.lease`: one sweep computes an artifact, concurrent ones run other jobs;
 :mod:`~raytda.store.holders`: whether a writing process is still alive;
-:mod:`~raytda.store.verify` and :mod:`~raytda.store.gc`: ``raytda store verify|gc``.
+:mod:`~raytda.store.verify`, :mod:`~raytda.store.gc` and :mod:`~raytda.store.usage`:
+``raytda store verify|gc|du``.
 """
 
 from raytda.store.artifacts import ArtifactStore, CorruptArtifact, StoreError

@@ -50,7 +50,8 @@ def reduce_shards(job: ShardedMemberBlock, store: ArtifactStore, args: ComputeAr
     def read() -> Iterator[dict[str, torch.Tensor]]:
         for s in shards:  # one at a time: the generator drops each before the next
             tensors, _ = store.get(s.key)
-            held_rows[0] = max(held_rows[0], max(int(t.shape[0]) for t in tensors.values()))
+            held_rows[0] = max(held_rows[0], max(int(t.shape[0]) for t in tensors.values()
+                                                 if t.dim()))  # not 0-d scales
             yield tensors
 
     with serving(job, store, args) as (net, mask, m):

@@ -10,7 +10,18 @@ from raytda.core.args import ComputeArgs
 from raytda.core.grads import forward_outputs, n_params
 from raytda.core.masks import MaskSpec, fixed_masks, sample_masks
 from raytda.core.projection import GaussianProjector
-from raytda.core.trak import kernel_solve, trak_scores
+from raytda.core.trak import (
+    gram_side,
+    kernel_solve,
+    pack_features,
+    round_features,
+    score_rows,
+    score_rows_gram,
+    train_side,
+    trak_scores,
+    unpack_features,
+    uses_gram,
+)
 from raytda.data import Dataset
 from raytda.methods.trak import trak_block
 
@@ -73,7 +84,8 @@ def test_trak_dropout_ensemble_matches_brute_force_eq2(toy_models, toy_data):
     qs, blocks, ref_qs, ref_blocks = [], [], [], []
     for model, seed, mask in members:
         proj = GaussianProjector(n_params(model), K, seed)
-        block, info = trak_block(model, toy_data, proj, mask, None, ARGS)
+        # pack=False: the math against float64 references, without float16 storage
+        block, info = trak_block(model, toy_data, proj, mask, None, ARGS, pack=False)
         assert info["ridge"] == 0.0  # n > k: no ridge may be added silently
         blocks.append(block)
         qs.append(forward_outputs(model, toy_data.x_train, toy_data.y_train, mask, "train")[1])
@@ -94,7 +106,7 @@ def test_trak_dropout_forward_uses_unmasked_features_and_masked_q(toy_models, to
     blocks, qs, ref_blocks, ref_qs = [], [], [], []
     for i, model in enumerate(toy_models):
         proj = GaussianProjector(n_params(model), K, seed=i)
-        blocks.append(trak_block(model, toy_data, proj, None, None, ARGS)[0])
+        blocks.append(trak_block(model, toy_data, proj, None, None, ARGS, pack=False)[0])
         ref_blocks.append(brute_block(model, toy_data, i, None))
         for d in range(D):
             mask = MaskSpec(seed=100 * i + d, rate=RATE)
@@ -148,3 +160,40 @@ def test_kernel_solve_reproduces_train_features_on_train_set(ridge):
     torch.testing.assert_close(hat, hat.T, atol=1e-5, rtol=0)
     torch.testing.assert_close(hat @ hat, hat, atol=1e-5, rtol=0)
     assert abs(float(torch.trace(hat)) - 5.0) < 1e-4  # trace of a projector = its rank
+
+
+# --------------------------------------------------------------------------- stored form
+
+
+def test_packed_features_are_their_float16_rounding_at_any_magnitude():
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(20, 9, generator=gen)
+    for magnitude in (1e-9, 1.0, 1e9):  # far outside float16's range at both ends
+        f = base * magnitude
+        values, scale = pack_features(f)
+        assert values.dtype == torch.float16 and torch.isfinite(values).all()
+        assert float(torch.log2(scale)) == int(torch.log2(scale))  # a power of two
+        assert 1.0 <= float(values.abs().max()) < 2.0
+        back = unpack_features(values, scale)
+        # float16 keeps 11 significant bits: each entry within half an ulp, 2^-11 of
+        # itself, apart from entries 2^-14 below the largest (subnormals), absolutely
+        # within 2^-25 of the largest
+        bound = torch.maximum(f.double().abs() * 2.0 ** -11, f.abs().max() * 2.0 ** -25)
+        assert ((back - f.double()).abs() <= bound).all()
+        # the scale only moves the exponent: the same values as rounding f itself
+        assert torch.equal(round_features(f), back)
+
+
+def test_the_gram_solve_equals_the_kernel_solve_when_n_is_below_k():
+    gen = torch.Generator().manual_seed(4)
+    train, test = torch.randn(7, 20, generator=gen), torch.randn(3, 20, generator=gen)
+    chol_k, used = train_side(train)
+    chol_n, used_n = gram_side(train)
+    assert used == used_n > 0 and chol_n.shape == (7, 7)
+    via_kernel = score_rows(test, train, chol_k)
+    via_gram = score_rows_gram(test, train, chol_n)
+    # both in float64 on a kernel of condition ~1e5 (the auto ridge is 1e-5 of its mean
+    # eigenvalue); what is left is float32's output rounding
+    assert max_rel_err(via_gram, via_kernel.double()) < 1e-6
+    assert uses_gram(7, 20, None) and uses_gram(7, 20, 0.5)
+    assert not uses_gram(7, 20, 0.0) and not uses_gram(20, 20, None)

@@ -17,10 +17,10 @@ def test_peak_mem_covers_the_evaluation_job(tmp_path, monkeypatch):
     held: list[np.ndarray] = []
     real_get = evaluate_module.PayloadCache.get
 
-    def get(self, key):
+    def get(self, key, *prepare):
         if not held:  # touched pages, kept until the test ends: resident for sure
             held.append(np.ones(HELD_BYTES // 8))
-        return real_get(self, key)
+        return real_get(self, key, *prepare)
 
     monkeypatch.setattr(evaluate_module.PayloadCache, "get", get)
     sweep = Sweep("toy-mlp", ensembles=["naive:I=1"], lds=None, proj_dim=8,
