@@ -93,6 +93,11 @@ class AttributionMethod:
         metadata (e.g. solver diagnostics); none by default."""
         return {}
 
+    def stored_bytes(self, spec: Method, n_train: int, n_test: int) -> int:
+        """About how many bytes one member's payload takes in the store (for the cost
+        line printed before a sweep): by default a float32 train x test score matrix."""
+        return 4 * n_train * n_test
+
     def loaded(self, payload: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A stored payload in the form scoring uses, with what is cheaper to rebuild
         than to store (TRAK: the Gram's factor) rebuilt; as stored by default. Scoring

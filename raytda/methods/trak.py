@@ -38,6 +38,11 @@ class TRAK(ShardedTrainSide, AttributionMethod):
     def finalize(self, spec, train_features, test_features):
         return kernel_payload(train_features, test_features, spec.ridge)
 
+    def stored_bytes(self, spec, n_train, n_test):
+        # float16 features of every row; the float64 k x k factor only when n_train >= k
+        k = spec.proj_dim
+        return 2 * (n_train + n_test) * k + (8 * k * k if n_train >= k else 0)
+
     def loaded(self, payload):
         from raytda.core.trak import gram_side
 

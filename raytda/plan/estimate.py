@@ -114,11 +114,7 @@ def payload_bytes(job: Job, weights: dict[str, int | None]) -> int | None:
     if job.kind == "q":
         return _F32 * n_train
     if job.kind == "block":
-        method = job.method
-        if method.name == "trak":
-            k = method.proj_dim
-            return _F32 * (n_train + n_test) * k + _F64 * k * k
-        return _F32 * n_test * n_train
+        return job.method.impl.stored_bytes(job.method, n_train, n_test)
     if job.kind == "result":
         return _F32 * n_test * n_train + _F64 * n_test
     return None
