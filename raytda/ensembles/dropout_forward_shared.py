@@ -21,7 +21,14 @@ from raytda.ensembles.base import EnsembleKind, register_ensemble
 from raytda.ensembles.dropout import Dropout
 from raytda.ensembles.projection_only import ProjectionOnly
 from raytda.methods import Method
-from raytda.plan.jobs import FeaturePart, Job, member_deps, member_label, projection_seed
+from raytda.plan.jobs import (
+    BACKWARD_PASS,
+    FeaturePart,
+    Job,
+    member_deps,
+    member_label,
+    projection_seed,
+)
 from raytda.specs import Member, stable_hash
 
 
@@ -92,6 +99,12 @@ class SharedGradientBlocks(Job):
 
     def complete(self, store) -> bool:
         return all(store.has(p.key) for p in self.parts())
+
+    def analytic_work(self, n_train: int, n_test: int) -> float | None:
+        return (n_train + n_test) * BACKWARD_PASS  # one gradient pass serves all D
+
+    def stored_bytes(self, n_train, n_test, model_bytes):
+        return self.D * self.method.impl.stored_bytes(self.method, n_train, n_test)
 
     def describe(self) -> str:
         return (f"{self.method.name} features of {member_label(Member(self.model.index))}, "

@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from raytda.run.eta import analytic_work, job_class
+from raytda.run.eta import analytic_work, job_class, task_sizes
 
 if TYPE_CHECKING:
     from raytda.plan.jobs import Job
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 # Bytes a JSON record adds to its job's spec (key, digests, costs in meta): 615 to 1667,
 # mean 820, over the 24 records of a toy-mlp sweep (3 configurations) measured here.
 _RECORD_EXTRA = 800
-# bytes per element: weights and features are float32, TRAK's kernel factor float64
-_F32, _F64 = 4, 8
 
 
 @dataclass(frozen=True)
@@ -85,45 +83,27 @@ def model_bytes(task: Task) -> int | None:
         return None
 
 
-def _sizes(task: Task) -> tuple[int, int] | None:
-    try:
-        data = task.data()
-        return int(data.n_train), int(data.n_test)
-    except Exception:  # data the driver cannot read: no estimate
-        return None
-
-
 def payload_bytes(job: Job, weights: dict[str, int | None]) -> int | None:
-    """Bytes of what ``job`` stores, from shapes; None where they are unknown."""
-    task = job.task
-    sizes = _sizes(task)
+    """Bytes of what ``job`` stores, as the job declares them from the data's sizes
+    (:meth:`raytda.plan.jobs.Job.stored_bytes`); None where they are unknown. ``weights``
+    memoizes each task's model size (built once on the meta device)."""
+    sizes = task_sizes(job)
     if sizes is None:
         return None
-    n_train, n_test = sizes
-    if job.kind in ("model", "basemodel", "adapter"):
+    task = job.task
+
+    def weights_of_task() -> int | None:
         if task.train_key not in weights:
             weights[task.train_key] = model_bytes(task)
-        per_state = weights[task.train_key]
-        if per_state is None:
-            return None
-        # an adapter stores its LoRA weights only: at most the model's, charged as such
-        states = len(task.saved_epochs()) if job.kind == "model" else 1
-        return per_state * states
-    if job.kind == "ldsmodel":
-        return _F32 * n_test
-    if job.kind == "q":
-        return _F32 * n_train
-    if job.kind == "block":
-        return job.method.impl.stored_bytes(job.method, n_train, n_test)
-    if job.kind == "result":
-        return _F32 * n_test * n_train + _F64 * n_test
-    return None
+        return weights[task.train_key]
+
+    return job.stored_bytes(*sizes, weights_of_task)
 
 
 def _recorded_seconds(record: dict[str, Any], job: Job) -> float | None:
-    """The job's own measured seconds from its record; None for an evaluation, whose
-    record holds its configuration's costs, not its own."""
-    if job.kind == "result":
+    """The job's own measured seconds from its record; None where its record's costs are
+    not its own (an evaluation's hold its configuration's)."""
+    if not job.records_own_cost:
         return None
     meta = record.get("meta") or {}
     for field in (job.cost_field, "train_time_s", "serve_time_s"):
@@ -163,9 +143,8 @@ def estimate(plan: Plan, store: ArtifactStore) -> Estimate:
         cls = job_class(job)
         stored = bytes_by_class.get(cls)
         size = (sum(stored) / len(stored) if stored else payload_bytes(job, weights)) or 0
-        # an evaluation keeps its scores as a chunk artifact of their own: one more record
-        records = 2 if job.kind == "result" else 1
-        disk += int(size) + len(json.dumps(job.spec(), default=str)) + records * _RECORD_EXTRA
+        disk += (int(size) + len(json.dumps(job.spec(), default=str))
+                 + job.artifacts_written * _RECORD_EXTRA)
         if total_seconds is None:
             continue
         timed = seconds_by_class.get(cls)

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from raytda.ground_truth import GroundTruth
 from raytda.specs import LDSSpec, Member, Recipe, derive_seed, stable_hash
@@ -38,6 +39,16 @@ if TYPE_CHECKING:
     from raytda.plan.shards import ShardRule
     from raytda.store import ArtifactStore
     from raytda.task import Task
+
+
+#: a forward and a backward pass, in forward passes (a backward is about twice a forward)
+BACKWARD_PASS = 3.0
+
+
+def training_work(recipe: Recipe | None, rows: float) -> float:
+    """A training's work in forward passes over one sample: epochs x rows x a forward and
+    a backward pass (for :meth:`Job.analytic_work`)."""
+    return (getattr(recipe, "epochs", None) or 1) * rows * BACKWARD_PASS
 
 
 class Job:
@@ -76,6 +87,24 @@ class Job:
     def affinity(self) -> str | None:
         """Key of the model this job should run next to (the actor that made or loaded it
         holds it), or None."""
+        return None
+
+    #: whether its record's cost fields are its own time (an evaluation's hold its
+    #: configuration's costs)
+    records_own_cost: bool = True
+    #: artifacts it writes (an evaluation writes its score chunks beside its result)
+    artifacts_written: int = 1
+
+    def analytic_work(self, n_train: int, n_test: int) -> float | None:
+        """The job's work in forward passes over one sample, from the data's sizes, for
+        estimates made before anything like it was measured (the ETA, the cost line
+        printed before a sweep; only ratios between jobs matter). None: unknown."""
+        return None
+
+    def stored_bytes(self, n_train: int, n_test: int,
+                     model_bytes: Callable[[], int | None]) -> int | None:
+        """About how many bytes its payload takes, from the data's sizes and
+        ``model_bytes()`` (the task's weights, built on the meta device); None: unknown."""
         return None
 
     def spec(self) -> dict[str, Any]:
@@ -132,6 +161,17 @@ class TrainModel(Job):
 
     def spec(self) -> dict[str, Any]:
         return {"task": self.task.train_key, "index": self.index, "base_seed": self.base_seed}
+
+    #: which rows it trains on, as a share of the train set (its own random half)
+    rows_trained: ClassVar[float] = 0.5
+
+    def analytic_work(self, n_train: int, n_test: int) -> float | None:
+        recipe = getattr(self, "recipe", None) or self.task.recipe
+        return training_work(recipe, n_train * self.rows_trained)
+
+    def stored_bytes(self, n_train, n_test, model_bytes):
+        per_state = model_bytes()
+        return None if per_state is None else per_state * len(self.task.saved_epochs())
 
     def source_shape(self) -> dict[str, Any]:
         """As a member source, what decides the work of serving its members: the task's
@@ -226,6 +266,9 @@ class ImportModel(TrainModel):
     def work_shape(self) -> dict[str, Any] | None:
         return None  # a copy of the user's files, timed alone
 
+    def analytic_work(self, n_train: int, n_test: int) -> float | None:
+        return None  # a copy, not a training
+
     def describe(self) -> str:
         return f"import checkpoints of run {self.index} of {self.task.name}"
 
@@ -254,6 +297,13 @@ class LDSModel(Job):
     def describe(self) -> str:
         return f"LDS model {self.subset}.{self.replicate} of {self.task.name}"
 
+    def analytic_work(self, n_train: int, n_test: int) -> float | None:
+        # a training on the subset, then f on every test row
+        return training_work(self.task.recipe, n_train * self.lds.alpha) + n_test
+
+    def stored_bytes(self, n_train, n_test, model_bytes):
+        return 4 * n_test  # f on the test set, float32
+
     @property
     def seed(self) -> int:
         return derive_seed("lds-model", self.lds.seed, self.subset, self.replicate)
@@ -277,6 +327,11 @@ class TrainBase(TrainModel):
 
     def source_shape(self) -> dict[str, Any]:
         return {"kind": self.kind, "task": self.task.train_key, "recipe": self.recipe.to_dict()}
+
+    rows_trained: ClassVar[float] = 1.0  # the whole train set
+
+    def stored_bytes(self, n_train, n_test, model_bytes):
+        return model_bytes()  # its last state only
 
     def describe(self) -> str:
         return f"train LoRA base model {self.index} of {self.task.name}"
@@ -311,6 +366,12 @@ class TrainAdapter(Job):
     @property
     def index(self) -> int:
         return self.base.index
+
+    def analytic_work(self, n_train: int, n_test: int) -> float | None:
+        return training_work(self.recipe, n_train / 2)  # its own random half
+
+    def stored_bytes(self, n_train, n_test, model_bytes):
+        return model_bytes()  # its LoRA weights only: at most the model's, charged as such
 
     @property
     def base_seed(self) -> int:
@@ -443,6 +504,12 @@ class QValues(Job):
     def describe(self) -> str:
         return f"Q of {member_label(self.member)} of {self.task.name}"
 
+    def analytic_work(self, n_train: int, n_test: int) -> float | None:
+        return float(n_train)  # one forward pass per train row
+
+    def stored_bytes(self, n_train, n_test, model_bytes):
+        return 4 * n_train  # float32
+
 
 @dataclass(frozen=True)
 class FeaturePart:
@@ -497,6 +564,12 @@ class MemberBlock(Job):
     def describe(self) -> str:
         return f"{self.method.name} features of {member_label(self.member)} of {self.task.name}"
 
+    def analytic_work(self, n_train: int, n_test: int) -> float | None:
+        return (n_train + n_test) * BACKWARD_PASS  # a gradient of every row
+
+    def stored_bytes(self, n_train, n_test, model_bytes):
+        return self.method.impl.stored_bytes(self.method, n_train, n_test)
+
 
 # --------------------------------------------------------------------------- evaluation
 
@@ -549,6 +622,24 @@ class Evaluate(Job):
 
     def describe(self) -> str:
         return f"evaluate {self.method.name} {self.ensemble.label} on {self.task.name}"
+
+    records_own_cost = False  # its record holds the configuration's costs
+    artifacts_written = 2  # the result and (at least) one score chunk
+
+    @property
+    def member_count(self) -> int | None:
+        """Feature members it aggregates (its work grows with them); None where its kind
+        cannot list them here."""
+        try:
+            return len(self.needs.parts())
+        except Exception:  # a kind of one's own that cannot list its jobs: no size
+            return None
+
+    def analytic_work(self, n_train: int, n_test: int) -> float | None:
+        return float(n_test * (self.member_count or 1))  # a pass over the test rows a member
+
+    def stored_bytes(self, n_train, n_test, model_bytes):
+        return 4 * n_test * n_train + 8 * n_test  # float32 scores, float64 LDS per row
 
     @cached_property
     def needs(self) -> KindJobs:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from raytda.plan.jobs import FeaturePart, Job, MemberBlock, member_deps, member_label
+from raytda.plan.jobs import BACKWARD_PASS, FeaturePart, Job, MemberBlock, member_deps, member_label
 from raytda.specs import SpecError
 
 if TYPE_CHECKING:
@@ -111,6 +111,9 @@ class TrainShard(Job):
     @property
     def task(self):  # type: ignore[override]
         return self.block.task
+
+    def analytic_work(self, n_train: int, n_test: int) -> float | None:
+        return (self.stop - self.start) * BACKWARD_PASS  # a gradient of each of its rows
 
     def spec(self) -> dict[str, Any]:
         member = {k: v for k, v in self.block.spec().items() if k != "test"}

@@ -31,32 +31,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from raytda.plan.jobs import Job
 
-# Kinds that fit a model: work ~ epochs x rows trained on, with a backward pass (about
-# twice a forward's work) per row; see analytic_work.
-_TRAINING = {"model": "half", "basemodel": "all", "adapter": "half", "ldsmodel": "alpha"}
-_BACKWARD = 3.0  # a forward and a backward pass, in forward passes
-
 
 def job_class(job: Job) -> str:
     """The class whose measured unit cost stands for ``job``: jobs of one work shape, or
     jobs of one kind and task where the job has no work shape (evaluation, imports)."""
     task = getattr(job, "task", None)  # a job class of one's own may have none
-    members = _members(job)
+    members = getattr(job, "member_count", None)
     # an evaluation's work grows with its ensemble's members: one class per size
     size = "" if members is None else f"-{members}m"
     return job.work_class or f"{job.kind}-{getattr(task, 'name', '')}{size}"
 
 
-def _members(job: Job) -> int | None:
-    """Feature members an evaluation aggregates (None for other jobs)."""
-    needs = getattr(job, "needs", None) if job.kind == "result" else None
-    try:
-        return len(needs.parts()) if needs is not None else None
-    except Exception:  # a kind that cannot list its jobs here: no size
-        return None
-
-
-def _sizes(job: Job) -> tuple[int, int] | None:
+def task_sizes(job: Job) -> tuple[int, int] | None:
     """(n_train, n_test) of the job's task, or None where its data cannot be read here
     (a driver without the cluster's data): then the job's work is unknown."""
     try:
@@ -67,29 +53,11 @@ def _sizes(job: Job) -> tuple[int, int] | None:
 
 
 def analytic_work(job: Job) -> float | None:
-    """A job's work in forward passes over one sample: trainings ``epochs x rows x 3``
-    (the ensemble's random half, the LDS subset, the whole set for a LoRA base), Q one
-    forward pass per train row, a feature block a forward and a backward pass per train
-    and test row, an evaluation one pass over the test rows per member. None where the job's kind
-    or sizes are unknown. Only ratios between jobs matter (see the module docstring)."""
-    sizes = _sizes(job)
-    if sizes is None:
-        return None
-    n_train, n_test = sizes
-    if job.kind in _TRAINING:
-        recipe = getattr(job, "recipe", None) or job.task.recipe
-        epochs = getattr(recipe, "epochs", None) or 1
-        rows = {"half": n_train / 2, "all": n_train,
-                "alpha": n_train * getattr(getattr(job, "lds", None), "alpha", 0.5)}
-        return epochs * rows[_TRAINING[job.kind]] * _BACKWARD + (
-            n_test if job.kind == "ldsmodel" else 0)
-    if job.kind == "q":
-        return float(n_train)
-    if job.kind in ("block", "shard"):
-        return (n_train + n_test) * _BACKWARD
-    if job.kind == "result":
-        return float(n_test * (_members(job) or 1))
-    return None
+    """A job's work in sample passes, as the job declares it
+    (:meth:`raytda.plan.jobs.Job.analytic_work`); None where it or the sizes are unknown.
+    Only ratios between jobs matter (see the module docstring)."""
+    sizes = task_sizes(job)
+    return None if sizes is None else job.analytic_work(*sizes)
 
 
 class UnitCostETA:
