@@ -97,7 +97,10 @@ def payload_bytes(job: Job, weights: dict[str, int | None]) -> int | None:
             weights[task.train_key] = model_bytes(task)
         return weights[task.train_key]
 
-    return job.stored_bytes(*sizes, weights_of_task)
+    try:
+        return job.stored_bytes(*sizes, weights_of_task)
+    except Exception:  # a job class of one's own that cannot say: no estimate, no failure
+        return None
 
 
 def _recorded_seconds(record: dict[str, Any], job: Job) -> float | None:

@@ -57,7 +57,10 @@ def analytic_work(job: Job) -> float | None:
     (:meth:`raytda.plan.jobs.Job.analytic_work`); None where it or the sizes are unknown.
     Only ratios between jobs matter (see the module docstring)."""
     sizes = task_sizes(job)
-    return None if sizes is None else job.analytic_work(*sizes)
+    try:
+        return None if sizes is None else job.analytic_work(*sizes)
+    except Exception:  # a job class of one's own that cannot say: no estimate, no failure
+        return None
 
 
 class UnitCostETA:
