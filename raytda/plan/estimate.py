@@ -53,8 +53,7 @@ class Estimate:
         if n == 0:
             return "nothing to run: the store has every artifact of this sweep"
         kinds = ", ".join(f"{c} {k}" for k, c in sorted(self.jobs.items()))
-        time = ("time not known before the first jobs finish (none like them timed in "
-                "this store yet), then the ETA tells" if self.seconds is None
+        time = ("time known once jobs like these are timed (the ETA)" if self.seconds is None
                 else "under a second of compute" if self.seconds < 1
                 else f"about {format_duration(self.seconds)} of compute")
         return (f"to run: {n} jobs ({kinds}); about {format_bytes(self.disk_bytes)} "

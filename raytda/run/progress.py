@@ -283,7 +283,8 @@ def announce(text: str) -> None:
                               subsequent_indent="  ", break_on_hyphens=False)
         sys.stderr.write("\n".join(lines) + "\n")
     else:
-        sys.stderr.write(clip(f"{time.strftime(DATE_FORMAT)} raytda: {text}", MAX_LINE) + "\n")
+        # whole, not clipped like progress lines: a log keeps what the run will cost
+        sys.stderr.write(f"{time.strftime(DATE_FORMAT)} raytda: {text}\n")
     sys.stderr.flush()
 
 

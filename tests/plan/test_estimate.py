@@ -39,7 +39,7 @@ def test_the_line_comes_before_the_run_and_its_disk_is_close(tmp_path, capsys):
     line = next(ln for ln in err.splitlines() if "to run: " in ln)
     assert err.index(line) < err.index(" jobs done, "), "the estimate comes first"
     assert re.search(r"(^| )raytda: to run: 18 jobs ", line), line
-    assert "5 ldsmodel" in line and "2 model" in line and "time not known" in line
+    assert "5 ldsmodel" in line and "2 model" in line and "time known once jobs like these are timed" in line
     # Shapes and records, against what the run wrote: 0.89 of it when measured here (the
     # safetensors headers are not counted); a factor of 2 either way is the bound.
     written = store_bytes(store)

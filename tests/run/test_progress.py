@@ -206,3 +206,4 @@ def test_the_cost_line_fits_the_terminal_and_is_stamped_in_logs(monkeypatch):
     announce(text)
     (line,) = lines_of(sys.stderr.getvalue())
     assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d raytda: to run: 173 jobs ", line)
+    assert line.endswith(text)  # whole in a log, never clipped

@@ -1,6 +1,6 @@
 """The default sweep's log as `kubectl logs` or `ray job logs` show it: `raytda sweep` with
 stdout and stderr to a pipe writes one timestamped line per progress report and log
-record, none longer than 200 characters, and no carriage-return bar."""
+record, none but the cost line longer than 200 characters, and no carriage-return bar."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def test_default_sweep_logs_through_a_pipe(tmp_path):
     lines = res.stderr.splitlines()
     progress = [PROGRESS.match(ln) for ln in lines if " jobs done, " in ln]
     for ln in lines:
-        assert len(ln) <= 200, ln
+        # progress and records are clipped; the cost line is kept whole in a log
+        assert len(ln) <= 200 or ESTIMATE.match(ln), ln
         assert PROGRESS.match(ln) or RECORD.match(ln) or ESTIMATE.match(ln), \
             f"not a timestamped line: {ln!r}"
         assert ln.count(" jobs done, ") <= 1, f"two reports on one line: {ln!r}"
