@@ -20,7 +20,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -42,6 +44,35 @@ MAX_BATCH = 8
 MAX_BODY = 64 << 10
 # The configuration as `raytda sweep` flags name it (the CLI test serves it by them).
 FLAGS = ["--setting", "toy-mlp", "--method", "trak", "--proj-dim", "16", "--no-lds"]
+
+
+@contextmanager
+def serve_cli(args: list[str], serving: str, cwd=None) -> Iterator[tuple[str, dict]]:
+    """`raytda serve ARGS` started (in ``cwd``) until it prints its URL, which the body
+    gets with a dict that holds its ``out``, ``err`` and ``returncode`` once the block
+    ends and SIGTERM has stopped it; killed instead if the body fails. ``serving``: what
+    its first line must say it serves (``trak dropout I=1 D=3 on toy-mlp``)."""
+    proc = subprocess.Popen([sys.executable, "-m", "raytda.cli", "serve", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, cwd=cwd)
+    stopped: dict = {}
+    try:
+        line = ""
+        end = time.monotonic() + 180
+        while time.monotonic() < end and proc.poll() is None:
+            line = proc.stdout.readline()
+            if line.startswith("raytda: serving"):
+                break
+        assert line.startswith(f"raytda: serving {serving} at "), (
+            line, proc.poll() is not None and proc.communicate())
+        yield line.split(" at ", 1)[1].split(" ")[0], stopped
+        os.kill(proc.pid, signal.SIGTERM)
+        stopped["out"], stopped["err"] = proc.communicate(timeout=120)
+        stopped["returncode"] = proc.returncode
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def free_port() -> int:
@@ -262,35 +293,18 @@ def test_cli_serves_until_sigterm_and_removes_only_its_app(served, finished, tes
     deletes its own application (Serve and the other apps stay) and exits 0."""
     from ray import serve
 
-    args = [sys.executable, "-m", "raytda.cli", "serve", *FLAGS, "--ensemble", "dropout:I=1,D=3",
+    args = [*FLAGS, "--ensemble", "dropout:I=1,D=3",
             "--store", str(finished.store.uri), "--port", str(served["port"]),
             "--address", ray_session.get_runtime_context().gcs_address,
             "--cpus-per-replica", "0.5", "--device", "cpu"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        line = ""
-        end = time.monotonic() + 180
-        while time.monotonic() < end and proc.poll() is None:
-            line = proc.stdout.readline()
-            if line.startswith("raytda: serving"):
-                break
-        assert line.startswith("raytda: serving trak dropout I=1 D=3 on toy-mlp at "), (
-            line, proc.poll() is not None and proc.communicate())
-        url = line.split(" at ", 1)[1].split(" ")[0]
+    with serve_cli(args, "trak dropout I=1 D=3 on toy-mlp") as (url, stopped):
         assert url == f"http://127.0.0.1:{served['port']}/"
         x, y = test_rows[0][:2], test_rows[1][:2]
         body = {"inputs": x.tolist(), "targets": y.tolist(), "k": 3}
         assert post(url, body) == post(served["fixed"].url, body)
         assert "raytda" in serve.status().applications
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, err
-    assert "raytda: serve stopped" in out
+    assert stopped["returncode"] == 0, stopped["err"]
+    assert "raytda: serve stopped" in stopped["out"]
     apps = serve.status().applications
     assert "raytda" not in apps and {"fixed", "per-sample"} <= set(apps)
     assert post(served["fixed"].url, body)[0] == 200
@@ -309,29 +323,12 @@ def test_cli_serves_a_relative_out_from_another_directory(served, finished, test
     assert replica_cwd != str(tmp_path)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "store").symlink_to(finished.store.root)  # OUT/store, the default
-    args = [sys.executable, "-m", "raytda.cli", "serve", *FLAGS, "--ensemble", "dropout:I=1,D=3",
-            "--out", "run", "--port", str(served["port"]),
+    args = [*FLAGS, "--ensemble", "dropout:I=1,D=3", "--out", "run",
+            "--port", str(served["port"]),
             "--address", ray_session.get_runtime_context().gcs_address,
             "--cpus-per-replica", "0.5", "--device", "cpu"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, cwd=tmp_path)
-    try:
-        line = ""
-        end = time.monotonic() + 180
-        while time.monotonic() < end and proc.poll() is None:
-            line = proc.stdout.readline()
-            if line.startswith("raytda: serving"):
-                break
-        assert line.startswith("raytda: serving trak dropout I=1 D=3 on toy-mlp at "), (
-            line, proc.poll() is not None and proc.communicate())
-        url = line.split(" at ", 1)[1].split(" ")[0]
+    with serve_cli(args, "trak dropout I=1 D=3 on toy-mlp", cwd=tmp_path) as (url, stopped):
         x, y = test_rows[0][:3], test_rows[1][:3]
         body = {"inputs": x.tolist(), "targets": y.tolist(), "k": 3}
         assert post(url, body) == post(served["fixed"].url, body)
-        os.kill(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, err
+    assert stopped["returncode"] == 0, stopped["err"]

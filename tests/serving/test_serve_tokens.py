@@ -13,18 +13,13 @@ REL_TOL = 1e-5 of the largest score, about 40x that.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 import torch
-from test_serve_app import free_port, post, rel_diff, scores_of
+from test_serve_app import free_port, post, rel_diff, scores_of, serve_cli
 
 from raytda.attributor import Attributor
 from raytda.serving import deploy
@@ -149,35 +144,17 @@ def test_cli_serves_a_task_with_dict_rows(served, token_sweep, ensemble, attribu
     every replica) and answers token rows as the Attributor does; SIGTERM stops it."""
     assert ensemble.label == "dropout I=1 D=2"  # what the --ensemble flag below names
     task_file = Path(__file__).resolve().parents[1] / "conftest.py"
-    args = [sys.executable, "-m", "raytda.cli", "serve", "--task",
-            f"{task_file}:TinyTokenLM", "--method", "trak", "--proj-dim", "8", "--no-lds",
-            "--ensemble", "dropout:I=1,D=2", "--store", str(token_sweep.store.uri),
+    args = ["--task", f"{task_file}:TinyTokenLM", "--method", "trak", "--proj-dim", "8",
+            "--no-lds", "--ensemble", "dropout:I=1,D=2", "--store", str(token_sweep.store.uri),
             "--port", str(urlparse(served.url).port),
             "--address", ray_session.get_runtime_context().gcs_address,
             "--cpus-per-replica", "0.5", "--device", "cpu"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        line = ""
-        end = time.monotonic() + 180
-        while time.monotonic() < end and proc.poll() is None:
-            line = proc.stdout.readline()
-            if line.startswith("raytda: serving"):
-                break
-        assert line.startswith("raytda: serving trak dropout I=1 D=2 on tiny-token-lm at "), (
-            line, proc.poll() is not None and proc.communicate())
-        url = line.split(" at ", 1)[1].split(" ")[0]
+    with serve_cli(args, "trak dropout I=1 D=2 on tiny-token-lm") as (url, stopped):
         rows = make_token_rows(3, seed=5)
         status, got = post(url, {"rows": rows, "k": 2})
         assert status == 200
         assert [r["proponents"] for r in got["results"]] == \
             attributor.top_k(rows, k=2).proponents.tolist()
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, err
-    assert "raytda: serve stopped" in out
+    assert stopped["returncode"] == 0, stopped["err"]
+    assert "raytda: serve stopped" in stopped["out"]
 
