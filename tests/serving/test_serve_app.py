@@ -38,6 +38,11 @@ from raytda.tasks import get_task
 pytestmark = pytest.mark.ray
 
 REL_TOL = 1e-6  # from the measured spread, see the module docstring
+# Inputs scored in one batch and one at a time get features that differ in float32
+# rounding; rounded to the stored float16 (TRAK's query side), a feature near a rounding
+# boundary moves by a float16 step, and the scores with it: 1.66e-5 measured (toy-mlp,
+# 12 concurrent requests, the same in two runs), bounded here at 6x that.
+REL_TOL_BATCHED = 1e-4
 FIXED = Ensemble("dropout", 1, 3)
 PER_SAMPLE = Ensemble("dropout", 1, 3, mask_mode="per-sample")
 MAX_BATCH = 8
@@ -193,7 +198,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_answers(served, fin
         answers = list(pool.map(one, range(len(x))))
     assert all(status == 200 for status, _ in answers)
     got = torch.cat([scores_of(a) for _, a in answers])
-    assert rel_diff(got, alone) < REL_TOL
+    assert rel_diff(got, alone) < REL_TOL_BATCHED
     top = attr.top_k(x, y, k=3)
     assert [a["results"][0]["proponents"] for _, a in answers] == top.proponents.tolist()
 
