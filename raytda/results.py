@@ -73,8 +73,13 @@ def cost_timing(store: ArtifactStore, evaluation) -> str:
 def result_rows(store: ArtifactStore, evaluations) -> pd.DataFrame:
     """One row per finished configuration (its result record), where and how its costs
     were measured."""
+    from raytda.work.evaluate import method_columns
+
     skip = {"score_chunks", "slot_wait_s"}
+    # proj_dim, features and chosen from the evaluation's resolved Method, so results
+    # stored before these columns existed show them too
     return pd.DataFrame([{**{k: v for k, v in store.meta(e.key).items() if k not in skip},
+                          "features": e.method.features, **method_columns(e.method),
                           "method_label": e.method.label,
                           "measured_on": measured_on(store, e),
                           "timing": cost_timing(store, e)} for e in evaluations])

@@ -65,6 +65,12 @@ class Task:
             ``Sweep(data_dir=...)``; not part of the key (a location, not content).
         data_version: for data too large to hash: a string you change whenever the data
             changes; it then stands in the keys for the rows' digests (None: hash the rows).
+        default_proj_dim: the projection dimension k methods use on this Task when the
+            Method gives none (None: chosen from the train size by
+            :data:`raytda.methods.k_rule.PROJ_DIM_RULE`; the paper's settings say 2048).
+        default_features: the gradient features methods use on this Task when the Method
+            gives none (None: chosen from the model's size by
+            :data:`raytda.features.choice.FEATURES_RULE`).
     """
 
     name: ClassVar[str] = ""
@@ -75,6 +81,8 @@ class Task:
     data_loader_workers: int = 0
     data_dir: str | None = None
     data_version: ClassVar[str | None] = None
+    default_proj_dim: ClassVar[int | None] = None
+    default_features: ClassVar[str | None] = None
 
     # ------------------------------------------------------------------ to override
 

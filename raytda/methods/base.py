@@ -58,7 +58,11 @@ class AttributionMethod:
         """Raise SpecError if this method cannot run on ``task`` with ``spec``."""
         from raytda.specs import _check
 
-        part = spec.features_part
+        if spec.features is None:  # chosen per Task: dense when the method needs exact
+            return
+        from raytda.features import features_from
+
+        part = features_from(spec.features)
         _check(part.exact or not self.needs_exact_gradients,
                f"method {self.name!r} needs exact per-sample gradients, which gradient "
                f"features {part.name!r} do not give; use features 'dense'")

@@ -16,13 +16,21 @@ if TYPE_CHECKING:
 class Method(Spec):
     """A TDA method and its math parameters.
 
-    ``proj_dim`` (TRAK) is the random projection dimension k; ``ridge`` None means
+    ``proj_dim`` (TRAK) is the random projection dimension k; None (the default) lets
+    each Task choose: the k it declares (``Task.default_proj_dim``: the paper's settings
+    keep the paper's 2048), else :data:`~raytda.methods.k_rule.PROJ_DIM_RULE` from its
+    train size. ``ridge`` None means
     "no ridge unless the kernel is singular, then the smallest that makes it solvable"
     (the value used is recorded with the result). ``damping``, ``cg_*``, ``curvature``
     (``"ggn"``, the Gauss-Newton matrix, or ``"hessian"``, the exact Hessian) and
     ``hessian_samples`` (a cap on the rows the curvature is taken over) are for IF.
     ``features`` is how per-sample gradients become features (:mod:`raytda.features`:
-    ``"dense"``, or a registered part, with options as ``"name:opt=value"``).
+    ``"dense"``, or a registered part, with options as ``"name:opt=value"``); None (the
+    default) lets each Task choose: the part it declares (``Task.default_features``),
+    else :data:`~raytda.features.choice.FEATURES_RULE` from its model's size (dense
+    where per-sample gradients are affordable). ``resolved(task)`` makes both concrete,
+    which a sweep does per Task before any key is made (:class:`~raytda.plan.jobs.Evaluate`),
+    and records in ``chosen`` what was chosen and why (not part of any key).
     ``options`` holds the parameters of a user's own method (JSON values).
     Only what changes the method's scores enters keys: the fields it declares
     (``AttributionMethod.params``), and the features part when it is not the default
@@ -30,19 +38,21 @@ class Method(Spec):
     """
 
     name: str = "trak"
-    proj_dim: int = 2048
+    proj_dim: int | None = None  # None: chosen per Task (see above)
     ridge: float | None = None
     damping: float = 1e-3
     cg_max_iter: int = 100
     cg_tol: float = 1e-6
     hessian_samples: int | None = None  # None: every row the member was trained on
     curvature: str = "ggn"
-    features: str = "dense"
+    features: str | None = None  # None: chosen per Task (see above)
     options: dict[str, Any] = field(default_factory=dict)
+    #: what ``resolved`` chose, one "field=value (why)" each; never in keys or equality
+    chosen: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         method_class(self.name)  # unknown names fail here, with the list of known ones
-        _check(isinstance(self.proj_dim, int) and self.proj_dim >= 1,
+        _check(self.proj_dim is None or (isinstance(self.proj_dim, int) and self.proj_dim >= 1),
                f"projection dimension must be an integer >= 1, got {self.proj_dim!r}")
         _check(self.ridge is None or self.ridge >= 0, f"ridge must be >= 0, got {self.ridge}")
         _check(self.damping >= 0, f"damping must be >= 0, got {self.damping}")
@@ -52,8 +62,12 @@ class Method(Spec):
         _check(isinstance(self.options, dict), "options must be a dict of JSON values")
         from raytda.features import features_from
 
-        # the canonical spelling, so equal parts give equal specs and keys
-        object.__setattr__(self, "features", features_from(self.features).spec_string())
+        if self.features == "auto":  # the CLI's and sweep files' spelling of None
+            object.__setattr__(self, "features", None)
+        if self.features is not None:
+            # the canonical spelling, so equal parts give equal specs and keys
+            object.__setattr__(self, "features", features_from(self.features).spec_string())
+        object.__setattr__(self, "chosen", tuple(self.chosen))
 
     def __hash__(self) -> int:  # options is a dict; hash by content key
         return hash(self.key)
@@ -63,11 +77,65 @@ class Method(Spec):
         return method_class(self.name)
 
     @property
+    def is_resolved(self) -> bool:
+        """Whether ``proj_dim`` and ``features`` are concrete (see ``resolved``)."""
+        return self.proj_dim is not None and self.features is not None
+
+    def resolved(self, task: Any) -> Method:
+        """This Method with ``proj_dim`` and ``features`` made concrete for ``task``: an
+        explicit value stays; else what the Task declares; else the rules
+        (:mod:`raytda.methods.k_rule`, :mod:`raytda.features.choice`). What was chosen is
+        listed in ``chosen``. Keys are made from the result, so the same concrete values
+        share artifacts however they were arrived at."""
+        if self.is_resolved:
+            return self
+        from raytda.features.choice import FEATURES_RULE
+        from raytda.methods.k_rule import PROJ_DIM_RULE
+        from raytda.tasks.size import task_size
+
+        chosen: list[str] = []
+        features = self.features
+        if features is None:
+            declared = getattr(task, "default_features", None)
+            if self.impl.needs_exact_gradients:
+                features, why = "dense", f"method {self.name} needs exact gradients"
+            elif declared is not None:
+                features, why = declared, f"declared by task {task.name}"
+            else:
+                n_params = task_size(task).n_params
+                features, why = FEATURES_RULE.choose(n_params), FEATURES_RULE.why(n_params)
+            chosen.append(f"features={features} ({why})")
+        proj_dim = self.proj_dim
+        if proj_dim is None:
+            declared = getattr(task, "default_proj_dim", None)
+            if declared is not None:
+                proj_dim, why = int(declared), f"declared by task {task.name}"
+            else:
+                n_train = task_size(task).n_train
+                proj_dim, why = PROJ_DIM_RULE.choose(n_train), PROJ_DIM_RULE.why(n_train)
+            out = self.replace(proj_dim=proj_dim, features=features)
+            if out.impl.feature_dim(out) is not None:  # a k the method never uses is no news
+                chosen.append(f"proj_dim={proj_dim} ({why})")
+        return self.replace(proj_dim=proj_dim, features=features,
+                            chosen=(*self.chosen, *chosen))
+
+    def _require_resolved(self) -> None:
+        _check(self.is_resolved,
+               f"method {self.name!r} has proj_dim or features chosen per Task (None); "
+               f"call Method.resolved(task) first (a sweep does this for every Task)")
+
+    @property
     def features_part(self) -> GradientFeatures:
-        """The gradient-features part ``features`` names."""
+        """The gradient-features part ``features`` names (once resolved)."""
         from raytda.features import features_from
 
+        self._require_resolved()
         return features_from(self.features)
+
+    @property
+    def chosen_fields(self) -> frozenset[str]:
+        """The fields ``resolved`` chose (not given by the user)."""
+        return frozenset(c.partition("=")[0] for c in self.chosen)
 
     @property
     def label(self) -> str:
@@ -75,19 +143,31 @@ class Method(Spec):
         name, then each parameter that sets its scores and differs from the method's
         defaults (``trak``, ``trak proj_dim=8192``,
         ``trak features=factorized:uncovered=dense``), so two variants of one method in a
-        sweep never share a row's name."""
+        sweep never share a row's name. Values chosen per Task (``chosen``, or not yet
+        resolved) are not named: the results' ``proj_dim`` and ``features`` columns say
+        them."""
         import json
+        from dataclasses import fields
 
-        default = Method(self.name).hashed()
+        defaults = {f.name: f.default for f in fields(Method)}
+        skip = {"name", "revision", "features", *self.chosen_fields}
+        # proj_dim counts for a method that does not project when its features do
+        projects = self.features not in (None, "dense") and self.proj_dim is not None \
+            and self.impl.feature_dim(self) is not None
+        candidates = (*self.impl.params, *(("proj_dim",) if projects else ()), "options")
+        shown = [k for k in dict.fromkeys(candidates)
+                 if k not in skip and getattr(self, k) is not None
+                 and getattr(self, k) != defaults.get(k) and getattr(self, k) != {}]
         parts = [f"{k}={json.dumps(v, sort_keys=True, separators=(',', ':')) if isinstance(v, dict) else v}"
-                 for k, v in self.hashed().items()
-                 if k not in ("name", "revision", "features") and default.get(k) != v]
-        if self.features != "dense":
+                 for k in shown for v in (getattr(self, k),)]
+        if self.features not in (None, "dense") and "features" not in self.chosen_fields:
             parts.append(f"features={self.features}")
         return " ".join([self.name, ",".join(parts)]) if parts else self.name
 
     def hashed(self) -> dict[str, Any]:
-        """Only the fields that affect this method's scores (for artifact keys)."""
+        """Only the fields that affect this method's scores (for artifact keys); a Method
+        must be ``resolved`` first."""
+        self._require_resolved()
         out: dict[str, Any] = {"name": self.name}
         if self.impl.revision:
             out["revision"] = self.impl.revision

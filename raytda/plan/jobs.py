@@ -614,6 +614,10 @@ class Evaluate(Job):
     body: str = field(default="raytda.work.evaluate:evaluate", init=False)
     accelerated = False
 
+    def __post_init__(self) -> None:
+        # proj_dim and features chosen per Task (Method.resolved) before any key is made
+        object.__setattr__(self, "method", self.method.resolved(self.task))
+
     def spec(self) -> dict[str, Any]:
         return {"task": self.task.key, "method": self.method.hashed(),
                 "ensemble": self.ensemble.to_dict(),

@@ -131,6 +131,15 @@ class BuiltinTask(Task):
                 self._identity_state())
 
 
+class PaperSetting:
+    """Mixin of the built-ins that are the paper's settings: methods project to the k the
+    paper states (2048) with dense features unless the Method says otherwise, so the
+    paper's protocol (and the keys of stores made before these defaults existed) hold."""
+
+    default_proj_dim: ClassVar[int | None] = 2048
+    default_features: ClassVar[str | None] = "dense"
+
+
 def _rebuild(cls: type[BuiltinTask], data_dir: str | None, full: bool,
              overrides: dict[str, Any]) -> BuiltinTask:
     return cls(data_dir=data_dir, full=full, **overrides)

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from raytda.tasks.builtin import BuiltinTask
+from raytda.tasks.builtin import BuiltinTask, PaperSetting
 from raytda.tasks.normalize import PAPER_NORMALIZE
 
 #: dattri's CIFAR normalization (per channel mean and std)
 MEAN, STD = PAPER_NORMALIZE["cifar2"]
 
 
-class CIFAR2ResNet9Task(BuiltinTask):
+class CIFAR2ResNet9Task(PaperSetting, BuiltinTask):
     """ResNet-9 on CIFAR-2; ``full=True`` for the paper's scale (see the module docstring)."""
 
     name = "cifar2-resnet9"

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from raytda.specs import LoRASpec, SpecError
-from raytda.tasks.builtin import BuiltinTask
+from raytda.tasks.builtin import BuiltinTask, PaperSetting
 
 
 class GPTTask(BuiltinTask):
@@ -86,7 +86,7 @@ class ToyGPTTask(GPTTask):
         return load_synthetic_text(s["n_train"], s["n_test"], s["seq_len"], s["seed"]).splits()
 
 
-class ShakespeareGPTTask(GPTTask):
+class ShakespeareGPTTask(PaperSetting, GPTTask):
     """2-layer character GPT on tiny Shakespeare (nanoGPT's model, reduced for a CPU).
 
     See the module docstring for what is reduced."""

@@ -41,10 +41,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from raytda.specs import LoRASpec
-from raytda.tasks.builtin import BuiltinTask
+from raytda.tasks.builtin import BuiltinTask, PaperSetting
 
 
-class MaestroMTTask(BuiltinTask):
+class MaestroMTTask(PaperSetting, BuiltinTask):
     """Music Transformer on MAESTRO v2; ``full=True`` for the paper's scale (module doc)."""
 
     name = "maestro-mt"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from raytda.tasks.builtin import BuiltinTask
+from raytda.tasks.builtin import BuiltinTask, PaperSetting
 from raytda.tasks.normalize import PAPER_NORMALIZE
 
 #: the paper's recipe for its MLPs (appendix B)
@@ -78,7 +78,7 @@ class DigitsMLPTask(MLPTask):
         return load_digits(s["n_train"], s["n_test"], s["seed"], s["normalize"]).splits()
 
 
-class MNISTMLPTask(MLPTask):
+class MNISTMLPTask(PaperSetting, MLPTask):
     """MLP 784-128-64-10 on MNIST, the paper's setting and scale (appendix B).
 
     Reads the four MNIST IDX files."""
@@ -98,7 +98,7 @@ class MNISTMLPTask(MLPTask):
         return load_mnist(self.root(), s["n_train"], s["n_test"], s["seed"], s["normalize"]).splits()
 
 
-class CIFAR2MLPTask(MLPTask):
+class CIFAR2MLPTask(PaperSetting, MLPTask):
     """MLP 3072-120-84-2 on CIFAR-2 (cat vs dog), the paper's setting (appendix B).
 
     Reads ``cifar2.npz``."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,9 +177,18 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
         "n_test": m, "n_train": n, "score_chunks": chunks, "key": job.key,
         # how gradient features were made, and what they left to a dense projection or out
         "features": job.method.features,
+        **method_columns(job.method),
         "features_uncovered": "; ".join(sorted({f"{u['name']} ({u['n_params']}, {u['how']})"
                                                 for x in block_meta
                                                 for u in x.get("features_uncovered", ())})),
         **impl.result_columns(job.method, block_meta),
     }
     store.put(job.key, {"per_sample_lds": torch.from_numpy(per_sample)}, row, job.spec())
+
+
+def method_columns(method) -> dict[str, Any]:
+    """The results' ``proj_dim`` (the k the features were made with; None for exact
+    gradients) and ``chosen`` (what was chosen per Task and why, ``"; "``-joined; empty
+    where the user gave every value) of a resolved Method."""
+    k = method.proj_dim if method.impl.feature_dim(method) is not None else None
+    return {"proj_dim": k, "chosen": "; ".join(method.chosen)}
