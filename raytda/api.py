@@ -187,17 +187,18 @@ class Sweep:
             def same(e: Evaluate) -> bool:
                 return e.ensemble == ens
             shown = ens.label
-        def matches(m: Method, exact: bool) -> bool:
+        def matches(e: Evaluate, exact: bool) -> bool:
+            m = e.method
             if method is None:
                 return True
-            if isinstance(method, Method):  # that Method; else its name
-                return m == method if exact else m.name == method.name
+            if isinstance(method, Method):  # that Method (resolved as the sweep did); else its name
+                return m == method.resolved(e.task) if exact else m.name == method.name
             return method in (m.name, m.label)
 
         candidates = [e for e in evals if same(e)
                       and (task is None or e.task.name == getattr(task, "name", task))]
-        found = [e for e in candidates if matches(e.method, exact=True)] \
-            or [e for e in candidates if matches(e.method, exact=False)]
+        found = [e for e in candidates if matches(e, exact=True)] \
+            or [e for e in candidates if matches(e, exact=False)]
         if len(found) != 1:
             labels = sorted({f"{e.method.label!r} {e.ensemble.label} on {e.task.name}"
                              for e in evals})

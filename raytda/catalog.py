@@ -68,6 +68,8 @@ def methods_rows() -> list[dict[str, str]]:
 def setting_rows() -> list[dict[str, str]]:
     """Every built-in Task at the scale ``--setting NAME`` runs (sizes, epochs, model
     parameters: each model is built once, on the CPU; no data is read)."""
+    from raytda.methods.spec import Method
+    from raytda.results import chosen_note
     from raytda.tasks import get_task, task_names
     from raytda.tasks.builtin import BuiltinTask
 
@@ -80,9 +82,32 @@ def setting_rows() -> list[dict[str, str]]:
         what = summary(task)
         params = sum(p.numel() for p in task.build_model().parameters())
         epochs = task.recipe.epochs if task.recipe is not None else "-"
+        # what a Method that gives neither k nor features resolves to here, and why
+        trak = Method("trak").resolved(task)
+        chosen = "; ".join(trak.chosen).replace(f"declared by task {name}", "declared")
         rows.append({"setting": name, "n_train": str(n_train), "n_test": str(n_test),
-                     "epochs": str(epochs), "params": f"{params:,}", "what": what})
+                     "epochs": str(epochs), "params": f"{params:,}",
+                     "default k": chosen_note(trak.proj_dim, "proj_dim", chosen),
+                     "default features": chosen_note(trak.features, "features", chosen),
+                     "what": what})
     return rows
+
+
+def defaults_help() -> str:
+    """How a Method that gives no ``proj_dim`` / ``features`` gets them (``raytda list``)."""
+    from raytda.features.choice import FEATURES_RULE
+    from raytda.methods.k_rule import PROJ_DIM_RULE
+
+    return "\n".join(textwrap.fill(t, 88, initial_indent="  ", subsequent_indent="    ") for t in (
+        "default k (--proj-dim not given): what the setting declares (the paper's settings: "
+        f"2048, as the paper states), else {PROJ_DIM_RULE.describe()} for n train rows "
+        "(TRAK's LDS falls as k nears n; benchmarks/results/lds_vs_k_issue28.md)",
+        "default features (--features not given): what the setting declares (the paper's "
+        f"settings: dense), else {FEATURES_RULE.describe()} (dense's projection costs "
+        "params x k per sample; benchmarks/results/features_threshold_issue28.md); "
+        "methods needing exact gradients always get dense",
+        "an explicit --proj-dim / --features (or Method field, or sweep-file key) always wins",
+    ))
 
 
 def format_rows(rows: list[dict[str, str]]) -> str:
@@ -117,7 +142,7 @@ def listing() -> str:
     parameters."""
     return "\n".join([
         "settings (--setting NAME; sizes at the scale the CLI runs):", "",
-        format_rows(setting_rows()), "",
+        format_rows(setting_rows()), "", defaults_help(), "",
         "ensemble kinds (--ensemble 'KIND:I=..,D=..'; 'projection-only' reads D as "
         "projection passes):", "",
         format_rows(kinds_rows()), "", "ensemble fields:", fields_help(), "",

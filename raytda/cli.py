@@ -36,13 +36,22 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                         "--ensemble grid, e.g. 'trak@dropout-forward:I=1,D=10' or "
                         "'if@naive:I=1|3' (repeatable; the ensemble part is a grid)")
     p.add_argument("--features", metavar="NAME[:OPT=VALUE,...]",
-                   help="gradient features for every method: dense (default: exact "
-                        "per-sample gradients, projected densely) or factorized (per-layer "
-                        "Kronecker projections from hooks; e.g. factorized:uncovered=skip)")
+                   help="gradient features for every method: dense (exact per-sample "
+                        "gradients, projected densely), factorized (per-layer Kronecker "
+                        "projections from hooks; e.g. factorized:uncovered=skip) or another "
+                        "registered part; default (or 'auto'): what the setting declares (the "
+                        "paper's settings: dense), else dense up to a measured parameter "
+                        "count and hook-based features above it (`raytda list` says which, "
+                        "per setting)")
     p.add_argument("--out", default="raytda-out", help="output directory (results, plots)")
     p.add_argument("--store", help="artifact store path or URI (default OUT/store)")
     p.add_argument("--data-dir", help="directory with the setting's data files")
-    p.add_argument("--proj-dim", type=int, help="TRAK projection dimension (default 2048)")
+    p.add_argument("--proj-dim", type=int,
+                   help="projection dimension k (TRAK's, and any projected features'); "
+                        "default: what the setting declares (the paper's settings: 2048, as "
+                        "the paper states), else the largest power of 2 <= n_train/8 in "
+                        "[64, 2048], since TRAK's LDS falls as k nears n (`raytda list` "
+                        "shows each setting's; the results' k column says which was used)")
     p.add_argument("--lds-m", type=int, default=None, help="number of LDS subsets (default 50)")
     p.add_argument("--lds-alpha", type=float, default=None, help="LDS subset fraction (0.5)")
     p.add_argument("--lds-replicates", type=int, default=None,

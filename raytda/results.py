@@ -165,9 +165,23 @@ def write_results(df: pd.DataFrame, out: str | Path, store_uri: str | None = Non
 #: the printed table's columns, most wanted first: where the width runs short, the last
 #: ones go first (results.parquet keeps every column)
 _SHOWN = (("label", "label"), ("lds", "lds"), ("lds_se", "lds_se"),
-          ("train_time_s", "train_s"), ("serve_time_s", "serve_s"), ("pareto", "pareto"),
+          ("train_time_s", "train_s"), ("serve_time_s", "serve_s"), ("k", "k"),
+          ("features", "features"), ("pareto", "pareto"),
           ("params", "params"), ("method", "method"), ("setting", "setting"),
           ("peak_mem_MiB", "mem_MiB"), ("measured_on", "measured_on"))
+
+
+def chosen_note(value: object, field: str, chosen: object) -> str:
+    """A value as the printed table shows it: ``128 (rule: n=1000, ...)`` where it was
+    chosen per Task (``chosen`` holds ``field=value (why)``), else the value alone."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    shown = str(int(value)) if isinstance(value, (int, float)) else str(value)
+    for item in str(chosen or "").split("; "):
+        name, _, rest = item.partition("=")
+        if name == field and "(" in rest:
+            return f"{shown} ({rest.partition('(')[2]}"
+    return shown
 
 
 def _table_view(df: pd.DataFrame) -> pd.DataFrame:
@@ -177,6 +191,16 @@ def _table_view(df: pd.DataFrame) -> pd.DataFrame:
     view["method"] = method_names(df)  # "trak proj_dim=8192" where variants of trak ran
     if "peak_mem_bytes" in view:
         view["peak_mem_MiB"] = (view.pop("peak_mem_bytes") / 2**20).round(1)
+    # the k and features used, with why where they were chosen per Task (rule / declared)
+    chosen = df["chosen"] if "chosen" in df else pd.Series([""] * len(df), index=df.index)
+    if "proj_dim" in df:
+        view.insert(view.columns.get_loc("serve_time_s") + 1 if "serve_time_s" in view
+                    else len(view.columns), "k",
+                    [chosen_note(v, "proj_dim", c) for v, c in zip(df["proj_dim"], chosen)])
+    if "features" in df:
+        at = view.columns.get_loc("k") + 1 if "k" in view else len(view.columns)
+        view.insert(at, "features",
+                    [chosen_note(v, "features", c) for v, c in zip(df["features"], chosen)])
     return view
 
 

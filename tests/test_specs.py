@@ -82,9 +82,12 @@ def test_keys_are_pinned():
     """Keys address stored artifacts: if this fails, every cache entry is orphaned.
     Update the literals only for an intentional, announced change of spec content."""
     assert LDSSpec().key == "52db272a8b40c3b9"
-    # Method gained IF's ``curvature``, then ``features``; artifact keys use Method.hashed(),
-    # which leaves the default features out, so no artifact key moved with the second
-    assert Method().key == "9a605c1517aced32"
+    # Artifact keys use Method.hashed(), never Method.key (which hashes every field, so it
+    # moved when proj_dim and features became None, "chosen per Task", in issue 28). An
+    # explicit TRAK at k = 2048 with dense features hashes as Method() did before.
+    assert stable_hash(Method("trak", proj_dim=2048, features="dense").hashed()) \
+        == "b87fe0c61052bb69"
+    assert stable_hash(Method("grad-dot", features="dense").hashed()) == "9e29c35e76823473"
     assert Ensemble(kind="dropout", I=5, D=10).key == "a301d288e99621ab"
     # Job keys also hash raytda's version (0.2.0: the Task interface changed every job's
     # spec, so 0.1 stores are not reused; 0.3.0: the data's fingerprints entered the keys;
@@ -114,10 +117,13 @@ def test_stable_hash_ignores_dict_order_and_derive_seed_is_ordered():
 
 
 def test_method_hashed_holds_only_relevant_fields():
-    assert Method(damping=1.0).hashed() == Method(damping=2.0).hashed()
-    assert Method(proj_dim=8).hashed() != Method(proj_dim=16).hashed()
-    assert Method("if", damping=1.0).hashed() != Method("if", damping=2.0).hashed()
-    assert Method("grad-cos", proj_dim=8).hashed() == {"name": "grad-cos"}
+    assert Method(damping=1.0, proj_dim=8, features="dense").hashed() \
+        == Method(damping=2.0, proj_dim=8, features="dense").hashed()
+    assert Method(proj_dim=8, features="dense").hashed() \
+        != Method(proj_dim=16, features="dense").hashed()
+    assert Method("if", damping=1.0, features="dense").hashed() \
+        != Method("if", damping=2.0, features="dense").hashed()
+    assert Method("grad-cos", proj_dim=8, features="dense").hashed() == {"name": "grad-cos"}
 
 
 def test_parse_ensemble_and_label():

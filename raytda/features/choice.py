@@ -43,9 +43,13 @@ class FeaturesRule:
         return next((name for name in self.large if name in FEATURES), self.large[-1])
 
     def why(self, n_params: int) -> str:
-        """How ``choose`` decided, for results and ``raytda list``."""
-        side = "<=" if n_params <= self.max_dense_params else ">"
-        return f"rule: {n_params:,} params {side} {self.max_dense_params:,}"
+        """Why ``choose`` decided, short, for the results table."""
+        return f"rule: {n_params:,} params"
+
+    def describe(self) -> str:
+        """The rule in words, for ``raytda list``."""
+        return (f"dense up to {self.max_dense_params:,} parameters, else the first "
+                f"registered of {', '.join(self.large)}")
 
 
 #: the rule raytda uses

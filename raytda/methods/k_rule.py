@@ -47,8 +47,12 @@ class ProjDimRule:
         return min(self.high, max(self.low, k))
 
     def why(self, n_train: int) -> str:
-        """How ``choose`` got its k, for results and ``raytda list``."""
-        return (f"rule: n={n_train}, k = power of 2 <= n/{self.rows_per_dim} in "
+        """Why ``choose`` gave its k, short, for the results table."""
+        return f"rule: n={n_train}"
+
+    def describe(self) -> str:
+        """The rule in words, for ``raytda list``."""
+        return (f"k = largest power of 2 <= n/{self.rows_per_dim}, clipped to "
                 f"[{self.low}, {self.high}]")
 
 

@@ -78,8 +78,15 @@ class Method(Spec):
 
     @property
     def is_resolved(self) -> bool:
-        """Whether ``proj_dim`` and ``features`` are concrete (see ``resolved``)."""
-        return self.proj_dim is not None and self.features is not None
+        """Whether what keys hold is concrete: ``features``, and ``proj_dim`` unless the
+        method compares exact gradients (see ``resolved``)."""
+        if self.features is None:
+            return False
+        if self.proj_dim is not None:
+            return True
+        from raytda.features import features_from
+
+        return not self.impl.projected and features_from(self.features).exact
 
     def resolved(self, task: Any) -> Method:
         """This Method with ``proj_dim`` and ``features`` made concrete for ``task``: an
@@ -87,7 +94,7 @@ class Method(Spec):
         (:mod:`raytda.methods.k_rule`, :mod:`raytda.features.choice`). What was chosen is
         listed in ``chosen``. Keys are made from the result, so the same concrete values
         share artifacts however they were arrived at."""
-        if self.is_resolved:
+        if self.proj_dim is not None and self.features is not None:
             return self
         from raytda.features.choice import FEATURES_RULE
         from raytda.methods.k_rule import PROJ_DIM_RULE

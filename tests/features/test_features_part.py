@@ -39,12 +39,14 @@ def test_specs_parse_to_one_spelling():
 
 
 def test_features_enter_keys_only_when_not_the_default():
-    dense, fact = Method("trak", proj_dim=64), Method("trak", proj_dim=64, features="factorized")
+    dense = Method("trak", proj_dim=64, features="dense")
+    fact = Method("trak", proj_dim=64, features="factorized")
     assert "features" not in dense.hashed()  # keys made before the part existed stay valid
     assert dense.hashed() != fact.hashed()
     # Grad-Dot compares exact gradients unless the part always projects: then proj_dim counts
     gd = Method("grad-dot", proj_dim=32, features="factorized")
-    assert gd.hashed()["proj_dim"] == 32 and "proj_dim" not in Method("grad-dot").hashed()
+    assert gd.hashed()["proj_dim"] == 32
+    assert "proj_dim" not in Method("grad-dot", features="dense").hashed()
     with pytest.raises(SpecError, match="exact per-sample gradients"):
         Method("if", features="factorized").impl.check(Method("if", features="factorized"), None)
 
