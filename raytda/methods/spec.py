@@ -111,6 +111,9 @@ class Method(Spec):
             else:
                 n_params = task_size(task).n_params
                 features, why = FEATURES_RULE.choose(n_params), FEATURES_RULE.why(n_params)
+            from raytda.features import features_from
+
+            features = features_from(features).spec_string()  # as the Method spells it
             chosen.append(f"features={features} ({why})")
         proj_dim = self.proj_dim
         if proj_dim is None:
