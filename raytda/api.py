@@ -41,7 +41,10 @@ class Sweep:
     Dropout Ensemble, are skipped with one logged line each), or exactly the
     ``configurations`` given as (method, ensemble) pairs. ``lds`` is an LDSSpec (retrain on random subsets;
     the default), a :class:`~raytda.ground_truth.GroundTruth` you have, or None
-    (attribution only: scores and costs).
+    (attribution only: scores and costs). ``proj_dim`` sets every method's k; a method
+    that gives no k or features gets them per Task (``Method.resolved``: what the Task
+    declares, else a rule from its train size and model size), stated in the results'
+    ``proj_dim``, ``features`` and ``chosen`` columns.
 
     Example::
 

@@ -218,7 +218,18 @@ class Plan:
         for kind, (tot, run) in sorted(self.counts().items()):
             lines.append(f"{kind:<10} {tot:>6} {tot - run:>7} {run:>7}")
         lines.append(f"{len(self.evaluations)} configurations")
-        return "\n".join(lines)
+        return "\n".join([*lines, *self.choices()])
+
+    def choices(self) -> list[str]:
+        """One line per (task, method) whose k or features were chosen per Task
+        (``Method.resolved``): what they resolved to and why."""
+        seen: dict[tuple[str, str], str] = {}
+        for ev in self.evaluations:
+            m = ev.method
+            if m.chosen:
+                seen.setdefault((ev.task.name, m.label),
+                                f"{ev.task.name}: {m.label} uses " + ", ".join(m.chosen))
+        return list(seen.values())
 
 
 def collect(roots: list[Job]) -> list[Job]:
