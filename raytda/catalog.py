@@ -40,7 +40,9 @@ def method_params(name: str) -> dict[str, Any]:
     from raytda.methods.spec import Method
 
     defaults = {f.name: f.default for f in fields(Method)}
-    return {p: defaults.get(p) for p in METHODS[name].params}
+    # proj_dim's default is chosen per Task (the settings table shows each one's)
+    return {p: "per-task" if p == "proj_dim" and defaults.get(p) is None else defaults.get(p)
+            for p in METHODS[name].params}
 
 
 def kinds_rows() -> list[dict[str, str]]:
@@ -68,8 +70,6 @@ def methods_rows() -> list[dict[str, str]]:
 def setting_rows() -> list[dict[str, str]]:
     """Every built-in Task at the scale ``--setting NAME`` runs (sizes, epochs, model
     parameters: each model is built once, on the CPU; no data is read)."""
-    from raytda.methods.spec import Method
-    from raytda.results import chosen_note
     from raytda.tasks import get_task, task_names
     from raytda.tasks.builtin import BuiltinTask
 
@@ -82,15 +82,35 @@ def setting_rows() -> list[dict[str, str]]:
         what = summary(task)
         params = sum(p.numel() for p in task.build_model().parameters())
         epochs = task.recipe.epochs if task.recipe is not None else "-"
-        # what a Method that gives neither k nor features resolves to here, and why
-        trak = Method("trak").resolved(task)
-        chosen = "; ".join(trak.chosen).replace(f"declared by task {name}", "declared")
+        k, features = default_choices(task, n_train, params)
         rows.append({"setting": name, "n_train": str(n_train), "n_test": str(n_test),
-                     "epochs": str(epochs), "params": f"{params:,}",
-                     "default k": chosen_note(trak.proj_dim, "proj_dim", chosen),
-                     "default features": chosen_note(trak.features, "features", chosen),
-                     "what": what})
+                     "epochs": str(epochs), "params": f"{params:,}", "default k": k,
+                     "default features": features, "what": what})
     return rows
+
+
+def default_choices(task: Any, n_train: Any, params: int) -> tuple[str, str]:
+    """What a TRAK that gives neither k nor features uses on ``task``, and why (reads
+    no data: a registered Task whose train size is not a setting shows the k rule)."""
+    from raytda.features.choice import FEATURES_RULE
+    from raytda.methods.k_rule import PROJ_DIM_RULE
+    from raytda.methods.spec import Method
+    from raytda.results import chosen_note
+    from raytda.tasks.size import TaskSize
+
+    if isinstance(n_train, int):
+        object.__setattr__(task, "_task_size", TaskSize(n_train, params))  # as resolved() reads it
+        trak = Method("trak").resolved(task)
+        chosen = "; ".join(trak.chosen).replace(f"declared by task {task.name}", "declared")
+        return (chosen_note(trak.proj_dim, "proj_dim", chosen),
+                chosen_note(trak.features, "features", chosen))
+    declared_k = getattr(task, "default_proj_dim", None)
+    declared_f = getattr(task, "default_features", None)
+    k = f"{declared_k} (declared)" if declared_k else \
+        f"rule: n/{PROJ_DIM_RULE.rows_per_dim}"
+    features = f"{declared_f} (declared)" if declared_f else \
+        f"{FEATURES_RULE.choose(params)} ({FEATURES_RULE.why(params)})"
+    return k, features
 
 
 def defaults_help() -> str:
