@@ -218,7 +218,7 @@ def test_list_describes_registered_settings_kinds_and_methods(registered, capsys
     assert methods["test-constant"][1] == "proj_dim=per-task"
     assert methods["trak"][1:3] == ["proj_dim=per-task,", "ridge=None"]
     # what each setting's default k and features are, and why (issue 28)
-    assert settings["toy-mlp"][5:9] == ["64", "(rule:", "n=60)", "dense"]
+    assert settings["toy-mlp"][5:9] == ["16", "(rule:", "n=60)", "dense"]
     assert settings["mnist-mlp"][5:9] == ["2048", "(declared)", "dense", "(declared)"]
     assert settings["test-tiny"][5:8] == ["rule:", "n/8", "dense"]
     for field in ("I", "D", "C", "L", "mask_mode"):

@@ -18,7 +18,7 @@ C, LOW and HIGH are fitted to TRAK's LDS against k measured on one store per set
   (0.069) (issue 28): n / 8 = 625 gives 512, on the plateau.
 
 The paper's settings keep the k the paper states (2048) by declaring it
-(``Task.proj_dim``); an explicit ``Method(proj_dim=...)`` always wins. The ridge stays
+(``Task.default_proj_dim``); an explicit ``Method(proj_dim=...)`` always wins. The ridge stays
 TRAK's (none unless the kernel is singular): at k <= n / C the kernel is full rank.
 """
 
@@ -37,7 +37,7 @@ class ProjDimRule:
     """
 
     rows_per_dim: int = 8
-    low: int = 64
+    low: int = 16
     high: int = 2048
 
     def choose(self, n_train: int) -> int:

@@ -107,6 +107,6 @@ def test_the_results_say_which_k_and_features_and_why(tmp_path):
                progress=False).run()
     row = df.iloc[0]
     assert row["features"] == "dense" and row["proj_dim"] == PROJ_DIM_RULE.choose(60)
-    assert "proj_dim=64 (rule: n=60)" in row["chosen"]
+    assert "proj_dim=16 (rule: n=60)" in row["chosen"]
     text = format_table(df)
-    assert "64 (rule: n=60)" in text and "dense (rule: 467 params)" in text
+    assert "16 (rule: n=60)" in text and "dense (rule: 467 params)" in text
