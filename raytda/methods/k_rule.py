@@ -9,17 +9,27 @@ n / C, clipped to [LOW, HIGH]:
 
     k = clip(2 ** floor(log2(n / C)), LOW, HIGH)
 
-C, LOW and HIGH are fitted to TRAK's LDS against k measured on one store per setting
-(``benchmarks/lds_vs_k.py``; tables in benchmarks/results/lds_vs_k_issue28.md):
+C, LOW and HIGH are fitted to TRAK's LDS against k measured on one store per setting, the
+paper's protocol (m = 50), naive I=1 (Dropout I=1 D=10 agrees), se about 0.01
+(``benchmarks/lds_vs_k.py``; every table in benchmarks/results/lds_vs_k_issue28.md):
 
-- digits-mlp, n = 1000 (17k parameters), naive I=1: best at k = 128 (n / 8), falling
-  above it (0.237 at 128 to 0.041 at 1024, issue 28); the table there gives this run's;
-- MNIST-MLP, n = 5000: k = 512-2048 within 1.5 se (0.092 / 0.089 / 0.082), 256 lower
-  (0.069) (issue 28): n / 8 = 625 gives 512, on the plateau.
+- digits-mlp (17k parameters): best k = 16-32 at every n measured, LDS falling as k grows
+  towards n. n = 200: 0.577 at k = 16 (the rule's), 0.092 at 256; n = 400: 0.468 at 16,
+  0.378 at 32 (the rule's), 0.110 at 256; n = 1000: 0.299 at 16, 0.260 at 64 (the
+  rule's), 0.237 at 128, 0.040 at 1024, 0.078 at 2048; n = 1400: 0.274 at 32, 0.248 at
+  128 (the rule's), 0.065 at 2048.
+- MNIST-MLP (109k parameters), n = 5000: 0.058 at 128, 0.066 at 256, 0.092 at 512 (the
+  rule's), 0.088 at 1024, 0.084 at 2048 (se 0.007): here k must reach about n / 10.
+
+So the best k depends on the model as well as n (about 16-32 for the digits MLP whatever
+n, at least n / 10 for the MNIST MLP); C = 8 keeps MNIST-MLP on its plateau (C = 16 would
+give 256: 0.066), and on digits it is within 0.04 of the best at n >= 1000 and far above
+k = 2048 everywhere. LOW = 16 because digits at n <= 400 keeps gaining down to 16.
 
 The paper's settings keep the k the paper states (2048) by declaring it
 (``Task.default_proj_dim``); an explicit ``Method(proj_dim=...)`` always wins. The ridge stays
-TRAK's (none unless the kernel is singular): at k <= n / C the kernel is full rank.
+TRAK's (none unless the kernel is singular): with k <= n / C it is singular only when the
+gradients span fewer than k directions, and then TRAK's automatic ridge applies.
 """
 
 from __future__ import annotations
