@@ -10,8 +10,23 @@ So the default is dense up to a parameter count and sketched above it:
 
     features = "dense" if n_params <= MAX_DENSE_PARAMS else "sketch"
 
-MAX_DENSE_PARAMS is measured by ``benchmarks/bench_features_threshold.py`` (table in
-benchmarks/results/features_threshold_issue28.md; see FeaturesRule for the numbers).
+The threshold (``FeaturesRule.max_dense_params``, 131,072) is where P at k = 2048 stops
+fitting the default 1 GiB projection budget, and where dense's measured cost jumps
+(``benchmarks/bench_features_threshold.py``, k = 2048, 2-core CPU under load 12-15;
+benchmarks/results/features_threshold_issue28.md), per sample and as a multiple of one
+plain forward + backward over the same samples:
+
+- MLP 784-h-h/2-10: dense 0.011 s (6.6x) at 26k parameters, 0.048 s (9.2x) at 109k,
+  0.45 s (86x) at 536k, P streamed; factorized 0.001-0.002 s (0.7x-2.4x) at every size;
+- ResNet-9: dense 0.075 s (1.6x) at 76k, 0.21 s (3.1x) at 303k, P streamed; factorized
+  0.03-0.16 s (0.5x-1.6x) up to 1.2M;
+- GPT (2 layers, 64 tokens): dense 0.032 s (1.5x) at 44k, 0.087 s (1.2x) at 137k.
+
+Dense is the accurate choice (issue 28: factorized LDS up to 4 se lower at k = 2048), so
+it is kept wherever P stays resident; above, its cost grows with p x k per sample while
+hook-based features stay about one plain pass. The threshold is a parameter count at
+k = 2048: at the small k the k rule gives small data sets, P would fit for larger models,
+a margin the rule does not use.
 Methods that need exact gradients (IF) always get dense. Until a ``sketch`` part is
 registered, the first registered of ``FeaturesRule.large`` stands in (``factorized``).
 """
