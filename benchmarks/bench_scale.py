@@ -357,7 +357,7 @@ def variance_table(seeds: int, k: int) -> list[list[object]]:
         variants: list[tuple[str, int, object]] = [("dense Gaussian" + (
             " (Gram-equivalent)" if gram else ""), k, None)]
         for kk in (k, 4 * k):
-            for rule in ("equal", "sqrt", "params"):
+            for rule in VARIANCE_RULES:
                 variants.append((f"factorized, k split {rule}", kk, rule))
         variants += [("sketch", k, "sketch"), ("sketch, TensorSketch only", k, "tensor")]
         dense_v = math.nan
@@ -389,6 +389,8 @@ def variance_table(seeds: int, k: int) -> list[list[object]]:
 GRAM_MIN = 200_000
 #: table-2 models to run (empty: all)
 VARIANCE_MODELS: list[str] = []
+#: table-2 k split rules of the factorized rows
+VARIANCE_RULES: list[str] = ["equal", "sqrt", "params"]
 
 
 # --------------------------------------------------------------------------- main
@@ -404,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variance-seeds", type=int, default=20)
     p.add_argument("--variance-models", default="",
                    help="table-2 models, comma-separated (default: all)")
+    p.add_argument("--variance-rules", default="equal,sqrt,params",
+                   help="table-2 k split rules of the factorized rows, comma-separated")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--dense-samples", type=int, default=0, help="override the plan's")
     p.add_argument("--dense-rows", type=int, default=0, help="override the plan's")
@@ -419,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     VARIANCE_MODELS[:] = [m for m in a.variance_models.split(",") if m]
+    VARIANCE_RULES[:] = [r for r in a.variance_rules.split(",") if r]
     if a.row:
         model, method = a.row.split(":")
         result = run_row(model, method, a.dense_samples or None, a.dense_rows or None,

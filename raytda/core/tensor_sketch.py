@@ -99,15 +99,16 @@ class CountSketch:
         s = torch.randint(0, 2, (d,), generator=gen).float() * 2 - 1
         return cls(h.to(device), s.to(device), k)
 
-    def apply_t(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, d) or (N, d - 1) rows -> their sketches as columns, (k, N); d - 1 columns
-        mean a trailing constant 1 (an absorbed bias), added as one hashed entry."""
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, d) or (N, d - 1) rows -> their sketches, (N, k); d - 1 columns mean a
+        trailing constant 1 (an absorbed bias), added as one hashed entry."""
         n, d = x.shape
-        out = x.new_zeros(self.k, n)
-        # rows of the destination are contiguous: index_add over dim 0 adds whole rows
-        out.index_add_(0, self.h[:d], (x * self.s[:d]).T)
+        # (N, k) with index_add over dim 1 and an rfft over the last dim measured 1.5x
+        # (index_add) and 1.9x (rfft) faster on the CPU than the transposed (k, N) layout
+        out = x.new_zeros(n, self.k)
+        out.index_add_(1, self.h[:d], x * self.s[:d])
         if d == self.h.shape[0] - 1:
-            out[self.h[d]] += self.s[d]
+            out[:, self.h[d]] += self.s[d]
         return out
 
     def matrix(self) -> torch.Tensor:
@@ -200,11 +201,11 @@ class SketchBlock:
                 ac = a_rows[:, t0:t0 + t_step]
                 gc = g[rows, t0:t0 + t_step]
                 tc = ac.shape[1]
-                fa = torch.fft.rfft(cs_a.apply_t(ac.reshape(nb * tc, -1)), dim=0)
-                fg = torch.fft.rfft(cs_g.apply_t(gc.reshape(nb * tc, -1)), dim=0)
-                prod = (fa * fg).reshape(n_freq, nb, tc).sum(2)  # (n_freq, b)
+                fa = torch.fft.rfft(cs_a.apply(ac.reshape(nb * tc, -1)))
+                fg = torch.fft.rfft(cs_g.apply(gc.reshape(nb * tc, -1)))
+                prod = (fa * fg).reshape(nb, tc, n_freq).sum(1)  # (b, n_freq)
                 acc = prod if acc is None else acc + prod
-            out[rows] += torch.fft.irfft(acc, n=k, dim=0).T
+            out[rows] += torch.fft.irfft(acc, n=k)
 
     def _add_embedding(self, out, module, a, g) -> None:
         # the one-hot side's sketch is s_r(x) e_{h_r(x)}: the term is C_c g_t shifted by
