@@ -167,7 +167,7 @@ def test_lora_features_cover_exactly_the_adapters():
     x, y = torch.randn(7, 8, generator=gen), torch.randint(0, 3, (7,), generator=gen)
     adapters = {n for n, p in model.named_parameters() if p.requires_grad}
     assert adapters and all("lora_A" in n or "lora_B" in n for n in adapters)
-    for path, factor in PATHS.items():
+    for factor in PATHS.values():
         proj = SketchProjector(model, 40, seed=4, explicit_factor=factor)
         assert {n for b in proj.blocks for n in b.params} == adapters
         assert not proj.uncovered and all(len(b.params) == 1 for b in proj.layers)
@@ -179,8 +179,6 @@ def test_skip_leaves_uncovered_out():
     proj = SketchProjector(model, 16, seed=3, uncovered="skip")
     assert all(u.how == "skipped" for u in proj.uncovered)
     s = sketch_matrix(proj)
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert names.index("module.gate") >= 0
     assert_is_sketch(proj, features(proj, x, y, output=GENERATIVE),
                      exact_grads(model, x, y, output=GENERATIVE))
     assert s.abs().sum(0).count_nonzero() == sum(b.n_params for b in proj.layers)
