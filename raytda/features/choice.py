@@ -17,10 +17,12 @@ benchmarks/results/features_threshold_issue28.md), per sample and as a multiple 
 plain forward + backward over the same samples:
 
 - MLP 784-h-h/2-10: dense 0.011 s (6.6x) at 26k parameters, 0.048 s (9.2x) at 109k,
-  0.45 s (86x) at 536k, P streamed; factorized 0.001-0.002 s (0.7x-2.4x) at every size;
+  0.45 s (86x) at 536k, P streamed; factorized 0.0007-0.0022 s (0.7x-2.4x) and
+  sketch 0.003-0.005 s (0.6x-1.0x) at every size up to 3.7M;
 - ResNet-9: dense 0.075 s (1.6x) at 76k, 0.21 s (3.1x) at 303k, P streamed; factorized
   0.03-0.16 s (0.5x-1.6x) up to 1.2M;
-- GPT (2 layers, 64 tokens): dense 0.032 s (1.5x) at 44k, 0.087 s (1.2x) at 137k.
+- GPT (2 layers, 64 tokens): dense 0.032 s (1.5x) at 44k, 0.087 s (1.2x) at 137k,
+  0.41 s (5.9x) at 471k, P streamed.
 
 Dense is the accurate choice (issue 28: factorized LDS up to 4 se lower at k = 2048), so
 it is kept wherever P stays resident; above, its cost grows with p x k per sample while
