@@ -534,6 +534,10 @@ class MemberBlock(Job):
     kind: str = field(default="block", init=False)
     body: str = field(default="raytda.work.serve:member_block", init=False)
 
+    def __post_init__(self) -> None:
+        # as Evaluate: a Method choosing k or features per Task is resolved before keys
+        object.__setattr__(self, "method", self.method.resolved(self.task))
+
     @property
     def task(self) -> Task:  # type: ignore[override]
         return self.model.task
