@@ -37,12 +37,13 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                         "'if@naive:I=1|3' (repeatable; the ensemble part is a grid)")
     p.add_argument("--features", metavar="NAME[:OPT=VALUE,...]",
                    help="gradient features for every method: dense (exact per-sample "
-                        "gradients, projected densely), factorized (per-layer Kronecker "
-                        "projections from hooks; e.g. factorized:uncovered=skip) or another "
-                        "registered part; default (or 'auto'): what the setting declares (the "
-                        "paper's settings: dense), else dense up to a measured parameter "
-                        "count and hook-based features above it (`raytda list` says which, "
-                        "per setting)")
+                        "gradients, projected densely), sketch (TensorSketch from hooks), "
+                        "factorized (per-layer Kronecker projections from hooks; e.g. "
+                        "factorized:uncovered=skip) or another registered part; default (or "
+                        "'auto'): what the setting declares (the paper's settings: dense), "
+                        "else dense up to 131,072 parameters (measured: where dense's "
+                        "projection stops fitting memory and its cost jumps) and sketch "
+                        "above (`raytda list` says which, per setting)")
     p.add_argument("--out", default="raytda-out", help="output directory (results, plots)")
     p.add_argument("--store", help="artifact store path or URI (default OUT/store)")
     p.add_argument("--data-dir", help="directory with the setting's data files")
