@@ -10,7 +10,9 @@ from typing import Any
 from raytda.defaults import DEFAULT_ENSEMBLE_GRIDS, DEFAULT_METHODS, DEFAULT_SETTINGS
 from raytda.ensembles import ENSEMBLES, Ensemble
 from raytda.ensembles.spec import expand_grid
+from raytda.features.choice import FEATURES_RULE
 from raytda.methods import METHODS
+from raytda.methods.k_rule import PROJ_DIM_RULE
 from raytda.run.logs import LEVELS as LOG_LEVELS
 from raytda.specs import LDSSpec, SpecError
 from raytda.sweep_config import CONFIG_KEYS, load_config
@@ -41,7 +43,8 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                         "factorized (per-layer Kronecker projections from hooks; e.g. "
                         "factorized:uncovered=skip) or another registered part; default (or "
                         "'auto'): what the setting declares (the paper's settings: dense), "
-                        "else dense up to 131,072 parameters (measured: where dense's "
+                        f"else dense up to {FEATURES_RULE.max_dense_params:,} parameters "
+                        "(measured: where dense's "
                         "projection stops fitting memory and its cost jumps) and sketch "
                         "above (`raytda list` says which, per setting)")
     p.add_argument("--out", default="raytda-out", help="output directory (results, plots)")
@@ -50,9 +53,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--proj-dim", type=int,
                    help="projection dimension k (TRAK's, and any projected features'); "
                         "default: what the setting declares (the paper's settings: 2048, as "
-                        "the paper states), else the largest power of 2 <= n_train/8 in "
-                        "[64, 2048], since TRAK's LDS falls as k nears n (`raytda list` "
-                        "shows each setting's; the results' k column says which was used)")
+                        f"the paper states), else {PROJ_DIM_RULE.describe()} for n train "
+                        "rows, since TRAK's LDS falls as k nears n (`raytda list` shows each "
+                        "setting's; the results' k column says which was used)")
     p.add_argument("--lds-m", type=int, default=None, help="number of LDS subsets (default 50)")
     p.add_argument("--lds-alpha", type=float, default=None, help="LDS subset fraction (0.5)")
     p.add_argument("--lds-replicates", type=int, default=None,
