@@ -8,6 +8,11 @@ for naive I=1, naive I=3 and Dropout I=1 D=10 with TRAK at k = 2048, once with d
 features and once with factorized ones: the models, LDS models and Q are shared, only the
 features (and so the member payloads) differ. Prints one row per configuration.
 
+``--features dense,factorized,sketch`` sets which gradient-features parts get rows
+(every part at ``--proj-dim``; dense is the reference each other part's gap is measured
+against). After the table it prints, per part, the gap to dense in combined standard
+errors and the Dropout I=1 D=10 gain over naive I=1 (LDS ratio) beside dense's.
+
 ``--factorized-k 2048,4096`` adds factorized rows at other total dims (same members) and
 ``--proj-dim`` sets the dense rows' k: the factorized side serves about 10x faster at equal
 k, so a larger factorized k is the second comparison to make (on MNIST-MLP it does not
@@ -36,16 +41,43 @@ def main() -> None:
     p.add_argument("--lds-m", type=int, default=50)
     p.add_argument("--factorized-k", default=None,
                    help="comma-separated total dims of the factorized rows (default: --proj-dim)")
+    p.add_argument("--features", default="dense,factorized",
+                   help="comma-separated gradient-features parts, each at --proj-dim "
+                        "(dense is the reference)")
     a = p.parse_args()
     t0 = time.time()
-    dims = [int(k) for k in a.factorized_k.split(",")] if a.factorized_k else [a.proj_dim]
-    methods = [Method("trak", proj_dim=a.proj_dim),
-               *(Method("trak", proj_dim=k, features="factorized") for k in dims)]
+    parts = [f.strip() for f in a.features.split(",") if f.strip()]
+    dims = [int(k) for k in a.factorized_k.split(",")] if a.factorized_k else []
+    methods = [*(Method("trak", proj_dim=a.proj_dim, features=f) for f in parts),
+               *(Method("trak", proj_dim=k, features="factorized") for k in dims
+                 if not (k == a.proj_dim and "factorized" in parts))]
     sweep = Sweep(a.setting, methods, ENSEMBLES, lds=LDSSpec(m=a.lds_m), store=a.store,
                   data_dir=a.data_dir)
     table = sweep.run()
     print(table[["method_label", *COLUMNS[1:]]].to_string(index=False))
+    summary(table)
     print(f"{len(table)} configurations in {time.time() - t0:.0f} s")
+
+
+def summary(table) -> None:
+    """Per features part: gap to dense (in combined se) per ensemble and the Dropout gain."""
+    import math
+
+    rows = {(r["method_label"], r["label"]): r for _, r in table.iterrows()}
+    dense = {e: r for (m, e), r in rows.items() if m == "trak"}
+    gain = lambda lds: lds.get("dropout I=1 D=10", math.nan) / lds.get("naive I=1", math.nan)  # noqa: E731
+    dense_gain = gain({e: r["lds"] for e, r in dense.items()})
+    for method in dict.fromkeys(m for m, _ in rows):
+        if method == "trak":
+            continue
+        lds = {e: r["lds"] for (m, e), r in rows.items() if m == method}
+        gaps = []
+        for e, r in ((e, r) for (m, e), r in rows.items() if m == method):
+            if e in dense:
+                se = math.hypot(dense[e]["lds_se"], r["lds_se"])
+                gaps.append(f"{e}: {(dense[e]['lds'] - r['lds']) / se:+.1f} se")
+        print(f"{method}: gap to dense {'; '.join(gaps)}; Dropout D=10 gain over naive I=1 "
+              f"{gain(lds):.2f}x (dense {dense_gain:.2f}x)")
 
 
 if __name__ == "__main__":

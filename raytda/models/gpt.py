@@ -97,7 +97,9 @@ class GPT(nn.Module):
         n = idx.shape[-1]
         if n > self.block_size:
             raise ValueError(f"sequence length {n} exceeds block_size {self.block_size}")
-        pos = torch.arange(n, device=idx.device)
+        # (1, T), not (T,): the position embedding then has a batch dimension of 1 that
+        # broadcasts, which hooked feature passes recognize and expand per sample
+        pos = torch.arange(n, device=idx.device)[None]
         h = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
         for blk in self.blocks:
             h = h + self.drop(blk.attn(blk.ln_attn(h)))
