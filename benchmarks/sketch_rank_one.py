@@ -27,8 +27,8 @@ def main() -> None:
     a = p.parse_args()
     r_, c_, k = a.rows, a.cols, a.k
     gen = torch.Generator().manual_seed(0)
-    print(f"| rank | sum s^4 / |X|^4 | dense | CountSketch | TensorSketch | Khatri-Rao |"
-          f" theory TS | theory KR |\n|---|---|---|---|---|---|---|---|")
+    print("| rank | sum s^4 / |X|^4 | dense | CountSketch | TensorSketch | Khatri-Rao |"
+          " theory TS | theory KR |\n|---|---|---|---|---|---|---|---|")
     for rank in (1, 2, 8, 32):
         x = sum(torch.outer(torch.randn(r_, generator=gen), torch.randn(c_, generator=gen))
                 for _ in range(rank)).double()
