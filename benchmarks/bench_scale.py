@@ -406,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variance-seeds", type=int, default=20)
     p.add_argument("--variance-models", default="",
                    help="table-2 models, comma-separated (default: all)")
+    p.add_argument("--gram-min", type=int, default=200_000,
+                   help="table 2's dense Gaussian is Gram-equivalent above this many params")
     p.add_argument("--variance-rules", default="equal,sqrt,params",
                    help="table-2 k split rules of the factorized rows, comma-separated")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -424,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     VARIANCE_MODELS[:] = [m for m in a.variance_models.split(",") if m]
     VARIANCE_RULES[:] = [r for r in a.variance_rules.split(",") if r]
+    global GRAM_MIN
+    GRAM_MIN = a.gram_min
     if a.row:
         model, method = a.row.split(":")
         result = run_row(model, method, a.dense_samples or None, a.dense_rows or None,

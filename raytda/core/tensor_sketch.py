@@ -56,8 +56,20 @@ keep the index patterns whose signs pair up).
   X = Y (8|X|^4 for rank one: 4x dense), above TensorSketch's 6|X|^4, and costs a
   (rows + cols) x k product per position where TensorSketch costs O(k log k).
 
-Measured (``benchmarks/bench_scale.py``, table 2) against the dense Gaussian and the
-Kronecker features at the same k; the numbers are in ``benchmarks/README.md``.
+Measured on synthetic 48 x 40 blocks, k = 256 (``benchmarks/sketch_rank_one.py``, 1500
+draws): k Var / |X|^4 for rank one is 2.19 dense, 2.02 CountSketch, 5.10 TensorSketch and
+8.44 Khatri-Rao (theory 2, 2, 6, 8). On whole models (``benchmarks/bench_scale.py``, table
+2 in ``benchmarks/README.md``) the spread is compared with a dense Gaussian's and the
+Kronecker features' at the same k.
+
+Cost: per position, TensorSketch is two length-k real FFTs and a spectrum product, about
+0.1 ms at k = 2048 on one CPU core, where forming G costs a rows x cols GEMM and its
+CountSketch one scatter of rows * cols entries per sample (about 40 ns each). Convolutions
+with many positions and moderate rows * cols are therefore cheaper on the CountSketch path
+(a 576 x 128 block at 256 positions: 6 ms against 56 ms per sample, measured), and blocks
+with few positions and many parameters on the TensorSketch path. The rule here only looks
+at rows * cols; a rule that also uses each block's positions (known from a probe forward)
+is the next step for ResNet-9's speed (``bench_scale.py``, table 1).
 
 Memory: the forward hook keeps only the module's detached input (autograd holds it anyway);
 the CountSketches and FFTs run in the gradient hook, over chunks of samples and positions
