@@ -9,7 +9,10 @@ cols, laid out as :mod:`raytda.core.kron_blocks` stores it; (u_t, v_t) is (g_t, 
 
 a CountSketch of the whole gradient x with a hash H and signs sigma that are independent
 between blocks. Uncovered parameters add a dense Gaussian projection N(0, 1/k) of their
-flattened gradient into the same coordinates (``GaussianProjector``, seeded per block).
+flattened gradient into the same coordinates. They take a fully random CountSketch
+(seeded per block), not a dense Gaussian: the same unbiasedness and a variance never
+above the Gaussian's (below), in O(n_params) memory where a Gaussian held n_params x k
+(0.9 GB for the Music Transformer's 111,616 relative-position parameters at k = 2048).
 Zero-mean, independent signs make <phi_i, phi_j> unbiased: E<Sx, Sy> = <x, y>.
 
 Two hashes of vec(G_b), both exactly linear in G_b, so the sketch of sum_t u_t v_t^T is the
@@ -87,7 +90,6 @@ from torch.nn import functional as F
 
 from raytda.core.factorized import FactorizedProjector
 from raytda.core.kron_blocks import G_ROWS, DenseBlock, KroneckerBlock
-from raytda.core.projection import GaussianProjector
 from raytda.specs import derive_seed
 
 #: bound on one chunk's transient sketch tensors (bytes)
@@ -122,6 +124,10 @@ class CountSketch:
         if d == self.h.shape[0] - 1:
             out[:, self.h[d]] += self.s[d]
         return out
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, d) -> (N, k): as a ``GaussianProjector`` projects (uncovered blocks)."""
+        return self.apply(x)
 
     def matrix(self) -> torch.Tensor:
         """The (k, d) sketch matrix, float64 (for tests)."""
@@ -286,9 +292,9 @@ class SketchProjector(FactorizedProjector):
                                                         self.explicit_factor)
             else:
                 block.k = self.k
-                block.projector = GaussianProjector(
+                block.projector = CountSketch.draw(  # type: ignore[assignment]
                     block.n_params, self.k, derive_seed("sketch", self.seed, block.name),
-                    device=self.device)
+                    self.device)
         return self.k
 
     def sketch_of(self, block: KroneckerBlock) -> SketchBlock:
@@ -341,7 +347,7 @@ def sketch_matrix(proj: SketchProjector) -> torch.Tensor:
     for block in proj.uncovered:
         if block.how == "skipped":
             continue
-        p = block.projector.matrix().double().T  # (k, n_params)
+        p = block.projector.matrix()  # (k, n_params)
         cols = torch.cat([torch.arange(start[n], start[n] + sizes[n]) for n in block.params])
         s[:, cols] += p
     return s

@@ -36,7 +36,8 @@ class SketchFeaturizer(FactorizedFeaturizer):
 class SketchFeatures(GradientFeatures):
     """One shared k-dim sketch of the whole per-sample gradient from a hooked pass;
     ``uncovered`` says what happens to parameters outside covered layers: ``"dense"``
-    (a dense Gaussian into the same k coordinates) or ``"skip"`` (left out)."""
+    (a CountSketch of their gradient into the same k coordinates) or ``"skip"`` (left
+    out)."""
 
     name = "sketch"
     exact = False
