@@ -40,6 +40,8 @@ class SketchFeatures(GradientFeatures):
     out)."""
 
     name = "sketch"
+    # 1: uncovered parameters take a CountSketch (0, a dense Gaussian, lived on a branch)
+    revision = 1
     exact = False
     uncovered: str = "dense"
 
