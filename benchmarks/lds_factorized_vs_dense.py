@@ -64,11 +64,12 @@ def summary(table) -> None:
     import math
 
     rows = {(r["method_label"], r["label"]): r for _, r in table.iterrows()}
-    dense = {e: r for (m, e), r in rows.items() if m == "trak"}
+    is_dense = lambda m: "features=" not in m or "features=dense" in m  # noqa: E731
+    dense = {e: r for (m, e), r in rows.items() if is_dense(m)}
     gain = lambda lds: lds.get("dropout I=1 D=10", math.nan) / lds.get("naive I=1", math.nan)  # noqa: E731
     dense_gain = gain({e: r["lds"] for e, r in dense.items()})
     for method in dict.fromkeys(m for m, _ in rows):
-        if method == "trak":
+        if is_dense(method):
             continue
         lds = {e: r["lds"] for (m, e), r in rows.items() if m == method}
         gaps = []
