@@ -78,6 +78,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.profiler import record_function
 
 from raytda.core.batch import Batch, add_batch_dim, vmap_view
 from raytda.core.kron_blocks import (
@@ -274,6 +275,22 @@ class FactorizedProjector:
                  output: ModelOutput = CLASSIFICATION) -> torch.Tensor:
         """(B, dim) features of one batch; ``masks`` as ``Network.forward`` takes them
         (site-shaped: one sub-network; with a leading batch dimension: one per sample)."""
+        return self._pass(x, y, masks, output, False)[0]
+
+    def features_and_q(self, x: torch.Tensor | Batch, y: torch.Tensor,
+                       masks: tuple[torch.Tensor, ...] | None = None,
+                       output: ModelOutput = CLASSIFICATION
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, dim) features and (B,) TRAK weights ``output.q(logits, y)`` of one batch,
+        both from the one hooked pass: Q reads the logits its forward computes anyway
+        (the hooks add exact zeros to every output, so they are the plain forward's)."""
+        feats, q = self._pass(x, y, masks, output, True)
+        assert q is not None
+        return feats, q
+
+    def _pass(self, x: torch.Tensor | Batch, y: torch.Tensor,
+              masks: tuple[torch.Tensor, ...] | None, output: ModelOutput, want_q: bool
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.model.to(self.device).eval()
         x, y = x.to(self.device), y.to(self.device)
         b = x.shape[0]
@@ -290,13 +307,13 @@ class FactorizedProjector:
                 # same.
                 inp = inp.expand(b, *inp.shape[1:])
                 y_out = y_out.expand(b, *y_out.shape[1:])
-            with torch.no_grad():
+            with torch.no_grad(), record_function("factorized.project_input"):
                 saved = (block.project_input(kind, module, inp, y_out, b)
                          if isinstance(block, KroneckerBlock) else inp)
             sl = slice(block.offset, block.offset + block.dim)
 
             def on_grad(g: torch.Tensor) -> None:
-                with torch.no_grad():
+                with torch.no_grad(), record_function("factorized.project_grad"):
                     if isinstance(block, KroneckerBlock):
                         out[:, sl] += block.term(kind, saved, block.project_grad(kind, g, b))
                     else:
@@ -312,18 +329,26 @@ class FactorizedProjector:
 
         handles = [m.register_forward_hook(hook(blk, kind), with_kwargs=True)
                    for m, blk, kind in self._uses if blk.dim > 0]
+        q = None
         try:
             with torch.enable_grad():
-                f = output.f(self._forward(x, masks), y)
+                with record_function("factorized.forward"):
+                    logits = self._forward(x, masks)
+                    f = output.f(logits, y)
+                if want_q:
+                    with torch.no_grad(), record_function("factorized.q"):
+                        q = output.q(logits.detach(), y)
+                del logits  # the graph keeps what the backward needs
                 # runs the backward through every hooked output, no weight gradients
-                torch.autograd.grad(f.sum(), leaf, allow_unused=True)
+                with record_function("factorized.backward"):
+                    torch.autograd.grad(f.sum(), leaf, allow_unused=True)
         finally:
             for h in handles:
                 h.remove()
         vm = [blk for blk in self.uncovered if blk.how == "vmap"]
         if vm:
             self._vmap_blocks(vm, x, y, masks, output, out)
-        return out
+        return out, q
 
     def _vmap_blocks(self, blocks: list[DenseBlock], x: torch.Tensor | Batch, y: torch.Tensor,
                      masks: tuple[torch.Tensor, ...] | None, output: ModelOutput,
@@ -377,6 +402,25 @@ class FactorizedProjector:
         """Yield (rows, features) over x in batches, masks exactly as
         :func:`raytda.core.grads.per_sample_grads` applies them (``start`` = split row of
         x[0]; per-sample masks are keyed by split row, so batching never changes a row)."""
+        for rows, feats, _ in self._batches(x, y, mask, split, batch_size, output, start,
+                                            False):
+            yield rows, feats
+
+    def per_sample_features_q(self, x: torch.Tensor | Batch, y: torch.Tensor,
+                              mask: MaskSpec | None = None, split: str = "train",
+                              batch_size: int = 256, output: ModelOutput = CLASSIFICATION,
+                              start: int = 0
+                              ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """``per_sample_features`` with each batch's Q from the same pass:
+        (rows, features, q)."""
+        for rows, feats, q in self._batches(x, y, mask, split, batch_size, output, start,
+                                            True):
+            assert q is not None
+            yield rows, feats, q
+
+    def _batches(self, x: torch.Tensor | Batch, y: torch.Tensor, mask: MaskSpec | None,
+                 split: str, batch_size: int, output: ModelOutput, start: int, want_q: bool
+                 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor | None]]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         sizes = getattr(self.model, "mask_sizes", ())
@@ -385,7 +429,8 @@ class FactorizedProjector:
             rows = slice(b0, min(b0 + batch_size, n))
             index = torch.arange(start + rows.start, start + rows.stop)
             masks, _ = masks_for(mask, sizes, split, index, self.device)
-            yield rows, self.features(x[rows], y[rows], masks, output)
+            feats, q = self._pass(x[rows], y[rows], masks, output, want_q)
+            yield rows, feats, q
 
     def samples_features(self, samples, mask: MaskSpec | None, split: str, batch_size: int,
                          output: ModelOutput = CLASSIFICATION, offset: int = 0
@@ -397,3 +442,12 @@ class FactorizedProjector:
             for rows, feats in self.per_sample_features(xb, yb, mask, split, batch_size, output,
                                                         offset + start):
                 yield slice(start + rows.start, start + rows.stop), feats
+
+    def samples_features_q(self, samples, mask: MaskSpec | None, split: str, batch_size: int,
+                           output: ModelOutput = CLASSIFICATION, offset: int = 0
+                           ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """``samples_features`` with each batch's Q from the same pass."""
+        for start, xb, yb in samples.chunks(batch_size):
+            for rows, feats, q in self.per_sample_features_q(xb, yb, mask, split, batch_size,
+                                                             output, offset + start):
+                yield slice(start + rows.start, start + rows.stop), feats, q
