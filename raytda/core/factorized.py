@@ -102,6 +102,21 @@ UNCOVERED_MODES = ("dense", "skip")
 log = logging.getLogger(__name__)
 
 
+class _Tap(torch.autograd.Function):
+    """``y`` unchanged (a view of it), as a function of ``leaf`` too, whose backward
+    passes g through and gives the leaf nothing: asking autograd for the leaf's
+    gradient then visits every tapped output without the copy and the reduction of g
+    that ``y + leaf`` costs (on GPT-2 small: the (B, T, 50257) logits among them)."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ARG004
+        return g, None
+
+
 class FactorizedProjector:
     """Per-sample gradient features of a model, Kronecker-projected layer by layer.
 
@@ -125,6 +140,7 @@ class FactorizedProjector:
             raise SpecError(f"projection dimension k must be >= 1, got {k}")
         self.model = model
         self.k, self.seed, self.uncovered_mode, self.rule = k, seed, uncovered, rule
+        self._tap = True  # hooked outputs are views (see _Tap) until the model forbids it
         self.device = torch.device(device)
         self.blocks: list[KroneckerBlock | DenseBlock] = self._find_blocks()
         if not self.blocks:
@@ -294,6 +310,7 @@ class FactorizedProjector:
         self.model.to(self.device).eval()
         x, y = x.to(self.device), y.to(self.device)
         b = x.shape[0]
+        tap = self._tap
         out = torch.zeros(b, self.dim, device=self.device)
         leaf = torch.zeros((), device=self.device, requires_grad=True)
 
@@ -320,7 +337,10 @@ class FactorizedProjector:
                         per_sample = block.hooked_grad(module, saved, g, b)
                         out[:, sl] += block.project(per_sample)
 
-            y_hooked = y_out + leaf.to(y_out.dtype)
+            # Tap: the output itself (a view, no copy) made a function of the leaf;
+            # ``y + leaf`` (a copy, and a reduction of g for the leaf) where the model
+            # modifies outputs in place, which autograd forbids on such views.
+            y_hooked = _Tap.apply(y_out, leaf) if tap else y_out + leaf.to(y_out.dtype)
             y_hooked.register_hook(on_grad)
             return y_hooked
 
@@ -342,6 +362,13 @@ class FactorizedProjector:
                 # runs the backward through every hooked output, no weight gradients
                 with record_function("factorized.backward"):
                     torch.autograd.grad(f.sum(), leaf, allow_unused=True)
+        except RuntimeError as e:
+            if not (tap and "modified inplace" in str(e)):
+                raise
+            self._tap = False  # this model writes into a layer's output: copies from now
+            for h in handles:
+                h.remove()
+            return self._pass(x, y, masks, output, want_q)
         finally:
             for h in handles:
                 h.remove()
