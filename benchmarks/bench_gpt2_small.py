@@ -43,7 +43,6 @@ import collections
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -278,11 +277,11 @@ def peer_scores(ckpt: Path, train, test, proj_dim: int, batch: int, out: Path) -
                                     per_device_eval_batch_size=batch, use_cpu=True,
                                     max_grad_norm=None, seed=0)
         attributor = TracInAttributor(args, task=AttributionTask(loss, model))
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        base = rss_bytes()  # after the model loaded, as member_only's loaded_rss_bytes
         t0 = time.perf_counter()
         score = attributor.attribute(rows(train), rows(test), hook_config=hooks)
         seconds = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        peak = peak_rss_bytes() - base
     # (n_train, n_test) in its store order; a sample's id is the hash of the inputs the
     # model was called with (input_ids: the windows are distinct)
     ids, m = score.agnostic_matrix()
@@ -323,8 +322,16 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """This process's RSS high-water mark so far (ru_maxrss, KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's RSS high-water mark so far: VmHWM of /proc/self/status, the peak of
+    its own address space. Not ru_maxrss: Linux folds the parent's high-water mark into a
+    child's ru_maxrss at fork + exec, so a subprocess started by a large parent reads
+    the parent's peak (seen here: a plain pass and a member both "peaking" at exactly the
+    parent's 3.6 GB)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def exact_reference(ckpt: Path, train, test, n_ref: int, q_block: int, out: Path) -> dict:
