@@ -150,26 +150,59 @@ class FactorizedProjector:
         if not projected:
             raise SpecError("every trainable parameter is outside the covered layers and "
                             "uncovered='skip' leaves them out; pass uncovered='dense'")
-        dims = split_k(k, [b.n_params for b in projected], rule)
+        self.dim = self._assign(projected)
+
+    # ------------------------------------------------------------------ per-block math
+    # What a subclass (another sketch of the same hooked a_t and g_t) swaps: how blocks get
+    # their dims and random matrices, what the forward hook keeps, and what the gradient
+    # hook adds to which features. Discovery and the hooked pass are shared.
+
+    def _assign(self, projected: list[KroneckerBlock | DenseBlock]) -> int:
+        """Give each projected block its offset, dims and factors; return the total dim."""
+        dims = split_k(self.k, [b.n_params for b in projected], self.rule)
         offset = 0
         for block, k_block in zip(projected, dims):
             block.offset = offset
             if isinstance(block, KroneckerBlock):
                 block.k_rows, block.k_cols = kron_dims(k_block, block.rows, block.cols)
                 block.p_rows = gaussian_factor(block.k_rows, block.rows,
-                                         derive_seed("factorized", seed, block.name, "rows"),
+                                         derive_seed("factorized", self.seed, block.name, "rows"),
                                          self.device)
                 block.p_cols = gaussian_factor(block.k_cols, block.cols,
-                                         derive_seed("factorized", seed, block.name, "cols"),
+                                         derive_seed("factorized", self.seed, block.name, "cols"),
                                          self.device)
             else:
                 block.k = k_block
                 if k_block < block.n_params:  # else kept exactly (see gaussian_factor)
                     block.projector = GaussianProjector(
-                        block.n_params, k_block, derive_seed("factorized", seed, block.name),
+                        block.n_params, k_block, derive_seed("factorized", self.seed, block.name),
                         device=self.device)
             offset += block.dim
-        self.dim = offset
+        return offset
+
+    def _listens(self, block: KroneckerBlock | DenseBlock) -> bool:
+        """Whether the hooked pass hooks this block's modules."""
+        return block.dim > 0
+
+    def _kept_input(self, block: KroneckerBlock | DenseBlock, kind: str, module: nn.Module,
+                    inp: torch.Tensor, y_out: torch.Tensor, batch: int) -> torch.Tensor | None:
+        """What the forward hook keeps for the gradient hook (under no_grad): here the
+        projected inputs P_a a_t, (batch, T, k_a), of a Kronecker block; a hooked dense
+        block's detached input."""
+        if isinstance(block, KroneckerBlock):
+            return block.project_input(kind, module, inp, y_out, batch)
+        return inp
+
+    def _add_grad(self, out: torch.Tensor, block: KroneckerBlock | DenseBlock, kind: str,
+                  module: nn.Module, kept: torch.Tensor | None, g: torch.Tensor,
+                  batch: int) -> None:
+        """Add one module call's share of the block's features to ``out`` (batch, dim),
+        from the output gradient g (the module output's shape) and what was kept."""
+        sl = slice(block.offset, block.offset + block.dim)
+        if isinstance(block, KroneckerBlock):
+            out[:, sl] += block.term(kind, kept, block.project_grad(kind, g, batch))
+        else:
+            out[:, sl] += block.project(block.hooked_grad(module, kept, g, batch))
 
     # ------------------------------------------------------------------ discovery
 
@@ -325,17 +358,11 @@ class FactorizedProjector:
                 inp = inp.expand(b, *inp.shape[1:])
                 y_out = y_out.expand(b, *y_out.shape[1:])
             with torch.no_grad(), record_function("factorized.project_input"):
-                saved = (block.project_input(kind, module, inp, y_out, b)
-                         if isinstance(block, KroneckerBlock) else inp)
-            sl = slice(block.offset, block.offset + block.dim)
+                kept = self._kept_input(block, kind, module, inp, y_out, b)
 
             def on_grad(g: torch.Tensor) -> None:
                 with torch.no_grad(), record_function("factorized.project_grad"):
-                    if isinstance(block, KroneckerBlock):
-                        out[:, sl] += block.term(kind, saved, block.project_grad(kind, g, b))
-                    else:
-                        per_sample = block.hooked_grad(module, saved, g, b)
-                        out[:, sl] += block.project(per_sample)
+                    self._add_grad(out, block, kind, module, kept, g, b)
 
             # Tap: the output itself (a view, no copy) made a function of the leaf;
             # ``y + leaf`` (a copy, and a reduction of g for the leaf) where the model
@@ -348,7 +375,7 @@ class FactorizedProjector:
             return lambda mod, a, kw, o: on_forward(mod, blk, kind, a, kw, o)
 
         handles = [m.register_forward_hook(hook(blk, kind), with_kwargs=True)
-                   for m, blk, kind in self._uses if blk.dim > 0]
+                   for m, blk, kind in self._uses if self._listens(blk)]
         q = None
         try:
             with torch.enable_grad():
