@@ -500,10 +500,13 @@ def issue28(a, argv: list[str], out: Path, train, test, source: str, ckpt: Path)
     for f in pending:
         log(f"features {f!r} not registered in this checkout: pending, not measured")
     ref_path = out / f"exact_{size}_ref{a.exact_train}.npy"
-    ref_meta = cached(out / f"exact_{size}_ref{a.exact_train}.json", lambda: exact_reference(
+    ref_json = out / f"exact_{size}_ref{a.exact_train}.json"
+    if a.report_only:  # what the store of runs holds, nothing computed
+        report28(a, out, size, n_rows, names, pending, ref_path, ref_json, stored_runs(a, out, size, names))
+        return
+    ref_meta = cached(ref_json, lambda: exact_reference(
         ckpt, train, test, a.exact_train, a.exact_query_block, ref_path))
     log(f"exact reference: {ref_meta['seconds']:.0f} s")
-    ref = np.load(ref_path)
     runs: list[dict] = []
     for r in range(a.rounds):
         # each round: plain pass, then members and peer runs alternating
@@ -529,17 +532,38 @@ def issue28(a, argv: list[str], out: Path, train, test, source: str, ckpt: Path)
                 res = out / f"peer_r{r}_{size}_p{arg}.json"
                 runs.append({"what": "peer", "p": arg, "round": r, **in_subprocess(
                     argv, ["--peer-only", str(res), "--peer-proj-dim", str(arg)], res)})
-    report28(a, out, size, n_rows, names, pending, ref, ref_meta, runs)
+    report28(a, out, size, n_rows, names, pending, ref_path, ref_json, runs)
 
 
-def report28(a, out, size, n_rows, names, pending, ref, ref_meta, runs) -> None:
-    n_ref = ref.shape[1]
+def stored_runs(a, out: Path, size: str, names: list[str]) -> list[dict]:
+    """The interleaved runs whose results ``out`` holds, in the order they run."""
+    runs = []
+    for r in range(a.rounds):
+        found = [("plain", {}, out / f"plain_r{r}_{size}.json")]
+        found += [("member", {"name": n}, out / f"member_r{r}_{n}_{size}_k{a.k}.json")
+                  for n in names]
+        found += [("peer", {"p": p}, out / f"peer_r{r}_{size}_p{p}.json")
+                  for p in (a.peer_proj_dim, a.peer_ref_proj_dim) if p]
+        runs += [{"what": w, "round": r, **extra, **json.loads(f.read_text())}
+                 for w, extra, f in found if f.is_file()]
+    return runs
+
+
+def report28(a, out, size, n_rows, names, pending, ref_path, ref_json, runs) -> None:
     mib = 2 ** 20
+    if not ref_path.is_file():
+        print("\n(no exact reference yet)")
+        return
+    ref, ref_meta = np.load(ref_path), json.loads(ref_json.read_text())
+    n_ref = ref.shape[1]
     print(f"\n## Agreement with exact Grad-Dot ({n_ref} train x {a.n_test} queries, "
           f"{ref_meta['width']:,} parameters, {ref_meta['seconds']:.0f} s)\n")
     rows = []
     for name in names:
-        z = np.load(out / f"member_r0_{name}_{size}_k{a.k}.npz")
+        npz = out / f"member_r0_{name}_{size}_k{a.k}.npz"
+        if not npz.is_file():
+            continue
+        z = np.load(npz)
         est = z["test"].astype(np.float64) @ z["train"][:n_ref].astype(np.float64).T
         per, pooled = spearman_vs(ref, est)
         rows.append([f"raytda {name}", f"k = {a.k} ({z['train'].shape[1]} dims)",
@@ -557,7 +581,10 @@ def report28(a, out, size, n_rows, names, pending, ref, ref_meta, runs) -> None:
     print(f"\n## Speed and memory, interleaved (per sample over {n_rows} sequences)\n")
     rows = []
     for run in runs:
-        plain = next(x for x in runs if x["what"] == "plain" and x["round"] == run["round"])
+        plain = next((x for x in runs if x["what"] == "plain" and x["round"] == run["round"]),
+                     None)
+        if plain is None:
+            continue
         ps, pm = plain["s_per_sample"], plain["peak_rss_bytes"]
         if run["what"] == "plain":
             rows.append([run["round"], "plain forward + backward", f"{ps:.3f}", "", "1.00",
@@ -635,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--member-only", help=argparse.SUPPRESS)
     p.add_argument("--plain-only", help=argparse.SUPPRESS)
     p.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--report-only", action="store_true",
+                   help="issue 28: print the tables from what --out holds, compute nothing")
     a = p.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -661,6 +690,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# bench_gpt2_small: {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average at start {load0:.2f}; data "
           f"{source}, {a.n_train} train + {a.n_test} query windows of {a.seq} tokens\n")
+    if a.report_only:
+        issue28(a, [], out, train, test, source, ckpt)
+        return 0
     log(f"pretraining the checkpoint ({a.pretrain_steps} steps) unless present")
     pre_s = pretrain(ckpt, *train, a.pretrain_steps, a.pretrain_batch)
     log(f"  {pre_s:.0f} s -> {ckpt}")
