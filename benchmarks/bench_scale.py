@@ -201,14 +201,22 @@ def run_row(model_name: str, method: str, dense_samples: int | None,
             seconds = min(seconds, plain(x.shape[0]))
         row.update(s_per_sample=seconds / x.shape[0], extrapolated=False, x_plain=1.0)
         return row
-    if method.startswith("factorized"):
-        proj = FactorizedProjector(net, K, seed=0, device=dev,
-                                   uncovered="skip" if method.endswith("skip") else "dense")
+    if method.startswith(("factorized", "sketch")):
+        uncovered = "skip" if method.endswith("skip") else "dense"
+        if method.startswith("sketch"):
+            from raytda.core.tensor_sketch import SketchProjector
+
+            proj = SketchProjector(net, K, seed=0, device=dev, uncovered=uncovered)
+            hows = [lay["sketch"] for lay in proj.describe()["layers"]]
+            blocks = (f"{hows.count('tensor')} TensorSketch + {hows.count('countsketch')} "
+                      f"CountSketch blocks")
+        else:
+            proj = FactorizedProjector(net, K, seed=0, device=dev, uncovered=uncovered)
+            blocks = f"{len(proj.layers)} Kronecker blocks"
         desc = proj.describe()
         row["dim"] = proj.dim
-        row["note"] = (f"{len(desc['layers'])} Kronecker blocks; uncovered "
-                       f"{desc['n_params_uncovered']:,} params in {len(desc['uncovered'])} "
-                       f"modules ({'skipped' if method.endswith('skip') else 'dense'})")
+        row["note"] = (f"{blocks}; uncovered {desc['n_params_uncovered']:,} params in "
+                       f"{len(desc['uncovered'])} modules ({uncovered})")
 
         def work() -> float:
             t0 = meter.now()
@@ -299,28 +307,41 @@ def variance_table(seeds: int, k: int) -> list[list[object]]:
     For n samples with per-sample gradients g_i, each projection seed s gives estimates
     e_ij(s) = <phi_i, phi_j>. The number reported is the mean over pairs (i <= j) of
     E_s[(e_ij - <g_i, g_j>)^2] / (|g_i|^2 |g_j|^2): a dense Gaussian's theory value is
-    (1 + cos^2_ij) / k, so dense rows read about 1/k to 2/k.
+    (1 + cos^2_ij) / k, so dense rows read about 1/k to 2/k. "/ dense" divides a row's
+    spread by the dense Gaussian's on the same model.
+
+    The dense Gaussian of a model with more than ``GRAM_MIN`` parameters (GPT-2 3.3M: its
+    P would be 27 GB, drawn again per seed) projects the gradients' coordinates in an
+    orthonormal basis of their span instead: a Gaussian matrix's law is invariant under
+    rotations, so the estimates have exactly the same distribution.
     """
     from raytda.core.factorized import FactorizedProjector
     from raytda.core.grads import per_sample_grads
     from raytda.core.network import Network
     from raytda.core.outputs import CLASSIFICATION, GENERATIVE
     from raytda.core.projection import GaussianProjector
+    from raytda.core.tensor_sketch import SketchProjector
     from raytda.models.music_transformer import MusicTransformer
     from raytda.models.resnet9 import ResNet9
 
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     small = {
-        "resnet9 w=1/8": (Network(ResNet9(2, 0.1, 0.125), torch.zeros(1, 3, 32, 32)).eval(),
-                          torch.randn(8, 3, 32, 32, generator=gen),
-                          torch.randint(0, 2, (8,), generator=gen), CLASSIFICATION),
-        "mt cpu-scale": (Network(MusicTransformer(2, 4, 64, 128, 388, 64, 0.1),
-                                 torch.zeros(1, 64, dtype=torch.long), mask_dims=1).eval(),
-                         *_tokens(gen, 8, 64, 388), GENERATIVE),
+        "resnet9 w=1/8": lambda: (
+            Network(ResNet9(2, 0.1, 0.125), torch.zeros(1, 3, 32, 32)).eval(),
+            torch.randn(8, 3, 32, 32, generator=gen),
+            torch.randint(0, 2, (8,), generator=gen), CLASSIFICATION),
+        "mt cpu-scale": lambda: (
+            Network(MusicTransformer(2, 4, 64, 128, 388, 64, 0.1),
+                    torch.zeros(1, 64, dtype=torch.long), mask_dims=1).eval(),
+            *_tokens(gen, 8, 64, 388), GENERATIVE),
+        "gpt2-3m": lambda: (build("gpt2-3m")[0].eval(), *_tokens(gen, 8, 64, 8192), GENERATIVE),
     }
     rows = []
-    for name, (net, x, y, out) in small.items():
+    for name, make in small.items():
+        if VARIANCE_MODELS and name not in VARIANCE_MODELS:
+            continue
+        net, x, y, out = make()
         g = next(per_sample_grads(net, x, y, batch_size=x.shape[0], output=out))[1].double()
         true = g @ g.T
         norms = g.norm(dim=1)
@@ -331,27 +352,45 @@ def variance_table(seeds: int, k: int) -> list[list[object]]:
             err = torch.stack([(e - true)[iu[0], iu[1]] ** 2 for e in estimates]).mean(0)
             return float((err / denom).mean())
 
-        variants: list[tuple[str, int, object]] = []
+        gram = g.shape[1] > GRAM_MIN
+        coords = torch.linalg.qr(g.T)[1].T.float() if gram else g.float()  # (n, n) or (n, p)
+        variants: list[tuple[str, int, object]] = [("dense Gaussian" + (
+            " (Gram-equivalent)" if gram else ""), k, None)]
         for kk in (k, 4 * k):
-            for rule in ("equal", "sqrt", "params"):
+            for rule in VARIANCE_RULES:
                 variants.append((f"factorized, k split {rule}", kk, rule))
-        variants.append(("dense Gaussian", k, None))
+        variants += [("sketch", k, "sketch"), ("sketch, TensorSketch only", k, "tensor")]
+        dense_v = math.nan
         for label, kk, rule in variants:
             t0 = time.perf_counter()
             est, dim = [], kk
             for s in range(seeds):
                 if rule is None:
-                    phi = GaussianProjector(g.shape[1], kk, seed=s).project(g.float()).double()
+                    phi = GaussianProjector(coords.shape[1], kk, seed=s).project(coords).double()
+                elif rule in ("sketch", "tensor"):
+                    proj = SketchProjector(net, kk, seed=s,
+                                           **({"explicit_factor": 0} if rule == "tensor" else {}))
+                    phi = proj.features(x, y, None, out).double()
                 else:
                     proj = FactorizedProjector(net, kk, seed=s, rule=rule)
                     dim = proj.dim
                     phi = proj.features(x, y, None, out).double()
                 est.append(phi @ phi.T)
             v = spread(est)
+            if rule is None:
+                dense_v = v
             rows.append([name, f"{g.shape[1]:,}", label, dim, f"{v:.2e}", f"{v * dim:.1f}",
-                         f"{time.perf_counter() - t0:.1f}"])
-            log(f"variance {name} {label} k={kk}: {v:.2e}")
+                         f"{v / dense_v:.2f}", f"{time.perf_counter() - t0:.1f}"])
+            log(f"variance {name} {label} k={kk}: {v:.2e} ({v / dense_v:.2f}x dense)")
     return rows
+
+
+#: above this many parameters table 2's dense Gaussian uses the Gram-equivalent form
+GRAM_MIN = 200_000
+#: table-2 models to run (empty: all)
+VARIANCE_MODELS: list[str] = []
+#: table-2 k split rules of the factorized rows
+VARIANCE_RULES: list[str] = ["equal", "sqrt", "params"]
 
 
 # --------------------------------------------------------------------------- main
@@ -365,13 +404,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2,
                    help="rounds of (plain pass, featurization) per row; best of each is kept")
     p.add_argument("--variance-seeds", type=int, default=20)
+    p.add_argument("--variance-models", default="",
+                   help="table-2 models, comma-separated (default: all)")
+    p.add_argument("--gram-min", type=int, default=200_000,
+                   help="table 2's dense Gaussian is Gram-equivalent above this many params")
+    p.add_argument("--variance-rules", default="equal,sqrt,params",
+                   help="table-2 k split rules of the factorized rows, comma-separated")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--dense-samples", type=int, default=0, help="override the plan's")
     p.add_argument("--dense-rows", type=int, default=0, help="override the plan's")
     p.add_argument("--samples", type=int, default=0,
                    help="override the plan's number of (train) samples, for a shorter run")
     p.add_argument("--methods", default="", help="subset of fwd+bwd,factorized,"
-                   "factorized-skip,dense (default: all that apply)")
+                   "factorized-skip,sketch,sketch-skip,dense (default: all that apply)")
     p.add_argument("--device", default="cpu", help="where table 1 runs: cpu or cuda[:i]")
     p.add_argument("--batch", type=int, default=0,
                    help="override the plan's featurization batch (every row of a model)")
@@ -379,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--row-out", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    VARIANCE_MODELS[:] = [m for m in a.variance_models.split(",") if m]
+    VARIANCE_RULES[:] = [r for r in a.variance_rules.split(",") if r]
+    global GRAM_MIN
+    GRAM_MIN = a.gram_min
     if a.row:
         model, method = a.row.split(":")
         result = run_row(model, method, a.dense_samples or None, a.dense_rows or None,
@@ -394,9 +443,10 @@ def main(argv: list[str] | None = None) -> int:
           f"load average at start {os.getloadavg()[0]:.2f}\n")
     rows, failed = [], []
     for model in models:
-        methods = ["fwd+bwd", "factorized", "factorized-skip", "dense"]
+        methods = ["fwd+bwd", "factorized", "factorized-skip", "sketch", "sketch-skip", "dense"]
         if model in ("resnet9", "gpt2-small"):  # uncovered: norms only, read off the hooks
             methods.remove("factorized-skip")
+            methods.remove("sketch-skip")
         if a.methods:
             methods = [m for m in methods if m in a.methods.split(",")]
         got = {}
@@ -430,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     if not a.no_variance:
         print("\nInner-product spread, mean over pairs of E[(est - true)^2] / (|g_i|^2 |g_j|^2), "
               f"{a.variance_seeds} seeds, 8 samples (dense theory: (1 + cos^2) / k)\n")
-        print(table(["model", "params", "projection", "dim", "spread", "spread x dim", "s"],
+        print(table(["model", "params", "projection", "dim", "spread", "spread x dim",
+                     "/ dense", "s"],
                     variance_table(a.variance_seeds, K)))
     return 0
 

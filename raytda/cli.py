@@ -37,8 +37,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                         "'if@naive:I=1|3' (repeatable; the ensemble part is a grid)")
     p.add_argument("--features", metavar="NAME[:OPT=VALUE,...]",
                    help="gradient features for every method: dense (default: exact "
-                        "per-sample gradients, projected densely) or factorized (per-layer "
-                        "Kronecker projections from hooks; e.g. factorized:uncovered=skip)")
+                        "per-sample gradients, projected densely), factorized (per-layer "
+                        "Kronecker projections from hooks; e.g. factorized:uncovered=skip) "
+                        "or sketch (one TensorSketch of the whole gradient from hooks)")
     p.add_argument("--out", default="raytda-out", help="output directory (results, plots)")
     p.add_argument("--store", help="artifact store path or URI (default OUT/store)")
     p.add_argument("--data-dir", help="directory with the setting's data files")
