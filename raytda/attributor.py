@@ -135,7 +135,8 @@ class Attributor:
                         else self.impl.n_train(first.side))
         self.q_mean: torch.Tensor | None = None
         if evaluate.needs.q:
-            qs = [self.store.get(q.key)[0]["q"].double() for q in evaluate.needs.q]
+            qs = [self.store.get(q.stored_key(self.store))[0]["q"].double()
+                  for q in evaluate.needs.q]
             self.q_mean = torch.stack(qs).mean(0).to(self.device)
         # Build what featurizers keep now (in member order) while it fits the budget.
         for e in range(len(self.members)):
@@ -159,7 +160,7 @@ class Attributor:
             raise SpecError(f"{ev.describe()} has not run in store {store.uri}: run its sweep "
                             f"first (Sweep.run()), then build the Attributor")
         needed = [(p.key, f"payload of {p.member}") for p in ev.needs.parts()]
-        needed += [(q.key, q.describe()) for q in ev.needs.q]
+        needed += [(q.stored_key(store), q.describe()) for q in ev.needs.q]
         needed += [(k, f"train shard {a}-{b - 1} of {p.member}") for p in ev.needs.parts()
                    if store.has(p.key) for a, b, k in stored_shards(store, p.key) or ()]
         missing = [what for key, what in needed if not store.has(key)]

@@ -78,6 +78,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.profiler import record_function
 
 from raytda.core.batch import Batch, add_batch_dim, vmap_view
 from raytda.core.kron_blocks import (
@@ -99,6 +100,21 @@ from raytda.specs import SpecError, derive_seed
 UNCOVERED_MODES = ("dense", "skip")
 
 log = logging.getLogger(__name__)
+
+
+class _Tap(torch.autograd.Function):
+    """``y`` unchanged (a view of it), as a function of ``leaf`` too, whose backward
+    passes g through and gives the leaf nothing: asking autograd for the leaf's
+    gradient then visits every tapped output without the copy and the reduction of g
+    that ``y + leaf`` costs (on GPT-2 small: the (B, T, 50257) logits among them)."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ARG004
+        return g, None
 
 
 class FactorizedProjector:
@@ -124,6 +140,7 @@ class FactorizedProjector:
             raise SpecError(f"projection dimension k must be >= 1, got {k}")
         self.model = model
         self.k, self.seed, self.uncovered_mode, self.rule = k, seed, uncovered, rule
+        self._tap = True  # hooked outputs are views (see _Tap) until the model forbids it
         self.device = torch.device(device)
         self.blocks: list[KroneckerBlock | DenseBlock] = self._find_blocks()
         if not self.blocks:
@@ -307,9 +324,26 @@ class FactorizedProjector:
                  output: ModelOutput = CLASSIFICATION) -> torch.Tensor:
         """(B, dim) features of one batch; ``masks`` as ``Network.forward`` takes them
         (site-shaped: one sub-network; with a leading batch dimension: one per sample)."""
+        return self._pass(x, y, masks, output, False)[0]
+
+    def features_and_q(self, x: torch.Tensor | Batch, y: torch.Tensor,
+                       masks: tuple[torch.Tensor, ...] | None = None,
+                       output: ModelOutput = CLASSIFICATION
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, dim) features and (B,) TRAK weights ``output.q(logits, y)`` of one batch,
+        both from the one hooked pass: Q reads the logits its forward computes anyway
+        (the hooks add exact zeros to every output, so they are the plain forward's)."""
+        feats, q = self._pass(x, y, masks, output, True)
+        assert q is not None
+        return feats, q
+
+    def _pass(self, x: torch.Tensor | Batch, y: torch.Tensor,
+              masks: tuple[torch.Tensor, ...] | None, output: ModelOutput, want_q: bool
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.model.to(self.device).eval()
         x, y = x.to(self.device), y.to(self.device)
         b = x.shape[0]
+        tap = self._tap
         out = torch.zeros(b, self.dim, device=self.device)
         leaf = torch.zeros((), device=self.device, requires_grad=True)
 
@@ -323,14 +357,17 @@ class FactorizedProjector:
                 # same.
                 inp = inp.expand(b, *inp.shape[1:])
                 y_out = y_out.expand(b, *y_out.shape[1:])
-            with torch.no_grad():
+            with torch.no_grad(), record_function("factorized.project_input"):
                 kept = self._kept_input(block, kind, module, inp, y_out, b)
 
             def on_grad(g: torch.Tensor) -> None:
-                with torch.no_grad():
+                with torch.no_grad(), record_function("factorized.project_grad"):
                     self._add_grad(out, block, kind, module, kept, g, b)
 
-            y_hooked = y_out + leaf.to(y_out.dtype)
+            # Tap: the output itself (a view, no copy) made a function of the leaf;
+            # ``y + leaf`` (a copy, and a reduction of g for the leaf) where the model
+            # modifies outputs in place, which autograd forbids on such views.
+            y_hooked = _Tap.apply(y_out, leaf) if tap else y_out + leaf.to(y_out.dtype)
             y_hooked.register_hook(on_grad)
             return y_hooked
 
@@ -339,18 +376,33 @@ class FactorizedProjector:
 
         handles = [m.register_forward_hook(hook(blk, kind), with_kwargs=True)
                    for m, blk, kind in self._uses if self._listens(blk)]
+        q = None
         try:
             with torch.enable_grad():
-                f = output.f(self._forward(x, masks), y)
+                with record_function("factorized.forward"):
+                    logits = self._forward(x, masks)
+                    f = output.f(logits, y)
+                if want_q:
+                    with torch.no_grad(), record_function("factorized.q"):
+                        q = output.q(logits.detach(), y)
+                del logits  # the graph keeps what the backward needs
                 # runs the backward through every hooked output, no weight gradients
-                torch.autograd.grad(f.sum(), leaf, allow_unused=True)
+                with record_function("factorized.backward"):
+                    torch.autograd.grad(f.sum(), leaf, allow_unused=True)
+        except RuntimeError as e:
+            if not (tap and "modified inplace" in str(e)):
+                raise
+            self._tap = False  # this model writes into a layer's output: copies from now
+            for h in handles:
+                h.remove()
+            return self._pass(x, y, masks, output, want_q)
         finally:
             for h in handles:
                 h.remove()
         vm = [blk for blk in self.uncovered if blk.how == "vmap"]
         if vm:
             self._vmap_blocks(vm, x, y, masks, output, out)
-        return out
+        return out, q
 
     def _vmap_blocks(self, blocks: list[DenseBlock], x: torch.Tensor | Batch, y: torch.Tensor,
                      masks: tuple[torch.Tensor, ...] | None, output: ModelOutput,
@@ -404,6 +456,25 @@ class FactorizedProjector:
         """Yield (rows, features) over x in batches, masks exactly as
         :func:`raytda.core.grads.per_sample_grads` applies them (``start`` = split row of
         x[0]; per-sample masks are keyed by split row, so batching never changes a row)."""
+        for rows, feats, _ in self._batches(x, y, mask, split, batch_size, output, start,
+                                            False):
+            yield rows, feats
+
+    def per_sample_features_q(self, x: torch.Tensor | Batch, y: torch.Tensor,
+                              mask: MaskSpec | None = None, split: str = "train",
+                              batch_size: int = 256, output: ModelOutput = CLASSIFICATION,
+                              start: int = 0
+                              ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """``per_sample_features`` with each batch's Q from the same pass:
+        (rows, features, q)."""
+        for rows, feats, q in self._batches(x, y, mask, split, batch_size, output, start,
+                                            True):
+            assert q is not None
+            yield rows, feats, q
+
+    def _batches(self, x: torch.Tensor | Batch, y: torch.Tensor, mask: MaskSpec | None,
+                 split: str, batch_size: int, output: ModelOutput, start: int, want_q: bool
+                 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor | None]]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         sizes = getattr(self.model, "mask_sizes", ())
@@ -412,7 +483,8 @@ class FactorizedProjector:
             rows = slice(b0, min(b0 + batch_size, n))
             index = torch.arange(start + rows.start, start + rows.stop)
             masks, _ = masks_for(mask, sizes, split, index, self.device)
-            yield rows, self.features(x[rows], y[rows], masks, output)
+            feats, q = self._pass(x[rows], y[rows], masks, output, want_q)
+            yield rows, feats, q
 
     def samples_features(self, samples, mask: MaskSpec | None, split: str, batch_size: int,
                          output: ModelOutput = CLASSIFICATION, offset: int = 0
@@ -424,3 +496,12 @@ class FactorizedProjector:
             for rows, feats in self.per_sample_features(xb, yb, mask, split, batch_size, output,
                                                         offset + start):
                 yield slice(start + rows.start, start + rows.stop), feats
+
+    def samples_features_q(self, samples, mask: MaskSpec | None, split: str, batch_size: int,
+                           output: ModelOutput = CLASSIFICATION, offset: int = 0
+                           ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """``samples_features`` with each batch's Q from the same pass."""
+        for start, xb, yb in samples.chunks(batch_size):
+            for rows, feats, q in self.per_sample_features_q(xb, yb, mask, split, batch_size,
+                                                             output, offset + start):
+                yield slice(start + rows.start, start + rows.stop), feats, q

@@ -54,13 +54,23 @@ class EnsembleKind:
 
     def jobs(self, ev: Evaluate) -> KindJobs:
         """Every job configuration ``ev`` needs: its models, further trainings, feature
-        jobs and (when the method needs Q) Q jobs. Override the parts below, or this."""
+        jobs and (when the method needs Q) Q jobs. Override the parts below, or this.
+
+        When the features part gives Q from its own pass (``q_in_pass``), a Q member
+        whose network, masks and train rows are exactly a feature job's takes its Q from
+        that job instead of a QValues job (:meth:`KindJobs.with_q_from_features`;
+        every such feature job stores its Q, ``MemberBlock.train_q``): for
+        naive, dropout, checkpoint and LoRA members every Q member is its feature
+        member; projection-only members share one Q per model, read off the first
+        projection's pass; the forward-only dropout kinds' Q members are masked variants
+        of unmasked feature members, so they keep their Q jobs."""
         from raytda.plan.jobs import KindJobs
 
         models = self.models(ev)
-        return KindJobs(models=models, adapters=self.adapters(ev, models),
-                        features=self.feature_jobs(ev, models),
-                        q=self.q_jobs(ev, models) if ev.method.impl.needs_q else ())
+        needs = KindJobs(models=models, adapters=self.adapters(ev, models),
+                         features=self.feature_jobs(ev, models),
+                         q=self.q_jobs(ev, models) if ev.method.impl.needs_q else ())
+        return needs.with_q_from_features() if needs.q else needs
 
     def models(self, ev: Evaluate) -> tuple[Job, ...]:
         """The I models: the task's checkpoints imported, or trained from scratch."""

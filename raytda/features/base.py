@@ -59,6 +59,27 @@ class Featurizer:
             out[rows] = f.float().cpu()
         return out
 
+    def batches_with_q(self, samples: Samples, mask: MaskSpec | None, split: str,
+                       offset: int = 0) -> Iterator[tuple[Rows, torch.Tensor, torch.Tensor]]:
+        """Yield (rows, features, Q) where Q = ``output.q(logits, y)`` comes from the
+        same forward that featurizes (no second pass). Only featurizers of a part whose
+        ``q_in_pass`` is True implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not give Q from its pass")
+
+    def features_and_q(self, samples: Samples, mask: MaskSpec | None, split: str,
+                       offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(len(samples), dim) features and (len(samples),) Q in row order, from one pass
+        (``batches_with_q``): Q equals a plain forward's ``output.q`` up to float
+        rounding, under the same network and masks."""
+        import torch
+
+        out = torch.empty(samples.n, self.dim, dtype=torch.float32)
+        q = torch.empty(samples.n, dtype=torch.float32)
+        for rows, f, qb in self.batches_with_q(samples, mask, split, offset):
+            out[rows] = f.float().cpu()
+            q[rows] = qb.float().cpu()
+        return out, q
+
     def prepare(self) -> None:
         """Build now what later calls reuse (no-op by default)."""
 
@@ -95,11 +116,15 @@ class GradientFeatures:
         exact: it can give the exact per-sample gradients (``k=None``); methods that
             need them (IF's curvature products in parameter space) require this.
         revision: bumped when its numbers change, so stored payloads are not reused.
+        q_in_pass: its featurizers run the model's forward anyway and give TRAK's Q from
+            it (``Featurizer.features_and_q``), so a member whose Q is its own needs no
+            separate Q pass (the planner then plans none).
     """
 
     name: ClassVar[str] = ""
     exact: ClassVar[bool] = False
     revision: ClassVar[int] = 0
+    q_in_pass: ClassVar[bool] = False
 
     def featurizer(self, net: Network, k: int | None, seed: int, args: ComputeArgs,
                    output: ModelOutput, data: Any = None, keep: bool = True) -> Featurizer:

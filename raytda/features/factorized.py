@@ -42,6 +42,11 @@ class FactorizedFeaturizer(Featurizer):
         yield from self.proj.samples_features(samples, mask, split, self.args.grad_batch,
                                               self.output, offset)
 
+    def batches_with_q(self, samples, mask, split, offset=0
+                       ) -> Iterator[tuple[Rows, torch.Tensor, torch.Tensor]]:
+        yield from self.proj.samples_features_q(samples, mask, split, self.args.grad_batch,
+                                                self.output, offset)
+
     def describe(self) -> dict[str, Any]:
         d = self.proj.describe()
         return {"proj_dim": d["dim"], "n_params": d["n_params_covered"] + d["n_params_uncovered"],
@@ -59,6 +64,7 @@ class FactorizedFeatures(GradientFeatures):
 
     name = "factorized"
     exact = False
+    q_in_pass = True  # the hooked forward computes the logits Q reads
     uncovered: str = "dense"
 
     def __post_init__(self) -> None:

@@ -43,6 +43,7 @@ class SketchFeatures(GradientFeatures):
     # 1: uncovered parameters take a CountSketch (0, a dense Gaussian, lived on a branch)
     revision = 1
     exact = False
+    q_in_pass = True  # the factorized hooked pass (shared) gives Q from its logits
     uncovered: str = "dense"
 
     def __post_init__(self) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
     from raytda.core.args import ComputeArgs
     from raytda.core.masks import MaskSpec
@@ -37,6 +38,10 @@ class MemberContext:
     features: GradientFeatures
     training_rows: np.ndarray | None = None
     keep: bool = True
+    #: the member job stores this member's Q on the train set: ``train_features`` reads
+    #: it off the featurizing pass into ``train_q``
+    wants_q: bool = False
+    train_q: torch.Tensor | None = None
     _featurizers: dict[int | None, Featurizer] = field(default_factory=dict, repr=False)
 
     @property
@@ -50,3 +55,12 @@ class MemberContext:
             self._featurizers[k] = self.features.featurizer(self.net, k, self.seed, self.args,
                                                             self.output, self.data, self.keep)
         return self._featurizers[k]
+
+    def train_features(self, fz: Featurizer) -> torch.Tensor:
+        """The member's features of every train row; when ``wants_q``, its Q comes out of
+        the same pass and is kept in ``train_q`` (methods that featurize the train rows
+        themselves call this, so the member job can store it)."""
+        if not self.wants_q:
+            return fz.features(self.data.train, self.mask, "train")
+        feats, self.train_q = fz.features_and_q(self.data.train, self.mask, "train")
+        return feats

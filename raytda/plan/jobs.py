@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -504,11 +504,42 @@ class QValues(Job):
     def describe(self) -> str:
         return f"Q of {member_label(self.member)} of {self.task.name}"
 
+    def stored_key(self, store: ArtifactStore) -> str:
+        """The key its Q is read from (its own)."""
+        return self.key
+
     def analytic_work(self, n_train: int, n_test: int) -> float | None:
         return float(n_train)  # one forward pass per train row
 
     def stored_bytes(self, n_train, n_test, model_bytes):
         return 4 * n_train  # float32
+
+
+@dataclass(frozen=True)
+class PassQ:
+    """A member's Q on the train set, stored by its own feature job (``MemberBlock`` with
+    ``train_q``) from the pass that featurized it: what a :class:`QValues` job would store
+    for the same (model, checkpoint, mask or adapter), with no pass of its own. Not a job:
+    evaluation and the Attributor read it by ``key`` as they read a QValues artifact; its
+    record's ``serve_time_s`` is 0, the time being in the member's serving."""
+
+    block: MemberBlock
+    key: str
+    replaces: QValues
+
+    def describe(self) -> str:
+        return (f"Q of {member_label(self.block.member)} of {self.block.task.name} "
+                f"(from its features)")
+
+    def stored_key(self, store: ArtifactStore) -> str:
+        """The key its Q is read from: its own, or in a store made before feature jobs
+        stored Q, the QValues artifact it replaces (the same values)."""
+        return self.key if store.has(self.key) or not store.has(self.replaces.key) \
+            else self.replaces.key
+
+
+#: where one Q member's train-set Q comes from: its own job, or its feature job
+QSource = QValues | PassQ
 
 
 @dataclass(frozen=True)
@@ -553,7 +584,45 @@ class MemberBlock(Job):
     def work_shape(self) -> dict[str, Any] | None:
         mode = self.mask_mode if self.member.mask is not None else None
         return {"model": self.model.source_shape(), "member": member_shape(self.member),
-                "method": self.method.hashed(), "mask_mode": mode, "test": self.task.key}
+                "method": self.method.hashed(), "mask_mode": mode, "test": self.task.key,
+                "train_q": self.train_q}
+
+    def gives_q_of(self, q: QValues) -> bool:
+        """Whether this block's pass over the train rows is the one ``q`` would make:
+        the same model source, member (but its projection) and mask mode, so the same
+        network, masks and rows. A block built in train shards never is (its train rows
+        are featurized by other jobs)."""
+        return (self.whole_pass and self.model.key == q.model.key
+                and replace(self.member, projection=0) == q.member
+                and QValues(self.model, q.member, self.mask_mode).key == q.key)
+
+    #: its own body featurizes every train row (a sharded block's shards do)
+    whole_pass: ClassVar[bool] = True
+
+    @property
+    def train_q(self) -> bool:
+        """Whether it also stores its member's Q on the train set (``q_part()``), read
+        off the pass that featurizes the train rows: when its method needs Q and its
+        features give it from that pass (``q_in_pass``). Decided by the block alone, so
+        every configuration that shares the block (one key) shares what it stores; its
+        payload is unchanged (its key too), the Q is an artifact of its own."""
+        return (self.whole_pass and self.method.impl.needs_q
+                and self.method.features_part.q_in_pass)
+
+    def q_part(self, replaces: QValues | None = None) -> PassQ | None:
+        """Where this block stores its member's Q (``train_q``), else None; ``replaces``:
+        the QValues job it stands for (read instead from stores made before blocks
+        stored Q)."""
+        if not self.train_q:
+            return None
+        if replaces is None:
+            replaces = QValues(self.model, replace(self.member, projection=0), self.mask_mode)
+        return PassQ(self, f"qpart-{stable_hash([self.key, 'q'], 20)}", replaces)
+
+    def complete(self, store: ArtifactStore) -> bool:
+        """Its Q is there too, when it stores one."""
+        q = self.q_part()
+        return q is None or store.has(q.key)
 
     def deps(self) -> tuple[Job, ...]:
         return member_deps(self.model)
@@ -588,18 +657,39 @@ class KindJobs:
     ``models``: the I trained (or imported) models, whose training times are the
     configuration's I x T_train; ``adapters``: further trainings on top of them (a LoRA
     Ensemble's I x L adapters, T_train,LoRA each); ``features``: the jobs that store the
-    feature members' payloads (each lists them in ``parts()``); ``q``: the Q jobs whose
-    mean weights the scores (empty unless the method needs Q).
+    feature members' payloads (each lists them in ``parts()``); ``q``: where the Q whose
+    mean weights the scores comes from, one per Q member (empty unless the method needs
+    Q): its own QValues job, or the PassQ its feature job stores.
     """
 
     models: tuple[Job, ...]
     adapters: tuple[Job, ...] = ()
     features: tuple[Job, ...] = ()
-    q: tuple[QValues, ...] = ()
+    q: tuple[QSource, ...] = ()
 
     def parts(self) -> tuple[FeaturePart, ...]:
         """Every feature member's payload, in member order."""
         return tuple(p for job in self.features for p in job.parts())
+
+    def q_jobs(self) -> tuple[QValues, ...]:
+        """The Q sources that are jobs of their own (the others come with features)."""
+        return tuple(q for q in self.q if isinstance(q, Job))
+
+    def with_q_from_features(self) -> KindJobs:
+        """The same configuration with each QValues job whose pass a feature job already
+        makes (``MemberBlock.gives_q_of``: the same network, masks and rows) and which
+        stores its Q (``MemberBlock.train_q``) replaced by that block's Q: one pass
+        fewer per such member. Members whose Q comes from another network than their
+        features (a masked variant of an unmasked feature member, say) keep their
+        QValues job."""
+        q_sources: list[QSource] = []
+        for q in self.q:
+            block = next((f for f in self.features if isinstance(q, QValues)
+                          and isinstance(f, MemberBlock) and f.train_q and f.gives_q_of(q)),
+                         None)
+            part = None if block is None else block.q_part(q)
+            q_sources.append(q if part is None else part)
+        return replace(self, q=tuple(q_sources))
 
 
 @dataclass(frozen=True, repr=False)
@@ -665,7 +755,8 @@ class Evaluate(Job):
         return self.needs.features
 
     def qvalues(self) -> tuple[QValues, ...]:
-        return self.needs.q
+        """The Q jobs it runs (Q read off feature passes is not among them)."""
+        return self.needs.q_jobs()
 
     def lds_models(self) -> tuple[LDSModel, ...]:
         if not isinstance(self.lds, LDSSpec):
@@ -675,7 +766,7 @@ class Evaluate(Job):
 
     def deps(self) -> tuple[Job, ...]:
         n = self.needs
-        return (*n.models, *n.adapters, *n.q, *n.features, *self.lds_models())
+        return (*n.models, *n.adapters, *n.q_jobs(), *n.features, *self.lds_models())
 
     def complete(self, store: ArtifactStore) -> bool:
         """The result and every chunk of its scores are there."""

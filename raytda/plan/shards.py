@@ -141,6 +141,7 @@ class ShardedMemberBlock(MemberBlock):
     n_train: int = 0
     rows_per_shard: int = 1
     body: str = field(default="raytda.work.shards:reduce_shards", init=False)
+    whole_pass = False  # its shards featurize the train rows: its Q keeps its own job
 
     def spec(self) -> dict[str, Any]:
         return {**super().spec(), "train_shards": True}

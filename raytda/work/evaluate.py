@@ -76,8 +76,8 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
         q_meta, q_mean = [], None
         if needs.q:
             qs = []
-            for q in needs.q:
-                tensors, meta = store.get(q.key)
+            for q in needs.q:  # a QValues job's, or read off a feature pass
+                tensors, meta = store.get(q.stored_key(store))
                 qs.append(tensors["q"].double())
                 q_meta.append(meta)
             q_mean = torch.stack(qs).mean(0)

@@ -56,22 +56,34 @@ def q_values(job: QValues, store: ArtifactStore, args: ComputeArgs) -> None:
 
 
 def member_context(net: Network, source: Source, member: Member, mask: MaskSpec | None,
-                   method: Method, args: ComputeArgs, keep: bool = True) -> MemberContext:
-    """What ``method`` is given to serve this member (its data, seeds and features)."""
+                   method: Method, args: ComputeArgs, keep: bool = True,
+                   wants_q: bool = False) -> MemberContext:
+    """What ``method`` is given to serve this member (its data, seeds and features);
+    ``wants_q``: the member's Q is read off its train features' pass."""
     task = source.task
     data = task.data()
     rows = source.training_rows(data.n_train) if method.impl.uses_training_rows else None
     return MemberContext(net, task, data, mask, projection_seed(source, member), args,
-                         method.features_part, rows, keep)
+                         method.features_part, rows, keep, wants_q)
 
 
 def member_block(job: MemberBlock, store: ArtifactStore, args: ComputeArgs) -> None:
     impl = job.method.impl
+    q_part = job.q_part()
     with serving(job, store, args) as (net, mask, m):
-        ctx = member_context(net, job.model, job.member, mask, job.method, args)
+        ctx = member_context(net, job.model, job.member, mask, job.method, args,
+                             wants_q=q_part is not None)
         payload, info = impl.member(job.method, ctx)
     # A projection reused from an earlier job of this worker is charged its build time, so
     # the cost does not depend on which worker served which member before.
     seconds = m.seconds + float(info.get("projection_reused_s", 0.0))
+    if q_part is not None:
+        if ctx.train_q is None:
+            raise RuntimeError(f"method {job.method.name!r} made its payload without "
+                               f"MemberContext.train_features, so no Q came out of its pass")
+        # Before the block's record, so a stored block always has its Q. Its time is in
+        # the block's serve_time_s (the pass it came from), none of its own.
+        store.put(q_part.key, {"q": ctx.train_q},
+                  {"serve_time_s": 0.0, "from_features": job.key}, {"of": job.key, "q": True})
     store.put(job.key, payload,
               {"serve_time_s": seconds, "peak_bytes": m.peak_bytes, **info}, job.spec())
