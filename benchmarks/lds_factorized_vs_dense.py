@@ -66,19 +66,28 @@ def summary(table) -> None:
     rows = {(r["method_label"], r["label"]): r for _, r in table.iterrows()}
     is_dense = lambda m: "features=" not in m or "features=dense" in m  # noqa: E731
     dense = {e: r for (m, e), r in rows.items() if is_dense(m)}
-    gain = lambda lds: lds.get("dropout I=1 D=10", math.nan) / lds.get("naive I=1", math.nan)  # noqa: E731
-    dense_gain = gain({e: r["lds"] for e, r in dense.items()})
+    def gain(rows_of: dict) -> tuple[float, float]:
+        """Dropout I=1 D=10 LDS over naive I=1 LDS, and its se (delta method)."""
+        d, n = rows_of.get("dropout I=1 D=10"), rows_of.get("naive I=1")
+        if d is None or n is None:
+            return math.nan, math.nan
+        r = d["lds"] / n["lds"]
+        return r, abs(r) * math.hypot(d["lds_se"] / d["lds"], n["lds_se"] / n["lds"])
+
+    dense_gain = gain(dense)
     for method in dict.fromkeys(m for m, _ in rows):
         if is_dense(method):
             continue
-        lds = {e: r["lds"] for (m, e), r in rows.items() if m == method}
+        mine = {e: r for (m, e), r in rows.items() if m == method}
         gaps = []
         for e, r in ((e, r) for (m, e), r in rows.items() if m == method):
             if e in dense:
                 se = math.hypot(dense[e]["lds_se"], r["lds_se"])
                 gaps.append(f"{e}: {(dense[e]['lds'] - r['lds']) / se:+.1f} se")
+        g = gain(mine)
         print(f"{method}: gap to dense {'; '.join(gaps)}; Dropout D=10 gain over naive I=1 "
-              f"{gain(lds):.2f}x (dense {dense_gain:.2f}x)")
+              f"{g[0]:.2f}x ± {g[1]:.2f} (dense {dense_gain[0]:.2f}x ± {dense_gain[1]:.2f}; "
+              f"ratio {g[0] / dense_gain[0]:.2f})")
 
 
 if __name__ == "__main__":
