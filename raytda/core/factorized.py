@@ -298,6 +298,10 @@ class FactorizedProjector:
         """Trainable parameters outside the factorization (projected densely or skipped)."""
         return [b for b in self.blocks if isinstance(b, DenseBlock)]
 
+    def _describe_layer(self, b: KroneckerBlock) -> dict:
+        """How one covered layer is projected (subclasses say it their way)."""
+        return {"k_rows": b.k_rows, "k_cols": b.k_cols}
+
     def describe(self) -> dict:
         """What the features cover, for results to state: JSON-serializable."""
         return {
@@ -305,7 +309,7 @@ class FactorizedProjector:
             "uncovered_mode": self.uncovered_mode,
             "layers": [{"name": b.name, "kind": b.kind, "modules": b.modules,
                         "params": b.params, "n_params": b.n_params, "shape": [b.rows, b.cols],
-                        "k_rows": b.k_rows, "k_cols": b.k_cols, "bias_absorbed": b.with_bias}
+                        **self._describe_layer(b), "bias_absorbed": b.with_bias}
                        for b in self.layers],
             "uncovered": [{"name": b.name, "kind": b.kind, "params": b.params,
                            "n_params": b.n_params, "projected": b.how != "skipped",

@@ -316,20 +316,15 @@ class SketchProjector(FactorizedProjector):
         else:
             super()._add_grad(out, block, kind, module, kept, g, batch)
 
+    def _describe_layer(self, b: KroneckerBlock) -> dict:
+        return {"sketch": self.sketches[id(b)].how}
+
     def describe(self) -> dict:
-        """What the features cover, for results to state: JSON-serializable."""
-        return {
-            "k": self.k, "dim": self.dim, "seed": self.seed, "uncovered_mode": self.uncovered_mode,
-            "layers": [{"name": b.name, "kind": b.kind, "modules": b.modules,
-                        "params": b.params, "n_params": b.n_params, "shape": [b.rows, b.cols],
-                        "sketch": self.sketches[id(b)].how, "bias_absorbed": b.with_bias}
-                       for b in self.layers],
-            "uncovered": [{"name": b.name, "kind": b.kind, "params": b.params,
-                           "n_params": b.n_params, "projected": b.how != "skipped",
-                           "how": b.how, "k": b.dim} for b in self.uncovered],
-            "n_params_covered": sum(b.n_params for b in self.layers),
-            "n_params_uncovered": sum(b.n_params for b in self.uncovered),
-        }
+        """What the features cover, for results to state: JSON-serializable (no split
+        rule: every block takes the whole k)."""
+        d = super().describe()
+        del d["rule"]
+        return d
 
 
 def sketch_matrix(proj: SketchProjector) -> torch.Tensor:
