@@ -221,7 +221,11 @@ def run_raytda(task, store: str, k: int, batch: int, configs=CONFIGS):
 
 def plain_pass_s(ckpt: Path, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
     """Seconds per sample of one plain forward + backward (weight gradients), best of 2."""
-    model = load_checkpoint(build_gpt2(x.shape[1]), ckpt).eval()
+    return plain_s_per_sample(load_checkpoint(build_gpt2(x.shape[1]), ckpt).eval(), x, y, batch)
+
+
+def plain_s_per_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
+    """Best of 2 timings of a plain forward + backward over ``x``, per sample."""
     best = float("inf")
     for _ in range(2):
         t0 = time.perf_counter()
@@ -372,16 +376,8 @@ def plain_only(ckpt: Path, train, batch: int, samples: int) -> dict:
     fresh process: seconds per sample and the process's peak RSS (for the memory ratio)."""
     model = load_checkpoint(build_gpt2(train[0].shape[1]), ckpt).eval()
     loaded = rss_bytes()
-    x, y = train[0][:samples], train[1][:samples]
-    best = float("inf")
-    for _ in range(2):
-        t0 = time.perf_counter()
-        for b0 in range(0, len(x), batch):
-            model.zero_grad(set_to_none=True)
-            seq_nll(model, x[b0:b0 + batch], y[b0:b0 + batch]).sum().backward()
-        best = min(best, time.perf_counter() - t0)
-    return {"s_per_sample": best / len(x), "peak_rss_bytes": peak_rss_bytes(),
-            "loaded_rss_bytes": loaded}
+    s = plain_s_per_sample(model, train[0][:samples], train[1][:samples], batch)
+    return {"s_per_sample": s, "peak_rss_bytes": peak_rss_bytes(), "loaded_rss_bytes": loaded}
 
 
 def member_only(ckpt: Path, train, test, source: str, seq: int, features: str, k: int,
