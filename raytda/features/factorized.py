@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from raytda.features.base import Featurizer, GradientFeatures, Rows, register_features
 from raytda.specs import SpecError, _check
@@ -65,15 +65,18 @@ class FactorizedFeatures(GradientFeatures):
     name = "factorized"
     exact = False
     q_in_pass = True  # the hooked forward computes the logits Q reads
+    #: the featurizer built per member (parts that share this pass and differ in the
+    #: per-block math subclass this one and set their own)
+    featurizer_cls: ClassVar[type[FactorizedFeaturizer]] = FactorizedFeaturizer
     uncovered: str = "dense"
 
     def __post_init__(self) -> None:
         _check(self.uncovered in ("dense", "skip"),
-               f"factorized features: uncovered must be 'dense' or 'skip', got "
+               f"{self.name} features: uncovered must be 'dense' or 'skip', got "
                f"{self.uncovered!r}")
 
     def featurizer(self, net, k, seed, args, output, data=None, keep=True):
         if k is None:
-            raise SpecError("factorized gradient features always project: give the method a "
-                            "proj_dim")
-        return FactorizedFeaturizer(net, k, seed, args, output, self.uncovered)
+            raise SpecError(f"{self.name} gradient features always project: give the method "
+                            "a proj_dim")
+        return self.featurizer_cls(net, k, seed, args, output, self.uncovered)

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raytda.features.base import GradientFeatures, register_features
-from raytda.features.factorized import FactorizedFeaturizer
-from raytda.specs import SpecError, _check
+from raytda.features.base import register_features
+from raytda.features.factorized import FactorizedFeatures, FactorizedFeaturizer
 
 
 class SketchFeaturizer(FactorizedFeaturizer):
@@ -33,7 +32,7 @@ class SketchFeaturizer(FactorizedFeaturizer):
 
 @register_features
 @dataclass(frozen=True)
-class SketchFeatures(GradientFeatures):
+class SketchFeatures(FactorizedFeatures):
     """One shared k-dim sketch of the whole per-sample gradient from a hooked pass;
     ``uncovered`` says what happens to parameters outside covered layers: ``"dense"``
     (a CountSketch of their gradient into the same k coordinates) or ``"skip"`` (left
@@ -42,16 +41,4 @@ class SketchFeatures(GradientFeatures):
     name = "sketch"
     # 1: uncovered parameters take a CountSketch (0, a dense Gaussian, lived on a branch)
     revision = 1
-    exact = False
-    q_in_pass = True  # the factorized hooked pass (shared) gives Q from its logits
-    uncovered: str = "dense"
-
-    def __post_init__(self) -> None:
-        _check(self.uncovered in ("dense", "skip"),
-               f"sketch features: uncovered must be 'dense' or 'skip', got {self.uncovered!r}")
-
-    def featurizer(self, net, k, seed, args, output, data=None, keep=True):
-        if k is None:
-            raise SpecError("sketch gradient features always project: give the method a "
-                            "proj_dim")
-        return SketchFeaturizer(net, k, seed, args, output, self.uncovered)
+    featurizer_cls = SketchFeaturizer
