@@ -148,7 +148,7 @@ def load_checkpoint(model: nn.Module, path: Path) -> nn.Module:
 
 def make_task(ckpt: Path, train, test, source: str, seq: int):
     from raytda import LoRASpec, Recipe, Task
-    from raytda.plan.jobs import checkpoint_digest
+    from raytda.plan.models import checkpoint_digest
 
     digest = checkpoint_digest(ckpt)
 

@@ -13,7 +13,7 @@ from raytda.defaults import DEFAULT_ENSEMBLE_GRIDS
 from raytda.ensembles import Ensemble, as_ensemble
 from raytda.ensembles.spec import expand_grid
 from raytda.methods import Method, as_method
-from raytda.plan.jobs import Evaluate, Truth
+from raytda.plan.evaluate import Evaluate, Truth
 from raytda.plan.planner import Plan, SweepSpec, clear_stale, make_plan
 from raytda.results import stored_scores
 from raytda.run.executors import make_executor

@@ -46,7 +46,8 @@ from raytda.core.network import Network
 from raytda.data.samples import TensorSamples
 from raytda.data.token_rows import RowSchema, is_rows
 from raytda.features import Featurizer
-from raytda.plan.jobs import Evaluate, FeaturePart
+from raytda.plan.evaluate import Evaluate
+from raytda.plan.job import FeaturePart
 from raytda.specs import SpecError
 from raytda.store import ArtifactStore
 from raytda.work.evaluate import PayloadCache

@@ -92,7 +92,7 @@ def test_keys_are_pinned():
     # Job keys also hash raytda's version (0.2.0: the Task interface changed every job's
     # spec, so 0.1 stores are not reused; 0.3.0: the data's fingerprints entered the keys;
     # 0.4.0: one schema for the built-in tasks, Setting removed from the API).
-    from raytda.plan.jobs import TrainModel
+    from raytda.plan.models import TrainModel
     from raytda.tasks import get_task
 
     # Issue 17 moved the keys of the Setting-based built-ins once (version 2 -> 3: they

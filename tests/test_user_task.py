@@ -188,7 +188,7 @@ def test_a_tasks_own_train_function_replaces_the_recipe(tmp_path):
 
 
 def test_the_tasks_key_enters_every_artifact_key():
-    from raytda.plan.jobs import TrainModel
+    from raytda.plan.models import TrainModel
 
     class V2(GatedTask):
         version = "2"

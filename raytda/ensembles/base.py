@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from raytda.core.costs import UnitCosts
     from raytda.core.network import Network
     from raytda.ensembles.spec import Ensemble
-    from raytda.plan.jobs import Evaluate, Job, KindJobs, QValues
+    from raytda.plan.evaluate import Evaluate
+    from raytda.plan.job import Job, KindJobs
+    from raytda.plan.members import QValues
     from raytda.task import Task
 
 
@@ -64,7 +66,7 @@ class EnsembleKind:
         member; projection-only members share one Q per model, read off the first
         projection's pass; the forward-only dropout kinds' Q members are masked variants
         of unmasked feature members, so they keep their Q jobs."""
-        from raytda.plan.jobs import KindJobs
+        from raytda.plan.job import KindJobs
 
         models = self.models(ev)
         needs = KindJobs(models=models, adapters=self.adapters(ev, models),
@@ -74,7 +76,7 @@ class EnsembleKind:
 
     def models(self, ev: Evaluate) -> tuple[Job, ...]:
         """The I models: the task's checkpoints imported, or trained from scratch."""
-        from raytda.plan.jobs import task_models
+        from raytda.plan.models import task_models
 
         return task_models(ev.task, ev.ensemble.I, ev.base_seed)
 
@@ -92,7 +94,7 @@ class EnsembleKind:
         shards when too large for memory (:func:`raytda.plan.shards.member_job`)."""
         from dataclasses import replace
 
-        from raytda.plan.jobs import MemberBlock
+        from raytda.plan.members import MemberBlock
         from raytda.plan.shards import member_job
 
         out = []
@@ -107,7 +109,7 @@ class EnsembleKind:
         """One Q job per distinct (model, checkpoint, mask or adapter) member."""
         from dataclasses import replace
 
-        from raytda.plan.jobs import QValues
+        from raytda.plan.members import QValues
 
         seen: dict[str, QValues] = {}
         for mem in self.members(ev.ensemble, ev.task.saved_epochs()):

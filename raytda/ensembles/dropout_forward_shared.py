@@ -21,14 +21,9 @@ from raytda.ensembles.base import EnsembleKind, register_ensemble
 from raytda.ensembles.dropout import Dropout
 from raytda.ensembles.projection_only import ProjectionOnly
 from raytda.methods import Method
-from raytda.plan.jobs import (
-    BACKWARD_PASS,
-    FeaturePart,
-    Job,
-    member_deps,
-    member_label,
-    projection_seed,
-)
+from raytda.plan.job import BACKWARD_PASS, FeaturePart, Job
+from raytda.plan.members import member_deps, member_label
+from raytda.plan.seeds import projection_seed
 from raytda.specs import Member, stable_hash
 
 

@@ -29,7 +29,7 @@ class Method(Spec):
     default) lets each Task choose: the part it declares (``Task.default_features``),
     else :data:`~raytda.features.choice.FEATURES_RULE` from its model's size (dense
     where per-sample gradients are affordable). ``resolved(task)`` makes both concrete,
-    which a sweep does per Task before any key is made (:class:`~raytda.plan.jobs.Evaluate`),
+    which a sweep does per Task before any key is made (:class:`~raytda.plan.evaluate.Evaluate`),
     and records in ``chosen`` what was chosen and why (not part of any key).
     ``options`` holds the parameters of a user's own method (JSON values).
     Only what changes the method's scores enters keys: the fields it declares

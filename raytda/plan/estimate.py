@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from raytda.run.eta import analytic_work, job_class, task_sizes
 
 if TYPE_CHECKING:
-    from raytda.plan.jobs import Job
+    from raytda.plan.job import Job
     from raytda.plan.planner import Plan
     from raytda.store import ArtifactStore
     from raytda.task import Task
@@ -84,7 +84,7 @@ def model_bytes(task: Task) -> int | None:
 
 def payload_bytes(job: Job, weights: dict[str, int | None]) -> int | None:
     """Bytes of what ``job`` stores, as the job declares them from the data's sizes
-    (:meth:`raytda.plan.jobs.Job.stored_bytes`); None where they are unknown. ``weights``
+    (:meth:`raytda.plan.job.Job.stored_bytes`); None where they are unknown. ``weights``
     memoizes each task's model size (built once on the meta device)."""
     sizes = task_sizes(job)
     if sizes is None:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from raytda.ensembles import Ensemble
 from raytda.ground_truth import GroundTruth
 from raytda.methods import Method
-from raytda.plan.jobs import Evaluate, Job, Truth
+from raytda.plan.evaluate import Evaluate, Truth
+from raytda.plan.job import Job
 from raytda.specs import LDSSpec, SpecError, _check
 from raytda.store import ArtifactStore
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from raytda.plan.jobs import BACKWARD_PASS, FeaturePart, Job, MemberBlock, member_deps, member_label
+from raytda.plan.job import BACKWARD_PASS, FeaturePart, Job
+from raytda.plan.members import MemberBlock, member_deps, member_label
 from raytda.specs import SpecError
 
 if TYPE_CHECKING:
     from raytda.core.args import ComputeArgs
-    from raytda.plan.jobs import Evaluate
+    from raytda.plan.evaluate import Evaluate
     from raytda.store import ArtifactStore
 
 
@@ -106,7 +107,11 @@ class TrainShard(Job):
     start: int
     stop: int
     kind: str = field(default="shard", init=False)
-    body: str = field(default="raytda.work.shards:train_shard", init=False)
+
+    def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
+        from raytda.work.shards import train_shard
+
+        train_shard(self, store, args)
 
     @property
     def task(self):  # type: ignore[override]
@@ -140,7 +145,12 @@ class ShardedMemberBlock(MemberBlock):
 
     n_train: int = 0
     rows_per_shard: int = 1
-    body: str = field(default="raytda.work.shards:reduce_shards", init=False)
+
+    def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
+        from raytda.work.shards import reduce_shards
+
+        reduce_shards(self, store, args)
+
     whole_pass = False  # its shards featurize the train rows: its Q keeps its own job
 
     def spec(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 from raytda.run.policy import node_room, usable_cores
 from raytda.run.timing_slot import Timing
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from raytda.plan.jobs import Job
+    from raytda.plan.job import Job
 
 
 def job_class(job: Job) -> str:
@@ -54,7 +54,7 @@ def task_sizes(job: Job) -> tuple[int, int] | None:
 
 def analytic_work(job: Job) -> float | None:
     """A job's work in sample passes, as the job declares it
-    (:meth:`raytda.plan.jobs.Job.analytic_work`); None where it or the sizes are unknown.
+    (:meth:`raytda.plan.job.Job.analytic_work`); None where it or the sizes are unknown.
     Only ratios between jobs matter (see the module docstring)."""
     sizes = task_sizes(job)
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 from raytda.store import ArtifactStore
 
 

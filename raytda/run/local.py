@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from raytda.core.args import ComputeArgs
 from raytda.errors import RaytdaError
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 from raytda.plan.planner import Plan
 from raytda.run.eta import UnitCostETA
 from raytda.run.job_graph import JobGraph

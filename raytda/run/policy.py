@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from raytda.core.args import ComputeArgs
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 from raytda.plan.planner import Plan
 
 GpuPolicy = float | Callable[[Job], float] | None

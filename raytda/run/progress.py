@@ -38,7 +38,7 @@ from raytda.run.logs import DATE_FORMAT
 from raytda.specs import SpecError
 
 if TYPE_CHECKING:
-    from raytda.plan.jobs import Job
+    from raytda.plan.job import Job
     from raytda.run.eta import UnitCostETA
 
 #: longest progress line written to a log, timestamp included

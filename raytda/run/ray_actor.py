@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from raytda.core.args import ComputeArgs
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 from raytda.run.logs import configure_logging
 from raytda.run.policy import usable_cores
 from raytda.run.timing_slot import Timing

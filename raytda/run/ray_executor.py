@@ -32,7 +32,7 @@ from collections import Counter
 from typing import Any
 
 from raytda.core.args import ComputeArgs
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 from raytda.plan.planner import Plan
 from raytda.run.actor_pool import ActorPool, ActorSlot
 from raytda.run.connect import join_ray, probe_address

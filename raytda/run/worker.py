@@ -39,7 +39,7 @@ from collections import Counter, OrderedDict
 from typing import Any
 
 from raytda.core.args import ComputeArgs
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 from raytda.run.timing_slot import Timing
 from raytda.store import ArtifactStore
 from raytda.store.lease import BUILT, HELD, Lease, claim, try_claim

@@ -29,7 +29,7 @@ from starlette.responses import Response
 
 from raytda.attributor import Attributor
 from raytda.core.args import ComputeArgs
-from raytda.plan.jobs import Evaluate
+from raytda.plan.evaluate import Evaluate
 from raytda.serving.protocol import (
     AttributionRequest,
     BadRequest,

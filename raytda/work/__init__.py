@@ -1,2 +1,2 @@
-"""Job bodies: each runs one job of :mod:`raytda.plan.jobs` against a store, calling the
+"""Job bodies: each runs one job of :mod:`raytda.plan.job` against a store, calling the
 compute core. Executors reach them through ``Job.run``."""

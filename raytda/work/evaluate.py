@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,10 +15,12 @@ from raytda.core.args import ComputeArgs
 from raytda.core.costs import UnitCosts, measure
 from raytda.core.lds import lds_subsets, spearman_columns, summarize
 from raytda.ground_truth import GroundTruth
-from raytda.plan.jobs import Evaluate, scores_key
 from raytda.specs import LDSSpec
 from raytda.store import ArtifactStore
 from raytda.work.shards import stored_shards
+
+if TYPE_CHECKING:
+    from raytda.plan.evaluate import Evaluate
 
 
 class PayloadCache:
@@ -105,7 +107,7 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
                     acc[:, a:b] += impl.score_shard(payload, shard, rows).double()
                     score_s[e] += time.perf_counter() - t
             scores = impl.combine(acc / len(parts), q_mean).float()
-            key = scores_key(job.key, c)
+            key = job.scores_key(c)
             store.put(key, {"scores": scores}, {"rows": [rows.start, rows.stop], "result": job.key},
                       {"result": job.key, "chunk": c})
             chunks.append({"key": key, "rows": [rows.start, rows.stop]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from raytda.core.args import ComputeArgs
 from raytda.core.costs import Measured, measure
@@ -11,9 +12,12 @@ from raytda.core.masks import MaskSpec
 from raytda.core.network import Network
 from raytda.methods import Method
 from raytda.methods.context import MemberContext
-from raytda.plan.jobs import MemberBlock, QValues, Source, mask_seed, projection_seed
+from raytda.plan.seeds import mask_seed, projection_seed
 from raytda.specs import Member
 from raytda.store import ArtifactStore
+
+if TYPE_CHECKING:
+    from raytda.plan.members import MemberBlock, QValues, Source
 
 
 def load_member(store: ArtifactStore, source: Source, member: Member) -> Network:

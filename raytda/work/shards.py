@@ -12,14 +12,17 @@ them (:func:`stored_shards`).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from raytda.core.args import ComputeArgs
-from raytda.plan.shards import ShardedMemberBlock, TrainShard
 from raytda.store import ArtifactStore
 from raytda.work.serve import member_context, serving
+
+if TYPE_CHECKING:
+    from raytda.plan.shards import ShardedMemberBlock, TrainShard
 
 Shard = tuple[int, int, str]  # train rows [start, stop) and the shard's key
 

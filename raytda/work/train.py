@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,11 +13,14 @@ import torch
 from raytda.core.args import ComputeArgs, torch_threads
 from raytda.core.costs import measure
 from raytda.core.train import half_subset, load_state, loop_clock, seeded_init, state_snapshot
-from raytda.plan.jobs import ImportModel, LDSModel, TrainAdapter, TrainBase, TrainModel
 from raytda.specs import Recipe
 from raytda.store import ArtifactStore
 from raytda.task import Task
 from raytda.work.weights import FINAL, stored_module
+
+if TYPE_CHECKING:
+    from raytda.ensembles.lora import TrainAdapter, TrainBase
+    from raytda.plan.models import ImportModel, LDSModel, TrainModel
 
 
 def fresh_model(task: Task, seed: int) -> torch.nn.Module:

@@ -23,8 +23,9 @@ from raytda.core.outputs import GENERATIVE, sequence_loglik
 from raytda.core.train import load_state, load_weights, train_model
 from raytda.data import Dataset
 from raytda.ensembles import Ensemble, parse_ensemble
+from raytda.ensembles.lora import TrainAdapter, TrainBase
 from raytda.methods import Method
-from raytda.plan.jobs import TrainAdapter, TrainBase, TrainModel
+from raytda.plan.models import TrainModel
 from raytda.plan.planner import SweepSpec, make_plan
 from raytda.specs import LoRASpec, Member, SpecError
 from raytda.tasks import get_task

@@ -18,8 +18,9 @@ from raytda.ensembles.dropout_forward_shared import SharedGradientBlocks
 from raytda.features.dense import DenseFeatures
 from raytda.methods import Method
 from raytda.methods.trak import trak_block, trak_features
-from raytda.plan.jobs import MemberBlock, projection_seed
+from raytda.plan.members import MemberBlock
 from raytda.plan.planner import SweepSpec, make_plan
+from raytda.plan.seeds import projection_seed
 from raytda.specs import LDSSpec, Member
 from raytda.tasks import get_task
 from raytda.work.serve import load_member, member_mask

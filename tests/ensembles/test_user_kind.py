@@ -17,7 +17,8 @@ from raytda import Sweep
 from raytda.attributor import Attributor
 from raytda.ensembles import ENSEMBLES, EnsembleKind, register_ensemble
 from raytda.methods import METHODS, AttributionMethod, Method, register_method
-from raytda.plan.jobs import FeaturePart, Job, projection_seed
+from raytda.plan.job import FeaturePart, Job
+from raytda.plan.seeds import projection_seed
 from raytda.specs import Member, stable_hash
 from raytda.tasks import get_task
 

@@ -11,7 +11,7 @@ from raytda.ensembles import Ensemble
 from raytda.features.choice import FEATURES_RULE
 from raytda.methods import Method
 from raytda.methods.k_rule import PROJ_DIM_RULE
-from raytda.plan.jobs import Evaluate
+from raytda.plan.evaluate import Evaluate
 from raytda.results import format_table
 from raytda.tasks import get_task
 

@@ -14,7 +14,7 @@ from test_validate import CheckpointTask
 from raytda import Sweep
 from raytda.cli import main
 from raytda.core.checkpoint import save_checkpoint
-from raytda.plan import jobs
+from raytda.plan import models as jobs
 from raytda.store.artifacts import temp_name
 
 

@@ -8,7 +8,7 @@ import pytest
 from raytda.core.args import ComputeArgs
 from raytda.ensembles import Ensemble
 from raytda.methods import Method
-from raytda.plan.jobs import MemberBlock
+from raytda.plan.members import MemberBlock
 from raytda.plan.planner import SweepSpec, make_plan
 from raytda.plan.shards import ShardedMemberBlock, ShardRule, TrainShard
 from raytda.specs import SpecError

@@ -37,8 +37,9 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from ray_helpers import counts, lds_by_label, make_sweep, mtimes  # noqa: E402
 
-from raytda.plan.jobs import Job, projection_seed  # noqa: E402
+from raytda.plan.job import Job  # noqa: E402
 from raytda.plan.planner import Plan, make_plan  # noqa: E402
+from raytda.plan.seeds import projection_seed  # noqa: E402
 from raytda.results import collect_results  # noqa: E402
 from raytda.run.progress import job_label  # noqa: E402
 from raytda.run.ray_executor import RayExecutor  # noqa: E402

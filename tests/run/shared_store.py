@@ -12,7 +12,7 @@ from pathlib import Path
 
 import ray_helpers
 
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 
 # One sweep process (the executor tests' toy-mlp sweep, in-process, one torch thread):
 # logs each artifact it writes, waits for its partner to be ready, runs, then saves its

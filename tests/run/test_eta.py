@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 from raytda.run.eta import UnitCostETA
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 from raytda.run.job_graph import JobGraph
 
 

@@ -15,7 +15,7 @@ import torch
 from ray_helpers import lds_by_label, make_sweep
 from shared_store import hold_lease, independent_of, sweep_process
 
-from raytda.plan.jobs import LDSModel, TrainModel
+from raytda.plan.models import LDSModel, TrainModel
 from raytda.run.local import InProcessExecutor
 from raytda.store import ArtifactStore
 from raytda.store.holders import host_tag

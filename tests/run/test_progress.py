@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 from raytda.run.progress import (
     MAX_LINE,
     JobCounts,

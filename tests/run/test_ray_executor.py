@@ -28,7 +28,7 @@ from ray_helpers import (
 from test_user_task import GatedTask
 
 from raytda.ensembles import Ensemble
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 from raytda.plan.planner import make_plan
 from raytda.run.ray_executor import RayExecutor
 from raytda.store import ArtifactStore
@@ -232,7 +232,7 @@ def test_a_job_another_sweep_holds_is_put_aside(ray_session, tmp_path, reference
     the store: the actors run those meanwhile (none waits on the lease), then the model."""
     from shared_store import hold_lease, independent_of
 
-    from raytda.plan.jobs import TrainModel
+    from raytda.plan.models import TrainModel
 
     ex = executor(poll_s=0.2)
     sweep = make_sweep(tmp_path / "store", executor=ex)
@@ -286,7 +286,7 @@ def test_actors_record_where_and_on_what_jobs_ran(first_run):
     """Every artifact says which actor and node ran it and on what reservation; each
     actor built each distinct projection it used once; the Q and block jobs found their
     model held by the actor that ran them at least once."""
-    from raytda.plan.jobs import projection_seed
+    from raytda.plan.seeds import projection_seed
 
     sweep, df, _, ex = first_run
     assert set(df["measured_on"]) == {"cpu x1"}

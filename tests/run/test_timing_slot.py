@@ -11,7 +11,9 @@ import threading
 
 import pytest
 
-from raytda.plan.jobs import Evaluate, LDSModel, MemberBlock, QValues, TrainModel
+from raytda.plan.evaluate import Evaluate
+from raytda.plan.members import MemberBlock, QValues
+from raytda.plan.models import LDSModel, TrainModel
 from raytda.run import timing_slot as ts
 
 

@@ -13,7 +13,7 @@ import torch
 from raytda.core import projector_cache
 from raytda.core.args import ComputeArgs
 from raytda.core.projection import CHUNK_ROWS, GaussianProjector
-from raytda.plan.jobs import Job
+from raytda.plan.job import Job
 from raytda.plan.planner import Plan
 from raytda.run.local import InProcessExecutor
 from raytda.run.worker import JobRunner, resources_label

@@ -10,7 +10,7 @@ import torch
 from raytda import Sweep
 from raytda.core.args import ComputeArgs
 from raytda.methods import Method
-from raytda.plan.jobs import PassQ, QValues
+from raytda.plan.members import PassQ, QValues
 from raytda.specs import LDSSpec
 from raytda.work.evaluate import evaluate
 
