@@ -48,10 +48,17 @@ from raytda.data.token_rows import RowSchema, is_rows
 from raytda.features import Featurizer
 from raytda.plan.evaluate import Evaluate
 from raytda.plan.job import FeaturePart
+from raytda.plan.members import MemberBlock
 from raytda.specs import SpecError
 from raytda.store import ArtifactStore
 from raytda.work.evaluate import PayloadCache
-from raytda.work.serve import load_member, member_context, member_mask, warm_member_imports
+from raytda.work.serve import (
+    declared_inputs,
+    load_member,
+    member_context,
+    member_mask,
+    warm_member_imports,
+)
 from raytda.work.shards import Shard, stored_shards
 
 if TYPE_CHECKING:
@@ -174,8 +181,9 @@ class Attributor:
         warm_member_imports(part.source)
         net = load_member(self.store, part.source, part.member).to(self.device)
         mask = member_mask(net, part.source, part.member, part.mask_mode)
+        block = MemberBlock(part.source, part.member, self.method, part.mask_mode)
         ctx = member_context(net, part.source, part.member, mask, self.method, self.args,
-                             keep=False)
+                             keep=False, **declared_inputs(self.store, block))
         payload, _ = self.store.get(part.key)
         shards = stored_shards(self.store, part.key)
         if shards is None:

@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import raytda
 
@@ -81,3 +85,22 @@ def test_named_cycles_are_gone_even_through_lazy_imports():
     assert not any(d == "raytda.api" for m, ds in g.items() if m.startswith("raytda.run")
                    for d in ds)
     assert not any(c for c in cycles(g) if "raytda.api" in c)
+
+
+@pytest.mark.parametrize("first, then", [("raytda.ensembles", "raytda.plan.planner"),
+                                         ("raytda.plan.planner", "raytda.ensembles"),
+                                         ("raytda.plan.job", "raytda.ensembles.lora"),
+                                         ("raytda.ensembles.lora", "raytda.plan.evaluate")])
+def test_kinds_and_jobs_import_in_either_order(first, then):
+    # a fresh interpreter each: the order of first imports is what a circle breaks
+    code = (f"import {first}, {then}, sys; from raytda.ensembles import ENSEMBLES; "
+            f"assert 'lora' in ENSEMBLES and 'dropout-forward-shared' in ENSEMBLES; "
+            f"assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT.parent)
+
+
+def test_the_job_protocol_is_a_leaf():
+    # plan/job.py imports no job, kind, method or feature module (annotations aside)
+    g = graph(include_lazy=True)
+    assert g["raytda.plan.job"] <= {"raytda.specs"}
+    assert not any("isort: off" in p.read_text() for p in ROOT.rglob("*.py"))

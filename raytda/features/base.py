@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from raytda.core.network import Network
     from raytda.core.outputs import ModelOutput
     from raytda.data.samples import Samples
+    from raytda.plan.job import Job
+    from raytda.plan.members import MemberBlock
 
 #: a slice of rows, or a tensor of row indices in any order
 Rows = "slice | torch.Tensor"
@@ -133,6 +135,14 @@ class GradientFeatures:
         ``keep``: reuse what this process built for earlier jobs (jobs) or not (the
         Attributor manages its own memory)."""
         raise NotImplementedError
+
+    def member_jobs(self, block: MemberBlock) -> dict[str, Job]:
+        """Jobs whose artifacts this part reads to featurize ``block``'s member, by name
+        (a projection fitted to the member's data, say): shared artifacts keyed by what
+        they depend on, made once for every configuration that serves the member. A part
+        that declares any is given their tensors as ``featurizer(..., inputs=...)``.
+        Default: none."""
+        return {}
 
     def features_for_seeds(self, net: Network, data: Any, seeds: list[int], k: int,
                            args: ComputeArgs, output: ModelOutput

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
     from raytda.methods.context import MemberContext
     from raytda.methods.spec import Method
+    from raytda.plan.job import Job
+    from raytda.plan.members import MemberBlock
 
 
 class AttributionMethod:
@@ -66,6 +68,13 @@ class AttributionMethod:
         _check(part.exact or not self.needs_exact_gradients,
                f"method {self.name!r} needs exact per-sample gradients, which gradient "
                f"features {part.name!r} do not give; use features 'dense'")
+
+    def member_jobs(self, spec: Method, block: MemberBlock) -> dict[str, Job]:
+        """Jobs whose artifacts this method reads to serve ``block``'s member, by name:
+        shared artifacts keyed by what they depend on (a member's fitted curvature
+        factors, say), made once for every configuration that serves the member. Their
+        tensors reach ``member`` as ``ctx.inputs[name]``. Default: none."""
+        return {}
 
     def feature_dim(self, spec: Method) -> int | None:
         """Dimensions asked of the member's featurizer: ``proj_dim`` when the method

@@ -42,6 +42,11 @@ class MemberContext:
     #: it off the featurizing pass into ``train_q``
     wants_q: bool = False
     train_q: torch.Tensor | None = None
+    #: the tensors of the jobs its method declared for this member
+    #: (``AttributionMethod.member_jobs``), by name
+    inputs: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    #: the same for its features part (``GradientFeatures.member_jobs``): its featurizer's
+    feature_inputs: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     _featurizers: dict[int | None, Featurizer] = field(default_factory=dict, repr=False)
 
     @property
@@ -52,8 +57,11 @@ class MemberContext:
     def featurizer(self, k: int | None) -> Featurizer:
         """The member's featurizer for ``k`` dimensions (None: exact gradients), built once."""
         if k not in self._featurizers:
+            # only a part that declares inputs is handed them (its signature takes them)
+            extra = {"inputs": self.feature_inputs} if self.feature_inputs else {}
             self._featurizers[k] = self.features.featurizer(self.net, k, self.seed, self.args,
-                                                            self.output, self.data, self.keep)
+                                                            self.output, self.data, self.keep,
+                                                            **extra)
         return self._featurizers[k]
 
     def train_features(self, fz: Featurizer) -> torch.Tensor:

@@ -54,10 +54,30 @@ class Evaluate(Job):
         object.__setattr__(self, "method", self.method.resolved(self.task))
 
     def spec(self) -> dict[str, Any]:
-        return {"task": self.task.key, "method": self.method.hashed(),
+        spec = {"task": self.task.key, "method": self.method.hashed(),
                 "ensemble": self.ensemble.to_dict(),
                 "lds": None if self.lds is None else self.lds.to_dict(),
                 "base_seed": self.base_seed}
+        # Its inputs are named by what makes them, not by their keys (a sharded member's
+        # jobs differ from a whole one's, the result not), so a job class's revision
+        # reaches the result's key here: any raised revision among the jobs it reads.
+        revisions = self.input_revisions()
+        if revisions:
+            spec["revisions"] = revisions
+        return spec
+
+    def input_revisions(self) -> dict[str, int]:
+        """``{job class: revision}`` of every job it reads, directly or not, whose
+        class's revision is not 0."""
+        seen: dict[str, Job] = {}
+        stack = list(self.deps())
+        while stack:
+            job = stack.pop()
+            if job.key not in seen:
+                seen[job.key] = job
+                stack.extend(job.deps())
+        return {type(j).__name__: j.revision for j in
+                sorted(seen.values(), key=lambda j: type(j).__name__) if j.revision}
 
     def describe(self) -> str:
         return f"evaluate {self.method.name} {self.ensemble.label} on {self.task.name}"

@@ -124,6 +124,13 @@ class Job:
     def deps(self) -> tuple[Job, ...]:
         return ()
 
+    @property
+    def inputs(self) -> dict[str, Job]:
+        """Artifacts declared for it by the parts it serves (a method's or features part's
+        ``member_jobs``), by name; among its ``deps`` and costed to the configurations
+        that read it, once per artifact. Default: none."""
+        return {}
+
     def resources(self) -> dict[str, float]:
         """Ray resource request; GPU fractions are set by the executor's policy."""
         return {"num_cpus": 1}

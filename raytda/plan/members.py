@@ -11,6 +11,7 @@ stores that Q too (:class:`PassQ`). Bodies: :mod:`raytda.work.serve`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from raytda.plan.job import BACKWARD_PASS, FeaturePart, Job, MemberSource
@@ -211,8 +212,26 @@ class MemberBlock(Job):
         q = self.q_part()
         return q is None or store.has(q.key)
 
+    @cached_property
+    def method_inputs(self) -> dict[str, Job]:
+        """The jobs its method declares for this member (a member's fitted curvature
+        factors, say), by the name the method reads them under (``MemberContext.inputs``).
+        Each is keyed by what it depends on, so every configuration that serves this
+        member shares it."""
+        return self.method.impl.member_jobs(self.method, self)
+
+    @cached_property
+    def feature_inputs(self) -> dict[str, Job]:
+        """The jobs its features part declares for this member (given to its featurizer)."""
+        return self.method.features_part.member_jobs(self)
+
+    @property
+    def inputs(self) -> dict[str, Job]:
+        """Every job its method and features part declare for this member."""
+        return {**self.method_inputs, **self.feature_inputs}
+
     def deps(self) -> tuple[Job, ...]:
-        return member_deps(self.model)
+        return (*member_deps(self.model), *self.inputs.values())
 
     def affinity(self) -> str | None:
         return self.model.key

@@ -125,7 +125,7 @@ class TrainShard(Job):
         return {**member, "train_rows": [self.start, self.stop]}
 
     def deps(self) -> tuple[Job, ...]:
-        return member_deps(self.block.model)
+        return (*member_deps(self.block.model), *self.block.inputs.values())
 
     def affinity(self) -> str | None:
         return self.block.model.key
@@ -171,7 +171,7 @@ class ShardedMemberBlock(MemberBlock):
                      for a in range(0, self.n_train, r))
 
     def deps(self) -> tuple[Job, ...]:
-        return (*member_deps(self.model), *self.shards())
+        return (*member_deps(self.model), *self.inputs.values(), *self.shards())
 
     def parts(self) -> tuple[FeaturePart, ...]:
         return (FeaturePart(self.model, self.member, self.mask_mode, self.key),)

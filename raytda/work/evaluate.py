@@ -131,6 +131,11 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
     adapter_times = [x["train_time_s"] for x in adapter_meta]
     serve_block = [x["serve_time_s"] for x in block_meta]
     serve_q = [x["serve_time_s"] for x in q_meta]
+    # Artifacts that methods or features declared per member (fitted factors, say): each
+    # made once, whichever feature jobs read it, and charged once here.
+    input_meta = [store.meta(k) for k in
+                  {j.key: j for b in needs.features for j in b.inputs.values()}]
+    serve_inputs = [x["serve_time_s"] for x in input_meta]
     q_unit = float(np.mean(serve_q)) if serve_q else 0.0
     # Each member's own serving plus scoring the test set against it. A feature job that
     # stores several members' payloads (parts) records each one's own serving in the
@@ -145,7 +150,7 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
         mine = [store.meta(p.key)["serve_time_s"] for p in stored]
         own += mine
         shared.append(max(0.0, meta["serve_time_s"] - sum(mine)))
-    member_s = float(np.mean(np.add(own, score_s)))
+    member_s = float(np.mean(np.add(own, score_s))) + float(np.sum(serve_inputs)) / len(own)
     shared_s = float(np.mean(shared)) if shared else 0.0
     # T_Serving: one member from scratch. T_Serving,Forward-only: one more mask, Q only
     # (masked-Q reading) or, where gradients are shared, a member on shared gradients.
@@ -164,13 +169,14 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
         # As if run alone: every training the configuration needs (I x T_train, or
         # I x T_base + I x L x T_lora), each measured once and shared across configs.
         "train_time_s": float(np.sum(train_times) + np.sum(adapter_times)),
-        "serve_time_s": float(np.sum(serve_block) + np.sum(serve_q) + aggregate_s),
+        "serve_time_s": float(np.sum(serve_block) + np.sum(serve_q) + np.sum(serve_inputs)
+                              + aggregate_s),
         "params": kind.stored_params(ens, int(model_meta[0]["params"]), adapter_params),
         # Every job the configuration needs but the ground truth's: trainings (when they
         # were measured), servings and this evaluation.
         "peak_mem_bytes": int(max(mem.peak_bytes, *(x.get("peak_bytes", 0) for x in
                                                     model_meta + adapter_meta + block_meta
-                                                    + q_meta))),
+                                                    + q_meta + input_meta))),
         "eval_peak_bytes": int(mem.peak_bytes),
         "analytic_train_time_s": kind.train_time(ens, unit),
         "analytic_serve_time_s": kind.serve_time(ens, unit),

@@ -59,16 +59,27 @@ def q_values(job: QValues, store: ArtifactStore, args: ComputeArgs) -> None:
               job.spec())
 
 
+def declared_inputs(store: ArtifactStore, block: MemberBlock) -> dict[str, dict]:
+    """The tensors of the jobs ``block``'s method and features part declared, as
+    ``member_context``'s ``inputs`` and ``feature_inputs``."""
+    def load(jobs):
+        return {name: store.get(job.key)[0] for name, job in jobs.items()}
+
+    return {"inputs": load(block.method_inputs), "feature_inputs": load(block.feature_inputs)}
+
+
 def member_context(net: Network, source: Source, member: Member, mask: MaskSpec | None,
                    method: Method, args: ComputeArgs, keep: bool = True,
-                   wants_q: bool = False) -> MemberContext:
+                   wants_q: bool = False, inputs: dict[str, dict] | None = None,
+                   feature_inputs: dict[str, dict] | None = None) -> MemberContext:
     """What ``method`` is given to serve this member (its data, seeds and features);
     ``wants_q``: the member's Q is read off its train features' pass."""
     task = source.task
     data = task.data()
     rows = source.training_rows(data.n_train) if method.impl.uses_training_rows else None
     return MemberContext(net, task, data, mask, projection_seed(source, member), args,
-                         method.features_part, rows, keep, wants_q)
+                         method.features_part, rows, keep, wants_q, inputs=dict(inputs or {}),
+                         feature_inputs=dict(feature_inputs or {}))
 
 
 def member_block(job: MemberBlock, store: ArtifactStore, args: ComputeArgs) -> None:
@@ -76,7 +87,7 @@ def member_block(job: MemberBlock, store: ArtifactStore, args: ComputeArgs) -> N
     q_part = job.q_part()
     with serving(job, store, args) as (net, mask, m):
         ctx = member_context(net, job.model, job.member, mask, job.method, args,
-                             wants_q=q_part is not None)
+                             wants_q=q_part is not None, **declared_inputs(store, job))
         payload, info = impl.member(job.method, ctx)
     # A projection reused from an earlier job of this worker is charged its build time, so
     # the cost does not depend on which worker served which member before.

@@ -19,7 +19,7 @@ import torch
 
 from raytda.core.args import ComputeArgs
 from raytda.store import ArtifactStore
-from raytda.work.serve import member_context, serving
+from raytda.work.serve import declared_inputs, member_context, serving
 
 if TYPE_CHECKING:
     from raytda.plan.shards import ShardedMemberBlock, TrainShard
@@ -31,7 +31,8 @@ def train_shard(job: TrainShard, store: ArtifactStore, args: ComputeArgs) -> Non
     block = job.block
     impl, dim = block.method.impl, block.method.impl.feature_dim(block.method)
     with serving(block, store, args) as (net, mask, m):
-        ctx = member_context(net, block.model, block.member, mask, block.method, args)
+        ctx = member_context(net, block.model, block.member, mask, block.method, args,
+                             **declared_inputs(store, block))
         fz = ctx.featurizer(dim)
         rows = ctx.data.train.subset(np.arange(job.start, job.stop))
         # offset: per-sample masks are keyed by the row's number in the whole train split
@@ -58,7 +59,8 @@ def reduce_shards(job: ShardedMemberBlock, store: ArtifactStore, args: ComputeAr
             yield tensors
 
     with serving(job, store, args) as (net, mask, m):
-        ctx = member_context(net, job.model, job.member, mask, spec, args)
+        ctx = member_context(net, job.model, job.member, mask, spec, args,
+                             **declared_inputs(store, job))
         fz = ctx.featurizer(impl.feature_dim(spec))
         test = fz.features(ctx.data.test, ctx.mask, "test")
         payload, info = impl.finalize_shards(spec, read(), test)
