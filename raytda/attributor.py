@@ -191,7 +191,7 @@ class Attributor:
         else:
             side = self.impl.shard_query_side(payload, self.device)
         del payload
-        return _Member(part, net, mask, ctx.featurizer(self.impl.feature_dim(self.method)), side,
+        return _Member(part, net, mask, ctx.featurizer(self.method.feature_dim), side,
                        shards)
 
     def _acquire(self, e: int) -> bool:

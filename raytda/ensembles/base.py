@@ -99,7 +99,7 @@ class EnsembleKind:
 
         out = []
         for mem in self.feature_members(ev.ensemble, ev.task.saved_epochs()):
-            if ev.method.impl.feature_dim(ev.method) is None:
+            if ev.method.feature_dim is None:
                 mem = replace(mem, projection=0)
             out.append(member_job(ev, MemberBlock(self.source(models, mem), mem, ev.method,
                                                   ev.ensemble.mask_mode)))

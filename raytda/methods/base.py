@@ -87,7 +87,7 @@ class AttributionMethod:
 
         Default: the member's features of every train and test row, then ``finalize``.
         """
-        fz = ctx.featurizer(self.feature_dim(spec))
+        fz = ctx.featurizer(spec.feature_dim)
         train = ctx.train_features(fz)  # and Q from the same pass when the job stores it
         test = fz.features(ctx.data.test, ctx.mask, "test")
         payload, info = self.finalize(spec, train, test)

@@ -14,7 +14,7 @@ class GradDot(AttributionMethod):
     def member(self, spec, ctx):
         from raytda.core.gradsim import similarity_block
 
-        fz = ctx.featurizer(self.feature_dim(spec))
+        fz = ctx.featurizer(spec.feature_dim)
         test = fz.features(ctx.data.test, ctx.mask, "test").to(ctx.args.device)
         block = similarity_block(test, fz.batches(ctx.data.train, ctx.mask, "train"),
                                  ctx.data.n_train, self.normalize)

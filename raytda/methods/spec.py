@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from raytda.methods.base import AttributionMethod, method_class
@@ -124,7 +125,7 @@ class Method(Spec):
                 n_train = task_size(task).n_train
                 proj_dim, why = PROJ_DIM_RULE.choose(n_train), PROJ_DIM_RULE.why(n_train)
             out = self.replace(proj_dim=proj_dim, features=features)
-            if out.impl.feature_dim(out) is not None:  # a k the method never uses is no news
+            if out.feature_dim is not None:  # a k the method never uses is no news
                 chosen.append(f"proj_dim={proj_dim} ({why})")
         return self.replace(proj_dim=proj_dim, features=features,
                             chosen=(*self.chosen, *chosen))
@@ -134,13 +135,21 @@ class Method(Spec):
                f"method {self.name!r} has proj_dim or features chosen per Task (None); "
                f"call Method.resolved(task) first (a sweep does this for every Task)")
 
-    @property
+    @cached_property
     def features_part(self) -> GradientFeatures:
-        """The gradient-features part ``features`` names (once resolved)."""
+        """The gradient-features part ``features`` names (once resolved; made once)."""
         from raytda.features import features_from
 
         self._require_resolved()
         return features_from(self.features)
+
+    @cached_property
+    def feature_dim(self) -> int | None:
+        """The dimensions its members' featurizers are asked for (once resolved): the
+        method's rule (``AttributionMethod.feature_dim``), computed once; None: exact
+        gradients."""
+        self._require_resolved()
+        return self.impl.feature_dim(self)
 
     @property
     def chosen_fields(self) -> frozenset[str]:
@@ -163,7 +172,7 @@ class Method(Spec):
         skip = {"name", "revision", "features", *self.chosen_fields}
         # proj_dim counts for a method that does not project when its features do
         projects = self.features not in (None, "dense") and self.proj_dim is not None \
-            and self.impl.feature_dim(self) is not None
+            and self.feature_dim is not None
         candidates = (*self.impl.params, *(("proj_dim",) if projects else ()), "options")
         shown = [k for k in dict.fromkeys(candidates)
                  if k not in skip and getattr(self, k) is not None
@@ -185,7 +194,7 @@ class Method(Spec):
             out[f] = getattr(self, f)
         if self.features != "dense":  # the default adds nothing: earlier keys stay valid
             out["features"] = self.features_part.hashed()
-            if self.impl.feature_dim(self) is not None:
+            if self.feature_dim is not None:
                 out["proj_dim"] = self.proj_dim
         if self.options:
             out["options"] = self.options

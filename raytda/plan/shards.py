@@ -75,7 +75,7 @@ def member_job(ev: Evaluate, block: MemberBlock) -> MemberBlock:
     from raytda.methods.sharded import can_shard
 
     impl = block.method.impl
-    dim = impl.feature_dim(block.method)
+    dim = block.method.feature_dim
     if not can_shard(impl) or dim is None:  # exact gradients: width unknown when planning
         return block
     n_train = int(ev.task.data_identity()["train"]["rows"])

@@ -198,5 +198,5 @@ def method_columns(method) -> dict[str, Any]:
     """The results' ``proj_dim`` (the k the features were made with; None for exact
     gradients) and ``chosen`` (what was chosen per Task and why, ``"; "``-joined; empty
     where the user gave every value) of a resolved Method."""
-    k = method.proj_dim if method.impl.feature_dim(method) is not None else None
+    k = method.proj_dim if method.feature_dim is not None else None
     return {"proj_dim": k, "chosen": "; ".join(method.chosen)}

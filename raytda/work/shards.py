@@ -29,7 +29,7 @@ Shard = tuple[int, int, str]  # train rows [start, stop) and the shard's key
 
 def train_shard(job: TrainShard, store: ArtifactStore, args: ComputeArgs) -> None:
     block = job.block
-    impl, dim = block.method.impl, block.method.impl.feature_dim(block.method)
+    impl, dim = block.method.impl, block.method.feature_dim
     with serving(block, store, args) as (net, mask, m):
         ctx = member_context(net, block.model, block.member, mask, block.method, args,
                              **declared_inputs(store, block))
@@ -61,7 +61,7 @@ def reduce_shards(job: ShardedMemberBlock, store: ArtifactStore, args: ComputeAr
     with serving(job, store, args) as (net, mask, m):
         ctx = member_context(net, job.model, job.member, mask, spec, args,
                              **declared_inputs(store, job))
-        fz = ctx.featurizer(impl.feature_dim(spec))
+        fz = ctx.featurizer(spec.feature_dim)
         test = fz.features(ctx.data.test, ctx.mask, "test")
         payload, info = impl.finalize_shards(spec, read(), test)
     own = m.seconds + fz.reused_s()
