@@ -16,7 +16,7 @@ from raytda.methods import Method, as_method
 from raytda.plan.evaluate import Evaluate, Truth
 from raytda.plan.planner import Plan, SweepSpec, clear_stale, make_plan
 from raytda.results import stored_scores
-from raytda.run.executors import make_executor
+from raytda.run.executors import DEFAULT_EXECUTOR, make_executor
 from raytda.specs import LDSSpec, SpecError
 from raytda.store import ArtifactStore
 from raytda.task import Task
@@ -64,7 +64,7 @@ class Sweep:
         data_dir: str | None = None,
         base_seed: int = 0,
         proj_dim: int | None = None,
-        executor: Any = "local",
+        executor: Any = DEFAULT_EXECUTOR,
         address: str | None = None,
         compute: ComputeArgs | None = None,
         progress: bool = True,
@@ -94,7 +94,7 @@ class Sweep:
 
     @classmethod
     def from_spec(cls, spec: SweepSpec, store: str, compute: ComputeArgs | None = None,
-                  executor: Any = "local", address: str | None = None,
+                  executor: Any = DEFAULT_EXECUTOR, address: str | None = None,
                   progress: bool = True) -> Sweep:
         """A Sweep of an existing spec (e.g. one configuration of a search, which Tune's
         trials run this way), with where and how to run it."""

@@ -13,6 +13,7 @@ from raytda.ensembles.spec import expand_grid
 from raytda.features.choice import FEATURES_RULE
 from raytda.methods import METHODS
 from raytda.methods.k_rule import PROJ_DIM_RULE
+from raytda.run.executors import DEFAULT_EXECUTOR, EXECUTORS, default_executor
 from raytda.run.logs import LEVELS as LOG_LEVELS
 from raytda.specs import LDSSpec, SpecError
 from raytda.sweep_config import CONFIG_KEYS, load_config
@@ -64,8 +65,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-test", type=int, help="override the setting's test size")
     p.add_argument("--epochs", type=int, help="override the setting's training epochs")
     p.add_argument("--seed", type=int, default=None, help="base seed of the ensemble models")
-    p.add_argument("--executor", choices=("local", "ray"), default=None,
-                   help="local (in-process, default) or ray")
+    p.add_argument("--executor", choices=sorted(EXECUTORS), default=None,
+                   help="; ".join(f"{k.name}: {k.summary}" for k in EXECUTORS.values())
+                   + f" (default {DEFAULT_EXECUTOR})")
     p.add_argument("--address", help="Ray cluster address to join (implies --executor ray)")
     p.add_argument("--device", default="auto",
                    help="torch device: auto (CUDA when this machine has it, default), cpu, "
@@ -118,7 +120,7 @@ def build_sweep(a: argparse.Namespace,
                                                                  "models_per_subset")):
         if getattr(a, flag) is not None:
             lds_kw[name] = getattr(a, flag)
-    executor = a.executor or ("ray" if a.address else "local")
+    executor = a.executor or default_executor(a.address)
     from raytda.store.uri import absolute_location, check_store_uri
 
     # Absolute before anything is sent: Ray workers, Serve replicas and Tune trials each

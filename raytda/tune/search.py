@@ -42,6 +42,7 @@ from raytda.ensembles import Ensemble
 from raytda.errors import RaytdaError
 from raytda.plan.planner import SweepSpec
 from raytda.results import COST_AXES
+from raytda.run.executors import DEFAULT_EXECUTOR, executor_kind
 from raytda.specs import LDSSpec, SpecError
 from raytda.task import Task
 from raytda.tune.searcher import OBJECTIVE, config_ensemble
@@ -357,12 +358,13 @@ def _tuner(sweep: Sweep, candidates: list[Ensemble], known: dict, cost: str, n_t
 
     from raytda.tune.searcher import DistinctSearcher
 
-    executor = sweep._executor if isinstance(sweep._executor, str) else "local"
+    executor = sweep._executor if isinstance(sweep._executor, str) else DEFAULT_EXECUTOR
     trainable = tune.with_parameters(
         _trainable, spec=sweep.spec, store=sweep.store.uri, cost=cost,
         compute=sweep.compute, executor=executor)
     # A trial that farms its jobs out only coordinates: a sliver of a CPU (Tune refuses 0).
-    trainable = tune.with_resources(trainable, {"cpu": 0.01 if executor == "ray" else 1})
+    distributed = executor_kind(executor).distributed
+    trainable = tune.with_resources(trainable, {"cpu": 0.01 if distributed else 1})
     if restore:
         return tune.Tuner.restore(str(where), trainable=trainable, resume_errored=True,
                                   resume_unfinished=True)
@@ -422,7 +424,7 @@ def tune_ensembles(task: str | Task, store: str = "raytda-store", *,
                    method: Any = "trak", lds: LDSSpec | None = None,
                    ensembles: Sequence[str | Ensemble] | None = None,
                    cost: str = "train_time_s", num_samples: int = 8, sampler: str = "auto",
-                   max_concurrent_trials: int = 1, executor: str = "local",
+                   max_concurrent_trials: int = 1, executor: str = DEFAULT_EXECUTOR,
                    compute: ComputeArgs | None = None, base_seed: int = 0,
                    address: str | None = None, storage_path: str | None = None,
                    data_dir: str | None = None, resume: bool = False, name: str = NAME,

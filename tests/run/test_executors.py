@@ -1,0 +1,66 @@
+"""Executors are registered parts: a user's kind runs a sweep by its name, the CLI and
+Tune read what a kind says (not its name), and an unknown name lists the known ones."""
+
+from __future__ import annotations
+
+import pytest
+from test_user_task import GatedTask
+
+from raytda import LDSSpec, Sweep
+from raytda.methods import Method
+from raytda.run.executors import (
+    EXECUTORS,
+    ExecutorKind,
+    default_executor,
+    executor_kind,
+    make_executor,
+    register_executor,
+)
+from raytda.run.local import InProcessExecutor
+from raytda.specs import SpecError
+
+
+class Counting(InProcessExecutor):
+    """The in-process executor, counting the plans it executes."""
+
+    plans = 0
+
+    def execute(self, plan, store):
+        Counting.plans += 1
+        super().execute(plan, store)
+
+
+@pytest.fixture
+def counting():
+    @register_executor
+    class CountingKind(ExecutorKind):
+        name = "test-counting"
+        summary = "in-process, counted"
+
+        def make(self, compute, address, progress):
+            return Counting(compute, progress)
+
+    yield CountingKind.name
+    EXECUTORS.pop(CountingKind.name)
+
+
+def test_a_registered_executor_runs_a_sweep_by_name(tmp_path, counting):
+    Counting.plans = 0
+    df = Sweep(GatedTask(), Method("grad-dot", proj_dim=8), ["naive:I=1"], lds=LDSSpec(m=3),
+               store=str(tmp_path), executor=counting, progress=False).run()
+    assert Counting.plans == 1 and len(df) == 1
+
+
+def test_kinds_say_what_callers_need():
+    assert not executor_kind("local").distributed
+    assert executor_kind("ray").distributed and executor_kind("ray").joins_cluster
+    assert default_executor(None) == "local"
+    assert executor_kind(default_executor("127.0.0.1:6379")).joins_cluster
+    assert executor_kind(object()) is None
+
+
+def test_an_unknown_executor_lists_the_known_ones():
+    with pytest.raises(SpecError, match=r"unknown executor 'slurm'.*'local', 'ray'"):
+        make_executor("slurm", None)
+    with pytest.raises(SpecError, match="execute"):
+        make_executor(42, None)
