@@ -10,9 +10,10 @@ from any module; nothing else in raytda names kinds.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from raytda.ensembles.fields import FIELD_DEFAULTS
+from raytda.ensembles.fields import FIELD_DEFAULTS, SIZE_FIELDS
 from raytda.registry import Registry
 from raytda.specs import Member, _check
 
@@ -29,7 +30,11 @@ class EnsembleKind:
 
     Class attributes:
         name: the kind as written in specs and on the command line.
-        takes: which of ``D``, ``C``, ``L``, ``mask_mode`` it uses (others must be unset).
+        takes: which of ``D``, ``C``, ``L``, ``mask_mode`` it uses (others must be unset);
+            the sizes among them are :attr:`sizes`.
+        series_sizes: of the sizes it takes, those that split its configurations into
+            separate lines of a cost plot (a line per value; I and its other sizes vary
+            along a line): D by default, so a Dropout Ensemble draws a line per D.
         uses_masks: members are dropout-masked (the model needs dropout sites).
         needs: method capabilities it depends on (``"q"``: TRAK's Q weighting,
             ``"projection"``: per-member projection seeds).
@@ -39,6 +44,22 @@ class EnsembleKind:
     takes: ClassVar[frozenset[str]] = frozenset()
     uses_masks: ClassVar[bool] = False
     needs: ClassVar[frozenset[str]] = frozenset()
+    series_sizes: ClassVar[frozenset[str]] = frozenset({"D"})
+
+    @property
+    def sizes(self) -> tuple[str, ...]:
+        """The size fields it takes (of D, C, L), in the order its label writes them."""
+        return tuple(f for f in SIZE_FIELDS if f in self.takes)
+
+    def series(self, values: Mapping[str, Any]) -> str:
+        """The cost-plot line of a configuration whose fields are ``values`` (a mapping
+        with at least the :meth:`series_fields`): 'dropout D=10', 'lora'."""
+        return " ".join([self.name, *(f"{f}={values[f]}" for f in self.series_fields)])
+
+    @property
+    def series_fields(self) -> tuple[str, ...]:
+        """The sizes that name its cost-plot lines (``series_sizes`` it takes)."""
+        return tuple(f for f in self.sizes if f in self.series_sizes)
 
     def members(self, ens: Ensemble, epochs: tuple[int | None, ...]) -> tuple[Member, ...]:
         """Members whose scores (and Q) are averaged; ``epochs`` are the checkpoints a
@@ -144,9 +165,7 @@ class EnsembleKind:
 
     def label(self, ens: Ensemble) -> str:
         parts = [self.name, f"I={ens.I}"]
-        for f in ("L", "D", "C"):
-            if f in self.takes:
-                parts.append(f"{f}={getattr(ens, f)}")
+        parts += [f"{f}={getattr(ens, f)}" for f in self.sizes]
         if "mask_mode" in self.takes and ens.mask_mode != "fixed":
             parts.append(ens.mask_mode)
         return " ".join(parts)
