@@ -113,7 +113,7 @@ class SparseInputProjection:
             return
         self.p_grouped = torch.empty(projector.n_params + self.n_bg, projector.k,
                                      device=projector.device, dtype=projector.dtype)
-        projector._fill(0, projector.n_chunks, self.p_grouped, where)
+        projector.scatter_into(self.p_grouped, where)
         if self.n_bg:
             # R_v[i] = sum_j v_j P[row(i, j)]: the grouped rows are (rank, i) ordered.
             w1 = self.p_grouped[self.n_head:].view(n_in, n_out * projector.k)
