@@ -195,6 +195,10 @@ class TrainModel(Job):
         return derive_seed("model", self.base_seed, self.index)
 
     # As a member source: what serving a member of this model reads.
+    def deps_for_members(self) -> tuple[Job, ...]:
+        """The jobs whose artifacts serving one of its members reads: its own."""
+        return (self,)
+
     def member_module(self, store: ArtifactStore, member: Member):
         """The member's module: this model's weights at the member's checkpoint."""
         from raytda.work.weights import stored_module
@@ -406,6 +410,10 @@ class TrainAdapter(Job):
 
     # As a member source: the base model with this adapter; only the adapter is trainable
     # (differentiated), which is what makes LoRA members cheap to serve.
+    def deps_for_members(self) -> tuple[Job, ...]:
+        """An adapter member reads its base model's weights too."""
+        return (self, self.base)
+
     def member_module(self, store: ArtifactStore, member: Member):
         from raytda.core.lora import load_adapted
         from raytda.work.weights import stored_module
@@ -434,8 +442,7 @@ Source = TrainModel | ImportModel | TrainAdapter
 
 
 def member_deps(source: Source) -> tuple[Job, ...]:
-    # An adapter member reads its base model's weights too.
-    return (source, source.base) if isinstance(source, TrainAdapter) else (source,)
+    return source.deps_for_members()
 
 
 def member_shape(member: Member) -> dict[str, Any]:
