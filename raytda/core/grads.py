@@ -35,11 +35,6 @@ from raytda.core.outputs import CLASSIFICATION, ModelOutput
 log = logging.getLogger(__name__)
 
 
-def param_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """All parameters by name (detached), in module order."""
-    return {k: v.detach() for k, v in model.named_parameters()}
-
-
 def trainable_params(model: nn.Module) -> dict[str, torch.Tensor]:
     """The parameters gradients are taken with respect to (detached), in module order."""
     return {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
