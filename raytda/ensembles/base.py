@@ -18,7 +18,7 @@ from raytda.registry import Registry
 from raytda.specs import Member, _check
 
 if TYPE_CHECKING:
-    from raytda.core.costs import UnitCosts
+    from raytda.core.costs import MeasuredUnits, UnitCosts
     from raytda.core.network import Network
     from raytda.ensembles.spec import Ensemble
     from raytda.plan.jobs import Evaluate, Job, KindJobs, QValues
@@ -149,6 +149,15 @@ class EnsembleKind:
                f"nn.Dropout module with p > 0; add one or use another ensemble kind")
 
     # ------------------------------------------------------------------ costs
+
+    def unit_costs(self, m: MeasuredUnits) -> UnitCosts:
+        """Appendix E's units from what the jobs measured: T_Serving is one member from
+        scratch (its share of any shared pass, its own serving and scoring, a Q pass);
+        T_Serving,Forward-only is one more mask costing a forward-only Q pass."""
+        from raytda.core.costs import UnitCosts
+
+        return UnitCosts(train=m.train, serve=m.shared + m.member + m.q,
+                         serve_forward_only=m.q, train_lora=m.train_lora)
 
     def train_time(self, ens: Ensemble, u: UnitCosts) -> float:
         """Appendix E: I x T_train."""
