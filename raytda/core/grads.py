@@ -76,9 +76,6 @@ def linear_layout(model: nn.Module) -> list[tuple[nn.Linear, str]] | None:
     if not isinstance(model, Network) or not model.calls_module or model.training \
             or not all(p.requires_grad for p in model.parameters()):
         return None
-    stack = linear_stack(model.module)
-    if stack is None:
-        return None
     modules = dict(model.named_modules())
     layout: list[tuple[nn.Linear, str]] = []
     for name, _ in model.named_parameters():
@@ -87,8 +84,9 @@ def linear_layout(model: nn.Module) -> list[tuple[nn.Linear, str]] | None:
         if not isinstance(layer, nn.Linear) or leaf not in ("weight", "bias"):
             return None
         layout.append((layer, leaf))
+    stack = linear_stack(model.module)
     # every called layer has a weight, so this also rules out a layer never called
-    if {layer for layer, _ in layout} != set(stack.layers):
+    if stack is None or {layer for layer, _ in layout} != set(stack.layers):
         return None
     return layout
 

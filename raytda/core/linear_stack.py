@@ -23,7 +23,6 @@ layer's input when it runs.
 from __future__ import annotations
 
 import operator
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -54,16 +53,42 @@ class LinearStack:
     input_layer: nn.Linear | None
 
 
-# module -> its LinearStack or None; tracing a small MLP takes a few ms, and the fast path
-# asks once per batch of samples.
-_FOUND: weakref.WeakKeyDictionary[nn.Module, LinearStack | None] = weakref.WeakKeyDictionary()
+# What tracing found, by module structure (see ``_structure``): (layer names in call order,
+# the input layer's name) or None. Every member of a model is a fresh instance of the same
+# structure, and tracing one costs milliseconds, a few percent of a small MLP member's
+# serving; so it is traced once per structure.
+_FOUND: dict[tuple, tuple[tuple[str, ...], str | None] | None] = {}
+_PLAIN = (bool, int, float, str, type(None))
+_MODULE_STATE = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping (hooks, children...)
 
 
 def linear_stack(module: nn.Module) -> LinearStack | None:
     """``module``'s LinearStack if its traced forward is one (see module docstring)."""
-    if module not in _FOUND:
-        _FOUND[module] = _trace(module)
-    return _FOUND[module]
+    modules = dict(module.named_modules())
+    leaves = [m for m in modules.values() if not any(True for _ in m.children())]
+    if not all(isinstance(m, nn.Linear) or _row_wise_module(m) for m in leaves):
+        return None  # a convolution, an embedding, a norm...: no need to trace
+    key = _structure(modules)
+    found = _FOUND[key] if key in _FOUND else _trace(module)
+    if key is not None:
+        _FOUND[key] = found
+    if found is None:
+        return None
+    names, input_name = found
+    return LinearStack(tuple(modules[n] for n in names),
+                       None if input_name is None else modules[input_name])
+
+
+def _structure(modules: dict[str, nn.Module]) -> tuple | None:
+    """What a forward can branch on: each module's class and own attributes (None, so
+    no caching, when an attribute is not a plain value)."""
+    key = []
+    for name, m in modules.items():
+        attrs = tuple(sorted((k, v) for k, v in vars(m).items() if k not in _MODULE_STATE))
+        if not all(isinstance(v, _PLAIN) for _, v in attrs):
+            return None
+        key.append((name, type(m), attrs))
+    return tuple(key)
 
 
 def _row_wise_module(m: nn.Module) -> bool:
@@ -76,7 +101,9 @@ def _tensor_args(node: fx.Node) -> list[fx.Node]:
     return [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)]
 
 
-def _trace(module: nn.Module) -> LinearStack | None:
+def _trace(module: nn.Module) -> tuple[tuple[str, ...], str | None] | None:
+    """(Linear layer names in call order, the input layer's name) if the traced forward
+    is a stack, else None."""
     try:
         graph = fx.Tracer().trace(module)
     except Exception:  # any forward fx cannot follow (data-dependent control flow...)
@@ -85,7 +112,7 @@ def _trace(module: nn.Module) -> LinearStack | None:
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         return None
-    layers: list[nn.Linear] = []
+    layers: list[str] = []
     input_layer = None
     for node in graph.nodes:
         if node.op in ("placeholder", "output"):
@@ -96,11 +123,11 @@ def _trace(module: nn.Module) -> LinearStack | None:
         if node.op == "call_module":
             m = modules.get(node.target)
             if isinstance(m, nn.Linear):
-                if m in layers:
+                if node.target in layers:
                     return None
-                layers.append(m)
+                layers.append(node.target)
                 if _tensor_args(node)[0] is placeholders[0]:
-                    input_layer = m
+                    input_layer = node.target
             elif m is None or not _row_wise_module(m):
                 return None
         elif node.op == "call_function":
@@ -113,4 +140,4 @@ def _trace(module: nn.Module) -> LinearStack | None:
             return None
     if not layers:
         return None
-    return LinearStack(tuple(layers), input_layer)
+    return tuple(layers), input_layer

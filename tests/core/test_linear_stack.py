@@ -127,6 +127,39 @@ def test_a_stack_over_sequences_falls_back_when_it_runs(monkeypatch):
                                atol=ATOL, rtol=RTOL)
 
 
+class MaybeCentered(nn.Module):
+    """Two layers; subtracts the batch mean between them when ``center`` is set."""
+
+    def __init__(self, center: bool) -> None:
+        super().__init__()
+        self.center = center
+        self.a, self.b = nn.Linear(IN, HID), nn.Linear(HID, OUT)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(h - h.mean(0, keepdim=True) if self.center else h)
+
+
+def test_what_tracing_found_is_reused_only_for_the_same_structure():
+    # members are fresh instances of one structure, traced once; an attribute the forward
+    # branches on is part of the structure
+    for center in (False, True, False):
+        assert (linear_stack(MaybeCentered(center)) is None) == center
+    one, other = MaybeCentered(False), MaybeCentered(False)
+    assert linear_stack(other).layers == (other.a, other.b)  # its own layers, not one's
+    assert linear_stack(one).input_layer is one.a
+
+
+def test_a_tasks_network_takes_the_fast_path_unless_the_task_has_its_own_forward(toy_task):
+    assert linear_layout(toy_task.network(toy_task.build_model()).eval()) is not None
+
+    class Tempered(type(toy_task)):
+        def forward(self, model, x):
+            return model(x) / 2
+
+    assert linear_layout(Tempered().network(toy_task.build_model()).eval()) is None
+
+
 def test_frozen_layers_or_a_custom_forward_take_vmap():
     model = net(sequential())
     model.module[0].weight.requires_grad_(False)
