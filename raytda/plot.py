@@ -51,15 +51,12 @@ def results_figure(grp: pd.DataFrame, title: str) -> Figure:
     figure, since every panel draws the same series."""
     import matplotlib.pyplot as plt
 
-    from raytda.ensembles import ensemble_kind
     from raytda.results import pareto_mask
 
     fig, axes = plt.subplots(1, len(AXES), figsize=(5 * len(AXES), 4), sharey=True)
     for ax, (col, label) in zip(axes, AXES):
-        for (kind, d_val), sub in grp.groupby(["ensemble", "D"]):
+        for name, sub in series(grp):
             sub = sub.sort_values(col)
-            takes_d = "D" in ensemble_kind(kind).takes
-            name = f"{kind} D={d_val}" if takes_d else kind
             ax.errorbar(sub[col], sub["lds"], yerr=sub["lds_se"], marker="o", capsize=2,
                         label=name)
         front = grp[pareto_mask(grp[col].to_numpy(float), grp["lds"].to_numpy(float))]
@@ -77,6 +74,24 @@ def results_figure(grp: pd.DataFrame, title: str) -> Figure:
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def series(grp: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The rows of each line, by kind, then by the sizes its kind draws as separate
+    lines (:meth:`EnsembleKind.series <raytda.ensembles.EnsembleKind.series>`)."""
+    from raytda.ensembles import ensemble_kind
+
+    out = []
+    for kind_name, of_kind in grp.groupby("ensemble"):
+        kind = ensemble_kind(kind_name)
+        fields = list(kind.series_fields)
+        if not fields:
+            out.append((kind.series({}), of_kind))
+            continue
+        for values, sub in of_kind.groupby(fields):
+            values = values if isinstance(values, tuple) else (values,)
+            out.append((kind.series(dict(zip(fields, values))), sub))
+    return out
 
 
 def readable_log_ticks(axis: Axis, thousands: bool = False) -> None:

@@ -251,10 +251,13 @@ class Task:
     def network(self, module: nn.Module) -> Network:
         """``module`` as attribution sees it: logits via ``forward``, masks on its
         dropout sites (probed with one training input)."""
-        from raytda.core.network import Network
+        from raytda.core.network import Network, call_module
 
-        return Network(module, self.data().train.example(), lambda m, x: self.forward(m, x),
-                       self.dropout_mask_dims)
+        # Not overridden: the default forward itself, which tells the linear fast path
+        # (raytda.core.grads) that nothing but the module stands between input and logits.
+        forward = call_module if type(self).forward is Task.forward \
+            else (lambda m, x: self.forward(m, x))
+        return Network(module, self.data().train.example(), forward, self.dropout_mask_dims)
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r} v{self.version}>"

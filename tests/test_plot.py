@@ -59,6 +59,20 @@ def test_every_panel_series_is_in_the_figure_legend(figure):
         assert labels and labels <= legend, ax.get_xlabel()
 
 
+def test_each_kind_names_its_own_lines(figure):
+    # checkpoints-dropout: a line per D (C varies along it); lora: one line over I and L
+    rows = [dict(setting="s", method="trak", ensemble="checkpoints-dropout", I=i, D=d, C=c,
+                 L=0, lds=0.1 * i + 0.01 * c, lds_se=0.01, train_time_s=i, serve_time_s=d * c,
+                 params=1000 * i * c) for i in (1, 2) for d in (2, 3) for c in (1, 2)]
+    rows += [dict(setting="s", method="trak", ensemble="lora", I=i, D=1, C=1, L=n,
+                  lds=0.2 + 0.01 * n, lds_se=0.01, train_time_s=i + n, serve_time_s=n,
+                  params=1000 * i + 10 * n) for i in (1, 2) for n in (1, 3)]
+    fig = figure(pd.DataFrame(rows))
+    legend = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert legend == {"checkpoints-dropout D=2", "checkpoints-dropout D=3", "lora",
+                      "Pareto frontier"}
+
+
 def visible_tick_labels(ax):
     lo, hi = sorted(ax.get_xlim())
     return [t for t in ax.get_xticklabels(which="both")

@@ -98,3 +98,22 @@ class UnitCosts:
     serve: float
     serve_forward_only: float = 0.0
     train_lora: float = 0.0
+
+
+@dataclass(frozen=True)
+class MeasuredUnits:
+    """What a configuration's jobs measured, per unit (seconds, means over the units), for
+    its ensemble kind to turn into :class:`UnitCosts` (``EnsembleKind.unit_costs``).
+
+    ``train``: one model's training; ``train_lora``: one adapter's (0 without adapters);
+    ``member``: one feature member's own serving plus scoring the test set against it;
+    ``shared``: what a feature job storing several members took beyond their own shares
+    (one gradient pass for all of them), per such job, 0 where no job shares; ``q``: one
+    Q pass (0 when the method needs no Q).
+    """
+
+    train: float
+    member: float
+    q: float = 0.0
+    shared: float = 0.0
+    train_lora: float = 0.0

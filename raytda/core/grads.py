@@ -4,7 +4,9 @@ Two ways to the same numbers:
 
 - general: ``torch.func.vmap(grad(f))`` over the batch, for any model;
 - linear fast path, for models built only from ``nn.Linear`` layers that treat samples
-  independently (the paper's MLPs, in eval mode): one batched forward and backward give
+  independently (the paper's MLPs, a user's ``nn.Sequential`` of Linear, ReLU and
+  Dropout; :mod:`raytda.core.linear_stack` says which), in eval mode: one batched
+  forward and backward give
   every layer's input ``a`` and output gradient ``delta`` per sample, and the per-sample
   weight gradient is the outer product ``delta a^T`` (bias: ``delta``), written straight
   into the output. This skips vmap's per-parameter gradient tensors and the copy that
@@ -31,11 +33,6 @@ from raytda.core.masks import MaskSpec, masks_for
 from raytda.core.outputs import CLASSIFICATION, ModelOutput
 
 log = logging.getLogger(__name__)
-
-
-def param_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """All parameters by name (detached), in module order."""
-    return {k: v.detach() for k, v in model.named_parameters()}
 
 
 def trainable_params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -66,14 +63,17 @@ def _output_fn(model: nn.Module, output: ModelOutput):
 def linear_layout(model: nn.Module) -> list[tuple[nn.Linear, str]] | None:
     """[(layer, 'weight' | 'bias')] in named_parameters order, if the fast path applies.
 
-    Applies to the built-in MLP in eval mode (per-sample independent: no batch statistics,
-    dropout only through explicit masks) whose every parameter is a weight or bias of an
-    ``nn.Linear``. Anything else returns None and takes the general vmap path.
+    Applies to a :class:`~raytda.core.network.Network` in eval mode (no batch statistics,
+    dropout only through explicit masks) with the default forward, whose module is a
+    stack of ``nn.Linear`` layers with row-wise steps between them
+    (:func:`raytda.core.linear_stack.linear_stack`: found by tracing the forward, not by
+    the module's class) and whose every parameter is a trainable weight or bias of one
+    of those layers. Anything else returns None and takes the general vmap path.
     """
+    from raytda.core.linear_stack import linear_stack
     from raytda.core.network import Network
-    from raytda.models.mlp import MLP
 
-    if not isinstance(model, Network) or not isinstance(model.module, MLP) or model.training \
+    if not isinstance(model, Network) or not model.calls_module or model.training \
             or not all(p.requires_grad for p in model.parameters()):
         return None
     modules = dict(model.named_modules())
@@ -84,7 +84,15 @@ def linear_layout(model: nn.Module) -> list[tuple[nn.Linear, str]] | None:
         if not isinstance(layer, nn.Linear) or leaf not in ("weight", "bias"):
             return None
         layout.append((layer, leaf))
+    stack = linear_stack(model.module)
+    # every called layer has a weight, so this also rules out a layer never called
+    if stack is None or {layer for layer, _ in layout} != set(stack.layers):
+        return None
     return layout
+
+
+class NotRowWise(RuntimeError):
+    """A layer's input is not (batch, in_features): the linear fast path does not apply."""
 
 
 def linear_parts(model: nn.Module, layers: list[nn.Linear], x: torch.Tensor, y: torch.Tensor,
@@ -100,6 +108,10 @@ def linear_parts(model: nn.Module, layers: list[nn.Linear], x: torch.Tensor, y: 
     def hook(layer: nn.Module, args: tuple, out: torch.Tensor) -> None:
         if layer in inputs:  # a layer applied twice would need summed outer products
             raise RuntimeError("linear fast path: layer used more than once")
+        if args[0].dim() != 2 or args[0].shape[0] != x.shape[0]:
+            # (batch, seq, in): the weight gradient would sum over positions
+            raise NotRowWise(f"linear fast path: a layer's input has shape "
+                             f"{tuple(args[0].shape)}, not (batch, in_features)")
         inputs[layer] = args[0].detach()
         outputs[layer] = out
 
@@ -182,7 +194,7 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor | Batch, y: torch.Tensor,
     width = n_trainable(model)
     if width == 0:
         raise ValueError("the model has no trainable parameters to take gradients of")
-    layout = linear_layout(model)
+    layout = linear_layout(model) if isinstance(x, torch.Tensor) else None
     sizes = getattr(model, "mask_sizes", ())
     n = x.shape[0]
     params = trainable_params(model) if layout is None else {}
@@ -194,8 +206,14 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor | Batch, y: torch.Tensor,
         index = torch.arange(start + rows.start, start + rows.stop)
         masks, batched = masks_for(mask, sizes, split, index, device)
         if layout is not None:
-            yield rows, _linear_grads(model, layout, xb, yb, masks, width, output)
-            continue
+            try:
+                g = _linear_grads(model, layout, xb, yb, masks, width, output)
+            except NotRowWise as e:
+                log.info("%s; vmap instead", e)
+                layout, params = None, trainable_params(model)
+            else:
+                yield rows, g
+                continue
         if use_vmap:
             try:
                 # a Batch goes in as its dict: vmap maps over every tensor's rows

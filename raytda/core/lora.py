@@ -15,13 +15,12 @@ matrix) show their adapters are essentially the low-rank factors.
 
 Adapters are stored in peft's own state-dict format (``get_peft_model_state_dict``: the
 adapter weights only, never the base weights) and saved as safetensors by the artifact
-store, or by :func:`save_adapter`.
+store.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -80,16 +79,6 @@ def adapter_state(peft_model) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
 
 
-def count_adapter_params(model: nn.Module, spec: LoRASpec) -> int:
-    """Parameters one adapter adds to ``model`` (what a LoRA member's gradient spans).
-
-    Counts on a deep copy, so ``model`` itself is left as it was."""
-    import copy
-
-    peft_model = attach_adapter(copy.deepcopy(model), spec)
-    return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-
-
 def train_adapter(base: nn.Module, spec: LoRASpec, recipe: Recipe, samples, seed: int,
                   device: str = "cpu", loss_fn: LossFn = mean_cross_entropy,
                   forward: Forward = call_module) -> TrainedAdapter:
@@ -124,16 +113,3 @@ def load_adapted(base: nn.Module, adapter: dict[str, torch.Tensor], spec: LoRASp
                               f"{sorted(set(adapter) - expected)}")
     set_peft_model_state_dict(peft_model, adapter)
     return inner(peft_model).eval()
-
-
-def save_adapter(path: str | Path, state: dict[str, torch.Tensor]) -> None:
-    """Write adapter weights as a safetensors file (atomically)."""
-    from raytda.core.checkpoint import save_checkpoint
-
-    save_checkpoint(path, state)
-
-
-def load_adapter(path: str | Path) -> dict[str, torch.Tensor]:
-    from raytda.core.checkpoint import load_checkpoint
-
-    return load_checkpoint(path)

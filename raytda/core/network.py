@@ -102,6 +102,12 @@ class Network(nn.Module):
         self.sites = discover_sites(module, example, forward, mask_dims)
 
     @property
+    def calls_module(self) -> bool:
+        """Whether the logits are ``module(x)`` itself (the default forward), with no
+        user function between the module's output and the logits."""
+        return self._forward is call_module
+
+    @property
     def mask_sizes(self) -> tuple[tuple[int, ...], ...]:
         """Mask shape of each dropout site, in call order."""
         return tuple(s.shape for s in self.sites)

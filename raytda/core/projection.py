@@ -196,6 +196,26 @@ class GaussianProjector:
         self._fill(0, self.n_chunks, out, where)
         return out
 
+    def scatter_into(self, out: torch.Tensor, where: torch.Tensor) -> None:
+        """Write every row of P into ``out`` (any device/dtype): row i to ``out[where[i]]``.
+
+        For a layout that interleaves P's rows with others (the zero-input path's
+        grouped P); ``matrix(order)`` is the plain permutation."""
+        self._fill(0, self.n_chunks, out, where)
+
+    @property
+    def working_bytes(self) -> int:
+        """Bytes of P this projector holds for its products: the resident P once made,
+        and the block buffer once streaming (a projector cache's kept matrices are the
+        cache's, not counted here)."""
+        return sum(t.numel() * t.element_size() for t in (self._full, self._scratch)
+                   if t is not None)
+
+    def drop_matrix(self) -> None:
+        """Let go of the resident P; the next product makes it again (from the cache,
+        for a cached projector that still keeps it)."""
+        self._full = None
+
     def materialize(self) -> None:
         """Generate and keep P now (resident projectors only; otherwise a no-op).
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from raytda.core import gemm
 from raytda.core.grads import linear_layout, linear_parts, write_linear_grads
+from raytda.core.linear_stack import linear_stack
 from raytda.core.masks import MaskSpec, masks_for
 from raytda.core.network import inner
 from raytda.core.outputs import CLASSIFICATION, ModelOutput
@@ -112,7 +113,7 @@ class SparseInputProjection:
             return
         self.p_grouped = torch.empty(projector.n_params + self.n_bg, projector.k,
                                      device=projector.device, dtype=projector.dtype)
-        projector._fill(0, projector.n_chunks, self.p_grouped, where)
+        projector.scatter_into(self.p_grouped, where)
         if self.n_bg:
             # R_v[i] = sum_j v_j P[row(i, j)]: the grouped rows are (rank, i) ordered.
             w1 = self.p_grouped[self.n_head:].view(n_in, n_out * projector.k)
@@ -134,8 +135,9 @@ class SparseInputProjection:
                 or not projector.resident or layout[0][1] != "weight"):
             return None
         first = layout[0][0]
-        hidden = getattr(inner(model), "hidden", None)
-        if hidden is None or first is not hidden[0] or x_ref.ndim != 2 \
+        # the sums above hold for the layer that multiplies the model's input itself
+        stack = linear_stack(inner(model))
+        if stack is None or first is not stack.input_layer or x_ref.ndim != 2 \
                 or x_ref.shape[1] != first.in_features or x_ref.shape[0] == 0:
             return None
         v = background(x_ref)

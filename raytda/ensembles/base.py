@@ -10,14 +10,15 @@ from any module; nothing else in raytda names kinds.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from raytda.ensembles.fields import FIELD_DEFAULTS
+from raytda.ensembles.fields import FIELD_DEFAULTS, SIZE_FIELDS
 from raytda.registry import Registry
 from raytda.specs import Member, _check
 
 if TYPE_CHECKING:
-    from raytda.core.costs import UnitCosts
+    from raytda.core.costs import MeasuredUnits, UnitCosts
     from raytda.core.network import Network
     from raytda.ensembles.spec import Ensemble
     from raytda.plan.evaluate import Evaluate
@@ -31,7 +32,11 @@ class EnsembleKind:
 
     Class attributes:
         name: the kind as written in specs and on the command line.
-        takes: which of ``D``, ``C``, ``L``, ``mask_mode`` it uses (others must be unset).
+        takes: which of ``D``, ``C``, ``L``, ``mask_mode`` it uses (others must be unset);
+            the sizes among them are :attr:`sizes`.
+        series_sizes: of the sizes it takes, those that split its configurations into
+            separate lines of a cost plot (a line per value; I and its other sizes vary
+            along a line): D by default, so a Dropout Ensemble draws a line per D.
         uses_masks: members are dropout-masked (the model needs dropout sites).
         needs: method capabilities it depends on (``"q"``: TRAK's Q weighting,
             ``"projection"``: per-member projection seeds).
@@ -41,6 +46,22 @@ class EnsembleKind:
     takes: ClassVar[frozenset[str]] = frozenset()
     uses_masks: ClassVar[bool] = False
     needs: ClassVar[frozenset[str]] = frozenset()
+    series_sizes: ClassVar[frozenset[str]] = frozenset({"D"})
+
+    @property
+    def sizes(self) -> tuple[str, ...]:
+        """The size fields it takes (of D, C, L), in the order its label writes them."""
+        return tuple(f for f in SIZE_FIELDS if f in self.takes)
+
+    def series(self, values: Mapping[str, Any]) -> str:
+        """The cost-plot line of a configuration whose fields are ``values`` (a mapping
+        with at least the :meth:`series_fields`): 'dropout D=10', 'lora'."""
+        return " ".join([self.name, *(f"{f}={values[f]}" for f in self.series_fields)])
+
+    @property
+    def series_fields(self) -> tuple[str, ...]:
+        """The sizes that name its cost-plot lines (``series_sizes`` it takes)."""
+        return tuple(f for f in self.sizes if f in self.series_sizes)
 
     def members(self, ens: Ensemble, epochs: tuple[int | None, ...]) -> tuple[Member, ...]:
         """Members whose scores (and Q) are averaged; ``epochs`` are the checkpoints a
@@ -131,6 +152,15 @@ class EnsembleKind:
 
     # ------------------------------------------------------------------ costs
 
+    def unit_costs(self, m: MeasuredUnits) -> UnitCosts:
+        """Appendix E's units from what the jobs measured: T_Serving is one member from
+        scratch (its share of any shared pass, its own serving and scoring, a Q pass);
+        T_Serving,Forward-only is one more mask costing a forward-only Q pass."""
+        from raytda.core.costs import UnitCosts
+
+        return UnitCosts(train=m.train, serve=m.shared + m.member + m.q,
+                         serve_forward_only=m.q, train_lora=m.train_lora)
+
     def train_time(self, ens: Ensemble, u: UnitCosts) -> float:
         """Appendix E: I x T_train."""
         return ens.I * u.train
@@ -146,9 +176,7 @@ class EnsembleKind:
 
     def label(self, ens: Ensemble) -> str:
         parts = [self.name, f"I={ens.I}"]
-        for f in ("L", "D", "C"):
-            if f in self.takes:
-                parts.append(f"{f}={getattr(ens, f)}")
+        parts += [f"{f}={getattr(ens, f)}" for f in self.sizes]
         if "mask_mode" in self.takes and ens.mask_mode != "fixed":
             parts.append(ens.mask_mode)
         return " ".join(parts)

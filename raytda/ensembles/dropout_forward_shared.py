@@ -14,7 +14,7 @@ projection, a kernel solve and a forward pass each, never a backward pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from raytda.ensembles.base import EnsembleKind, register_ensemble
@@ -44,11 +44,14 @@ class DropoutForwardShared(EnsembleKind):
         # one job per model: its D feature members from one gradient pass
         return tuple(SharedGradientBlocks(m, ev.ensemble.D, ev.method) for m in models)
 
+    def unit_costs(self, m):
+        # T_Serving,Forward-only is one more mask on shared gradients: its own projection,
+        # kernel solve and scoring (m.member) and a forward-only Q pass; T_Serving adds the
+        # one gradient pass (m.shared).
+        return replace(super().unit_costs(m), serve_forward_only=m.member + m.q)
+
     def serve_time(self, ens, u):
-        # Appendix E: I x T_Serving + I x (D - 1) x T_Serving,Forward-only, where for this
-        # kind T_Serving,Forward-only is one more mask on shared gradients (a projection,
-        # a kernel solve, scoring and a forward-only Q pass) and T_Serving adds the one
-        # gradient pass (see raytda.work.evaluate).
+        # Appendix E: I x T_Serving + I x (D - 1) x T_Serving,Forward-only (see unit_costs)
         return ens.I * u.serve + ens.I * (ens.D - 1) * u.serve_forward_only
 
 

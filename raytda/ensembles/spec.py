@@ -78,9 +78,8 @@ class Ensemble(Spec):
         known = {"kind", *FIELDS}
         if "I" not in d and set(d) <= known:  # unknown fields are the base's error
             kind = d.get("kind", "naive")
-            takes = ensemble_kind(kind).takes  # an unknown kind fails here first
-            example = {"kind": kind, "I": 1, **{f: SIZE_EXAMPLES[f] for f in SIZE_FIELDS
-                                               if f in takes}, **d}
+            sizes = ensemble_kind(kind).sizes  # an unknown kind fails here first
+            example = {"kind": kind, "I": 1, **{f: SIZE_EXAMPLES[f] for f in sizes}, **d}
             text = ", ".join(f"{k}: {v}" for k, v in example.items())
             raise SpecError(f"ensemble {dict(d)!r} does not set I ({FIELD_MEANINGS['I']}); "
                             f"write e.g. {{{text}}}")
@@ -109,10 +108,9 @@ class Ensemble(Spec):
     def _written_fields(self) -> dict[str, Any]:
         """The fields the CLI form writes: I, the sizes the kind takes (those given, while
         the spec is being checked), mask_mode when it is not the default."""
-        takes = self.kind_class.takes
-        fields = {f: getattr(self, f) for f in ("I", *SIZE_FIELDS)
-                  if (f == "I" or f in takes) and getattr(self, f) is not None}
-        if "mask_mode" in takes and self.mask_mode != FIELD_DEFAULTS["mask_mode"]:
+        kind = self.kind_class
+        fields = {f: getattr(self, f) for f in ("I", *kind.sizes) if getattr(self, f) is not None}
+        if "mask_mode" in kind.takes and self.mask_mode != FIELD_DEFAULTS["mask_mode"]:
             fields["mask_mode"] = self.mask_mode
         return fields
 
@@ -149,10 +147,9 @@ def parse_ensemble(text: str) -> Ensemble:
                             ) from None
     if "I" not in kw:
         # 'naive' alone once ran as naive I=1: the number of models is never implied.
-        takes = ensemble_kind(kw["kind"]).takes  # an unknown kind fails here first
+        sizes = ensemble_kind(kw["kind"]).sizes  # an unknown kind fails here first
         given = {f: v for f, v in kw.items() if f != "kind"}
-        example = {"I": 1, **{f: SIZE_EXAMPLES[f] for f in SIZE_FIELDS if f in takes},
-                   **given}
+        example = {"I": 1, **{f: SIZE_EXAMPLES[f] for f in sizes}, **given}
         example = {f: example[f] for f in FIELDS if f in example}
         raise SpecError(f"ensemble {text!r} does not set I ({FIELD_MEANINGS['I']}); write "
                         f"e.g. {ensemble_text(kw['kind'], example)!r}")

@@ -108,17 +108,17 @@ class DenseFeaturizer(Featurizer):
         if self.projector is None:
             return
         self.sparse, self._sparse_checked = None, False
-        self.projector._full = None
+        self.projector.drop_matrix()
 
     @property
     def held_bytes(self) -> int:
         p = self.projector
         if p is None:
             return 0
-        held = [t for t in (p._full, p._scratch) if t is not None]
+        held = p.working_bytes
         if self.sparse is not None and self.sparse.p_grouped is not None:
-            held.append(self.sparse.p_grouped)
-        return sum(t.numel() * t.element_size() for t in held)
+            held += self.sparse.p_grouped.numel() * self.sparse.p_grouped.element_size()
+        return held
 
     @property
     def prepared_bytes(self) -> int:

@@ -94,10 +94,6 @@ class ResNet9(nn.Module):
         self.layer3 = ResidualBlock(c2, c3, 2, dropout)
         self.linear = nn.Linear(c3, num_classes)
 
-    def dropout_sites(self) -> list[nn.Dropout]:
-        """Every dropout module, in forward order."""
-        return [m for m in self.modules() if isinstance(m, nn.Dropout)]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (batch, num_classes) from images (batch, 3, 32, 32) or rows (batch, 3072)."""
         if x.dim() == 2:

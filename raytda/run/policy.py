@@ -42,13 +42,6 @@ def node_room(resources: dict[str, float], cpus: int, share: float = 0.0,
     return n
 
 
-def actors_per_node(resources: dict[str, float], cpus: int, share: float = 0.0,
-                    accel: str = "GPU", cores: int | None = None) -> int:
-    """:func:`node_room`, at least 1 (an actor placed there is alone): what the node's
-    memory budget is divided by."""
-    return max(1, node_room(resources, cpus, share, accel, cores))
-
-
 def actor_compute_args(args: ComputeArgs, actors_on_node: int) -> ComputeArgs:
     """An actor's ComputeArgs: the node's memory budget divided among its actors, so
     that a full node's caches together stay within ``args.memory_budget_bytes``."""

@@ -11,13 +11,17 @@ from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
 from raytda.core.args import ComputeArgs
-from raytda.core.grads import param_dict
 from raytda.core.influence import conjugate_gradients, influence_block, make_gnvp, make_hvp
 from raytda.core.masks import MaskSpec, masks_for
 from raytda.core.network import Network
 from raytda.core.outputs import IGNORE_INDEX
 from raytda.data import Dataset, TensorSamples
 from raytda.models import GPT, MLP
+
+
+def param_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """All parameters by name (detached), in module order."""
+    return {k: v.detach() for k, v in model.named_parameters()}
 
 DAMPING = 1e-2
 

@@ -10,14 +10,9 @@ import pytest
 import torch
 
 from raytda import LDSSpec, Sweep
+from raytda.core.checkpoint import load_checkpoint, save_checkpoint
 from raytda.core.grads import n_trainable, per_sample_grads
-from raytda.core.lora import (
-    count_adapter_params,
-    load_adapted,
-    load_adapter,
-    save_adapter,
-    train_adapter,
-)
+from raytda.core.lora import attach_adapter, load_adapted, train_adapter
 from raytda.core.network import Network
 from raytda.core.outputs import GENERATIVE, sequence_loglik
 from raytda.core.train import load_state, load_weights, train_model
@@ -32,6 +27,14 @@ from raytda.tasks import get_task
 
 TASK = get_task("toy-gpt")
 SIZES = TASK.settings  # vocab, n_layer, d_model, block_size, ...
+
+
+def count_adapter_params(model: torch.nn.Module, spec: LoRASpec) -> int:
+    """Parameters one adapter adds to ``model``, counted on a deep copy of it."""
+    import copy
+
+    peft_model = attach_adapter(copy.deepcopy(model), spec)
+    return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 
 
 # Toy GPTs are latency-bound: extra intra-op threads only add synchronization.
@@ -127,9 +130,9 @@ def test_adapters_are_deterministic_and_round_trip_as_safetensors(adapter, base_
     again = train_adapter(base(base_state), lora, lora.adapter_recipe(TASK.recipe),
                           (data.x_train[:20], data.y_train[:20]), seed=1)
     assert all(torch.equal(again.state[k], v) for k, v in adapter.state.items())
-    save_adapter(tmp_path / "adapter.safetensors", adapter.state)
+    save_checkpoint(tmp_path / "adapter.safetensors", adapter.state)
     assert (tmp_path / "adapter.safetensors").read_bytes()[:8]  # safetensors header length
-    back = load_adapter(tmp_path / "adapter.safetensors")
+    back = load_checkpoint(tmp_path / "adapter.safetensors")
     a = adapted(base_state, adapter.state, lora)
     b = adapted(base_state, back, lora)
     with torch.no_grad():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from raytda.core.costs import UnitCosts
-from raytda.ensembles import Ensemble
+from raytda.core.costs import MeasuredUnits, UnitCosts
+from raytda.ensembles import ENSEMBLES, Ensemble
 
 U = UnitCosts(train=100.0, serve=7.0, serve_forward_only=2.0, train_lora=10.0)
 
@@ -69,3 +69,18 @@ def test_stored_parameters():
     assert params("projection-only", I=2, D=4) == params("dropout-forward", I=2, D=4) == 2000
     assert params("checkpoints", I=2, C=3) == params("checkpoints-dropout", I=2, C=3, D=2) == 6000
     assert params("lora", I=1, L=3) == 1000 + 3 * 50
+
+
+M = MeasuredUnits(train=100.0, member=3.0, q=2.0, shared=5.0, train_lora=10.0)
+
+
+def test_a_kinds_units_are_its_own_rule_from_the_measured_parts():
+    # T_Serving: one member from scratch; T_Serving,Forward-only: one more mask, which is
+    # a forward-only Q pass for every kind...
+    for kind in ("naive", "dropout", "dropout-forward", "projection-only", "lora"):
+        u = ENSEMBLES[kind].unit_costs(M)
+        assert u == UnitCosts(train=100.0, serve=10.0, serve_forward_only=2.0, train_lora=10.0)
+    # ...but dropout-forward-shared's, whose extra mask is a member on shared gradients
+    # (its projection, solve and scoring) plus its Q pass
+    u = ENSEMBLES["dropout-forward-shared"].unit_costs(M)
+    assert (u.serve, u.serve_forward_only) == (10.0, 5.0)

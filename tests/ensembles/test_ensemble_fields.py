@@ -12,11 +12,11 @@ from raytda.ensembles.fields import FIELD_DEFAULTS, SIZE_EXAMPLES, SIZE_FIELDS
 from raytda.ensembles.spec import expand_grid
 from raytda.specs import Member, SpecError
 
-SIZED = [(k, f) for k in sorted(ENSEMBLES) for f in SIZE_FIELDS if f in ENSEMBLES[k].takes]
+SIZED = [(k, f) for k in sorted(ENSEMBLES) for f in ENSEMBLES[k].sizes]
 
 
 def full_kwargs(kind: str) -> dict[str, int]:
-    return {"I": 2, **{f: SIZE_EXAMPLES[f] for f in SIZE_FIELDS if f in ENSEMBLES[kind].takes}}
+    return {"I": 2, **{f: SIZE_EXAMPLES[f] for f in ENSEMBLES[kind].sizes}}
 
 
 def test_every_built_in_kind_that_takes_a_size_is_covered():
@@ -102,3 +102,21 @@ def test_a_user_kind_that_takes_a_size_requires_it():
         assert Ensemble("first-masks", D=4).label == "first-masks I=1 D=4"
     finally:
         ENSEMBLES.pop("first-masks")
+
+
+def test_labels_and_plot_lines_name_the_sizes_each_kind_declares():
+    for kind in ENSEMBLES.values():
+        assert set(kind.sizes) == kind.takes & set(SIZE_FIELDS)
+    ens = Ensemble("checkpoints-dropout", I=2, D=3, C=4)
+    assert ens.label == "checkpoints-dropout I=2 D=3 C=4"
+    assert ens.kind_class.series({"D": 3, "C": 4}) == "checkpoints-dropout D=3"
+    assert Ensemble("lora", I=1, L=3).kind_class.series({"L": 3}) == "lora"
+
+    class PerAdapterLines(EnsembleKind):
+        """Test kind (not registered): one cost-plot line per L."""
+
+        name = "per-adapter-lines"
+        takes = frozenset({"L"})
+        series_sizes = frozenset({"L"})
+
+    assert PerAdapterLines().series({"L": 3, "D": 1}) == "per-adapter-lines L=3"

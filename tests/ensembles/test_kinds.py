@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+import itertools
 
+import pytest
+import torch
+
+from raytda.core.grads import per_sample_grads
+from raytda.core.masks import fixed_masks
 from raytda.ensembles import ENSEMBLES, Ensemble, EnsembleKind, register_ensemble
 from raytda.methods import Method
+from raytda.plan.members import projection_seed
+from raytda.plan.models import TrainModel
 from raytda.plan.planner import check_combination
 from raytda.specs import Member, SpecError
 from raytda.tasks import get_task
+from raytda.work.serve import member_mask
 
 FINAL = (None,)  # a run that keeps its final weights only
 EPOCHS = (5, 10, 15, None)  # kept checkpoints, oldest first; None = final weights
@@ -16,10 +24,26 @@ EPOCHS = (5, 10, 15, None)  # kept checkpoints, oldest first; None = final weigh
 
 
 
-def test_dropout_members_have_distinct_masks_and_projections():
+def test_dropout_members_have_distinct_masks_and_projections(toy_model, toy_data):
+    """Served as the serving jobs serve them, the I x D members drop different units,
+    project with different P and so give different features."""
+    task = get_task("toy-mlp")
     ms = Ensemble(kind="dropout", I=2, D=3).members(FINAL)
-    assert len(ms) == 6 and len(set(ms)) == 6
-    assert [(m.model, m.mask, m.projection) for m in ms[:3]] == [(0, 0, 0), (0, 1, 1), (0, 2, 2)]
+    assert len(ms) == 6
+    sources = [TrainModel(task, m.model) for m in ms]
+    masks = [fixed_masks(member_mask(toy_model, src, m, "fixed"), toy_model.mask_sizes)
+             for src, m in zip(sources, ms)]
+    flat = [torch.cat([t.reshape(-1) for t in mk]) for mk in masks]
+    assert all(0 < float(f.mean()) < 1 for f in flat)  # each drops some units, not all
+    for a, b in itertools.combinations(range(len(ms)), 2):
+        assert not torch.equal(flat[a], flat[b]), (ms[a], ms[b])
+    assert len({projection_seed(src, m) for src, m in zip(sources, ms)}) == len(ms)
+    # the gradients the members project differ too: masks reach the network
+    x, y = toy_data.x_train[:4], toy_data.y_train[:4]
+    grads = [next(per_sample_grads(toy_model, x, y, member_mask(toy_model, src, m, "fixed")))[1]
+             for src, m in zip(sources, ms)]
+    for a, b in itertools.combinations(range(len(ms)), 2):
+        assert not torch.allclose(grads[a], grads[b]), (ms[a], ms[b])
 
 
 def test_naive_and_projection_only_members():

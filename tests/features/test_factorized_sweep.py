@@ -53,6 +53,17 @@ def test_lora_members_are_factorized_over_their_adapter(tmp_path):
     sweep.run()
     s = sweep.scores("lora:I=1,L=2")
     assert torch.isfinite(s).all() and s.abs().max() > 0
+    ev, store = sweep.evaluation("lora:I=1,L=2"), sweep.store
+    base_params = store.meta(ev.models()[0].key)["params"]
+    blocks = ev.blocks()
+    assert len(blocks) == 2 and len({b.model.key for b in blocks}) == 2  # one per adapter
+    for block in blocks:
+        meta = store.meta(block.key)
+        # exactly the adapter's parameters were featurized (its LoRA factors and the
+        # biases peft trains), all of them inside factored layers: a base weight taken
+        # along would raise the count towards the base model's and show up uncovered
+        assert meta["n_params"] == store.meta(block.model.key)["params"] < base_params
+        assert meta["features_uncovered"] == [] and meta["features_layers"] > 0
 
 
 def test_if_refuses_features_that_are_not_exact(tmp_path):
