@@ -11,9 +11,9 @@ from raytda.core.grads import per_sample_grads
 from raytda.core.masks import fixed_masks
 from raytda.ensembles import ENSEMBLES, Ensemble, EnsembleKind, register_ensemble
 from raytda.methods import Method
-from raytda.plan.members import projection_seed
 from raytda.plan.models import TrainModel
 from raytda.plan.planner import check_combination
+from raytda.plan.seeds import projection_seed
 from raytda.specs import Member, SpecError
 from raytda.tasks import get_task
 from raytda.work.serve import member_mask
