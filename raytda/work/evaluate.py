@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from raytda.core.args import ComputeArgs
-from raytda.core.costs import UnitCosts, measure
+from raytda.core.costs import UnitCosts, measure, stopwatch
 from raytda.core.lds import lds_subsets, spearman_columns, summarize
 from raytda.ground_truth import GroundTruth
 from raytda.plan.jobs import Evaluate, scores_key
@@ -68,7 +68,7 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
     # The job's own peak memory (payloads, score chunks, ground truth, LDS) counts in
     # the configuration's peak like its servings' do.
     with measure(args.device) as mem:
-        t0 = time.perf_counter()
+        spent, t0 = stopwatch(args.device), time.perf_counter()
         needs = job.needs
         block_meta = [store.meta(b.key) for b in needs.features]
         parts = [p.key for p in needs.parts()]  # one payload per feature member
@@ -95,15 +95,15 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
             for e, key in enumerate(parts):
                 payload = cache.get(key, impl.loaded)  # untimed: a load, not scoring
                 if shards[e] is None:
-                    t = time.perf_counter()
+                    part = stopwatch(args.device)
                     acc += impl.score_rows(payload, rows).double()
-                    score_s[e] += time.perf_counter() - t
+                    score_s[e] += part()
                     continue
                 for a, b, shard_key in shards[e]:  # (test chunk, train shard) blocks
                     shard = cache.get(shard_key)
-                    t = time.perf_counter()
+                    part = stopwatch(args.device)
                     acc[:, a:b] += impl.score_shard(payload, shard, rows).double()
-                    score_s[e] += time.perf_counter() - t
+                    score_s[e] += part()
             scores = impl.combine(acc / len(parts), q_mean).float()
             key = scores_key(job.key, c)
             store.put(key, {"scores": scores}, {"rows": [rows.start, rows.stop], "result": job.key},
@@ -111,7 +111,7 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
             chunks.append({"key": key, "rows": [rows.start, rows.stop]})
             if predicted is not None:
                 predicted[:, rows] = truth[0].astype(np.float64) @ scores.double().numpy().T
-        aggregate_s = time.perf_counter() - t0
+        aggregate_s, aggregate_wall_s = spent(), time.perf_counter() - t0
 
         reps = 0 if truth is None else truth[1].shape[1]
         if truth is not None:
@@ -163,6 +163,12 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
         # I x T_base + I x L x T_lora), each measured once and shared across configs.
         "train_time_s": float(np.sum(train_times) + np.sum(adapter_times)),
         "serve_time_s": float(np.sum(serve_block) + np.sum(serve_q) + aggregate_s),
+        # Wall times of the same work, each as it ran (beside whatever else ran): no cost.
+        "train_wall_s": float(sum(x.get("train_wall_s", np.nan)
+                                  for x in model_meta + adapter_meta)),
+        "serve_wall_s": float(sum(x.get("serve_wall_s", np.nan) for x in block_meta + q_meta)
+                              + aggregate_wall_s),
+        "cost_clock": mem.clock,
         "params": kind.stored_params(ens, int(model_meta[0]["params"]), adapter_params),
         # Every job the configuration needs but the ground truth's: trainings (when they
         # were measured), servings and this evaluation.
