@@ -126,8 +126,8 @@ def fit(model: nn.Module, recipe: Recipe, samples: Samples | tuple, seed: int,
     states: dict[int, dict[str, torch.Tensor]] = {}
     saved = set(recipe.saved_epochs)
     n = samples.n
-    spent = stopwatch(device)
     t0 = time.perf_counter()
+    spent = stopwatch(device)  # inside the wall time's interval
     model.train()
     for epoch in range(1, recipe.epochs + 1):
         order = torch.randperm(n, generator=shuffle)
@@ -142,8 +142,8 @@ def fit(model: nn.Module, recipe: Recipe, samples: Samples | tuple, seed: int,
             states[epoch] = snapshot(model)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    wall = time.perf_counter() - t0
     seconds = spent()
+    wall = time.perf_counter() - t0
     clock = _LOOP_SECONDS.get()
     if clock is not None:
         clock.append(Loop(seconds, wall))

@@ -57,8 +57,8 @@ class Job:
     kind: str = ""
     body: str = ""  # "module:function" in raytda.work, called as function(job, store, args)
     task: Task
-    #: whether the job's measured time is charged to a configuration (its training or
-    #: serving cost); such jobs are timed alone on their node (raytda.run.timing_slot)
+    #: whether the job's measured cost is charged to a configuration (its training or
+    #: serving cost; results name the resources these jobs ran on)
     costed: bool = True
     #: per-sample torch work that an accelerator speeds up (the executor's GPU policy
     #: gives it a share); evaluation is cheap numpy work that would hold one idle
@@ -72,15 +72,14 @@ class Job:
     def work_shape(self) -> dict[str, Any] | None:
         """What decides how much work the job is, leaving out which member or model it is
         for (seeds, indices): jobs with equal shapes do the same work. None (the default):
-        the job is always timed alone (an evaluation, a copy of the user's checkpoints, a
-        member reduced from its shards)."""
+        no shape (an evaluation, a copy of the user's checkpoints, a member reduced from
+        its shards)."""
         return None
 
     @cached_property
     def work_class(self) -> str | None:
-        """Jobs of one class cost the same alone: the Ray executor times one of them alone
-        per node and charges the others, run side by side, its cost
-        (:mod:`raytda.run.timing_slot`). None: timed alone, always."""
+        """Jobs of one class do the same work: the ETA charges a job its class's measured
+        cost (:mod:`raytda.run.eta`). None: the ETA groups it by kind."""
         shape = self.work_shape()
         return None if shape is None else f"{self.kind}-{stable_hash([self.kind, shape], 12)}"
 
@@ -264,7 +263,7 @@ class ImportModel(TrainModel):
                 "checkpoints": [checkpoint_digest(c) for c in run]}
 
     def work_shape(self) -> dict[str, Any] | None:
-        return None  # a copy of the user's files, timed alone
+        return None  # a copy of the user's files
 
     def analytic_work(self, n_train: int, n_test: int) -> float | None:
         return None  # a copy, not a training

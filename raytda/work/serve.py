@@ -84,7 +84,8 @@ def member_block(job: MemberBlock, store: ArtifactStore, args: ComputeArgs) -> N
         # Before the block's record, so a stored block always has its Q. Its time is in
         # the block's serve_time_s (the pass it came from), none of its own.
         store.put(q_part.key, {"q": ctx.train_q},
-                  {"serve_time_s": 0.0, "serve_wall_s": 0.0, "from_features": job.key}, {"of": job.key, "q": True})
+                  {"serve_time_s": 0.0, "serve_wall_s": 0.0, "from_features": job.key},
+                  {"of": job.key, "q": True})
     store.put(job.key, payload,
               {"serve_time_s": seconds, "serve_wall_s": m.wall_s, "cost_clock": m.clock,
                "peak_bytes": m.peak_bytes, **info}, job.spec())

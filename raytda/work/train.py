@@ -31,10 +31,12 @@ def fit_task(task: Task, samples, seed: int, args: ComputeArgs, recipe: Recipe |
     fields: ``train_time_s`` in CPU or device seconds, ``train_wall_s``)."""
     model = fresh_model(task, seed).to(args.device)
     with torch_threads(args.train_threads), loop_clock() as loops:
-        spent, t0 = stopwatch(args.device), time.perf_counter()
+        t0 = time.perf_counter()
+        spent = stopwatch(args.device)
         states = task.train(model, samples, seed, args.device, recipe) or {}
         # raytda's trainer: its training loops; a Task's own train(): all of it.
-        cost, wall = spent(), time.perf_counter() - t0
+        cost = spent()
+        wall = time.perf_counter() - t0
     if loops:
         cost, wall = sum(x.cost_s for x in loops), sum(x.wall_s for x in loops)
     seconds = {"train_time_s": cost, "train_wall_s": wall}
