@@ -62,6 +62,28 @@ class Run:
     wall_s: float
     df: pd.DataFrame
     load: list[float]
+    jobs: dict[str, dict[str, float]]  # kind -> {key: its cost}, every job that ran
+
+
+def job_costs(store_root: Path) -> dict[str, dict[str, float]]:
+    """Every stored job's own cost (CPU or device s), by kind: the same job has the same
+    key in every run (keys are content hashes), so runs compare job by job, LDS trainings
+    (nobody's cost) included."""
+    from raytda.store import ArtifactStore
+
+    store, out = ArtifactStore(str(store_root)), {}
+    for kind_dir in sorted(p for p in store_root.iterdir() if p.is_dir()):
+        if kind_dir.name in ("result", "scores"):  # configurations' sums, score chunks
+            continue
+        costs = {}
+        for key in store.keys(kind_dir.name):
+            meta = store.meta(key)
+            field = "train_time_s" if "train_time_s" in meta else "serve_time_s"
+            if field in meta and meta[field] > 0:
+                costs[key] = float(meta[field])
+        if costs:
+            out[kind_dir.name] = costs
+    return out
 
 
 @contextmanager
@@ -108,7 +130,7 @@ def run_sweep(name: str, out: Path, extra: list[str], env: dict[str, str] | None
         raise RuntimeError(f"{shlex.join(cmd)} failed:\n{done.stderr[-3000:]}")
     df = pd.read_parquet(out / "results.parquet").set_index("label")
     log(f"{name}: sweep {wall:.1f} s, load average {min(load):.1f}-{max(load):.1f}")
-    return Run(name, wall, df, load)
+    return Run(name, wall, df, load, job_costs(out / "store"))
 
 
 def ray_sweep(num_cpus: int, out: Path, extra: list[str]) -> Run:
@@ -173,7 +195,20 @@ def report(runs: list[Run], sweep: str, actors: int) -> str:
                                       ("train", "serve"))],
                   [[label, *(f"{r.df.loc[label, c]:.3f}" for r in runs
                              for c in ("train_wall_s", "serve_wall_s"))] for label in ref.index])
+    per_job = []
+    for r in others:
+        for kind, costs in quiet.jobs.items():
+            ratios = sorted(r.jobs.get(kind, {})[k] / v for k, v in costs.items()
+                            if k in r.jobs.get(kind, {}))
+            if ratios:
+                mid = ratios[len(ratios) // 2]
+                per_job.append([r.name, kind, len(ratios), f"{sum(costs.values()):.2f}",
+                                f"{ratios[0]:.3f}", f"{mid:.3f}", f"{ratios[-1]:.3f}"])
+    jobs_table = table(["run", "job kind", "jobs", "quiet CPU s (sum)", "min ratio to quiet",
+                        "median", "max"], per_job)
     return "\n\n".join([head, table(headers, rows), runs_table,
+                        "each job's own cost against the same job's (same key) in the quiet "
+                        "run:", jobs_table,
                         f"actors on Ray: {actors}; wall seconds of the same work, per run "
                         f"(recorded, never charged):", walls])
 
