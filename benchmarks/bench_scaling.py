@@ -10,7 +10,10 @@ store through the CLI, in its own process:
   beside it (killed by process id after);
 * ``ray``: a head with ``--cpus`` logical CPUs (default 2) and its dashboard on, on
   127.0.0.1 with its own temp dir and token (``benchmarks/cluster.py``), stopped by
-  process id afterwards.
+  process id afterwards;
+* ``quiet again`` (unless ``--no-noise-floor``): ``quiet`` once more, last: how far two
+  runs of the same kind lie apart on this machine now, which the other ratios are read
+  against.
 
 A cost is the CPU time of a job's thread (:mod:`raytda.core.costs`), so it should not
 depend on what else runs: the script prints, per configuration, the training and serving
@@ -219,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hogs", type=int, default=2, help="`yes > /dev/null` processes beside "
                                                        "the second run")
     p.add_argument("--sweep", default=SWEEP, help=f"`raytda sweep` flags (default: {SWEEP!r})")
+    p.add_argument("--no-noise-floor", action="store_true",
+                   help="skip the second in-process run")
     a = p.parse_args(argv)
     extra = shlex.split(a.sweep)
     with tempfile.TemporaryDirectory(prefix="raytda-scaling-") as tmp:
@@ -228,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run_sweep(f"{a.hogs} hogs", Path(tmp) / "hogs", extra))
         runs.append(ray_sweep(a.cpus, Path(tmp) / "ray", extra))
         actors = actors_used(Path(tmp) / "ray")
+        if not a.no_noise_floor:
+            runs.append(run_sweep("quiet again", Path(tmp) / "quiet2", extra))
     print(report(runs, a.sweep, actors))
     return 0
 
