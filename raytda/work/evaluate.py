@@ -159,8 +159,9 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
         "C": ens.C, "mask_mode": ens.mask_mode,
         "lds": res.mean if res else nan, "lds_se": res.se if res else nan,
         "lds_ceiling": ceiling, "n_test_scored": int(np.isfinite(per_sample).sum()),
-        # As if run alone: every training the configuration needs (I x T_train, or
-        # I x T_base + I x L x T_lora), each measured once and shared across configs.
+        # In CPU or device seconds (cost_clock): every training the configuration needs
+        # (I x T_train, or I x T_base + I x L x T_lora), each measured once and shared
+        # across configs.
         "train_time_s": float(np.sum(train_times) + np.sum(adapter_times)),
         "serve_time_s": float(np.sum(serve_block) + np.sum(serve_q) + aggregate_s),
         # Wall times of the same work, each as it ran (beside whatever else ran): no cost.

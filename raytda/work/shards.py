@@ -63,8 +63,9 @@ def reduce_shards(job: ShardedMemberBlock, store: ArtifactStore, args: ComputeAr
     own = m.seconds + fz.reused_s()
     shard_meta = [store.meta(s.key) for s in shards]
     shard_s = [float(x["serve_time_s"]) for x in shard_meta]
-    # The member's serving is all the work that made it (shards and this reduction), as
-    # if run alone, whatever ran in parallel: evaluation charges serve_time_s per member.
+    # The member's serving is all the work that made it (shards and this reduction), in
+    # CPU or device seconds, whatever ran in parallel: evaluation charges serve_time_s
+    # per member.
     store.put(job.key, payload,
               {"serve_time_s": own + sum(shard_s), "reduce_s": own, "shard_serve_s": shard_s,
                "serve_wall_s": m.wall_s + sum(float(x.get("serve_wall_s", 0.0))
