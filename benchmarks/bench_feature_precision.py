@@ -84,10 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     data = task.data()
     args = ComputeArgs()
     rows = half_subset(data.n_train, a.seed)
-    states, train_s = fit_task(task, data.train.subset(rows), a.seed, args)
+    states, train = fit_task(task, data.train.subset(rows), a.seed, args)
     x, y = data.train.tensors()
     net = load_weights(task.build_model(), states[FINAL], x[:1]).eval()
-    log(f"trained {a.setting} on {len(rows)} rows in {train_s:.0f} s")
+    log(f"trained {a.setting} on {len(rows)} rows in {train['train_time_s']:.0f} CPU or device s")
     rate = float(task.settings["dropout"])
     members = [None] + [MaskSpec(seed=1000 + d, rate=rate) for d in range(a.D)]
     blocks: dict[str, list[torch.Tensor]] = {"float32": [], "float16": []}

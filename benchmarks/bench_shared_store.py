@@ -4,21 +4,17 @@ Runs the same `raytda sweep` (in-process executor) on a fresh store, first as on
 then as two processes started together on one store, ``--repeats`` times, interleaved so
 both modes see the same background load. Prints, per run: its wall time (start of the
 first process to the end of the last), the CPU time its processes used, how many
-artifacts each process wrote (from each artifact record's ``pid``), the time costed jobs
-waited for the node's timing slot (``slot_wait_s``: the slot keeps configuration costs
-honest, so costed jobs of the two processes run one at a time), and whether the pair's
+artifacts each process wrote (from each artifact record's ``pid``), and whether the pair's
 results tables equal each other and the single run's.
 
 Each process computes with one torch thread (the in-process executor runs every job on
 its one-CPU reservation; ``OMP_NUM_THREADS=1`` and ``MKL_NUM_THREADS=1`` keep planning
-and result collection on one thread too). The timing slot is a file of this run's own
-(``RAYTDA_TIMING_SLOT``), shared by the pair as on any one machine, but not with other
-users of the default slot. Each process starts in a session of its own, as a sweep started
-from its own terminal does (on a kernel with autogroup scheduling, processes of one session
-share one CPU share: started from one session, a pair gets the CPU time of one process
-on a busy machine).
+and result collection on one thread too). Each process starts in a session of its own, as
+a sweep started from its own terminal does (on a kernel with autogroup scheduling,
+processes of one session share one CPU share: started from one session, a pair gets the
+CPU time of one process on a busy machine).
 
-    python benchmarks/bench_shared_store.py --repeats 2 [--own-slots]
+    python benchmarks/bench_shared_store.py --repeats 2
 """
 
 from __future__ import annotations
@@ -56,16 +52,12 @@ def cpu_of_children() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run(a: argparse.Namespace, root: Path, processes: int, env: dict[str, str],
-        own_slots: bool = False) -> dict:
-    """One sweep on a fresh store by ``processes`` processes started together; with
-    ``own_slots`` each process has a timing slot of its own (as in separate containers)."""
+def run(a: argparse.Namespace, root: Path, processes: int, env: dict[str, str]) -> dict:
+    """One sweep on a fresh store by ``processes`` processes started together."""
     store = root / "store"
-    envs = [{**env, "RAYTDA_TIMING_SLOT": str(root / f"slot{i}.lock")} if own_slots else env
-            for i in range(processes)]
     cpu0, t0 = cpu_of_children(), time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-m", "raytda.cli",
-                               *sweep_args(a, store, root / f"out{i}")], env=envs[i],
+                               *sweep_args(a, store, root / f"out{i}")], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               # A session each, as from two terminals: with the kernel's
                               # autogroup scheduling, processes of one session share one
@@ -82,8 +74,7 @@ def run(a: argparse.Namespace, root: Path, processes: int, env: dict[str, str],
     by_pid = Counter(m.get("pid") for m in metas)
     tables = [pd.read_parquet(root / f"out{i}" / "results.parquet") for i in range(processes)]
     return {"wall": wall, "cpu": cpu, "made": [by_pid[p.pid] for p in procs],
-            "artifacts": len(metas), "slot_wait": sum(m.get("slot_wait_s", 0.0) for m in metas),
-            "tables": tables}
+            "artifacts": len(metas), "tables": tables}
 
 
 def main() -> None:
@@ -94,41 +85,35 @@ def main() -> None:
     ap.add_argument("--lds-m", type=int, default=8)
     ap.add_argument("--proj-dim", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--own-slots", action="store_true",
-                    help="also run the pair with a timing slot per process: costed jobs of "
-                         "the two then run side by side (their costs measured beside the "
-                         "other process), showing the scheduling alone")
     a = ap.parse_args()
     a.ensemble = a.ensemble or ["naive:I=1|2", "dropout:I=1|2,D=3"]
     with tempfile.TemporaryDirectory(prefix="bench-shared-store-") as tmp:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "RAYTDA_TIMING_SLOT": str(Path(tmp) / "timing-slot.lock"),
                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         rows, load = [], [os.getloadavg()[0]]
         for r in range(a.repeats):
-            for n, own in ((1, False), (2, False), (2, True))[:3 if a.own_slots else 2]:
-                log(f"repeat {r + 1}: {n} process(es){', own slots' if own else ''}")
-                got = run(a, Path(tmp) / f"r{r}-n{n}{'-own' if own else ''}", n, env, own)
-                rows.append((r, n, own, got))
+            for n in (1, 2):
+                log(f"repeat {r + 1}: {n} process(es)")
+                got = run(a, Path(tmp) / f"r{r}-n{n}", n, env)
+                rows.append((r, n, got))
                 load.append(os.getloadavg()[0])
-        singles = {r: g for r, n, _, g in rows if n == 1}
+        singles = {r: g for r, n, g in rows if n == 1}
         out = []
-        for r, n, own, g in rows:
+        for r, n, g in rows:
             lds = [t.set_index("label")["lds"] for t in g["tables"]]
             same = all(t.equals(g["tables"][0]) for t in g["tables"]) \
                 and all(x.equals(singles[r]["tables"][0].set_index("label")["lds"])
                         for x in lds)
-            name = "one process" if n == 1 else "two processes, one store" + (
-                ", a timing slot each" if own else "")
+            name = "one process" if n == 1 else "two processes, one store"
             out.append([r + 1, name,
                         f"{g['wall']:.1f}", f"{singles[r]['wall'] / g['wall']:.2f}",
                         f"{g['cpu']:.1f}", " + ".join(str(m) for m in g["made"]),
-                        g["artifacts"], f"{g['slot_wait']:.1f}", "yes" if same else "NO"])
+                        g["artifacts"], "yes" if same else "NO"])
     print(f"{a.setting}, ensembles {', '.join(a.ensemble)}, LDS m = {a.lds_m}, "
           f"proj_dim = {a.proj_dim}; {os.cpu_count()} CPUs; 1-minute load average "
           f"{', '.join(f'{x:.1f}' for x in load)} (before, then after each run)")
     print(table(["repeat", "run", "wall s", "speed-up", "CPU s", "artifacts by process",
-                 "artifacts", "slot wait s", "same results"], out))
+                 "artifacts", "same results"], out))
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def _free_ports(n: int) -> list[int]:
 
 
 @contextmanager
-def ray_head(num_cpus: int, num_gpus: int = 0) -> Iterator[Head]:
-    """A head node with ``num_cpus`` logical CPUs; stopped (with its workers) on exit."""
+def ray_head(num_cpus: int, num_gpus: int = 0, dashboard: bool = False) -> Iterator[Head]:
+    """A head node with ``num_cpus`` logical CPUs; stopped (with its workers) on exit.
+    ``dashboard``: with Ray's dashboard on (``ray start``'s default), on 127.0.0.1."""
     import psutil
 
     root = Path(tempfile.mkdtemp(prefix="rtbench-", dir="/tmp"))  # short: socket paths
@@ -55,9 +56,11 @@ def ray_head(num_cpus: int, num_gpus: int = 0) -> Iterator[Head]:
                                          if p)}
     for var in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
         env.pop(var, None)
-    gcs, client, agent, agent_grpc, metrics, renv, node_mgr, obj_mgr = _free_ports(8)
+    gcs, client, agent, agent_grpc, metrics, renv, node_mgr, obj_mgr, dash = _free_ports(9)
+    ui = (["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}"]
+          if dashboard else ["--include-dashboard=false"])
     cmd = ["ray", "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
-           f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", "--include-dashboard=false",
+           f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", *ui,
            f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
            f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
            f"--runtime-env-agent-port={renv}", f"--node-manager-port={node_mgr}",

@@ -15,7 +15,8 @@ from raytda.store import ArtifactStore
 
 COST_AXES = ("train_time_s", "serve_time_s", "params", "peak_mem_bytes")
 COLUMNS = ("setting", "method", "ensemble", "I", "D", "L", "lds", "lds_se", "train_time_s",
-           "serve_time_s", "params", "peak_mem_bytes", "measured_on", "timing")
+           "serve_time_s", "params", "peak_mem_bytes", "measured_on", "cost_clock",
+           "train_wall_s", "serve_wall_s")
 
 
 def check_cost(cost: str) -> None:
@@ -64,25 +65,20 @@ def measured_on(store: ArtifactStore, evaluation) -> str:
     return _recorded(store, evaluation, "resources")
 
 
-def cost_timing(store: ArtifactStore, evaluation) -> str:
-    """How the configuration's costs were timed: ``"alone on its node"`` when every job it
-    is charged for held its node's timing slot (:mod:`raytda.run.timing_slot`)."""
-    return _recorded(store, evaluation, "timing")
-
-
 def result_rows(store: ArtifactStore, evaluations) -> pd.DataFrame:
-    """One row per finished configuration (its result record), where and how its costs
-    were measured."""
+    """One row per finished configuration (its result record) and where its costs were
+    measured. ``train_time_s``/``serve_time_s`` are CPU seconds of the jobs' threads
+    (``cost_clock`` ``"cpu"``) or device seconds (``"device"``); ``train_wall_s``/
+    ``serve_wall_s`` are the same work's wall seconds as it ran, which no cost includes."""
     from raytda.work.evaluate import method_columns
 
-    skip = {"score_chunks", "slot_wait_s"}
+    skip = {"score_chunks"}
     # proj_dim, features and chosen from the evaluation's resolved Method, so results
     # stored before these columns existed show them too
     return pd.DataFrame([{**{k: v for k, v in store.meta(e.key).items() if k not in skip},
                           "features": e.method.features, **method_columns(e.method),
                           "method_label": e.method.label,
-                          "measured_on": measured_on(store, e),
-                          "timing": cost_timing(store, e)} for e in evaluations])
+                          "measured_on": measured_on(store, e)} for e in evaluations])
 
 
 def method_names(df: pd.DataFrame) -> pd.Series:

@@ -7,9 +7,7 @@ other layers (e.g. a Ray session) belong below this block.
 
 from __future__ import annotations
 
-import atexit
 import os
-import tempfile
 
 import pytest
 from torch import nn
@@ -71,15 +69,6 @@ def toy_model(toy_models: tuple[nn.Module, nn.Module]) -> nn.Module:
 # in this process or in `ray start` subprocesses (which inherit the environment), runs its
 # workers at the normal priority instead.
 os.environ.setdefault("RAY_worker_niceness", "0")
-
-# The timing slot (raytda.run.timing_slot) is one lock per machine, shared on purpose by
-# every sweep there, so a costed job is timed alone. A test session must not queue behind
-# a user's sweep (or another session) on the same machine, nor hold theirs up: each
-# session, with the Ray workers and CLI subprocesses it starts, gets a lock of its own.
-if "RAYTDA_TIMING_SLOT" not in os.environ:
-    _SLOT = os.path.join(tempfile.gettempdir(), f"raytda-timing-slot-tests-{os.getpid()}.lock")
-    os.environ["RAYTDA_TIMING_SLOT"] = _SLOT
-    atexit.register(lambda: os.path.exists(_SLOT) and os.remove(_SLOT))
 
 # Added for the Ray executor / Tune tests (tests/run): one local Ray runtime per test
 # session, since ray.init costs ~10 s and ~0.8 GiB. Tests that need it request

@@ -1,21 +1,110 @@
-"""Cost measurement (wall time, peak memory) and the paper's analytic cost model (app. E)."""
+"""Cost measurement (resource time, wall time, peak memory) and the paper's analytic cost
+model (app. E).
+
+A cost is the resources a job used, not the wall time it took, so it does not depend on
+what else runs on the node (other jobs of the sweep, other tenants, an editor):
+
+* on a CPU, the CPU time of the job's threads (:class:`CpuTime`). Jobs run with as many
+  torch threads as they reserve CPUs. With one thread (the default), torch runs every
+  kernel in the calling thread, so that thread's own CPU clock is exactly the job's work
+  (checked: over a GEMM and MLP backward loop its ``thread_time`` equals the process's
+  ``process_time`` to the microsecond), and it leaves out the memory sampler of
+  :func:`measure` and whatever else the process runs (Ray's core-worker threads, a
+  progress display). With more threads the intra-op pool's threads are not the caller,
+  so it reads the whole process's CPU time: that includes the pool's spin-waiting, which
+  grows when the node is busy;
+* on a GPU, the device time between two CUDA events recorded on the current stream
+  around the work (:class:`DeviceTime`). That is the job's device time when it has the
+  device to itself; on a device shared by several actors it also counts the others'
+  kernels interleaved with its own.
+
+Wall time is recorded beside the cost (``Measured.wall_s``), never charged.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
+
+#: seconds since the stopwatch started, read any number of times
+Elapsed = Callable[[], float]
+
+
+class Clock(Protocol):
+    """What a cost is measured in: ``name`` (``"cpu"`` or ``"device"``), recorded with it."""
+
+    name: str
+
+    def start(self) -> Elapsed:
+        """Start a stopwatch; the function returned reads the seconds spent since."""
+        ...
+
+
+class CpuTime:
+    """CPU seconds of the job's threads: the calling thread's own CPU clock when torch runs
+    one thread (exact), else the process's (see the module docstring). Which one is
+    decided when the stopwatch starts, so one stopwatch never mixes the two."""
+
+    name = "cpu"
+
+    def start(self) -> Elapsed:
+        read = time.thread_time if torch.get_num_threads() == 1 else time.process_time
+        t0 = read()
+        return lambda: read() - t0
+
+
+class DeviceTime:
+    """Device seconds between two events recorded on the current CUDA stream.
+    ``event``: the event class (``torch.cuda.Event``; tests pass a fake one)."""
+
+    name = "device"
+
+    def __init__(self, event: Callable[..., Any] | None = None) -> None:
+        self._event = event
+
+    def start(self) -> Elapsed:
+        event = self._event or torch.cuda.Event
+        first = event(enable_timing=True)
+        first.record()
+
+        def elapsed() -> float:
+            now = event(enable_timing=True)
+            now.record()
+            now.synchronize()  # the work before it has run on the device
+            return float(first.elapsed_time(now)) / 1e3  # ms -> s
+
+        return elapsed
+
+
+def clock_for(device: str) -> Clock:
+    """The clock a job's cost on ``device`` is read from: device time on CUDA, else CPU
+    time (on other accelerators, the host thread's CPU time: a lower bound)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return DeviceTime()
+    return CpuTime()
+
+
+def stopwatch(device: str = "cpu", clock: Clock | None = None) -> Elapsed:
+    """Start measuring the cost of work on ``device`` (``clock``: the default
+    :func:`clock_for` it); returns what reads the seconds spent since."""
+    return (clock or clock_for(device)).start()
 
 
 @dataclass
 class Measured:
-    """Filled in when the ``measure`` block exits."""
+    """Filled in when the ``measure`` block exits: ``seconds`` is the cost (``clock``'s
+    seconds: CPU or device), ``wall_s`` the wall time, which no cost includes."""
 
     seconds: float = 0.0
+    wall_s: float = 0.0
+    clock: str = ""
     peak_bytes: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -41,8 +130,9 @@ def _release_free_heap() -> None:
 
 
 @contextmanager
-def measure(device: str = "cpu", interval_s: float = 0.005):
-    """Time a block and record its peak memory above the starting level.
+def measure(device: str = "cpu", interval_s: float = 0.005, clock: Clock | None = None):
+    """Measure a block's cost (:func:`stopwatch`), wall time and peak memory above the
+    starting level.
 
     On CUDA this is the allocator's peak; on CPU, the peak resident set size sampled every
     ``interval_s`` by a thread (an estimate: short spikes between samples can be missed, and
@@ -68,7 +158,12 @@ def measure(device: str = "cpu", interval_s: float = 0.005):
     else:
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
+    clock = clock or clock_for(device)
+    m.clock = clock.name
+    # The cost's interval lies inside the wall time's, so a one-thread cost is never
+    # above its wall time.
     t0 = time.perf_counter()
+    spent = clock.start()
     try:
         yield m
     finally:
@@ -80,7 +175,8 @@ def measure(device: str = "cpu", interval_s: float = 0.005):
             thread.join()
             peak[0] = max(peak[0], _rss())
             m.peak_bytes = int(peak[0] - base)
-        m.seconds = time.perf_counter() - t0
+        m.seconds = spent()
+        m.wall_s = time.perf_counter() - t0
 
 
 @dataclass(frozen=True)

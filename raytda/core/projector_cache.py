@@ -19,12 +19,12 @@ budget, 1 GiB by default), which the job runner applies with :func:`set_budget`;
 from __future__ import annotations
 
 import hashlib
-import time
 from collections import Counter, OrderedDict
 
 import torch
 
 from raytda.core.args import ComputeArgs
+from raytda.core.costs import stopwatch
 from raytda.core.projection import GaussianProjector
 
 _budget = ComputeArgs().projector_cache_bytes
@@ -82,11 +82,9 @@ class CachedProjector(GaussianProjector):
             _stats["projection_hits"] += 1
             self._reused_s += self._build_s[tag]
             return self._kept[tag]
-        t0 = time.perf_counter()
+        spent = stopwatch(str(self.device))  # a cost: CPU or device seconds
         out = super().matrix(order)
-        if out.device.type == "cuda":
-            torch.cuda.synchronize()
-        self._build_s[tag] = time.perf_counter() - t0
+        self._build_s[tag] = spent()
         _stats["projections_built"] += 1
         size = out.numel() * out.element_size()
         if size <= _budget:

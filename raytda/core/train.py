@@ -7,11 +7,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from raytda.core.costs import stopwatch
 from raytda.core.network import Forward, Network, call_module
 from raytda.core.outputs import LossFn, mean_cross_entropy
 from raytda.data.samples import Samples, TensorSamples, as_samples
@@ -20,7 +22,8 @@ from raytda.specs import Recipe, derive_seed
 
 @dataclass
 class TrainedModel:
-    """Weights at every saved epoch (``recipe.saved_epochs``) and the wall time it took."""
+    """Weights at every saved epoch (``recipe.saved_epochs``) and the training loop's cost
+    (CPU or device seconds, :mod:`raytda.core.costs`)."""
 
     states: dict[int, dict[str, torch.Tensor]]
     train_time_s: float
@@ -76,13 +79,20 @@ def state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-_LOOP_SECONDS: ContextVar[list[float] | None] = ContextVar("raytda_fit_loops", default=None)
+class Loop(NamedTuple):
+    """One ``fit`` loop's cost (CPU or device seconds) and its wall time."""
+
+    cost_s: float
+    wall_s: float
+
+
+_LOOP_SECONDS: ContextVar[list[Loop] | None] = ContextVar("raytda_fit_loops", default=None)
 
 
 @contextmanager
-def loop_clock() -> Iterator[list[float]]:
-    """Collects the loop time of every ``fit`` inside the block (its one-off start-up, the
-    optimizer's first import of torch internals included, is not training)."""
+def loop_clock() -> Iterator[list[Loop]]:
+    """Collects the cost and wall time of every ``fit`` loop inside the block (its one-off
+    start-up, the optimizer's first import of torch internals included, is not training)."""
     token = _LOOP_SECONDS.set([])
     try:
         yield _LOOP_SECONDS.get()
@@ -99,7 +109,9 @@ def fit(model: nn.Module, recipe: Recipe, samples: Samples | tuple, seed: int,
     ``samples`` are tensors or a Dataset (:func:`raytda.data.samples.as_samples`); tensors move to
     ``device`` once, Dataset rows are read batch by batch. ``loss_fn(forward(model, x), y)``
     is a batch's mean loss. Returns ``snapshot(model)`` (default: the whole state dict, on
-    the CPU) at every epoch in ``recipe.saved_epochs``, and the wall time of the loop alone.
+    the CPU) at every epoch in ``recipe.saved_epochs``, and the cost of the loop alone (CPU
+    or device seconds, :func:`raytda.core.costs.stopwatch`; its wall time goes to
+    :func:`loop_clock`).
     """
     samples = as_samples(samples)
     if isinstance(samples, TensorSamples):
@@ -115,6 +127,7 @@ def fit(model: nn.Module, recipe: Recipe, samples: Samples | tuple, seed: int,
     saved = set(recipe.saved_epochs)
     n = samples.n
     t0 = time.perf_counter()
+    spent = stopwatch(device)  # inside the wall time's interval
     model.train()
     for epoch in range(1, recipe.epochs + 1):
         order = torch.randperm(n, generator=shuffle)
@@ -129,10 +142,11 @@ def fit(model: nn.Module, recipe: Recipe, samples: Samples | tuple, seed: int,
             states[epoch] = snapshot(model)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    seconds = spent()
+    wall = time.perf_counter() - t0
     clock = _LOOP_SECONDS.get()
     if clock is not None:
-        clock.append(seconds)
+        clock.append(Loop(seconds, wall))
     return states, seconds
 
 

@@ -117,9 +117,7 @@ class SharedGradientBlocks(Job):
         the rest (loading the model, the one gradient pass). Evaluation turns these into
         the kind's analytic serving cost.
         """
-        import time
-
-        from raytda.core.costs import measure
+        from raytda.core.costs import measure, stopwatch
         from raytda.work.serve import load_member, warm_member_imports
 
         task, impl = self.task, self.method.impl
@@ -133,9 +131,9 @@ class SharedGradientBlocks(Job):
                 net, data, seeds, self.method.proj_dim, args, task.output())
             payloads, ridges, solve_s = [], [], []
             for f in feats:
-                t0 = time.perf_counter()
+                spent = stopwatch(args.device)
                 payload, fin = impl.finalize(self.method, f["train"], f["test"])
-                solve_s.append(time.perf_counter() - t0)
+                solve_s.append(spent())
                 payloads.append(payload)
                 ridges.append(fin.get("ridge", 0.0))
         part_s = [p + s for p, s in zip(info["project_s"], solve_s)]
@@ -144,7 +142,8 @@ class SharedGradientBlocks(Job):
             store.put(part.key, payload, {"serve_time_s": part_s[d], "ridge": ridges[d],
                                           "part": d, "of": self.key},
                       {"of": self.key, "part": d})
-        meta = {"serve_time_s": m.seconds, "peak_bytes": m.peak_bytes, "part_serve_s": part_s,
+        meta = {"serve_time_s": m.seconds, "serve_wall_s": m.wall_s, "cost_clock": m.clock,
+                "peak_bytes": m.peak_bytes, "part_serve_s": part_s,
                 "shared_serve_s": max(0.0, m.seconds - sum(part_s)),
                 "parts": [p.key for p in parts], **info, "solve_s": solve_s,
                 "ridge": max(ridges), "ridges": ridges}

@@ -153,15 +153,15 @@ class GradientFeatures:
 
         Default: one featurizer per seed, nothing shared. Parts that can compute the
         gradients once for every seed override it."""
-        import time
+        from raytda.core.costs import stopwatch
 
         feats, project_s = [], []
         for seed in seeds:
-            t0 = time.perf_counter()
+            spent = stopwatch(args.device)
             fz = self.featurizer(net, k, seed, args, output, data, keep=False)
             feats.append({"train": fz.features(data.train, None, "train"),
                           "test": fz.features(data.test, None, "test")})
-            project_s.append(time.perf_counter() - t0)
+            project_s.append(spent())
         return feats, {"grad_s": 0.0, "project_s": project_s, "proj_dim": k}
 
     def hashed(self) -> dict[str, Any]:

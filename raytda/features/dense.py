@@ -156,10 +156,9 @@ class DenseFeatures(GradientFeatures):
         pass. Gradients are held up to ``cache_bytes`` (in the zero-input layout when it
         applies, else dense) and each full cache is projected seed by seed, so one
         projection matrix is held at a time."""
-        import time
-
         import torch
 
+        from raytda.core.costs import stopwatch
         from raytda.core.grads import n_trainable, samples_grads
         from raytda.core.projection import GaussianProjector
         from raytda.core.sparse_input import SparseInputProjection
@@ -187,13 +186,13 @@ class DenseFeatures(GradientFeatures):
         def flush() -> None:
             nonlocal held_bytes
             for d, seed in enumerate(seeds):
-                t0 = time.perf_counter()
+                spent = stopwatch(args.device)
                 proj = projector(seed)
                 fn = proj.project if layout is None else layout.for_projector(proj).project
                 for split, rows, g in held:
                     feats[d][split][rows] = fn(g).float().cpu()
                 del proj, fn  # one seed's P at a time
-                info["project_s"][d] += time.perf_counter() - t0
+                info["project_s"][d] += spent()
             held.clear()
             held_bytes = 0
             info["passes"] += 1
@@ -206,9 +205,9 @@ class DenseFeatures(GradientFeatures):
                 it = samples_grads(net, samples, None, split, args.grad_batch, args.device,
                                    output)
             while True:
-                t0 = time.perf_counter()
+                spent = stopwatch(args.device)
                 item = next(it, None)
-                info["grad_s"] += time.perf_counter() - t0
+                info["grad_s"] += spent()
                 if item is None:
                     break
                 rows, g = item

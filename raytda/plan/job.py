@@ -60,8 +60,8 @@ class Job:
     #: artifacts of an earlier revision are then not reused (0 adds nothing to the key)
     revision: ClassVar[int] = 0
     task: Task
-    #: whether the job's measured time is charged to a configuration (its training or
-    #: serving cost); such jobs are timed alone on their node (raytda.run.timing_slot)
+    #: whether the job's measured cost is charged to a configuration (its training or
+    #: serving cost; results name the resources these jobs ran on)
     costed: bool = True
     #: per-sample torch work that an accelerator speeds up (the executor's GPU policy
     #: gives it a share); evaluation is cheap numpy work that would hold one idle
@@ -75,15 +75,14 @@ class Job:
     def work_shape(self) -> dict[str, Any] | None:
         """What decides how much work the job is, leaving out which member or model it is
         for (seeds, indices): jobs with equal shapes do the same work. None (the default):
-        the job is always timed alone (an evaluation, a copy of the user's checkpoints, a
-        member reduced from its shards)."""
+        no shape (an evaluation, a copy of the user's checkpoints, a member reduced from
+        its shards)."""
         return None
 
     @cached_property
     def work_class(self) -> str | None:
-        """Jobs of one class cost the same alone: the Ray executor times one of them alone
-        per node and charges the others, run side by side, its cost
-        (:mod:`raytda.run.timing_slot`). None: timed alone, always."""
+        """Jobs of one class do the same work: the ETA charges a job its class's measured
+        cost (:mod:`raytda.run.eta`). None: the ETA groups it by kind."""
         shape = self.work_shape()
         return None if shape is None else f"{self.kind}-{stable_hash([self.kind, shape], 12)}"
 

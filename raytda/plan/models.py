@@ -154,7 +154,7 @@ class ImportModel(TrainModel):
                 "checkpoints": [checkpoint_digest(c) for c in run]}
 
     def work_shape(self) -> dict[str, Any] | None:
-        return None  # a copy of the user's files, timed alone
+        return None  # a copy of the user's files
 
     def analytic_work(self, n_train: int, n_test: int) -> float | None:
         return None  # a copy, not a training

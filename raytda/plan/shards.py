@@ -157,8 +157,7 @@ class ShardedMemberBlock(MemberBlock):
         return {**super().spec(), "train_shards": True}
 
     def work_shape(self) -> dict[str, Any] | None:
-        # its cost is mostly its shards', summed into it: timed alone, never charged
-        # another's
+        # its cost is mostly its shards', summed into it: no class of equal work
         return None
 
     def whole(self) -> MemberBlock:

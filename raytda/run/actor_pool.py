@@ -6,17 +6,9 @@ fixed list of actors that all hold the same reservation. The executor needs more
 * affinity: a model's Q and block jobs go to the actor that trained or loaded the model
   (it holds the weights and the projections it built), an idle actor takes a job nobody
   holds next, and only then steals another actor's, rather than wait;
-* timing: a costed job holds its node's timing slot alone (:mod:`raytda.run.timing_slot`),
-  so the driver hands a node nothing else while one runs: an actor handed a job the slot
-  would make wait is an actor that could have run LDS trainings meanwhile. The first job
-  of a work class (``Job.work_class``) on a node is timed alone; once it is done, the
-  others of its class run there side by side, with uncosted work and with other
-  calibrated classes, each charged at most its class's alone cost (:meth:`ActorPool.timing`).
-  While other actors of a node run such work, an idle one takes such work too, and a job
-  to be timed alone goes to a node when it is otherwise idle; while actors are still
-  starting (a process importing torch, outside any timing slot), only jobs whose time is
-  nobody's cost are handed out, so no configuration's cost is measured beside a
-  start-up (bounded by :data:`STARTUP_GRACE_S`);
+* no waiting for timing: a job's cost is the CPU or device time it used
+  (:mod:`raytda.core.costs`), which what runs beside it does not change, so every idle
+  actor takes the best ready job at once;
 * GPU shares per job: a job that ran out of CUDA memory gets an actor of its own with a
   larger share, which goes when the job is done;
 * a pool that follows the cluster: its size is re-read from the cluster's resources
@@ -39,15 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from raytda.plan.job import Job
 from raytda.run.policy import node_room, usable_cores
-from raytda.run.timing_slot import Timing
 
 if TYPE_CHECKING:
     from raytda.run.ray_executor import RayExecutor
 
 log = logging.getLogger(__name__)
-
-#: how long costed jobs wait for starting actors before being handed out anyway (s)
-STARTUP_GRACE_S = 60.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -61,11 +49,8 @@ class ActorSlot:
     node_id: str | None = None
     ready: bool = False
     busy: str | None = None  # key of the job it runs
-    busy_alone: bool = False  # the job it runs holds its node's timing slot exclusively
-    timing: Timing | None = None  # how the job it runs is timed
     dedicated: str | None = None  # a job retried on a larger share, alone on this actor
     target: str | None = None  # the node it was asked for (softly), if any
-    since: float = dataclasses.field(default_factory=time.monotonic)  # when it was asked for
 
 
 class ActorPool:
@@ -88,8 +73,6 @@ class ActorPool:
         self.ray, self.ex, self.actor_cls = ray, ex, actor_cls
         self.cpus, self.share, self.log_level = cpus, share, log_level
         self.owner: dict[str, str] = {}  # affinity key -> actor name
-        # (node id, work class) -> key of that class's job timed alone on the node
-        self.calibrations: dict[tuple[str, str], str] = {}
         self.per_node: dict[str, int] = {}  # node id -> actors of this pool it holds
         # node id -> the cores it really has: the driver's own node from the start, the
         # others once an actor there has answered (Ray's resources say only what was
@@ -257,68 +240,28 @@ class ActorPool:
 
     # ---------------------------------------------------------------- placement
 
-    def timing(self, job: Job, node_id: str | None) -> Timing:
-        """How ``job`` is to be timed on node ``node_id``: alone when costed, unless its
-        work class was timed alone there already (then beside others, charged that run's
-        cost); shared when it is nobody's cost."""
-        if not job.costed:
-            return Timing(exclusive=False)
-        cls = job.work_class
-        calibration = self.calibrations.get((node_id, cls)) if cls and node_id else None
-        return Timing(exclusive=calibration is None, calibration=calibration)
-
-    def finished(self, slot: ActorSlot, job: Job, timing: Timing | None) -> None:
-        """``job`` ran on ``slot``, timed as ``timing`` says: if alone, the next jobs of
-        its work class on that node may run beside others, charged its cost."""
-        if timing is not None and timing.exclusive and job.costed and job.work_class \
-                and slot.node_id:
-            self.calibrations.setdefault((slot.node_id, job.work_class), job.key)
-
     def choose(self, slot: ActorSlot, ready: Iterable[Job]) -> Job | None:
         """The job ``slot`` should run, of ``ready``: a model's training first (it unlocks
         that model's servings), then one of its own models' jobs, then one nobody holds,
-        then another actor's (an idle actor steals rather than wait).
-
-        The node's timing slot decides what may go: nothing while a job timed alone runs
-        on the node (or waits to); while other actors of the node run, work that may run
-        beside them, or a job timed alone that unlocks such work (a training, the first of
-        a work class); other jobs timed alone only when nothing else is ready; while
-        actors are still starting, only jobs that are nobody's cost."""
-        now = time.monotonic()
-        neighbours = [s for s in self.ex.pool
-                      if s is not slot and s.busy is not None and s.node_id == slot.node_id]
-        if any(s.busy_alone for s in neighbours):
-            return None
-        # Bounded: an actor waiting for resources that never come (a node the autoscaler
-        # cannot add) must not hold costed work back for good.
-        starting = any(not s.ready and now - s.since < STARTUP_GRACE_S for s in self.ex.pool)
-        best: tuple[tuple[int, int, int], Job] | None = None
+        then another actor's (an idle actor steals rather than wait)."""
+        best: tuple[tuple[int, int], Job] | None = None
         for job in ready:
-            if starting and job.costed:
-                continue
             a = job.affinity()
             owner = self.owner.get(a) if a is not None else None
             rank = 0 if owner == slot.name and a is not None else 1 if owner is None else 2
-            # Beside busy neighbours, a job timed alone waits for them to finish: worth it
-            # for one that lets more work run side by side (a model's training, the
-            # first of a work class), the last resort for any other (an evaluation).
-            wait = int(bool(neighbours) and self.timing(job, slot.node_id).exclusive
-                       and not (job.holds_model or job.work_class))
-            # a model first: its training unlocks its servings, which may run beside others
-            order = (wait, int(not job.holds_model), rank)
+            # a model first: its training unlocks its servings
+            order = (int(not job.holds_model), rank)
             if best is None or order < best[0]:
                 best = (order, job)
         return None if best is None else best[1]
 
     def assign(self, slot: ActorSlot, job: Job) -> int:
-        """``slot`` runs ``job`` now (timed as :meth:`timing` says, kept in
-        ``slot.timing``): it owns the job's model from here on if nobody does. Returns
-        how many actors share ``slot``'s node (for its memory budget)."""
+        """``slot`` runs ``job`` now: it owns the job's model from here on if nobody does.
+        Returns how many actors share ``slot``'s node (for its memory budget)."""
         a = job.affinity()
         if a is not None and a not in self.owner:
             self.owner[a] = slot.name
-        slot.timing = self.timing(job, slot.node_id)
-        slot.busy, slot.busy_alone = job.key, slot.timing.exclusive
+        slot.busy = job.key
         # A node not seen yet (just joined) counts as the most crowded one known.
         return self.per_node.get(slot.node_id) or max(self.per_node.values(), default=1)
 

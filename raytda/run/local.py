@@ -19,7 +19,6 @@ from raytda.plan.planner import Plan
 from raytda.run.eta import UnitCostETA
 from raytda.run.job_graph import JobGraph
 from raytda.run.progress import JobCounts, Progress, job_label, open_progress
-from raytda.run.timing_slot import Timing, slot_free
 from raytda.run.worker import JobRunner
 from raytda.store import ArtifactStore, CorruptArtifact, StoreError
 from raytda.store.lease import POLL_S
@@ -136,14 +135,7 @@ class InProcessExecutor:
                   counts: JobCounts, eta: UnitCostETA) -> tuple[str, Job | None]:
         """Run the oldest ready job nobody else holds: (``"ran"`` or ``"cached"``, it),
         or ("leased", None) if another sweep holds every ready job."""
-        ready = list(graph.ready_jobs())
-        # The node's timing slot: while another process holds it shared (its jobs that
-        # nobody is charged for), a costed job here would wait for it to be free, so the
-        # ready jobs that can start now go first. Uncontended, the order stays as planned.
-        free = {mode: slot_free(mode) for mode in (True, False)}
-        if not all(free.values()):
-            ready.sort(key=lambda j: not free[Timing.default(j.costed).exclusive])
-        for job in ready:
+        for job in list(graph.ready_jobs()):
             label = job_label(job)
             progress.update(replace(counts, running=1), [label])
             t0 = time.perf_counter()

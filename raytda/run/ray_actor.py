@@ -18,7 +18,6 @@ from raytda.core.args import ComputeArgs
 from raytda.plan.job import Job
 from raytda.run.logs import configure_logging
 from raytda.run.policy import usable_cores
-from raytda.run.timing_slot import Timing
 from raytda.run.worker import JobRunner, warm_up
 from raytda.store import ArtifactStore, CorruptArtifact, StoreError
 from raytda.store.artifacts import full_disk
@@ -59,11 +58,10 @@ def _is_cuda_oom(e: BaseException) -> bool:
 
 def run_on_actor(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
                  runner: JobRunner | None = None, accel: str = "GPU",
-                 timing: Timing | None = None, wait: bool = True) -> dict[str, Any]:
+                 wait: bool = True) -> dict[str, Any]:
     """Run ``job`` in a worker unless its artifact exists; report, never raise, for a bad
     input (the driver repairs it) or a CUDA out-of-memory (the driver retries the job on
-    a larger GPU share). ``timing``: how it holds its node's timing slot (the driver's
-    choice; default alone if costed). ``wait``: when another sweep holds the job's lease,
+    a larger GPU share). ``wait``: when another sweep holds the job's lease,
     wait for its artifact; else answer ``"leased"`` at once, computing nothing (the
     driver gives the actor other work meanwhile)."""
     t0 = time.perf_counter()
@@ -78,9 +76,9 @@ def run_on_actor(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: f
     try:
         share = gpu_share if gpu_share > 0 else 0.0
         if wait:
-            ran = "ran" if runner.run(job, store, wargs, share, accel, timing) else "cached"
+            ran = "ran" if runner.run(job, store, wargs, share, accel) else "cached"
         else:
-            ran = runner.try_run(job, store, wargs, share, accel, timing)
+            ran = runner.try_run(job, store, wargs, share, accel)
     except CorruptArtifact as e:
         if e.key == job.key:
             raise
@@ -139,7 +137,6 @@ class RaytdaWorker:
                 "cores": usable_cores(), "loads": self.runner.loads()}
 
     def run(self, job: Job, store: ArtifactStore, args: ComputeArgs,
-            timing: Timing | None = None, wait: bool = True) -> dict[str, Any]:
-        return run_on_actor(job, store, args, self.share, self.runner, self.accel, timing,
-                            wait)
+            wait: bool = True) -> dict[str, Any]:
+        return run_on_actor(job, store, args, self.share, self.runner, self.accel, wait)
 

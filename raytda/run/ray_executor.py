@@ -299,7 +299,7 @@ class _Driver:
         log.debug("%s -> %s", name, slot.name)
         # Named after the job: the dashboard's task list says what runs where.
         ref = slot.handle.run.options(name=name, retry_exceptions=list(TRANSIENT_ERRORS)).remote(
-            job, self.store, actor_compute_args(self.ex.args, crowd), slot.timing, False)
+            job, self.store, actor_compute_args(self.ex.args, crowd), False)
         self.running[ref] = (job.key, slot)
         self.eta.started(job)
 
@@ -310,8 +310,7 @@ class _Driver:
         ex, graph, recovery = self.ex, self.graph, self.recovery
         key, slot = self.running.pop(ref)
         graph.stopped(key)
-        timing = slot.timing
-        slot.busy, slot.busy_alone, slot.timing = None, False, None
+        slot.busy = None
         try:
             out = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as e:
@@ -336,10 +335,8 @@ class _Driver:
         if status in ("ran", "cached"):
             if status == "ran":
                 ex.ran.append(key)
-                self.pool.finished(slot, graph.jobs[key], timing)
-                log.info("ran %s on %s in %.1f s%s", job_label(graph.jobs[key]), slot.name,
-                         out.get("seconds", 0.0),
-                         " (beside its class)" if timing and timing.calibration else "")
+                log.info("ran %s on %s in %.1f s", job_label(graph.jobs[key]), slot.name,
+                         out.get("seconds", 0.0))
             recovery.succeeded(key)
             graph.finish(key)
         elif status == "leased":

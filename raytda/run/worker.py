@@ -4,8 +4,10 @@ Both executors (in-process and the Ray actors) run a job through :class:`JobRunn
 measured cost means the same wherever it was measured:
 
 * torch runs the job with as many intra-op threads as the job reserves CPUs (1 by
-  default), never the machine's default, so a time measured in-process equals one
-  measured on a Ray worker holding the same reservation;
+  default), never the machine's default, and a job's cost is the CPU time of its threads
+  (or its device time on a GPU: :mod:`raytda.core.costs`), so a cost measured in-process
+  equals one measured on a Ray worker holding the same reservation, whatever else runs
+  on the node: nothing waits for a job to be timed alone;
 * every artifact's meta says where and on what it was measured: ``resources`` (e.g.
   ``"cpu x1"`` or ``"cpu x1 + GPU x0.25"``), ``worker``, ``node_id``, ``pid``, and
   ``loads``: what this worker process loaded or built so far (task data, model weights
@@ -20,11 +22,6 @@ measured cost means the same wherever it was measured:
   which both executors use) or, with nothing else to do, wait for it; every record it writes names
   its ``inputs`` (the job's dependencies) or its ``owner`` (the job, for score chunks and
   block parts), which ``raytda store gc|verify`` follow;
-* then it holds its node's timing slot (:mod:`raytda.run.timing_slot`): exclusively when
-  its time is a configuration's cost, so no co-scheduled job inflates it, or shared, when
-  it is nobody's cost or its work class was timed alone already on the node (it is then
-  charged that run's cost, and its own time is kept beside it). The lease comes first,
-  so a job waiting for another sweep's artifact never holds the slot;
 * a job that raises removes what it wrote before it failed (its score chunks, block
   parts), so the store holds only whole artifacts; the error goes on to the executor.
 """
@@ -40,7 +37,6 @@ from typing import Any
 
 from raytda.core.args import ComputeArgs
 from raytda.plan.job import Job
-from raytda.run.timing_slot import Timing
 from raytda.store import ArtifactStore
 from raytda.store.lease import BUILT, HELD, Lease, claim, try_claim
 
@@ -50,13 +46,8 @@ log = logging.getLogger(__name__)
 def warm_up() -> None:
     """Pay a process's one-off costs before any job is timed: the job bodies' imports and
     torch's first autograd pass and optimizer step (lazy kernels, thread pools, BLAS).
-    Every executor calls it once per worker process, so no first job is charged for it.
-    It holds the node's timing slot shared: an actor starting up (importing torch, warming
-    its BLAS) is CPU work that would inflate a costed job timed beside it."""
-    from raytda.run.timing_slot import timing_slot
-
-    with timing_slot(exclusive=False):
-        _warm_up()
+    Every executor calls it once per worker process, so no first job is charged for it."""
+    _warm_up()
     # The imports (torch, pandas, ray, ...) leave some 400k objects to Python's cyclic
     # collector, whose next full pass would land in some job's timed section: 0.22 s
     # here, more than a small training takes. Collect once now and keep what is left out
@@ -101,33 +92,15 @@ def job_cpus(job: Job) -> int:
     return max(1, int(round(float(job.resources().get("num_cpus", 1)))))
 
 
-def charge_calibrated(meta: dict[str, Any], field: str, calibration: str,
-                      calibrated: dict[str, Any]) -> dict[str, Any]:
-    """``meta`` of a job run beside others of its work class, charged what the same work
-    costs alone: the smaller of its own time and its class's alone run (``calibrated``:
-    the meta of that run, ``calibration`` its key). Running beside others only ever
-    inflates a time, and so does a first run's warm-up, so each bounds the alone cost
-    from above. Its own time stays as ``measured_<field>``; ``cost_scale`` is the ratio
-    applied to it."""
-    measured, alone = float(meta[field]), float(calibrated[field])
-    charged = min(measured, alone)
-    return {**meta, field: charged, f"measured_{field}": measured,
-            "cost_scale": charged / measured if measured > 0 else 1.0,
-            "calibrated_by": calibration}
-
-
 class _Recording:
     """A store view for one job: model reads come from the process's cache, and every
-    ``put`` carries the worker's context in its meta (and, for a job run beside others of
-    its work class, the cost of that class's alone run). Everything else is the store's."""
+    ``put`` carries the worker's context in its meta. Everything else is the store's."""
 
     def __init__(self, store: ArtifactStore, runner: JobRunner, context: dict[str, Any],
-                 job: Job, calibration: str | None = None,
-                 calibrated: dict[str, Any] | None = None) -> None:
+                 job: Job) -> None:
         self._store, self._runner, self._context, self._job = store, runner, context, job
         # model weights this job reads, which the worker keeps for later jobs
         self._models = {d.key for d in job.deps() if d.holds_model}
-        self._calibration, self._calibrated = calibration, calibrated
         self.written: list[str] = []  # keys this job put, removed again if it fails
 
     def __getattr__(self, name: str) -> Any:
@@ -144,9 +117,6 @@ class _Recording:
     def put(self, key: str, tensors, meta: dict[str, Any], spec=None) -> None:
         job = self._job
         own = key == job.key
-        if own and self._calibrated is not None and job.cost_field in meta:
-            meta = charge_calibrated(meta, job.cost_field, str(self._calibration),
-                                     self._calibrated)
         self.written.append(key)
         self._store.put(key, tensors, {**meta, **self._context, "loads": self._runner.loads()},
                         spec, inputs=[d.key for d in job.deps()] if own else None,
@@ -212,21 +182,6 @@ class JobRunner:
         if projector_cache.budget() != args.projector_cache_bytes:
             projector_cache.set_budget(args.projector_cache_bytes)
 
-    @staticmethod
-    def _calibrated(job: Job, store: ArtifactStore, timing: Timing) -> dict[str, Any] | None:
-        """The meta of the alone run whose cost ``job`` is charged, read before its clock
-        starts; None if it is to be timed alone (or its class's run cannot be read: then
-        it is timed alone too, rather than charged a co-scheduled time)."""
-        if not (job.costed and timing.calibration):
-            return None
-        from raytda.store import CorruptArtifact
-
-        try:
-            meta = store.meta(timing.calibration)
-        except (KeyError, CorruptArtifact):
-            return None
-        return meta if job.cost_field in meta else None
-
     def loads(self) -> dict[str, int]:
         """Loads and reuses of this worker process so far (cumulative)."""
         from raytda.core import projector_cache
@@ -240,21 +195,19 @@ class JobRunner:
                 "model_hits": int(self.counts["model_hits"]), **projector_cache.stats()}
 
     def run(self, job: Job, store: ArtifactStore, args: ComputeArgs,
-            accel_share: float = 0.0, accel: str = "GPU", timing: Timing | None = None) -> bool:
+            accel_share: float = 0.0, accel: str = "GPU") -> bool:
         """Run ``job`` with torch threads = its CPU reservation, recording its context,
         under a lease on its key. False, computing nothing, when the artifact is there
-        already or another sweep holding the lease built it while this one waited.
-        ``timing``: how it holds the node's timing slot (default: alone if costed)."""
+        already or another sweep holding the lease built it while this one waited."""
         lease = claim(store, job.key, lambda: store.has(job.key) and job.complete(store))
         if lease is None:
             return False
         with lease:
-            self._run(job, store, args, accel_share, accel, timing or Timing.default(job.costed))
+            self._run(job, store, args, accel_share, accel)
         return True
 
     def try_run(self, job: Job, store: ArtifactStore, args: ComputeArgs,
-                accel_share: float = 0.0, accel: str = "GPU",
-                timing: Timing | None = None) -> str:
+                accel_share: float = 0.0, accel: str = "GPU") -> str:
         """As :meth:`run`, but never waiting for another sweep's lease: ``"ran"``,
         ``"cached"`` (the artifact is there, nothing computed) or ``"leased"`` (a live
         sweep holds its lease; nothing computed, try another job)."""
@@ -265,13 +218,12 @@ class JobRunner:
             return "leased"
         assert isinstance(got, Lease)
         with got:
-            self._run(job, store, args, accel_share, accel, timing or Timing.default(job.costed))
+            self._run(job, store, args, accel_share, accel)
         return "ran"
 
     def _run(self, job: Job, store: ArtifactStore, args: ComputeArgs, accel_share: float,
-             accel: str, timing: Timing) -> None:
+             accel: str) -> None:
         from raytda.core.args import torch_threads
-        from raytda.run.timing_slot import CALIBRATED, timing_slot
         from raytda.tasks import cache
 
         if not self._warm:
@@ -285,15 +237,9 @@ class JobRunner:
                    "worker": self.worker, "node_id": self.node_id, "pid": os.getpid()}
         self._data_key = None if job.task.key in cache._CACHE else job.task.key
         self.counts["jobs"] += 1
-        calibrated = self._calibrated(job, store, timing)
-        if calibrated is None and job.costed:
-            timing = Timing(exclusive=True)
-        view = _Recording(store, self, context, job, timing.calibration, calibrated)
+        view = _Recording(store, self, context, job)
         gc.collect()  # earlier jobs' garbage, collected before this one's clock starts
-        with torch_threads(cpus), timing_slot(timing.exclusive) as slot:
-            context.update(slot)
-            if calibrated is not None:
-                context["timing"] = CALIBRATED
+        with torch_threads(cpus):
             try:
                 job.run(view, args)  # type: ignore[arg-type]
             except Exception:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from raytda.core.args import ComputeArgs
-from raytda.core.costs import MeasuredUnits, measure
+from raytda.core.costs import MeasuredUnits, measure, stopwatch
 from raytda.core.lds import lds_subsets, spearman_columns, summarize
 from raytda.ground_truth import GroundTruth
 from raytda.specs import LDSSpec
@@ -121,15 +121,15 @@ def score(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> Scored:
         for e, key in enumerate(parts):
             payload = cache.get(key, impl.loaded)  # untimed: a load, not scoring
             if shards[e] is None:
-                t = time.perf_counter()
+                part = stopwatch(args.device)
                 acc += impl.score_rows(payload, rows).double()
-                score_s[e] += time.perf_counter() - t
+                score_s[e] += part()
                 continue
             for a, b, shard_key in shards[e]:  # (test chunk, train shard) blocks
                 shard = cache.get(shard_key)
-                t = time.perf_counter()
+                part = stopwatch(args.device)
                 acc[:, a:b] += impl.score_shard(payload, shard, rows).double()
-                score_s[e] += time.perf_counter() - t
+                score_s[e] += part()
         scores = impl.combine(acc / len(parts), q_mean).float()
         key = job.scores_key(c)
         store.put(key, {"scores": scores}, {"rows": [rows.start, rows.stop], "result": job.key},
@@ -187,7 +187,8 @@ def measured_units(store: ArtifactStore, needs: KindJobs, block_meta: list[dict[
 
 
 def cost_columns(job: Evaluate, store: ArtifactStore, block_meta: list[dict[str, Any]],
-                 scored: Scored, aggregate_s: float, eval_peak: int) -> dict[str, Any]:
+                 scored: Scored, aggregate_s: float, aggregate_wall_s: float, eval_peak: int,
+                 clock: str) -> dict[str, Any]:
     """The configuration's measured and analytic costs (appendix E, by its kind's rule)."""
     ens, kind, needs = job.ensemble, job.ensemble.kind_class, job.needs
     model_meta = [store.meta(x.key) for x in needs.models]
@@ -196,14 +197,22 @@ def cost_columns(job: Evaluate, store: ArtifactStore, block_meta: list[dict[str,
     adapter_params = int(adapter_meta[0]["params"]) if adapter_meta else 0
     declared = input_meta(store, needs)
     return {
-        # As if run alone: every training the configuration needs (I x T_train, or
-        # I x T_base + I x L x T_lora), each measured once and shared across configs.
+        # In CPU or device seconds (cost_clock): every training the configuration needs
+        # (I x T_train, or I x T_base + I x L x T_lora), each measured once and shared
+        # across configs.
         "train_time_s": float(np.sum([x["train_time_s"] for x in model_meta])
                               + np.sum([x["train_time_s"] for x in adapter_meta])),
         "serve_time_s": float(np.sum([x["serve_time_s"] for x in block_meta])
                               + np.sum([x["serve_time_s"] for x in scored.q_meta])
                               + np.sum([x["serve_time_s"] for x in declared])
                               + aggregate_s),
+        # Wall times of the same work, each as it ran (beside whatever else ran): no cost.
+        "train_wall_s": float(sum(x.get("train_wall_s", np.nan)
+                                  for x in model_meta + adapter_meta)),
+        "serve_wall_s": float(sum(x.get("serve_wall_s", np.nan)
+                                  for x in block_meta + scored.q_meta + declared)
+                              + aggregate_wall_s),
+        "cost_clock": clock,
         "params": kind.stored_params(ens, int(model_meta[0]["params"]), adapter_params),
         # Every job the configuration needs but the ground truth's: trainings (when they
         # were measured), servings and this evaluation.
@@ -228,6 +237,8 @@ def results_row(job: Evaluate, block_meta: list[dict[str, Any]], scored: Scored,
         "lds": res.mean, "lds_se": res.se,
         "lds_ceiling": res.ceiling, "n_test_scored": int(np.isfinite(res.per_sample).sum()),
         "train_time_s": costs["train_time_s"], "serve_time_s": costs["serve_time_s"],
+        "train_wall_s": costs["train_wall_s"], "serve_wall_s": costs["serve_wall_s"],
+        "cost_clock": costs["cost_clock"],
         "params": costs["params"], "peak_mem_bytes": costs["peak_mem_bytes"],
         "eval_peak_bytes": costs["eval_peak_bytes"],
         "analytic_train_time_s": costs["analytic_train_time_s"],
@@ -251,12 +262,13 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
     # The job's own peak memory (payloads, score chunks, ground truth, LDS) counts in
     # the configuration's peak like its servings' do.
     with measure(args.device) as mem:
-        t0 = time.perf_counter()
+        spent, t0 = stopwatch(args.device), time.perf_counter()
         block_meta = [store.meta(b.key) for b in job.needs.features]
         scored = score(job, store, args)
-        aggregate_s = time.perf_counter() - t0
+        aggregate_s, aggregate_wall_s = spent(), time.perf_counter() - t0
         res = lds_of(scored, job.task.data().n_test)
-    costs = cost_columns(job, store, block_meta, scored, aggregate_s, mem.peak_bytes)
+    costs = cost_columns(job, store, block_meta, scored, aggregate_s, aggregate_wall_s,
+                         mem.peak_bytes, mem.clock)
     row = results_row(job, block_meta, scored, res, costs)
     store.put(job.key, {"per_sample_lds": torch.from_numpy(res.per_sample)}, row, job.spec())
 
@@ -265,5 +277,5 @@ def method_columns(method) -> dict[str, Any]:
     """The results' ``proj_dim`` (the k the features were made with; None for exact
     gradients) and ``chosen`` (what was chosen per Task and why, ``"; "``-joined; empty
     where the user gave every value) of a resolved Method."""
-    k = method.proj_dim if method.impl.feature_dim(method) is not None else None
+    k = method.proj_dim if method.feature_dim is not None else None
     return {"proj_dim": k, "chosen": "; ".join(method.chosen)}

@@ -55,8 +55,8 @@ def q_values(job: QValues, store: ArtifactStore, args: ComputeArgs) -> None:
     with serving(job, store, args) as (net, mask, m):
         _, q = samples_outputs(net, task.data().train, mask, "train", args.forward_batch,
                                args.device, task.output())
-    store.put(job.key, {"q": q}, {"serve_time_s": m.seconds, "peak_bytes": m.peak_bytes},
-              job.spec())
+    store.put(job.key, {"q": q}, {"serve_time_s": m.seconds, "serve_wall_s": m.wall_s,
+                                  "cost_clock": m.clock, "peak_bytes": m.peak_bytes}, job.spec())
 
 
 def declared_inputs(store: ArtifactStore, block: MemberBlock) -> dict[str, dict]:
@@ -99,6 +99,8 @@ def member_block(job: MemberBlock, store: ArtifactStore, args: ComputeArgs) -> N
         # Before the block's record, so a stored block always has its Q. Its time is in
         # the block's serve_time_s (the pass it came from), none of its own.
         store.put(q_part.key, {"q": ctx.train_q},
-                  {"serve_time_s": 0.0, "from_features": job.key}, {"of": job.key, "q": True})
+                  {"serve_time_s": 0.0, "serve_wall_s": 0.0, "from_features": job.key},
+                  {"of": job.key, "q": True})
     store.put(job.key, payload,
-              {"serve_time_s": seconds, "peak_bytes": m.peak_bytes, **info}, job.spec())
+              {"serve_time_s": seconds, "serve_wall_s": m.wall_s, "cost_clock": m.clock,
+               "peak_bytes": m.peak_bytes, **info}, job.spec())

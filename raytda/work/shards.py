@@ -41,7 +41,8 @@ def train_shard(job: TrainShard, store: ArtifactStore, args: ComputeArgs) -> Non
     # A projection reused from an earlier job is charged its build time (as MemberBlocks).
     seconds = m.seconds + fz.reused_s()
     store.put(job.key, payload,
-              {"serve_time_s": seconds, "peak_bytes": m.peak_bytes,
+              {"serve_time_s": seconds, "serve_wall_s": m.wall_s, "cost_clock": m.clock,
+               "peak_bytes": m.peak_bytes,
                "train_rows": [job.start, job.stop], "held_rows": int(feats.shape[0]),
                **fz.describe()}, job.spec())
 
@@ -67,10 +68,13 @@ def reduce_shards(job: ShardedMemberBlock, store: ArtifactStore, args: ComputeAr
     own = m.seconds + fz.reused_s()
     shard_meta = [store.meta(s.key) for s in shards]
     shard_s = [float(x["serve_time_s"]) for x in shard_meta]
-    # The member's serving is all the work that made it (shards and this reduction), as
-    # if run alone, whatever ran in parallel: evaluation charges serve_time_s per member.
+    # The member's serving is all the work that made it (shards and this reduction), in
+    # CPU or device seconds, whatever ran in parallel: evaluation charges serve_time_s
+    # per member.
     store.put(job.key, payload,
               {"serve_time_s": own + sum(shard_s), "reduce_s": own, "shard_serve_s": shard_s,
+               "serve_wall_s": m.wall_s + sum(float(x.get("serve_wall_s", 0.0))
+                                              for x in shard_meta), "cost_clock": m.clock,
                "peak_bytes": max([m.peak_bytes, *(x.get("peak_bytes", 0) for x in shard_meta)]),
                "held_rows": held_rows[0],
                "train_shards": [{"rows": [s.start, s.stop], "key": s.key} for s in shards],

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from raytda.core.args import ComputeArgs, torch_threads
-from raytda.core.costs import measure
+from raytda.core.costs import measure, stopwatch
 from raytda.core.train import half_subset, load_state, loop_clock, seeded_init, state_snapshot
 from raytda.specs import Recipe
 from raytda.store import ArtifactStore
@@ -30,14 +30,20 @@ def fresh_model(task: Task, seed: int) -> torch.nn.Module:
 
 
 def fit_task(task: Task, samples, seed: int, args: ComputeArgs, recipe: Recipe | None = None
-             ) -> tuple[dict[str, dict[str, torch.Tensor]], float]:
-    """Train a fresh model with ``task.train``: ({'final' or 'epochE': state}, seconds)."""
+             ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, float]]:
+    """Train a fresh model with ``task.train``: ({'final' or 'epochE': state}, its cost
+    fields: ``train_time_s`` in CPU or device seconds, ``train_wall_s``)."""
     model = fresh_model(task, seed).to(args.device)
     with torch_threads(args.train_threads), loop_clock() as loops:
         t0 = time.perf_counter()
+        spent = stopwatch(args.device)
         states = task.train(model, samples, seed, args.device, recipe) or {}
-        # raytda's trainer: its training loops; a Task's own train(): its wall time.
-        seconds = sum(loops) if loops else time.perf_counter() - t0
+        # raytda's trainer: its training loops; a Task's own train(): all of it.
+        cost = spent()
+        wall = time.perf_counter() - t0
+    if loops:
+        cost, wall = sum(x.cost_s for x in loops), sum(x.wall_s for x in loops)
+    seconds = {"train_time_s": cost, "train_wall_s": wall}
     final_epoch = (recipe or task.recipe).epochs if (recipe or task.recipe) else None
     out = {FINAL: states.get(final_epoch) if final_epoch in states else state_snapshot(model)}
     out.update({f"epoch{e}": st for e, st in states.items() if e != final_epoch})
@@ -57,7 +63,7 @@ def train_model(job: TrainModel, store: ArtifactStore, args: ComputeArgs) -> Non
     samples = data.train.subset(half_subset(data.n_train, job.subset_seed))
     with measure(args.device) as mem:  # its peak enters the configuration's peak_mem
         states, seconds = fit_task(job.task, samples, job.seed, args)
-    put_states(store, job, states, {"train_time_s": seconds, "peak_bytes": mem.peak_bytes})
+    put_states(store, job, states, {**seconds, "peak_bytes": mem.peak_bytes})
 
 
 def read_checkpoint(ckpt) -> dict[str, torch.Tensor]:
@@ -89,7 +95,7 @@ def import_model(job: ImportModel, store: ArtifactStore, args: ComputeArgs) -> N
                                                  f"checkpoint {pos})")
         states[FINAL if pos == len(run) else f"epoch{pos}"] = state
     # Not trained here: no training time is spent on this configuration.
-    put_states(store, job, states, {"train_time_s": 0.0, "imported": True})
+    put_states(store, job, states, {"train_time_s": 0.0, "train_wall_s": 0.0, "imported": True})
 
 
 def lds_model(job: LDSModel, store: ArtifactStore, args: ComputeArgs) -> None:
@@ -105,14 +111,13 @@ def lds_model(job: LDSModel, store: ArtifactStore, args: ComputeArgs) -> None:
                            task.output())
     # f on the test set: the margin, or the log-likelihood for generative tasks (the
     # tensor keeps its historical name for both).
-    store.put(job.key, {"test_margins": f}, {"train_time_s": seconds}, job.spec())
+    store.put(job.key, {"test_margins": f}, seconds, job.spec())
 
 
 def train_base(job: TrainBase, store: ArtifactStore, args: ComputeArgs) -> None:
     with measure(args.device) as mem:
         states, seconds = fit_task(job.task, job.task.data().train, job.seed, args, job.recipe)
-    put_states(store, job, {FINAL: states[FINAL]}, {"train_time_s": seconds,
-                                                     "peak_bytes": mem.peak_bytes})
+    put_states(store, job, {FINAL: states[FINAL]}, {**seconds, "peak_bytes": mem.peak_bytes})
 
 
 def train_adapter(job: TrainAdapter, store: ArtifactStore, args: ComputeArgs) -> None:
@@ -122,9 +127,10 @@ def train_adapter(job: TrainAdapter, store: ArtifactStore, args: ComputeArgs) ->
     data = task.data()
     samples = data.train.subset(half_subset(data.n_train, job.subset_seed))
     base = stored_module(store, task, job.base.key)
-    with torch_threads(args.train_threads), measure(args.device) as mem:
+    with torch_threads(args.train_threads), measure(args.device) as mem, loop_clock() as loops:
         trained = fine_tune(base, task.lora_spec, job.recipe, samples, job.seed, args.device,
                             task.loss, task.forward)
     store.put(job.key, trained.state, {"train_time_s": trained.train_time_s,
+                                       "train_wall_s": sum(x.wall_s for x in loops),
                                        "params": trained.n_params,
                                        "peak_bytes": mem.peak_bytes}, job.spec())

@@ -1,5 +1,5 @@
-"""Which ready job an idle actor takes (the node's timing slot and model affinity decide),
-and how many actors each node holds.
+"""Which ready job an idle actor takes (trainings first, then model affinity), and how
+many actors each node holds.
 
 The pool is built without Ray (``choose`` reads only the slots and the owner map;
 ``follow_cluster`` a fake ``ray.nodes()``), so these run in milliseconds."""
@@ -7,7 +7,6 @@ The pool is built without Ray (``choose`` reads only the slots and the owner map
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections import Counter
 from types import SimpleNamespace
 from typing import Any
@@ -17,13 +16,10 @@ from raytda.run.actor_pool import ActorPool, ActorSlot
 
 @dataclasses.dataclass(frozen=True)
 class FakeJob:
-    """What ``choose`` reads of a job: whether its time is a cost, its model and its
-    work class."""
+    """What ``choose`` reads of a job: its model and whether it makes one."""
 
     key: str
-    costed: bool
     model: str | None = None
-    work_class: str | None = None
     holds_model: bool = False
 
     def affinity(self) -> str | None:
@@ -33,7 +29,7 @@ class FakeJob:
 def pool_of(*slots: ActorSlot) -> ActorPool:
     pool = ActorPool.__new__(ActorPool)
     pool.ex = SimpleNamespace(pool=list(slots))
-    pool.owner, pool.per_node, pool.core_bound, pool.calibrations = {}, {}, set(), {}
+    pool.owner, pool.per_node, pool.core_bound = {}, {}, set()
     return pool
 
 
@@ -41,79 +37,31 @@ def actor(name: str, node: str = "n1", ready: bool = True) -> ActorSlot:
     return ActorSlot(handle=None, name=name, share=0.0, started=None, node_id=node, ready=ready)
 
 
-LDS = FakeJob("lds", costed=False)
-BLOCK = FakeJob("block", costed=True, model="m0")
+LDS = FakeJob("lds")
+BLOCK = FakeJob("block", model="m0")
+EVALUATION = FakeJob("eval")
+TRAINING = FakeJob("train", model="m1", holds_model=True)
 
 
-def test_nothing_is_handed_to_a_node_while_a_costed_job_runs_there() -> None:
-    a, b = actor("a"), actor("b")
-    pool = pool_of(a, b)
+def test_a_busy_neighbour_holds_nothing_back() -> None:
+    """Costs are CPU or device time, which a job beside it does not change: an idle actor
+    takes ready work whatever its node's other actors run, and while actors start."""
+    a, b, starting = actor("a"), actor("b"), actor("s", ready=False)
+    pool = pool_of(a, b, starting)
     pool.assign(b, BLOCK)
-    assert pool.choose(a, [LDS, BLOCK]) is None
-    # another node is not held by it
-    c = actor("c", node="n2")
-    pool.ex.pool.append(c)
-    assert pool.choose(c, [BLOCK]) is BLOCK
-
-
-def test_beside_uncosted_work_an_idle_actor_prefers_uncosted_work() -> None:
-    a, b = actor("a"), actor("b")
-    pool = pool_of(a, b)
-    pool.assign(b, LDS)
-    assert pool.choose(a, [BLOCK, LDS]) is LDS
-    # with nothing else to do, the costed job still goes (it waits for the slot)
     assert pool.choose(a, [BLOCK]) is BLOCK
+    assert pool.choose(a, [EVALUATION]) is EVALUATION
 
 
-def test_an_idle_node_takes_costed_work_by_affinity() -> None:
+def test_trainings_go_first_then_affinity() -> None:
     a, b = actor("a"), actor("b")
     pool = pool_of(a, b)
     pool.owner["m0"] = "a"
     assert pool.choose(a, [LDS, BLOCK]) is BLOCK  # its own model's job first
     assert pool.choose(b, [BLOCK, LDS]) is LDS  # nobody's job before another actor's
-
-
-def test_a_work_class_runs_beside_others_once_it_was_timed_alone_on_the_node() -> None:
-    first = FakeJob("block-0", costed=True, model="m0", work_class="block-x")
-    second = FakeJob("block-1", costed=True, model="m1", work_class="block-x")
-    other = FakeJob("block-y", costed=True, model="m2", work_class="block-y")
-    a, b, c = actor("a"), actor("b"), actor("c", node="n2")
-    pool = pool_of(a, b, c)
-    assert pool.timing(first, "n1").exclusive  # nothing of its class timed there yet
-    pool.assign(a, first)
-    assert pool.choose(b, [second, LDS]) is None  # the calibration runs alone
-    timing = a.timing
-    a.busy, a.busy_alone, a.timing = None, False, None
-    pool.finished(a, first, timing)
-    # on its node, the class now runs beside others, charged the alone run's cost
-    beside = pool.timing(second, "n1")
-    assert not beside.exclusive and beside.calibration == "block-0"
-    pool.assign(a, second)
-    assert not a.busy_alone
-    # beside it: work that runs beside others, or a job timed alone that unlocks such
-    # work (a training, the first of another class); an evaluation only as the last resort
-    evaluation = FakeJob("eval", costed=True)
-    training = FakeJob("train", costed=True, holds_model=True)
-    assert pool.choose(b, [evaluation, second]) is second
-    assert pool.choose(b, [evaluation, training]) is training
-    assert pool.choose(b, [LDS, second, training]) is training  # it unlocks a model's work
-    assert pool.choose(b, [evaluation, other]) is other
-    assert pool.choose(b, [evaluation]) is evaluation
-    # another node times the class alone first
-    assert pool.timing(second, "n2").exclusive and pool.choose(c, [second]) is second
-    # uncosted work is shared, whatever its class, and calibrates nothing
-    lds = FakeJob("lds-1", costed=False, work_class="lds")
-    assert pool.timing(lds, "n1") == type(beside)(exclusive=False)
-    pool.finished(b, lds, pool.timing(lds, "n1"))
-    assert ("n1", "lds") not in pool.calibrations
-
-
-def test_costed_work_waits_for_starting_actors() -> None:
-    a, starting = actor("a"), actor("s", ready=False)
-    starting.since = time.monotonic()
-    pool = pool_of(a, starting)
-    assert pool.choose(a, [BLOCK, LDS]) is LDS
-    assert pool.choose(a, [BLOCK]) is None
+    assert pool.choose(a, [BLOCK, TRAINING]) is TRAINING  # it unlocks a model's servings
+    pool.assign(b, TRAINING)
+    assert pool.owner["m1"] == "b"
 
 
 def test_new_actors_are_steered_off_nodes_full_by_their_cores() -> None:

@@ -20,10 +20,8 @@ ESTIMATE = re.compile(rf"^{STAMP} raytda: to run: \d+ jobs \(.+\); about .+ on d
 def test_default_sweep_logs_through_a_pipe(tmp_path):
     root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    # Often enough that a small sweep reports several times while it runs; a timing slot
-    # of its own, so that other sweeps on this machine do not hold its jobs back.
-    env.update(PYTHONPATH=str(root), RAYTDA_PROGRESS_INTERVAL_S="0.5",
-               RAYTDA_TIMING_SLOT=str(tmp_path / "timing-slot.lock"))
+    # Often enough that a small sweep reports several times while it runs.
+    env.update(PYTHONPATH=str(root), RAYTDA_PROGRESS_INTERVAL_S="0.5")
     # The default sweep (setting, method, ensemble grid), on a few samples and LDS models.
     argv = [sys.executable, "-m", "raytda.cli", "--log-level", "info", "sweep", "--n-train",
             "60", "--n-test", "12", "--epochs", "2", "--lds-m", "3", "--proj-dim", "8",
