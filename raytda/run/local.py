@@ -1,73 +1,35 @@
 """The in-process executor: runs a plan's jobs one after another in this process, sharing
 the store's work with any other sweep running on it.
 
-Jobs run through the same :class:`~raytda.run.worker.JobRunner` as on Ray's actors: torch
-threads equal the job's CPU reservation (1), and each artifact records what it was
-measured on, so costs measured here and on Ray mean the same.
+It keeps the Ray executor's contract, only the placement differs: the same job graph
+(:class:`~raytda.run.job_graph.JobGraph`), the same attempt
+(:func:`~raytda.run.attempt.attempt`, through the same
+:class:`~raytda.run.worker.JobRunner`: torch threads equal the job's CPU reservation, and
+each artifact records what it was measured on, so costs measured here and on Ray mean the
+same) and the same recovery (:class:`~raytda.run.recovery.Recovery`: a bad input is
+rebuilt, a failed job blocks its dependents while independent jobs go on, and the sweep
+raises one line at the end).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import replace
 
 from raytda.core.args import ComputeArgs
-from raytda.errors import RaytdaError
-from raytda.plan.job import Job
 from raytda.plan.planner import Plan
+from raytda.run.attempt import attempt
 from raytda.run.eta import UnitCostETA
 from raytda.run.job_graph import JobGraph
 from raytda.run.progress import JobCounts, Progress, job_label, open_progress
+from raytda.run.recovery import Recovery, failure_cause
 from raytda.run.worker import JobRunner
-from raytda.store import ArtifactStore, CorruptArtifact, StoreError
+from raytda.store import ArtifactStore, StoreError
 from raytda.store.lease import POLL_S
 
 log = logging.getLogger(__name__)
-
-
-class JobFailed(RaytdaError, RuntimeError):
-    """Some jobs failed after their retries; everything else that could run has run."""
-
-
-#: how a user sees a failed job's traceback (it goes to the log at debug level)
-TRACEBACK_HINT = "--log-level debug shows the traceback"
-
-
-def failure_cause(error: BaseException) -> str:
-    """Why a job failed, on one line: a raytda error's own message (it says how to fix
-    it), anything else's type and message."""
-    text = " ".join(str(error).split())
-    if isinstance(error, RaytdaError):
-        return text or type(error).__name__
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def run_job_with_repair(job: Job, store: ArtifactStore, args: ComputeArgs,
-                        by_key: dict[str, Job], depth: int = 0,
-                        runner: JobRunner | None = None, wait: bool = True) -> str:
-    """Run ``job``; if an input turns out corrupt, rebuild it and try again.
-
-    Returns :meth:`JobRunner.try_run`'s answer: ``"ran"``, ``"cached"`` (built by another
-    sweep), or, only when not ``wait``-ing, ``"leased"`` (another sweep holds it now). An
-    input being rebuilt is always waited for: the job needs it next."""
-    runner = runner or JobRunner()
-
-    def attempt() -> str:
-        if wait:
-            return "ran" if runner.run(job, store, args) else "cached"
-        return runner.try_run(job, store, args)
-
-    for _ in range(3):
-        try:
-            return attempt()
-        except CorruptArtifact as e:
-            log.warning("%s; rebuilding it", e)
-            producer = by_key.get(e.key) or next((d for d in job.deps() if d.key == e.key), None)
-            if producer is None or depth > 8:
-                raise
-            run_job_with_repair(producer, store, args, by_key, depth + 1, runner)
-    return attempt()
 
 
 class InProcessExecutor:
@@ -96,11 +58,12 @@ class InProcessExecutor:
         self.runner = JobRunner("local")  # kept across plans: cached models, load counts
 
     def execute(self, plan: Plan, store: ArtifactStore) -> None:
-        """Run every job in ``plan.todo`` that no concurrent sweep builds; the first
-        failure raises."""
+        """Run every job in ``plan.todo`` that no concurrent sweep builds; raise
+        :class:`JobFailed` at the end if some could not be."""
         if not plan.todo:
             return
         graph = JobGraph(plan.todo, plan.jobs, plan.cached, store)
+        recovery = Recovery(graph, Counter(), max_retries=0)
         cached = len(plan.jobs) - len(plan.todo)
         counts = JobCounts(total=graph.added + cached, done=cached, cached=cached)
         eta = UnitCostETA(plan.todo)
@@ -109,8 +72,8 @@ class InProcessExecutor:
         told: set[str] = set()  # jobs whose other holder has been logged
         try:
             while graph.pending:
-                answer, job = self._run_next(graph, store, progress, counts, eta)
-                if job is None:
+                status = self._run_next(graph, store, progress, counts, eta, recovery)
+                if status is None:
                     # Every ready job is another sweep's: wait for one to appear (or for
                     # its holder to die, and take it over).
                     for key in graph.ready:
@@ -120,9 +83,9 @@ class InProcessExecutor:
                                      job_label(graph.jobs[key]))
                     time.sleep(self.poll_s)
                     continue
-                graph.finish(job.key)
-                counts = replace(counts, done=counts.done + 1,
-                                 cached=counts.cached + (answer == "cached"))
+                counts = replace(counts, done=graph.finished + cached,
+                                 cached=counts.cached + (status == "cached"),
+                                 failed=len(graph.failed))
                 progress.update(counts)
         except Exception:  # an interrupt is not a job's failure
             counts = replace(counts, failed=counts.failed + 1)
@@ -130,19 +93,23 @@ class InProcessExecutor:
             raise
         finally:
             progress.close()
+        failed = recovery.failure()
+        if failed is not None:
+            raise failed from recovery.first_error
 
     def _run_next(self, graph: JobGraph, store: ArtifactStore, progress: Progress,
-                  counts: JobCounts, eta: UnitCostETA) -> tuple[str, Job | None]:
-        """Run the oldest ready job nobody else holds: (``"ran"`` or ``"cached"``, it),
-        or ("leased", None) if another sweep holds every ready job."""
+                  counts: JobCounts, eta: UnitCostETA, recovery: Recovery) -> str | None:
+        """Attempt the oldest ready job nobody else holds and hand the answer to the
+        recovery: its status (``"failed"`` if it raised), or None if another sweep holds
+        every ready job."""
+        share = 1.0 if self.args.device.startswith("cuda") else 0.0  # the whole device
         for job in list(graph.ready_jobs()):
             label = job_label(job)
             progress.update(replace(counts, running=1), [label])
             t0 = time.perf_counter()
             eta.started(job)
             try:
-                answer = run_job_with_repair(job, store, self.args, graph.jobs,
-                                             runner=self.runner, wait=False)
+                out = attempt(job, store, self.args, share, self.runner, wait=False)
             except Exception as e:  # an interrupt is not the job's failure
                 eta.stopped(job.key, measured=False)
                 if isinstance(e, StoreError):
@@ -150,14 +117,17 @@ class InProcessExecutor:
                 # The user gets one line naming the job and the cause; the traceback
                 # goes to the log (and stays chained for a caller of the Python API).
                 log.debug("%s failed", job.describe(), exc_info=True)
-                raise JobFailed(f"job {label} failed: {failure_cause(e)} "
-                                f"({TRACEBACK_HINT})") from e
-            eta.stopped(job.key, settled=answer != "leased", measured=answer == "ran")
-            if answer == "leased":
+                recovery.job_raised(job.key, e, "this process", failure_cause(e))
+                return "failed"
+            status = out["status"]
+            eta.stopped(job.key, settled=status in ("ran", "cached"),
+                        measured=status == "ran")
+            recovery.answer(job.key, out)
+            if status == "leased":
                 continue  # another sweep computes it; its artifact is looked for later
-            if answer == "ran":
+            if status == "ran":
                 log.info("ran %s in %.1f s", label, time.perf_counter() - t0)
-            else:
+            elif status == "cached":
                 log.info("%s was built by another sweep", label)
-            return answer, job
-        return "leased", None
+            return status
+        return None

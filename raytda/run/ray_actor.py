@@ -11,16 +11,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 from typing import Any
 
 from raytda.core.args import ComputeArgs
 from raytda.plan.job import Job
+from raytda.run.attempt import attempt
 from raytda.run.logs import configure_logging
 from raytda.run.policy import usable_cores
 from raytda.run.worker import JobRunner, warm_up
-from raytda.store import ArtifactStore, CorruptArtifact, StoreError
-from raytda.store.artifacts import full_disk
+from raytda.store import ArtifactStore
 
 # Errors worth retrying in place: network filesystems, object stores, sockets. A full
 # disk is not one of them: the store raises it as a StoreError (not an OSError), and
@@ -48,66 +47,12 @@ def _worker_args(args: ComputeArgs, gpu_share: float) -> ComputeArgs:
     return dataclasses.replace(args, device="cuda")
 
 
-def _is_cuda_oom(e: BaseException) -> bool:
-    import sys
-
-    torch = sys.modules.get("torch")
-    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-    return oom is not None and isinstance(e, oom)
-
-
 def run_on_actor(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
                  runner: JobRunner | None = None, accel: str = "GPU",
                  wait: bool = True) -> dict[str, Any]:
-    """Run ``job`` in a worker unless its artifact exists; report, never raise, for a bad
-    input (the driver repairs it) or a CUDA out-of-memory (the driver retries the job on
-    a larger GPU share). ``wait``: when another sweep holds the job's lease,
-    wait for its artifact; else answer ``"leased"`` at once, computing nothing (the
-    driver gives the actor other work meanwhile)."""
-    t0 = time.perf_counter()
-    runner = runner or JobRunner("task")
-    where = {"worker": runner.worker, "node_id": runner.node_id, "pid": os.getpid()}
-    if store.has(job.key):  # built meanwhile by a concurrent sweep, or a retried attempt
-        return {"status": "cached", "key": job.key, **where}
-    for dep in job.deps():
-        if not store.has(dep.key):  # has() also drops a truncated payload
-            return {"status": "missing", "key": dep.key, **where}
-    wargs = _worker_args(args, gpu_share)
-    try:
-        share = gpu_share if gpu_share > 0 else 0.0
-        if wait:
-            ran = "ran" if runner.run(job, store, wargs, share, accel) else "cached"
-        else:
-            ran = runner.try_run(job, store, wargs, share, accel)
-    except CorruptArtifact as e:
-        if e.key == job.key:
-            raise
-        return {"status": "corrupt", "key": e.key, "why": str(e), **where}
-    except KeyError:
-        # Another consumer found an input corrupt and removed it after our check above.
-        gone = next((d.key for d in job.deps() if not store.has(d.key)), None)
-        if gone is None:
-            raise
-        return {"status": "missing", "key": gone, **where}
-    except StoreError:
-        raise
-    except Exception as e:
-        full = full_disk(e)
-        if full is not None:
-            raise StoreError(f"disk full on node {runner.node_id[:8]} "
-                             f"({os.strerror(full.errno)}) while running {job.describe()}; "
-                             f"free space") from None
-        if not _is_cuda_oom(e):
-            raise
-        import torch
-
-        torch.cuda.empty_cache()  # the actor lives on; leave its share clean for the next job
-        return {"status": "oom", "key": job.key, "share": gpu_share,
-                "why": str(e).strip().splitlines()[0] if str(e).strip() else "CUDA OOM", **where}
-    if ran != "ran":  # another sweep holds its lease, or held it and built it
-        return {"status": ran, "key": job.key, **where}
-    return {"status": "ran", "key": job.key, "seconds": time.perf_counter() - t0,
-            "loads": runner.loads(), **where}
+    """One attempt (:func:`raytda.run.attempt.attempt`) on this actor, with the device
+    its Ray reservation gives it."""
+    return attempt(job, store, _worker_args(args, gpu_share), gpu_share, runner, accel, wait)
 
 
 class RaytdaWorker:

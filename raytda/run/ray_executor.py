@@ -38,13 +38,12 @@ from raytda.run.actor_pool import ActorPool, ActorSlot
 from raytda.run.connect import join_ray, probe_address
 from raytda.run.eta import UnitCostETA
 from raytda.run.job_graph import JobGraph
-from raytda.run.local import TRACEBACK_HINT, JobFailed
 from raytda.run.logs import current_level
 from raytda.run.node_paths import check_paths_on_nodes, data_paths, store_path
 from raytda.run.policy import GpuPolicy, actor_compute_args, default_gpu_share, ship_task_code
 from raytda.run.progress import JobCounts, Progress, job_label, open_progress
 from raytda.run.ray_actor import TRANSIENT_ERRORS, RaytdaWorker
-from raytda.run.recovery import Recovery
+from raytda.run.recovery import JobFailed, Recovery
 from raytda.run.worker import job_cpus
 from raytda.store import ArtifactStore, StoreError
 from raytda.store.lease import held_elsewhere
@@ -332,24 +331,18 @@ class _Driver:
         if "loads" in out:
             ex.workers[out["worker"]] = {**ex.workers.get(out["worker"], {}),
                                          "loads": out["loads"]}
-        if status in ("ran", "cached"):
-            if status == "ran":
-                ex.ran.append(key)
-                log.info("ran %s on %s in %.1f s", job_label(graph.jobs[key]), slot.name,
-                         out.get("seconds", 0.0))
-            recovery.succeeded(key)
-            graph.finish(key)
+        if status == "ran":
+            ex.ran.append(key)
+            log.info("ran %s on %s in %.1f s", job_label(graph.jobs[key]), slot.name,
+                     out.get("seconds", 0.0))
         elif status == "leased":
             # Another sweep computes it: other ready work goes first; looked at again later.
             log.info("%s is being computed by another sweep; running other jobs meanwhile",
                      job_label(graph.jobs[key]))
             self.elsewhere[key] = time.monotonic() + ex.poll_s
-            graph.requeue(key)
-        elif status == "oom":
-            share = float(out.get("share") or self.pool.share or 1.0)
-            recovery.out_of_memory(key, share, str(out.get("why")))
-        else:
-            recovery.bad_input(key, out["key"], "missing" if status == "missing" else "corrupt")
+        elif status == "oom" and not out.get("share"):
+            out = {**out, "share": self.pool.share or 1.0}
+        recovery.answer(key, out)  # the same recovery as the in-process executor's
 
     def look_elsewhere(self) -> None:
         """Jobs another sweep holds, due for a look: done once their artifact is there,
@@ -421,7 +414,6 @@ class _Driver:
             progress.update(self.counts())
             progress.close()
             pool.release()
-        if graph.failed:
-            key, why = next(iter(graph.failed.items()))
-            raise JobFailed(f"{len(graph.failed)} job(s) failed; first: "
-                            f"{graph.jobs[key].describe()}: {why} ({TRACEBACK_HINT})")
+        failed = self.recovery.failure()
+        if failed is not None:
+            raise failed

@@ -1,4 +1,6 @@
-"""What the Ray driver does when a job did not simply finish, cheapest remedy first.
+"""What an executor does when a job did not simply finish, cheapest remedy first: the
+same for the in-process and the Ray executor (only where an attempt runs differs; an
+attempt's answer is :func:`raytda.run.attempt.attempt`'s).
 
 * Its actor died for good (node removed, restarts used up): the job did nothing wrong,
   so it is requeued for another actor, up to ``max_retries`` times. (An actor process
@@ -20,12 +22,31 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
+from raytda.errors import RaytdaError
 from raytda.run.job_graph import JobGraph
 from raytda.run.progress import job_label
 from raytda.store import StoreError
 
 log = logging.getLogger(__name__)
+
+
+class JobFailed(RaytdaError, RuntimeError):
+    """Some jobs failed after their retries; everything else that could run has run."""
+
+
+#: how a user sees a failed job's traceback (it goes to the log at debug level)
+TRACEBACK_HINT = "--log-level debug shows the traceback"
+
+
+def failure_cause(error: BaseException) -> str:
+    """Why a job failed, on one line: a raytda error's own message (it says how to fix
+    it), anything else's type and message."""
+    text = " ".join(str(error).split())
+    if isinstance(error, RaytdaError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 #: rebuilds of one input before its consumers fail
 MAX_REPAIRS = 3
@@ -39,6 +60,7 @@ class Recovery:
         self.requeues: Counter[str] = Counter()  # job -> times its actor died under it
         self.repairs: Counter[str] = Counter()  # input -> times it was rebuilt
         self.bigger: dict[str, float] = {}  # job -> GPU share it retries on after an OOM
+        self.first_error: BaseException | None = None  # chained to the sweep's JobFailed
 
     def fail(self, key: str, why: str) -> None:
         self.graph.fail(key, why)
@@ -55,14 +77,21 @@ class Recovery:
         self.stats["requeued"] += 1
         self.graph.requeue(key)
 
-    def job_raised(self, key: str, error: BaseException, actor: str) -> None:
-        """The job raised on its actor: it fails, its dependents are blocked."""
+    def job_raised(self, key: str, error: BaseException, actor: str,
+                   cause: str | None = None) -> None:
+        """The job raised on its actor (or in this process): it fails, its dependents are
+        blocked, independent jobs go on. ``cause``: the one line to show (default the
+        error's last line: a remote error's is the original exception's)."""
         if isinstance(error, StoreError):
             # The store is full or gone: every other job would fail the same way.
             cause = getattr(error, "cause", None) or error
             raise StoreError(str(cause).strip().splitlines()[0]) from None
-        msg = str(error).strip().splitlines()
-        self.fail(key, msg[-1] if msg else error.__class__.__name__)
+        if self.first_error is None:
+            self.first_error = error
+        if cause is None:
+            msg = str(error).strip().splitlines()
+            cause = msg[-1] if msg else error.__class__.__name__
+        self.fail(key, cause)
         # The worker's traceback, on the driver's log at debug level (and so in `ray job
         # logs` with --log-level debug): the user's line is the sweep's JobFailed.
         log.debug("%s failed on %s:\n%s", self.graph.jobs[key].describe(), actor, error)
@@ -80,6 +109,35 @@ class Recovery:
 
     def succeeded(self, key: str) -> None:
         self.bigger.pop(key, None)
+
+    def answer(self, key: str, out: dict[str, Any]) -> str:
+        """What an attempt's answer (``attempt``'s dict) means for the graph: done
+        (``"ran"``, ``"cached"``), back in the queue while another sweep computes it
+        (``"leased"``), a retry on a larger GPU share (``"oom"``) or an input rebuilt
+        first (``"missing"``, ``"corrupt"``). Returns the status."""
+        status = out["status"]
+        if status in ("ran", "cached"):
+            self.succeeded(key)
+            self.graph.finish(key)
+        elif status == "leased":
+            self.graph.requeue(key)
+        elif status == "oom":
+            self.out_of_memory(key, float(out.get("share") or 1.0), str(out.get("why")))
+        else:
+            self.bad_input(key, out["key"], "missing" if status == "missing" else "corrupt")
+        return status
+
+    def failure(self) -> JobFailed | None:
+        """The sweep's error once nothing more can run, naming the first failed job and
+        its cause on one line; None when nothing failed."""
+        graph = self.graph
+        if not graph.failed:
+            return None
+        key, why = next(iter(graph.failed.items()))
+        line = f"job {job_label(graph.jobs[key])} failed: {why} ({TRACEBACK_HINT})"
+        if len(graph.failed) > 1:
+            line = f"{len(graph.failed)} jobs failed (or were blocked by one); first: {line}"
+        return JobFailed(line)
 
     def bad_input(self, consumer: str, bad: str, why: str) -> None:
         """Input ``bad`` of ``consumer`` is ``why`` (missing, corrupt): rebuild it once

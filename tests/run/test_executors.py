@@ -64,3 +64,25 @@ def test_an_unknown_executor_lists_the_known_ones():
         make_executor("slurm", None)
     with pytest.raises(SpecError, match="execute"):
         make_executor(42, None)
+
+
+def test_in_process_a_failed_job_blocks_only_its_dependents(tmp_path):
+    # The same recovery as on Ray: the failing evaluation fails, the independent one
+    # still runs, and the sweep raises one line at the end naming the first failure.
+    import failing_task
+
+    from raytda.methods import METHODS
+    from raytda.run.recovery import JobFailed
+    from raytda.store import ArtifactStore
+
+    try:
+        s = Sweep(failing_task.Task(), [Method("breaks-at-row", proj_dim=4),
+                                        Method("grad-dot", proj_dim=4)],
+                  ["naive:I=1"], lds=None, store=str(tmp_path), progress=False)
+        with pytest.raises(JobFailed, match=r"^job evaluate breaks-at-row .* failed: "
+                                            r"ValueError: cannot score test row 2"):
+            s.run()
+        good = next(e for e in s.spec.evaluations() if e.method.name == "grad-dot")
+        assert ArtifactStore(str(tmp_path)).has(good.key)
+    finally:
+        METHODS.pop("breaks-at-row", None)
