@@ -111,7 +111,8 @@ def default_choices(task: Any, n_train: Any, params: int) -> tuple[str, str, str
     declared_k = getattr(task, "default_proj_dim", None)
     declared_f = getattr(task, "default_features", None)
     declared_r = getattr(task, "default_ridge_scale", None)
-    k = f"{declared_k} (declared)" if declared_k else "rule: pow2 >= n"
+    k = f"{declared_k} (declared)" if declared_k else \
+        f"rule: pow2 >= {PROJ_DIM_RULE.dims_per_row:g}n"
     features = f"{declared_f} (declared)" if declared_f else \
         f"{FEATURES_RULE.choose(params)} ({FEATURES_RULE.why(params)})"
     ridge = f"{declared_r:g} (declared)" if declared_r is not None else \

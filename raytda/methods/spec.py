@@ -25,14 +25,14 @@ class Method(Spec):
     Task choose: the scale it declares (``Task.default_ridge_scale``: the paper's settings
     keep TRAK's own, 0), else :data:`~raytda.methods.k_rule.RIDGE_RULE`; 0 means TRAK's
     own: "no ridge unless the kernel is singular, then the smallest that makes it
-    solvable". The value used is recorded with the result (``ridge_max``). ``damping``, ``cg_*``, ``curvature``
-    (``"ggn"``, the Gauss-Newton matrix, or ``"hessian"``, the exact Hessian) and
-    ``hessian_samples`` (a cap on the rows the curvature is taken over) are for IF.
+    solvable". The value used is recorded with the result (``ridge_max``).
+    ``damping``, ``cg_*``, ``curvature`` (``"ggn"``, the Gauss-Newton matrix, or
+    ``"hessian"``, the exact Hessian) and ``hessian_samples`` (a cap on the rows the curvature is taken over) are for IF.
     ``features`` is how per-sample gradients become features (:mod:`raytda.features`:
     ``"dense"``, or a registered part, with options as ``"name:opt=value"``); None (the
     default) lets each Task choose: the part it declares (``Task.default_features``),
     else :data:`~raytda.features.choice.FEATURES_RULE` from its model's size (dense
-    where per-sample gradients are affordable). ``resolved(task)`` makes both concrete,
+    where per-sample gradients are affordable). ``resolved(task)`` makes them concrete,
     which a sweep does per Task before any key is made (:class:`~raytda.plan.jobs.Evaluate`),
     and records in ``chosen`` what was chosen and why (not part of any key).
     ``options`` holds the parameters of a user's own method (JSON values).

@@ -187,8 +187,14 @@ def kernel_payload(train_features: torch.Tensor, test_features: torch.Tensor,
     kernel's mean nonzero eigenvalue (``relative_ridge``)."""
     import torch
 
-    from raytda.core.trak import (gram_side, pack_features, relative_ridge, train_side,
-                                  unpack_features, uses_gram)
+    from raytda.core.trak import (
+        gram_side,
+        pack_features,
+        relative_ridge,
+        train_side,
+        unpack_features,
+        uses_gram,
+    )
 
     if pack:
         train, train_scale = pack_features(train_features)

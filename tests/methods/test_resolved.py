@@ -123,9 +123,9 @@ def test_the_results_say_which_k_and_features_and_why(tmp_path):
                progress=False).run()
     row = df.iloc[0]
     assert row["features"] == "dense" and row["proj_dim"] == PROJ_DIM_RULE.choose(60)
-    assert "proj_dim=64 (rule: n=60)" in row["chosen"]
+    assert "proj_dim=256 (rule: n=60)" in row["chosen"]
     assert row["ridge_scale"] == RIDGE_RULE.choose() and "ridge_scale=3 (rule)" in row["chosen"]
     assert 0 < row["ridge_max"]  # the member solved with the rule's ridge
     text = format_table(df)
-    assert "64 (rule: n=60)" in text and "dense (rule: 467 params)" in text
+    assert "256 (rule: n=60)" in text and "dense (rule: 467 params)" in text
     assert "3 (rule)" in text
