@@ -27,7 +27,8 @@ class Method(Spec):
     own: "no ridge unless the kernel is singular, then the smallest that makes it
     solvable". The value used is recorded with the result (``ridge_max``).
     ``damping``, ``cg_*``, ``curvature`` (``"ggn"``, the Gauss-Newton matrix, or
-    ``"hessian"``, the exact Hessian) and ``hessian_samples`` (a cap on the rows the curvature is taken over) are for IF.
+    ``"hessian"``, the exact Hessian) and ``hessian_samples`` (a cap on the rows the
+    curvature is taken over) are for IF.
     ``features`` is how per-sample gradients become features (:mod:`raytda.features`:
     ``"dense"``, or a registered part, with options as ``"name:opt=value"``); None (the
     default) lets each Task choose: the part it declares (``Task.default_features``),
