@@ -129,7 +129,8 @@ def defaults_help() -> str:
     return "\n".join(textwrap.fill(t, 88, initial_indent="  ", subsequent_indent="    ") for t in (
         "default k (--proj-dim not given): what the setting declares (the paper's settings: "
         f"2048, as the paper states), else {PROJ_DIM_RULE.describe()} for n train rows "
-        "(with the ridge below, TRAK's LDS rises with k up to about n and is flat above; "
+        "(with the ridge below, TRAK's LDS rises with k up to about n, 4n on the Music "
+        "Transformer; "
         "benchmarks/results/lds_vs_k_2026-12-07.md)",
         "default ridge (no ridge / ridge_scale given): what the setting declares (the "
         "paper's settings: 0, TRAK's own, none unless the kernel is singular), else "
