@@ -76,7 +76,7 @@ def main() -> None:
                   ensembles, lds=LDSSpec(m=a.lds_m), store=a.store, data_dir=a.data_dir,
                   progress=False, **overrides)
     store = sweep.store
-    rows, out = [], []
+    rows = []
     truth = None
     for job in sweep.spec.evaluations():
         needs = job.needs
@@ -95,14 +95,12 @@ def main() -> None:
         k = job.method.proj_dim
         for c in cs:
             acc = torch.zeros(m, n, dtype=torch.float64)
-            lam_used = []
             for s, A, B in eigs:
                 trace = float(s.sum())
                 if c > 0:
                     lam = c * trace / min(n, k)
                 else:  # TRAK's own: none unless singular (n < k or a zero eigenvalue)
                     lam = AUTO_RIDGE * trace / k if n < k or float(s.min()) <= 0 else 0.0
-                lam_used.append(lam / (trace / min(n, k)))
                 acc += (A / (s + lam)) @ B.T
             scores = acc / len(eigs) * q_mean.unsqueeze(0)
             predicted = truth[0].astype(np.float64) @ scores.numpy().T
@@ -127,7 +125,6 @@ def main() -> None:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f)
-    out.append(rows)
 
 
 if __name__ == "__main__":
