@@ -32,6 +32,10 @@ def main() -> None:
                    help="comma-separated projection dimensions")
     p.add_argument("--ensembles", default="naive:I=1;dropout:I=1,D=10",
                    help="semicolon-separated ensembles")
+    p.add_argument("--ridge-scale", type=float, default=0.0,
+                   help="TRAK's ridge_scale (0: TRAK's own ridge, the members these tables "
+                        "were stored with; benchmarks/lds_vs_k_ridge.py re-solves them at "
+                        "other scales)")
     p.add_argument("--lds-m", type=int, default=50)
     p.add_argument("--n-train", type=int, help="override the setting's train size")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
@@ -44,7 +48,8 @@ def main() -> None:
     for item in a.set:
         key, _, value = item.partition("=")
         overrides[key] = json.loads(value)
-    methods = [Method("trak", proj_dim=k, features="dense") for k in ks]
+    methods = [Method("trak", proj_dim=k, features="dense", ridge_scale=a.ridge_scale)
+               for k in ks]
     sweep = Sweep(a.setting, methods,
                   ensembles, lds=LDSSpec(m=a.lds_m), store=a.store, data_dir=a.data_dir,
                   **overrides)

@@ -40,9 +40,10 @@ def method_params(name: str) -> dict[str, Any]:
     from raytda.methods.spec import Method
 
     defaults = {f.name: f.default for f in fields(Method)}
-    # proj_dim's default is chosen per Task (the settings table shows each one's)
-    return {p: "per-task" if p == "proj_dim" and defaults.get(p) is None else defaults.get(p)
-            for p in METHODS[name].params}
+    # proj_dim's and ridge_scale's defaults are chosen per Task (the settings table shows
+    # each one's)
+    return {p: "per-task" if p in ("proj_dim", "ridge_scale") and defaults.get(p) is None
+            else defaults.get(p) for p in METHODS[name].params}
 
 
 def kinds_rows() -> list[dict[str, str]]:
@@ -82,18 +83,20 @@ def setting_rows() -> list[dict[str, str]]:
         what = summary(task)
         params = sum(p.numel() for p in task.build_model().parameters())
         epochs = task.recipe.epochs if task.recipe is not None else "-"
-        k, features = default_choices(task, n_train, params)
+        k, features, ridge = default_choices(task, n_train, params)
         rows.append({"setting": name, "n_train": str(n_train), "n_test": str(n_test),
                      "epochs": str(epochs), "params": f"{params:,}", "default k": k,
-                     "default features": features, "what": what})
+                     "default features": features, "default ridge_scale": ridge,
+                     "what": what})
     return rows
 
 
-def default_choices(task: Any, n_train: Any, params: int) -> tuple[str, str]:
-    """What a TRAK that gives neither k nor features uses on ``task``, and why (reads
-    no data: a registered Task whose train size is not a setting shows the k rule)."""
+def default_choices(task: Any, n_train: Any, params: int) -> tuple[str, str, str]:
+    """What a TRAK that gives neither k, features nor ridge uses on ``task``, and why
+    (reads no data: a registered Task whose train size is not a setting shows the k
+    rule)."""
     from raytda.features.choice import FEATURES_RULE
-    from raytda.methods.k_rule import PROJ_DIM_RULE
+    from raytda.methods.k_rule import PROJ_DIM_RULE, RIDGE_RULE
     from raytda.methods.spec import Method
     from raytda.results import chosen_note
     from raytda.tasks.size import TaskSize
@@ -103,30 +106,41 @@ def default_choices(task: Any, n_train: Any, params: int) -> tuple[str, str]:
         trak = Method("trak").resolved(task)
         chosen = "; ".join(trak.chosen).replace(f"declared by task {task.name}", "declared")
         return (chosen_note(trak.proj_dim, "proj_dim", chosen),
-                chosen_note(trak.features, "features", chosen))
+                chosen_note(trak.features, "features", chosen),
+                chosen_note(trak.ridge_scale, "ridge_scale", chosen))
     declared_k = getattr(task, "default_proj_dim", None)
     declared_f = getattr(task, "default_features", None)
+    declared_r = getattr(task, "default_ridge_scale", None)
     k = f"{declared_k} (declared)" if declared_k else \
-        f"rule: n/{PROJ_DIM_RULE.rows_per_dim}"
+        f"rule: pow2 >= {PROJ_DIM_RULE.dims_per_row:g}n"
     features = f"{declared_f} (declared)" if declared_f else \
         f"{FEATURES_RULE.choose(params)} ({FEATURES_RULE.why(params)})"
-    return k, features
+    ridge = f"{declared_r:g} (declared)" if declared_r is not None else \
+        f"{RIDGE_RULE.choose():g} ({RIDGE_RULE.why()})"
+    return k, features, ridge
 
 
 def defaults_help() -> str:
-    """How a Method that gives no ``proj_dim`` / ``features`` gets them (``raytda list``)."""
+    """How a Method that gives no ``proj_dim`` / ``features`` / ridge gets them
+    (``raytda list``)."""
     from raytda.features.choice import FEATURES_RULE
-    from raytda.methods.k_rule import PROJ_DIM_RULE
+    from raytda.methods.k_rule import PROJ_DIM_RULE, RIDGE_RULE
 
     return "\n".join(textwrap.fill(t, 88, initial_indent="  ", subsequent_indent="    ") for t in (
         "default k (--proj-dim not given): what the setting declares (the paper's settings: "
         f"2048, as the paper states), else {PROJ_DIM_RULE.describe()} for n train rows "
-        "(TRAK's LDS falls as k nears n; benchmarks/results/lds_vs_k_issue28.md)",
+        "(with the ridge below, TRAK's LDS rises with k up to about n, 4n on the Music "
+        "Transformer; "
+        "benchmarks/results/lds_vs_k_2026-12-07.md)",
+        "default ridge (no ridge / ridge_scale given): what the setting declares (the "
+        "paper's settings: 0, TRAK's own, none unless the kernel is singular), else "
+        f"{RIDGE_RULE.describe()}, per member (without it LDS dips where k nears n)",
         "default features (--features not given): what the setting declares (the paper's "
         f"settings: dense), else {FEATURES_RULE.describe()} (dense's projection costs "
         "params x k per sample; benchmarks/results/features_threshold_issue28.md); "
         "methods needing exact gradients always get dense",
-        "an explicit --proj-dim / --features (or Method field, or sweep-file key) always wins",
+        "an explicit --proj-dim / --features (or Method field: proj_dim, features, ridge, "
+        "ridge_scale; or sweep-file key) always wins",
     ))
 
 

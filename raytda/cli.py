@@ -55,8 +55,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                    help="projection dimension k (TRAK's, and any projected features'); "
                         "default: what the setting declares (the paper's settings: 2048, as "
                         f"the paper states), else {PROJ_DIM_RULE.describe()} for n train "
-                        "rows, since TRAK's LDS falls as k nears n (`raytda list` shows each "
-                        "setting's; the results' k column says which was used)")
+                        "rows, with TRAK's ridge chosen beside it (`raytda list` shows each "
+                        "setting's; the results' k and ridge_scale columns say which were "
+                        "used)")
     p.add_argument("--lds-m", type=int, default=None, help="number of LDS subsets (default 50)")
     p.add_argument("--lds-alpha", type=float, default=None, help="LDS subset fraction (0.5)")
     p.add_argument("--lds-replicates", type=int, default=None,

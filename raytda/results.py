@@ -162,7 +162,7 @@ def write_results(df: pd.DataFrame, out: str | Path, store_uri: str | None = Non
 #: ones go first (results.parquet keeps every column)
 _SHOWN = (("label", "label"), ("lds", "lds"), ("lds_se", "lds_se"),
           ("train_time_s", "train_s"), ("serve_time_s", "serve_s"), ("k", "k"),
-          ("features", "features"), ("pareto", "pareto"),
+          ("features", "features"), ("ridge_scale", "ridge_scale"), ("pareto", "pareto"),
           ("params", "params"), ("method", "method"), ("setting", "setting"),
           ("peak_mem_MiB", "mem_MiB"), ("measured_on", "measured_on"))
 
@@ -172,7 +172,10 @@ def chosen_note(value: object, field: str, chosen: object) -> str:
     chosen per Task (``chosen`` holds ``field=value (why)``), else the value alone."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "-"
-    shown = str(int(value)) if isinstance(value, (int, float)) else str(value)
+    if isinstance(value, (int, float)):  # 1024, 3, 0.3 (a k is whole, a scale may not be)
+        shown = str(int(value)) if float(value).is_integer() else f"{value:g}"
+    else:
+        shown = str(value)
     for item in str(chosen or "").split("; "):
         name, _, rest = item.partition("=")
         if name == field and "(" in rest:
@@ -197,6 +200,10 @@ def _table_view(df: pd.DataFrame) -> pd.DataFrame:
         at = view.columns.get_loc("k") + 1 if "k" in view else len(view.columns)
         view.insert(at, "features",
                     [chosen_note(v, "features", c) for v, c in zip(df["features"], chosen)])
+    if "ridge_scale" in df and df["ridge_scale"].notna().any():  # TRAK's ridge, and why
+        at = view.columns.get_loc("features") + 1 if "features" in view else len(view.columns)
+        view.insert(at, "ridge_scale", [chosen_note(v, "ridge_scale", c)
+                                        for v, c in zip(df["ridge_scale"], chosen)])
     return view
 
 

@@ -71,6 +71,10 @@ class Task:
         default_features: the gradient features methods use on this Task when the Method
             gives none (None: chosen from the model's size by
             :data:`raytda.features.choice.FEATURES_RULE`).
+        default_ridge_scale: TRAK's ridge as a multiple of its kernel's mean nonzero
+            eigenvalue on this Task when the Method gives no ridge (None: chosen by
+            :data:`raytda.methods.k_rule.RIDGE_RULE`; 0: TRAK's own, none unless the
+            kernel is singular; the paper's settings say 0).
     """
 
     name: ClassVar[str] = ""
@@ -83,6 +87,7 @@ class Task:
     data_version: ClassVar[str | None] = None
     default_proj_dim: ClassVar[int | None] = None
     default_features: ClassVar[str | None] = None
+    default_ridge_scale: ClassVar[float | None] = None
 
     # ------------------------------------------------------------------ to override
 

@@ -216,11 +216,14 @@ def test_list_describes_registered_settings_kinds_and_methods(registered, capsys
     methods = listed(out, "methods (")
     assert set(methods) == set(METHODS)
     assert methods["test-constant"][1] == "proj_dim=per-task"
-    assert methods["trak"][1:3] == ["proj_dim=per-task,", "ridge=None"]
+    assert methods["trak"][1:4] == ["proj_dim=per-task,", "ridge=None,", "ridge_scale=per-task"]
     # what each setting's default k and features are, and why (issue 28)
-    assert settings["toy-mlp"][5:9] == ["16", "(rule:", "n=60)", "dense"]
-    assert settings["mnist-mlp"][5:9] == ["2048", "(declared)", "dense", "(declared)"]
-    assert settings["test-tiny"][5:8] == ["rule:", "n/8", "dense"]
+    assert settings["toy-mlp"][5:12] == ["256", "(rule:", "n=60)", "dense", "(rule:", "467",
+                                         "params)"]
+    assert settings["toy-mlp"][12:14] == ["3", "(rule)"]
+    assert settings["mnist-mlp"][5:11] == ["2048", "(declared)", "dense", "(declared)", "0",
+                                           "(declared)"]
+    assert settings["test-tiny"][5:9] == ["rule:", "pow2", ">=", "4n"]
     for field in ("I", "D", "C", "L", "mask_mode"):
         assert f"  {field} " in out
 

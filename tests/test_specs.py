@@ -84,9 +84,10 @@ def test_keys_are_pinned():
     assert LDSSpec().key == "52db272a8b40c3b9"
     # Artifact keys use Method.hashed(), never Method.key (which hashes every field, so it
     # moved when proj_dim and features became None, "chosen per Task", in issue 28). An
-    # explicit TRAK at k = 2048 with dense features hashes as Method() did before.
-    assert stable_hash(Method("trak", proj_dim=2048, features="dense").hashed()) \
-        == "b87fe0c61052bb69"
+    # explicit TRAK at k = 2048 with dense features and TRAK's own ridge (ridge_scale 0,
+    # which adds nothing) hashes as Method() did before.
+    assert stable_hash(Method("trak", proj_dim=2048, features="dense", ridge_scale=0.0)
+                       .hashed()) == "b87fe0c61052bb69"
     assert stable_hash(Method("grad-dot", features="dense").hashed()) == "9e29c35e76823473"
     assert Ensemble(kind="dropout", I=5, D=10).key == "a301d288e99621ab"
     # Job keys also hash raytda's version (0.2.0: the Task interface changed every job's
@@ -117,10 +118,15 @@ def test_stable_hash_ignores_dict_order_and_derive_seed_is_ordered():
 
 
 def test_method_hashed_holds_only_relevant_fields():
-    assert Method(damping=1.0, proj_dim=8, features="dense").hashed() \
-        == Method(damping=2.0, proj_dim=8, features="dense").hashed()
-    assert Method(proj_dim=8, features="dense").hashed() \
-        != Method(proj_dim=16, features="dense").hashed()
+    assert Method(damping=1.0, proj_dim=8, features="dense", ridge_scale=3.0).hashed() \
+        == Method(damping=2.0, proj_dim=8, features="dense", ridge_scale=3.0).hashed()
+    assert Method(proj_dim=8, features="dense", ridge_scale=3.0).hashed() \
+        != Method(proj_dim=16, features="dense", ridge_scale=3.0).hashed()
+    # a nonzero ridge scale enters the key; 0 (TRAK's own ridge) adds nothing
+    assert Method(proj_dim=8, features="dense", ridge_scale=3.0).hashed()["ridge_scale"] == 3.0
+    assert "ridge_scale" not in Method(proj_dim=8, features="dense", ridge_scale=0.0).hashed()
+    with pytest.raises(SpecError, match="not both"):
+        Method(ridge=1e-3, ridge_scale=3.0)
     assert Method("if", damping=1.0, features="dense").hashed() \
         != Method("if", damping=2.0, features="dense").hashed()
     assert Method("grad-cos", proj_dim=8, features="dense").hashed() == {"name": "grad-cos"}

@@ -57,6 +57,14 @@ def round_features(features: torch.Tensor) -> torch.Tensor:
     return unpack_features(*pack_features(features))
 
 
+def relative_ridge(trace: float, n_rows: int, k: int, scale: float) -> float:
+    """The ridge ``scale`` times the mean nonzero eigenvalue of the kernel Phi^T Phi
+    (k x k) of ``n_rows`` train rows: tr / min(n, k), since at most min(n, k) eigenvalues
+    are nonzero and the Gram Phi Phi^T has the same trace. So one scale means the same
+    shrinkage on either side of k = n (:mod:`raytda.methods.k_rule` says which scale)."""
+    return scale * trace / max(1, min(n_rows, k))
+
+
 def uses_gram(n_rows: int, k: int, ridge: float | None) -> bool:
     """Whether the solve runs on the n x n Gram: n < k, so the kernel is singular and a
     ridge is always added (an explicit ridge of 0 keeps the k x k kernel and its error)."""

@@ -56,6 +56,11 @@ class AttributionMethod:
         return frozenset({"q"} if self.needs_q else set()) | frozenset(
             {"projection"} if self.projected else set())
 
+    def key_params(self, spec: Method) -> dict[str, Any]:
+        """The ``params`` values that enter keys: all of them, unless a method leaves out
+        a value that means what keys made before the field existed meant."""
+        return {f: getattr(spec, f) for f in self.params}
+
     def check(self, spec: Method, task: Any) -> None:
         """Raise SpecError if this method cannot run on ``task`` with ``spec``."""
         from raytda.specs import _check

@@ -1,50 +1,50 @@
-"""The projection dimension k a method uses when neither the Method nor the Task says.
+"""The projection dimension k and the ridge TRAK uses when neither the Method nor the Task
+says.
 
-TRAK solves against the kernel Phi^T Phi (k x k) of n projected train gradients. As k
-nears n, the kernel's smallest eigenvalues belong to directions the train set barely
-spans, its inverse amplifies them, and LDS falls; above n the kernel is singular and only
-the ridge holds it. A smaller k is also cheaper to serve (features, solve and store all
-scale with k). So the default k grows with n, as the largest power of two at most
-n / C, clipped to [LOW, HIGH]:
+TRAK solves against the kernel Phi^T Phi (k x k) of n projected train gradients. With no
+ridge, as k nears n the kernel's smallest eigenvalues belong to directions the train set
+barely spans, its inverse amplifies them, and LDS falls to a dip at k ~ n (the
+interpolation peak of an unregularized least-squares fit); above n only TRAK's tiny
+automatic ridge holds the kernel. A ridge in proportion to the kernel removes the dip:
 
-    k = clip(2 ** floor(log2(n / C)), LOW, HIGH)
+    lambda = S * tr(Phi^T Phi) / min(n, k)        (S times the mean nonzero eigenvalue)
 
-C, LOW and HIGH are fitted to TRAK's LDS against k measured on one store per setting, the
-paper's protocol (m = 50), naive I=1 (Dropout I=1 D=10 agrees), se about 0.01
-(``benchmarks/lds_vs_k.py``; every table in benchmarks/results/lds_vs_k_issue28.md):
+computed per member from its own features, and then LDS rises with k to about k = n and
+keeps a little gain above it. So the default is
 
-- digits-mlp (17k parameters): best k = 16-32 at every n measured, LDS falling as k grows
-  towards n. n = 200: 0.577 at k = 16 (the rule's), 0.092 at 256; n = 400: 0.468 at 16,
-  0.378 at 32 (the rule's), 0.110 at 256; n = 1000: 0.299 at 16, 0.260 at 64 (the
-  rule's), 0.237 at 128, 0.040 at 1024, 0.078 at 2048; n = 1400: 0.274 at 32, 0.248 at
-  128 (the rule's), 0.065 at 2048.
-- digits-mlp at n = 1000 with other widths: 2.8k parameters best at 32 (0.236; 0.197 at
-  64, the rule's), 167k best at 64 (0.332, the rule's; 0.118 at 2048): at fixed n the
-  best k grows with the model.
-- MNIST-MLP (109k parameters), n = 5000: 0.058 at 128, 0.066 at 256, 0.092 at 512 (the
-  rule's), 0.088 at 1024, 0.084 at 2048 (se 0.007): here k must reach about n / 10.
+    S = 3,    k = clip(smallest power of two >= 4 n, 16, 2048)
 
-- CIFAR-2 ResNet-9 (77k parameters), n = 1000: 0.137 at 64 (the rule's, the best), 0.126
-  at 128, 0.037 at 1024, 0.053 at 2048.
-- The Music Transformer (119k parameters, f summed over 64 positions), n = 500: 0.104 at
-  32 (the rule's), 0.128 at 128, 0.025 at 512, 0.164 at 2048 (the best, 2.1 se above the
-  rule's). The rule does not fit this sequence model: above n its Gram kernel recovers
-  past every small k. A sequence Task with few rows should declare its k (or pass one)
-  until k is chosen from the data rather than from n alone.
+Measured with ``benchmarks/lds_vs_k_ridge.py`` (each k x S re-solved from the same stored
+members, the paper's LDS protocol, m = 50; every table in
+benchmarks/results/lds_vs_k_2026-12-07.md). LDS at the rule's (k, S), against TRAK's own
+ridge at the former n / 8 rule's k and the best cell measured:
 
-So the best k depends on the model as well as n (about 16-32 for the digits MLP whatever
-n, at least n / 10 for the MNIST MLP); C = 8 keeps MNIST-MLP on its plateau (C = 16 would
-give 256: 0.066), and on digits it is within 0.04 of the best at n >= 1000 and far above
-k = 2048 everywhere. LOW = 16 because digits at n <= 400 keeps gaining down to 16.
+- digits-mlp (17k parameters), naive I=1: n = 1000 0.456 at (2048, 3), the best (0.260
+  at the former k = 64, 0.237 at k = 128); n = 1400 0.439, the best; n = 400 0.653 and
+  n = 200 0.877 (k = 1024), where S = 10 is better (0.681, 0.901). Dropout I=1 D=10 the
+  same: best or, at n <= 400, below S = 10.
+- MNIST-MLP (109k), n = 5000: 0.155, the best (0.084 at k = 2048 without the ridge);
+  Dropout I=1 D=10 0.202 (0.174 without; best 0.216 at S = 0.3).
+- CIFAR-2 ResNet-9 (77k), n = 1000: 0.276 (best 0.279 at k = 1024; 0.137 at the former
+  k = 64); Dropout I=1 D=10 0.309, the best (0.128 without the ridge).
+- The Music Transformer (119k, f summed over 64 positions), n = 500: 0.273 (best 0.278 at
+  S = 10; the former rule's k = 32 gave 0.104, and k = 512 without a ridge 0.025, the
+  dip); Dropout I=1 D=10 0.291, the best.
 
-The paper's settings keep the k the paper states (2048) by declaring it
-(``Task.default_proj_dim``); an explicit ``Method(proj_dim=...)`` always wins. The ridge stays
-TRAK's (none unless the kernel is singular): with k <= n / C it is singular only when the
-gradients span fewer than k directions, and then TRAK's automatic ridge applies.
+S = 3 is the best scale or within about 1 se of it everywhere but digits at n <= 400 (S =
+10 better by 0.02-0.03, over 3 se) and MNIST-MLP's Dropout (S = 0.3 better by 0.014, 1.7
+se). The factor 4 is the Music Transformer's: it still gains from k = n (512: 0.220) to
+4n (2048: 0.273), where the classifiers are flat above n; 2048 (the paper's k) caps the
+serving cost, which grows with k.
+
+The paper's settings keep the paper's k (2048) and TRAK's own ridge (S = 0) by declaring
+them (``Task.default_proj_dim``, ``Task.default_ridge_scale``); an explicit
+``Method(proj_dim=..., ridge=..., ridge_scale=...)`` always wins.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -53,18 +53,18 @@ class ProjDimRule:
     """k from the number of train rows n (see the module docstring).
 
     Args:
-        rows_per_dim: C, train rows per projected dimension.
+        dims_per_row: k covers at least n times this (rounded up to a power of two).
         low, high: the clip (powers of two).
     """
 
-    rows_per_dim: int = 8
+    dims_per_row: float = 4.0
     low: int = 16
     high: int = 2048
 
     def choose(self, n_train: int) -> int:
         """k for ``n_train`` train rows."""
-        target = max(1, n_train // self.rows_per_dim)
-        k = 1 << (target.bit_length() - 1)  # the largest power of two <= n / C
+        target = max(1, math.ceil(n_train * self.dims_per_row))
+        k = 1 << (target - 1).bit_length()  # the smallest power of two >= target
         return min(self.high, max(self.low, k))
 
     def why(self, n_train: int) -> str:
@@ -73,9 +73,32 @@ class ProjDimRule:
 
     def describe(self) -> str:
         """The rule in words, for ``raytda list``."""
-        return (f"k = largest power of 2 <= n/{self.rows_per_dim}, clipped to "
-                f"[{self.low}, {self.high}]")
+        times = "" if self.dims_per_row == 1 else f"{self.dims_per_row:g} x "
+        return (f"k = smallest power of 2 >= {times}n, clipped to [{self.low}, {self.high}]")
 
 
-#: the rule raytda uses
+@dataclass(frozen=True)
+class RidgeRule:
+    """TRAK's ridge scale S: lambda = S x the kernel's mean nonzero eigenvalue (see the
+    module docstring); the eigenvalues are the member's own, so lambda follows the data."""
+
+    scale: float = 3.0
+
+    def choose(self) -> float:
+        """The scale S."""
+        return self.scale
+
+    def why(self) -> str:
+        """Why ``choose`` gave its scale, short, for the results table."""
+        return "rule"
+
+    def describe(self) -> str:
+        """The rule in words, for ``raytda list``."""
+        return (f"ridge = {self.scale:g} x the kernel's mean nonzero eigenvalue, "
+                f"tr(Phi^T Phi) / min(n, k)")
+
+
+#: the k rule raytda uses
 PROJ_DIM_RULE = ProjDimRule()
+#: the ridge rule raytda uses
+RIDGE_RULE = RidgeRule()

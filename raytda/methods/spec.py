@@ -20,16 +20,21 @@ class Method(Spec):
     ``proj_dim`` (TRAK) is the random projection dimension k; None (the default) lets
     each Task choose: the k it declares (``Task.default_proj_dim``: the paper's settings
     keep the paper's 2048), else :data:`~raytda.methods.k_rule.PROJ_DIM_RULE` from its
-    train size. ``ridge`` None means
-    "no ridge unless the kernel is singular, then the smallest that makes it solvable"
-    (the value used is recorded with the result). ``damping``, ``cg_*``, ``curvature``
-    (``"ggn"``, the Gauss-Newton matrix, or ``"hessian"``, the exact Hessian) and
-    ``hessian_samples`` (a cap on the rows the curvature is taken over) are for IF.
+    train size. ``ridge`` is TRAK's ridge lambda as a number; None (the default) makes it
+    ``ridge_scale`` times the kernel's mean nonzero eigenvalue, tr(Phi^T Phi) / min(n, k),
+    computed per member when it is solved. ``ridge_scale`` None (the default) lets each
+    Task choose: the scale it declares (``Task.default_ridge_scale``: the paper's settings
+    keep TRAK's own, 0), else :data:`~raytda.methods.k_rule.RIDGE_RULE`; 0 means TRAK's
+    own: "no ridge unless the kernel is singular, then the smallest that makes it
+    solvable". The value used is recorded with the result (``ridge_max``).
+    ``damping``, ``cg_*``, ``curvature`` (``"ggn"``, the Gauss-Newton matrix, or
+    ``"hessian"``, the exact Hessian) and ``hessian_samples`` (a cap on the rows the
+    curvature is taken over) are for IF.
     ``features`` is how per-sample gradients become features (:mod:`raytda.features`:
     ``"dense"``, or a registered part, with options as ``"name:opt=value"``); None (the
     default) lets each Task choose: the part it declares (``Task.default_features``),
     else :data:`~raytda.features.choice.FEATURES_RULE` from its model's size (dense
-    where per-sample gradients are affordable). ``resolved(task)`` makes both concrete,
+    where per-sample gradients are affordable). ``resolved(task)`` makes them concrete,
     which a sweep does per Task before any key is made (:class:`~raytda.plan.evaluate.Evaluate`),
     and records in ``chosen`` what was chosen and why (not part of any key).
     ``options`` holds the parameters of a user's own method (JSON values).
@@ -41,6 +46,7 @@ class Method(Spec):
     name: str = "trak"
     proj_dim: int | None = None  # None: chosen per Task (see above)
     ridge: float | None = None
+    ridge_scale: float | None = None  # None: chosen per Task (see above)
     damping: float = 1e-3
     cg_max_iter: int = 100
     cg_tol: float = 1e-6
@@ -56,6 +62,10 @@ class Method(Spec):
         _check(self.proj_dim is None or (isinstance(self.proj_dim, int) and self.proj_dim >= 1),
                f"projection dimension must be an integer >= 1, got {self.proj_dim!r}")
         _check(self.ridge is None or self.ridge >= 0, f"ridge must be >= 0, got {self.ridge}")
+        _check(self.ridge_scale is None or self.ridge_scale >= 0,
+               f"ridge_scale must be >= 0, got {self.ridge_scale}")
+        _check(self.ridge is None or not self.ridge_scale,
+               f"give ridge ({self.ridge}) or ridge_scale ({self.ridge_scale}), not both")
         _check(self.damping >= 0, f"damping must be >= 0, got {self.damping}")
         _check(self.cg_max_iter >= 1, f"cg_max_iter must be >= 1, got {self.cg_max_iter}")
         _check(self.curvature in ("ggn", "hessian"),
@@ -81,7 +91,7 @@ class Method(Spec):
     def is_resolved(self) -> bool:
         """Whether what keys hold is concrete: ``features``, and ``proj_dim`` unless the
         method compares exact gradients (see ``resolved``)."""
-        if self.features is None:
+        if self.features is None or self._ridge_open:
             return False
         if self.proj_dim is not None:
             return True
@@ -95,10 +105,10 @@ class Method(Spec):
         (:mod:`raytda.methods.k_rule`, :mod:`raytda.features.choice`). What was chosen is
         listed in ``chosen``. Keys are made from the result, so the same concrete values
         share artifacts however they were arrived at."""
-        if self.proj_dim is not None and self.features is not None:
+        if self.proj_dim is not None and self.features is not None and not self._ridge_open:
             return self
         from raytda.features.choice import FEATURES_RULE
-        from raytda.methods.k_rule import PROJ_DIM_RULE
+        from raytda.methods.k_rule import PROJ_DIM_RULE, RIDGE_RULE
         from raytda.tasks.size import task_size
 
         chosen: list[str] = []
@@ -127,8 +137,22 @@ class Method(Spec):
             out = self.replace(proj_dim=proj_dim, features=features)
             if out.feature_dim is not None:  # a k the method never uses is no news
                 chosen.append(f"proj_dim={proj_dim} ({why})")
-        return self.replace(proj_dim=proj_dim, features=features,
+        ridge_scale = self.ridge_scale
+        if self._ridge_open:
+            declared = getattr(task, "default_ridge_scale", None)
+            if declared is not None:
+                ridge_scale, why = float(declared), f"declared by task {task.name}"
+            else:
+                ridge_scale, why = RIDGE_RULE.choose(), RIDGE_RULE.why()
+            chosen.append(f"ridge_scale={ridge_scale:g} ({why})")
+        return self.replace(proj_dim=proj_dim, features=features, ridge_scale=ridge_scale,
                             chosen=(*self.chosen, *chosen))
+
+    @property
+    def _ridge_open(self) -> bool:
+        """Whether the method has a relative ridge and neither ridge was given."""
+        return ("ridge_scale" in self.impl.params and self.ridge is None
+                and self.ridge_scale is None)
 
     def _require_resolved(self) -> None:
         _check(self.is_resolved,
@@ -190,8 +214,7 @@ class Method(Spec):
         out: dict[str, Any] = {"name": self.name}
         if self.impl.revision:
             out["revision"] = self.impl.revision
-        for f in self.impl.params:
-            out[f] = getattr(self, f)
+        out.update(self.impl.key_params(self))
         if self.features != "dense":  # the default adds nothing: earlier keys stay valid
             out["features"] = self.features_part.hashed()
             if self.feature_dim is not None:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 @register_method
 class TRAK(ShardedTrainSide, AttributionMethod):
     name = "trak"
-    params = ("proj_dim", "ridge")
+    params = ("proj_dim", "ridge", "ridge_scale")
     # 1: features stored in float16 with a scale, and no k x k factor when n < k (the
     # Gram's is rebuilt on load); payloads of revision 0 are still read as they are.
     revision = 1
@@ -35,8 +35,16 @@ class TRAK(ShardedTrainSide, AttributionMethod):
     projected = True
     serves_new_inputs = True
 
+    def key_params(self, spec):
+        # ridge_scale 0 is TRAK's own ridge, what keys made before the scale existed mean
+        out = super().key_params(spec)
+        if not spec.ridge_scale:
+            out.pop("ridge_scale")
+        return out
+
     def finalize(self, spec, train_features, test_features):
-        return kernel_payload(train_features, test_features, spec.ridge)
+        return kernel_payload(train_features, test_features, spec.ridge,
+                              ridge_scale=spec.ridge_scale or 0.0)
 
     def stored_bytes(self, spec, n_train, n_test):
         # float16 features of every row; the float64 k x k factor only when n_train >= k
@@ -93,7 +101,7 @@ class TRAK(ShardedTrainSide, AttributionMethod):
     def finalize_shards(self, spec, shards, test_features):
         import torch
 
-        from raytda.core.trak import kernel_factor, pack_features
+        from raytda.core.trak import kernel_factor, pack_features, relative_ridge
 
         kern, n = None, 0
         for shard in shards:  # one shard held at a time
@@ -104,7 +112,10 @@ class TRAK(ShardedTrainSide, AttributionMethod):
             kern = torch.zeros(test_features.shape[1], test_features.shape[1],
                                dtype=torch.float64)
         # Shards score phi K^-1 Phi_s^T one at a time, which needs the k x k factor.
-        chol, used = kernel_factor(kern, n, spec.ridge)
+        ridge = spec.ridge
+        if ridge is None and spec.ridge_scale:
+            ridge = relative_ridge(float(torch.trace(kern)), n, kern.shape[0], spec.ridge_scale)
+        chol, used = kernel_factor(kern, n, ridge)
         test, test_scale = pack_features(test_features)
         return ({"chol": chol, "test_features": test, "test_scale": test_scale,
                  "ridge": torch.tensor(used, dtype=torch.float64)}, {"ridge": used})
@@ -164,17 +175,26 @@ def trak_block(net, data, projector, mask: MaskSpec | None, ridge: float | None,
 
 
 def kernel_payload(train_features: torch.Tensor, test_features: torch.Tensor,
-                   ridge: float | None, pack: bool = True
+                   ridge: float | None, pack: bool = True, ridge_scale: float = 0.0
                    ) -> tuple[dict[str, torch.Tensor], dict]:
     """A member's TRAK payload as stored, and the ridge used: its features packed to
     float16 (``pack_features``), the ridge, and the Cholesky factor of Phi^T Phi + ridge I
     when n >= k. When n < k no factor is stored: the Gram's (n x n) is computed here, so
     the member's serving time holds its solve and a singular case fails here, and again
     when the payload is loaded (``TRAK.loaded``), from the same stored values.
-    ``pack=False``: float32 features, unscaled (scoring reads both forms)."""
+    ``pack=False``: float32 features, unscaled (scoring reads both forms).
+    ``ridge=None`` with ``ridge_scale`` > 0: the ridge is ``ridge_scale`` times the stored
+    kernel's mean nonzero eigenvalue (``relative_ridge``)."""
     import torch
 
-    from raytda.core.trak import gram_side, pack_features, train_side, unpack_features, uses_gram
+    from raytda.core.trak import (
+        gram_side,
+        pack_features,
+        relative_ridge,
+        train_side,
+        unpack_features,
+        uses_gram,
+    )
 
     if pack:
         train, train_scale = pack_features(train_features)
@@ -185,6 +205,9 @@ def kernel_payload(train_features: torch.Tensor, test_features: torch.Tensor,
         train, train_scale = train_features, None
         payload = {"train_features": train_features, "test_features": test_features}
     phi = unpack_features(train, train_scale)  # the solve sees exactly what is stored
+    if ridge is None and ridge_scale > 0:
+        ridge = relative_ridge(float(phi.square().sum()), phi.shape[0], phi.shape[1],
+                               ridge_scale)
     if uses_gram(phi.shape[0], phi.shape[1], ridge):
         _, used = gram_side(phi, ridge)
     else:

@@ -133,11 +133,13 @@ class BuiltinTask(Task):
 
 class PaperSetting:
     """Mixin of the built-ins that are the paper's settings: methods project to the k the
-    paper states (2048) with dense features unless the Method says otherwise, so the
-    paper's protocol (and the keys of stores made before these defaults existed) hold."""
+    paper states (2048) with dense features and TRAK's own ridge unless the Method says
+    otherwise, so the paper's protocol (and the keys of stores made before these defaults
+    existed) hold."""
 
     default_proj_dim: ClassVar[int | None] = 2048
     default_features: ClassVar[str | None] = "dense"
+    default_ridge_scale: ClassVar[float | None] = 0.0  # TRAK's own ridge, as the paper
 
 
 def _rebuild(cls: type[BuiltinTask], data_dir: str | None, full: bool,

@@ -275,7 +275,9 @@ def evaluate(job: Evaluate, store: ArtifactStore, args: ComputeArgs) -> None:
 
 def method_columns(method) -> dict[str, Any]:
     """The results' ``proj_dim`` (the k the features were made with; None for exact
-    gradients) and ``chosen`` (what was chosen per Task and why, ``"; "``-joined; empty
-    where the user gave every value) of a resolved Method."""
+    gradients), ``ridge_scale`` (TRAK's relative ridge; None for a method without one)
+    and ``chosen`` (what was chosen per Task and why, ``"; "``-joined; empty where the
+    user gave every value) of a resolved Method."""
     k = method.proj_dim if method.feature_dim is not None else None
-    return {"proj_dim": k, "chosen": "; ".join(method.chosen)}
+    return {"proj_dim": k, "ridge_scale": method.ridge_scale,
+            "chosen": "; ".join(method.chosen)}

@@ -27,7 +27,7 @@ from raytda.work.serve import load_member, member_mask
 
 FINAL = (None,)
 K = 8
-TRAK = Method("trak", proj_dim=K)
+TRAK = Method("trak", proj_dim=K, ridge_scale=0.0)  # TRAK's own ridge, as trak_block's None
 TASK = get_task("toy-mlp")
 
 

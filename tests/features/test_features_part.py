@@ -39,8 +39,8 @@ def test_specs_parse_to_one_spelling():
 
 
 def test_features_enter_keys_only_when_not_the_default():
-    dense = Method("trak", proj_dim=64, features="dense")
-    fact = Method("trak", proj_dim=64, features="factorized")
+    dense = Method("trak", proj_dim=64, features="dense", ridge_scale=0.0)
+    fact = Method("trak", proj_dim=64, features="factorized", ridge_scale=0.0)
     assert "features" not in dense.hashed()  # keys made before the part existed stay valid
     assert dense.hashed() != fact.hashed()
     # Grad-Dot compares exact gradients unless the part always projects: then proj_dim counts

@@ -1,25 +1,31 @@
-"""The default projection dimension rule (raytda.methods.k_rule)."""
+"""The default projection dimension and ridge rules (raytda.methods.k_rule)."""
 
 from __future__ import annotations
 
-from raytda.methods.k_rule import PROJ_DIM_RULE, ProjDimRule
+from raytda.methods.k_rule import PROJ_DIM_RULE, RIDGE_RULE, ProjDimRule
 
 
-def test_k_is_a_power_of_two_at_most_n_over_c_within_the_clip():
-    rule = ProjDimRule(rows_per_dim=8, low=16, high=2048)
-    for n in (2, 60, 511, 512, 1000, 1023, 4096, 5000, 10**6):
+def test_k_is_the_smallest_power_of_two_at_least_4n_within_the_clip():
+    rule = ProjDimRule(dims_per_row=4.0, low=16, high=2048)
+    for n in (1, 2, 60, 127, 128, 129, 511, 512, 1000, 5000, 10**6):
         k = rule.choose(n)
         assert k & (k - 1) == 0 and 16 <= k <= 2048
-        assert k <= max(16, n // 8)  # never past n / C unless the clip's floor says so
-        assert k == 2048 or k > n // 16  # and the largest such power of two
+        assert k >= min(4 * n, 2048)  # covers 4n unless the clip's ceiling says so
+        assert k == 16 or k < 8 * n  # and the smallest such power of two
 
 
-def test_k_grows_with_n_and_matches_the_fitted_table():
+def test_k_grows_with_n_and_matches_the_measured_table():
     ks = [PROJ_DIM_RULE.choose(n) for n in (100, 1000, 5000, 20000, 10**7)]
     assert ks == sorted(ks)
-    rule = ProjDimRule()
-    # the settings of benchmarks/results/lds_vs_k_issue28.md
-    assert rule.choose(400) == 32 and rule.choose(1000) == 64 and rule.choose(1400) == 128
-    assert rule.choose(5000) == 512 and rule.choose(60) == 16
-    assert rule.choose(10**7) == 2048
-    assert "n=1000" in rule.why(1000)
+    # the settings of benchmarks/results/lds_vs_k_2026-12-07.md
+    assert [PROJ_DIM_RULE.choose(n) for n in (200, 400, 500, 1000, 1400, 5000)] == \
+        [1024, 2048, 2048, 2048, 2048, 2048]
+    assert PROJ_DIM_RULE.choose(60) == 256 and PROJ_DIM_RULE.choose(3) == 16
+    assert ProjDimRule(dims_per_row=2.0).choose(300) == 1024  # the multiple counts
+    assert "n=1000" in PROJ_DIM_RULE.why(1000)
+
+
+def test_the_ridge_rule_is_a_positive_scale_and_says_so():
+    assert RIDGE_RULE.choose() == 3.0  # the measured scale (results file above)
+    assert "mean nonzero eigenvalue" in RIDGE_RULE.describe()
+    assert RIDGE_RULE.why() == "rule"

@@ -10,7 +10,7 @@ from raytda import Sweep, Task
 from raytda.ensembles import Ensemble
 from raytda.features.choice import FEATURES_RULE
 from raytda.methods import Method
-from raytda.methods.k_rule import PROJ_DIM_RULE
+from raytda.methods.k_rule import PROJ_DIM_RULE, RIDGE_RULE
 from raytda.plan.evaluate import Evaluate
 from raytda.results import format_table
 from raytda.tasks import get_task
@@ -46,8 +46,10 @@ def test_a_small_mlp_resolves_to_dense_and_the_rules_k_saying_why():
     task = get_task("digits-mlp")  # 17,226 parameters, n = 1000
     m = Method("trak").resolved(task)
     assert m.features == "dense" and m.proj_dim == PROJ_DIM_RULE.choose(1000)
+    assert m.ridge_scale == RIDGE_RULE.choose()
     assert m.chosen == ("features=dense (rule: 17,226 params)",
-                        f"proj_dim={m.proj_dim} (rule: n=1000)")
+                        f"proj_dim={m.proj_dim} (rule: n=1000)",
+                        f"ridge_scale={m.ridge_scale:g} (rule)")
     assert m.label == "trak"  # values chosen per Task are columns, not part of the name
 
 
@@ -69,10 +71,14 @@ def test_a_gpt2_shaped_model_above_the_threshold_resolves_to_hook_features():
 
 def test_explicit_values_win_and_are_not_marked_chosen():
     task = get_task("digits-mlp")
-    m = Method("trak", proj_dim=512, features="factorized")
+    m = Method("trak", proj_dim=512, features="factorized", ridge_scale=0.5)
     assert m.resolved(task) is m and m.chosen == ()
+    # an absolute ridge leaves no scale to choose, and nothing is marked
+    fixed = Method("trak", proj_dim=512, features="dense", ridge=1e-3).resolved(task)
+    assert fixed.ridge_scale is None and fixed.chosen == () and fixed.is_resolved
     half = Method("trak", proj_dim=512).resolved(task)  # k given, features chosen
-    assert half.proj_dim == 512 and [c.partition("=")[0] for c in half.chosen] == ["features"]
+    assert half.proj_dim == 512 and [c.partition("=")[0] for c in half.chosen] == \
+        ["features", "ridge_scale"]
     sweep = Sweep("digits-mlp", ["trak"], ["naive:I=1"], proj_dim=256, store="/unused",
                   progress=False)
     sweep.spec.tasks[0].set_data_identity(IDENT)
@@ -86,20 +92,30 @@ def test_paper_settings_keep_k_2048_dense_and_todays_keys(name):
     default = Evaluate(task, Method("trak"), Ensemble("dropout", 1, 2), None)
     explicit = Evaluate(task, Method("trak", proj_dim=2048), Ensemble("dropout", 1, 2), None)
     assert (default.method.proj_dim, default.method.features) == (2048, "dense")
+    assert default.method.ridge_scale == 0.0  # TRAK's own ridge, as the paper
     assert default.key == explicit.key
     assert [b.key for b in default.blocks()] == [b.key for b in explicit.blocks()]
 
 
 def test_keys_of_explicit_specs_are_unchanged():
-    # Literals from raytda before issue 28 (Method() was TRAK, k = 2048, dense), for
-    # toy-mlp with its real data fingerprints: stores made then are still read.
+    # Literals from raytda before issue 28 (Method() was TRAK, k = 2048, dense, TRAK's
+    # own ridge), for toy-mlp with its real data fingerprints: stores made then are
+    # still read. ridge_scale 0 (and an absolute ridge) add nothing to keys.
     task = get_task("toy-mlp")
-    ev = Evaluate(task, Method("trak", proj_dim=2048), Ensemble("naive", 1), None)
+    ev = Evaluate(task, Method("trak", proj_dim=2048, ridge_scale=0.0), Ensemble("naive", 1),
+                  None)
     assert ev.key == "result-b4167820ac7b53a073f1"
     assert ev.blocks()[0].key == "block-8ad41c5f03e25d3b80aa"
-    dense = Evaluate(task, Method("trak", proj_dim=2048, features="dense"),
+    dense = Evaluate(task, Method("trak", proj_dim=2048, features="dense", ridge_scale=0.0),
                      Ensemble("naive", 1), None)
     assert dense.key == ev.key  # a resolved or explicit "dense" adds nothing to keys
+    # the rule's ridge is another computation: another key, for the result and members
+    ruled = Evaluate(task, Method("trak", proj_dim=2048), Ensemble("naive", 1), None)
+    assert ruled.method.ridge_scale == RIDGE_RULE.choose()
+    assert ruled.key != ev.key and ruled.blocks()[0].key != ev.blocks()[0].key
+    stated = Evaluate(task, Method("trak", proj_dim=2048, ridge_scale=RIDGE_RULE.choose()),
+                      Ensemble("naive", 1), None)
+    assert stated.key == ruled.key  # chosen or given, the same artifact
 
 
 def test_the_results_say_which_k_and_features_and_why(tmp_path):
@@ -107,6 +123,9 @@ def test_the_results_say_which_k_and_features_and_why(tmp_path):
                progress=False).run()
     row = df.iloc[0]
     assert row["features"] == "dense" and row["proj_dim"] == PROJ_DIM_RULE.choose(60)
-    assert "proj_dim=16 (rule: n=60)" in row["chosen"]
+    assert "proj_dim=256 (rule: n=60)" in row["chosen"]
+    assert row["ridge_scale"] == RIDGE_RULE.choose() and "ridge_scale=3 (rule)" in row["chosen"]
+    assert 0 < row["ridge_max"]  # the member solved with the rule's ridge
     text = format_table(df)
-    assert "16 (rule: n=60)" in text and "dense (rule: 467 params)" in text
+    assert "256 (rule: n=60)" in text and "dense (rule: 467 params)" in text
+    assert "3 (rule)" in text

@@ -94,3 +94,42 @@ def test_a_payload_of_revision_0_still_scores_as_it_did():
     side = TRAK().query_side(old, torch.device("cpu"))
     assert side["solved"].shape == (16, 50)
     assert TRAK.revision == 1 and TRAK().loaded(old) is old
+
+
+@pytest.mark.parametrize("n", [12, 80])  # through the Gram (n < k) and the kernel
+def test_a_ridge_scale_is_that_multiple_of_the_kernels_mean_nonzero_eigenvalue(n):
+    """ridge_scale S solves with lambda = S tr(Phi^T Phi) / min(n, k) of the stored
+    features: the same payload as that ridge given outright, on either side of k = n."""
+    from raytda.core.trak import unpack_features
+
+    k = 40
+    train, test = features(n, 5, k, 4)
+    scaled, info = kernel_payload(train, test, None, ridge_scale=3.0)
+    phi = unpack_features(scaled["train_features"], scaled["train_scale"])
+    nonzero = torch.linalg.eigvalsh(phi.T @ phi)[-min(n, k):]
+    assert info["ridge"] == pytest.approx(3.0 * float(nonzero.mean()), rel=1e-9)
+    given, _ = kernel_payload(train, test, info["ridge"])
+    assert torch.equal(TRAK().score_rows(scaled, slice(None)),
+                       TRAK().score_rows(given, slice(None)))
+    # and it is a real ridge: the scores differ from TRAK's own (none unless singular)
+    own, _ = kernel_payload(train, test, None)
+    assert not torch.allclose(TRAK().score_rows(own, slice(None)),
+                              TRAK().score_rows(scaled, slice(None)))
+
+
+def test_row_shards_use_the_same_relative_ridge():
+    """A member built in train-row shards sums the kernel over shards; its ridge is the
+    same multiple of the same trace, so it scores as the whole member does."""
+    from raytda.methods import Method
+
+    spec = Method("trak", proj_dim=16, features="dense", ridge_scale=3.0)
+    train, test = features(50, 4, 16, 5)
+    trak = TRAK()
+    whole, _ = trak.finalize(spec, train, test)
+    shards = [trak.shard_payload(spec, train[a:a + 20]) for a in (0, 20, 40)]
+    payload, info = trak.finalize_shards(spec, shards, test)
+    assert info["ridge"] == pytest.approx(float(whole["ridge"]), rel=1e-9)
+    parts = [trak.score_shard(payload, s, slice(None)) for s in shards]
+    # one float64 solve in another order, stored as float32: float32 rounding apart
+    assert torch.allclose(torch.cat(parts, 1), trak.score_rows(whole, slice(None)),
+                          rtol=1e-5, atol=1e-6)
