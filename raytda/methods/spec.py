@@ -135,7 +135,7 @@ class Method(Spec):
                 n_train = task_size(task).n_train
                 proj_dim, why = PROJ_DIM_RULE.choose(n_train), PROJ_DIM_RULE.why(n_train)
             out = self.replace(proj_dim=proj_dim, features=features)
-            if out.feature_dim is not None:  # a k the method never uses is no news
+            if out.impl.feature_dim(out) is not None:  # a k the method never uses is no news
                 chosen.append(f"proj_dim={proj_dim} ({why})")
         ridge_scale = self.ridge_scale
         if self._ridge_open:
