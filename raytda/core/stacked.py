@@ -92,6 +92,43 @@ def check_stackable(module: nn.Module) -> None:
             raise NotStackable(f"{name} drops everything (p={m.p})")
 
 
+def _batched(t: torch.Tensor | None, dim: int | None, m: int) -> torch.Tensor | None:
+    """A vmap operand with its model axis first (a shared one expanded, not copied)."""
+    if t is None:
+        return None
+    return t.movedim(dim, 0) if dim is not None else t.expand(m, *t.shape)
+
+
+@torch.library.custom_op("raytda::stacked_linear", mutates_args=())
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear``; under vmap, each model's own ``linear`` (see ``_linear_vmap``)."""
+    return torch.nn.functional.linear(x, w, b)
+
+
+@_linear.register_vmap
+def _linear_vmap(info, in_dims, x, w, b):
+    """M models' ``linear`` as M ``addmm`` (``mm`` without bias) calls on their slices.
+
+    vmap's own rule for ``linear`` (a batched matmul, then a bias add) rounds differently
+    from ``linear`` alone, and so does a batched GEMM for small outputs (measured: a
+    10-class head's weight gradient), and training amplifies a last-bit difference into a
+    different model (measured on MNIST-MLP: 5e-2 in weights after 20 epochs). Each model's
+    own ``addmm(b, rows, W^T)``, on its rows folded as ``linear`` folds them, is recorded
+    by autograd as in the model alone, so its backward (dx = g W, dW = g^T x in W's
+    layout, db = g summed over rows) is the same too. ``unbind``/``stack`` keep the
+    slicing one op each way (a ``select`` per model would build M full-size gradients).
+    Shared weights (a LoRA pack's frozen base) are expanded without a copy."""
+    m = info.batch_size
+    x, w, b = (_batched(t, d, m) for t, d in zip((x, w, b), in_dims))
+    rows = x.reshape(m, -1, x.shape[-1]).unbind(0)
+    ws = w.unbind(0)
+    if b is None:
+        outs = [torch.mm(r, wi.t()) for r, wi in zip(rows, ws)]
+    else:
+        outs = [torch.addmm(bi, r, wi.t()) for r, wi, bi in zip(rows, ws, b.unbind(0))]
+    return torch.stack(outs).reshape(*x.shape[:-1], w.shape[1]), 0
+
+
 class _Call(nn.Module):
     """``forward(module, x)`` as a module, so ``functional_call`` can run a Task's forward."""
 
@@ -152,6 +189,21 @@ class _Noise:
             h.remove()
 
 
+class _Linears:
+    """Routes every ``nn.Linear`` of a module through ``_linear`` (bit-exact under vmap)
+    until ``remove``; the module's own parameters are read at each call, so
+    ``functional_call``'s substitutes are used."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.mods = [m for m in module.modules() if type(m) is nn.Linear]
+        for mod in self.mods:
+            mod.forward = lambda x, mod=mod: _linear(x, mod.weight, mod.bias)
+
+    def remove(self) -> None:
+        for mod in self.mods:
+            del mod.forward  # back to the class's forward
+
+
 def _stacked_inputs(x: torch.Tensor, m: int) -> torch.Tensor:
     """(M * B, ...) rows, model-major, as (M, B, ...)."""
     return x.reshape(m, x.shape[0] // m, *x.shape[1:])
@@ -181,53 +233,43 @@ class StackedTrainer:
             if set(init) != set(self.names):
                 raise ValueError(f"model {i}'s initial parameters {sorted(init)[:3]}... are not "
                                  f"the template's trainable parameters {self.names[:3]}...")
-        # Linear weights are held transposed, (M, in, out): their batched matmuls then
-        # read and write them contiguously, where (M, out, in) costs a transposing copy
-        # of every weight gradient (measured: a third of a step on MNIST-MLP).
-        self.flipped = {f"{mod_name}.weight".lstrip(".") for mod_name, mod in
-                        self.template.named_modules() if isinstance(mod, nn.Linear)}
-        self.flipped &= set(self.names)
         # (M, *shape) leaves: each model's slice is its own parameter.
-        self.params = {n: torch.stack([self._hold(n, init[n].detach().to(device))
-                                       for init in inits]).requires_grad_(True)
-                       for n in self.names}
+        self.params = {n: torch.stack([init[n].detach().to(device) for init in inits])
+                       .requires_grad_(True) for n in self.names}
         trainable = set(self.names)
         self.shared = {n: t.detach() for n, t in self.template.named_parameters()
                        if n not in trainable}
         self.shared.update(dict(self.template.named_buffers()))
         self.m = len(inits)
 
-    def _hold(self, name: str, t: torch.Tensor) -> torch.Tensor:
-        """A parameter in the layout its leaf holds it (see ``flipped``)."""
-        return t.t().contiguous() if name in self.flipped else t
-
-    def _use(self, name: str, t: torch.Tensor) -> torch.Tensor:
-        """A leaf's slice as the module's parameter (a view)."""
-        return t.t() if name in self.flipped else t
-
     def _losses(self, x: torch.Tensor, y: torch.Tensor, noise: list[torch.Tensor],
                 hooks: _Noise) -> torch.Tensor:
-        """(M,) mean batch losses; x (M, B, ...), y (M, B, ...), noise[s] (M, B, *site)."""
+        """(M,) mean batch losses; x (M, B, ...), y (M, B, ...), noise[s] (M, B, *site).
+
+        The forward runs under vmap; the loss runs model by model on its slice of the
+        outputs, since vmap's rule for e.g. ``nll_loss`` sums in another order than the
+        loss alone does (measured: last-bit differences that training amplifies). M small
+        loss calls cost little next to the forward."""
         shared = {f"module.{n}": t for n, t in self.shared.items()}
 
-        def one(params: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
-                nb: list[torch.Tensor]) -> torch.Tensor:
+        def one(params: dict[str, torch.Tensor], xb: torch.Tensor, nb: list[torch.Tensor]
+                ) -> torch.Tensor:
             hooks.noise, hooks.calls = nb, 0
-            own = {f"module.{n}": self._use(n, t) for n, t in params.items()}
-            out = torch.func.functional_call(self.call, {**shared, **own}, (xb,))
-            return self.loss_fn(out, yb)
+            own = {f"module.{n}": t for n, t in params.items()}
+            return torch.func.functional_call(self.call, {**shared, **own}, (xb,))
 
         try:
-            return torch.func.vmap(one)(self.params, x, y, noise)
+            out = torch.func.vmap(one)(self.params, x, noise)
         finally:
             hooks.noise = None
+        return torch.stack([self.loss_fn(o, t) for o, t in zip(out.unbind(0), y.unbind(0))])
 
     def _snapshot(self, i: int, snapshot: Snapshot) -> dict[str, torch.Tensor]:
         """Model i's snapshot: its slice loaded into the template."""
         own = dict(self.template.named_parameters())
         with torch.no_grad():
             for n in self.names:
-                own[n].copy_(self._use(n, self.params[n][i]))
+                own[n].copy_(self.params[n][i])
         return snapshot(self.template)
 
     def fit(self, samples: Samples | tuple, members: Sequence[Member],
@@ -255,6 +297,7 @@ class StackedTrainer:
                  for mb in members]
         opt = make_optimizer(list(self.params.values()), recipe)
         hooks = _Noise(self.template)
+        linears = _Linears(self.template)
         try:
             self.template.train()
             for mod in hooks.mods:
@@ -287,6 +330,7 @@ class StackedTrainer:
             seconds = time.perf_counter() - t0
         finally:
             hooks.remove()
+            linears.remove()
         return StackedResult(states, seconds)
 
     def _noise(self, sites: Sequence[_Site], drops: Sequence[torch.Generator], b: int
