@@ -1,6 +1,6 @@
 """Training jobs trained as one stacked pack store what each job stores alone: same keys,
-same tensors within the tolerances measured in tests/core/test_stacked.py (there: weights
-3.3e-7, margins 5.7e-6 at most; here the same 10-15x margin), their train time as a share.
+the same tensors bit for bit (as tests/core/test_stacked.py measures for the core), their
+train time as a share of the pack's.
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ from raytda.tasks import get_task
 from raytda.work.packing import group_packs, pack_key
 from raytda.work.train import train_pack
 
-TOL = 5e-5  # margins and weights; see the module docstring
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def alone_and_packed(jobs, tmp_path):
@@ -43,7 +40,7 @@ def check(jobs, alone, packed):
     for job in jobs:
         a_t, a_meta = alone.get(job.key)
         p_t, p_meta = packed.get(job.key)
-        assert max_diff(a_t, p_t) < TOL
+        assert same(a_t, p_t)
         assert p_meta["packed"] == len(jobs) and "packed" not in a_meta
         assert p_meta["train_time_s"] == pytest.approx(p_meta["pack_train_time_s"] / len(jobs))
         assert set(a_meta) <= set(p_meta)  # every field the single job records
