@@ -5,8 +5,8 @@ architecture and recipe, differing only in seed, training subset and dropout str
 is a small model stepping through small batches, so training them one at a time leaves
 the machine mostly in per-step overhead. Here the M models' trainable parameters are
 stacked along a leading model axis, and one ``torch.func.vmap`` over that axis runs the
-forward and loss of all M at once (``functional_call`` on one template module), so every
-layer is one batched kernel and every step one optimizer call for all M.
+forward of all M at once (``functional_call`` on one template module), so a step is one
+forward, one backward and one optimizer call for all M.
 
 Each stacked model follows exactly what :func:`raytda.core.train.fit` does for it alone:
 
@@ -25,9 +25,15 @@ Each stacked model follows exactly what :func:`raytda.core.train.fit` does for i
 - optimizer: ``make_optimizer`` on the stacked leaves. SGD and Adam are elementwise, so a
   stacked leaf steps each model's slice exactly as its own optimizer would.
 
-What is not bit-identical: vmap's batched kernels (e.g. ``linear`` becomes a matmul plus a
-bias add instead of one fused ``addmm``) round differently in the last bit, and training
-amplifies that; see tests/core/test_stacked.py for the tolerance measured.
+The result is bit-identical to the model trained alone, not just close: every
+``nn.Linear`` runs, under vmap, as each model's own ``addmm`` on its slice (``_linear``),
+and the loss runs model by model on its slice of the outputs, since vmap's own rules for
+``linear`` and ``nll_loss`` round differently in the last bit and training amplifies that
+(measured on MNIST-MLP: 5e-2 in weights after 20 epochs). Other layers (activations,
+layer norms, attention) run under vmap's rules; the tests measure them bit-identical for
+the MLPs and the toy GPT. Each model's GEMMs are still separate calls, so what stacking
+saves is everything around them: one Python step, one autograd graph, one optimizer step
+and one data gather for M models instead of M.
 
 Models with state that training mutates (BatchNorm running statistics) or randomness other
 than ``nn.Dropout`` modules cannot be stacked: :func:`check_stackable` says so, and a random
