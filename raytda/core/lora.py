@@ -33,7 +33,8 @@ from raytda.specs import LoRASpec, Recipe, derive_seed
 
 @dataclass
 class TrainedAdapter:
-    """An adapter's weights (peft format), its parameter count and training wall time."""
+    """An adapter's weights (peft format), its parameter count and training cost (CPU or
+    device seconds)."""
 
     state: dict[str, torch.Tensor]
     n_params: int
@@ -113,3 +114,26 @@ def load_adapted(base: nn.Module, adapter: dict[str, torch.Tensor], spec: LoRASp
                               f"{sorted(set(adapter) - expected)}")
     set_peft_model_state_dict(peft_model, adapter)
     return inner(peft_model).eval()
+
+
+def train_adapters_stacked(base: nn.Module, spec: LoRASpec, recipe: Recipe, samples,
+                           members, device: str = "cpu", loss_fn: LossFn = mean_cross_entropy,
+                           forward: Forward = call_module) -> list[TrainedAdapter]:
+    """Fine-tune one adapter per member (:class:`raytda.core.stacked.Member`: its rows of
+    ``samples`` and its seed) on one frozen ``base``, all stacked: adapter i equals
+    ``train_adapter(copy of base, spec, recipe, samples.subset(rows_i), seed_i)`` up to
+    float rounding. The base's weights are shared by the pack, not copied per adapter;
+    ``base`` is modified as ``train_adapter`` modifies it. Each adapter's train time is
+    its share of the pack's loop."""
+    import copy
+
+    from raytda.core.stacked import StackedTrainer, trainable_state
+
+    # Each adapter's init as train_adapter draws it: attach with its seed to the base.
+    inits = [trainable_state(inner(attach_adapter(copy.deepcopy(base), spec, mb.seed)))
+             for mb in members]
+    peft_model = attach_adapter(base, spec).to(device)
+    trainer = StackedTrainer(inner(peft_model), inits, recipe, device, loss_fn, forward)
+    result = trainer.fit(samples, members, snapshot=lambda _m: adapter_state(peft_model))
+    n_par = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    return [TrainedAdapter(st[recipe.epochs], n_par, result.share_s) for st in result.states]

@@ -99,19 +99,27 @@ def import_model(job: ImportModel, store: ArtifactStore, args: ComputeArgs) -> N
 
 
 def lds_model(job: LDSModel, store: ArtifactStore, args: ComputeArgs) -> None:
-    from raytda.core.grads import samples_outputs
     from raytda.core.lds import lds_subsets
 
     task = job.task
     data = task.data()
     rows = np.flatnonzero(lds_subsets(data.n_train, job.lds)[job.subset])
     states, seconds = fit_task(task, data.train.subset(rows), job.seed, args)
-    net = task.network(load_state(task.build_model(), states[FINAL]))
-    f, _ = samples_outputs(net, data.test, None, "test", args.forward_batch, args.device,
-                           task.output())
+    put_lds_outputs(store, job, states[FINAL], args, seconds)
+
+
+def put_lds_outputs(store: ArtifactStore, job: LDSModel, final: dict[str, torch.Tensor],
+                    args: ComputeArgs, meta: dict) -> None:
+    """Store an LDS model's f on the test set from its final weights."""
+    from raytda.core.grads import samples_outputs
+
+    task = job.task
+    net = task.network(load_state(task.build_model(), final))
+    f, _ = samples_outputs(net, task.data().test, None, "test", args.forward_batch,
+                           args.device, task.output())
     # f on the test set: the margin, or the log-likelihood for generative tasks (the
     # tensor keeps its historical name for both).
-    store.put(job.key, {"test_margins": f}, seconds, job.spec())
+    store.put(job.key, {"test_margins": f}, meta, job.spec())
 
 
 def train_base(job: TrainBase, store: ArtifactStore, args: ComputeArgs) -> None:
@@ -134,3 +142,82 @@ def train_adapter(job: TrainAdapter, store: ArtifactStore, args: ComputeArgs) ->
                                        "train_wall_s": sum(x.wall_s for x in loops),
                                        "params": trained.n_params,
                                        "peak_bytes": mem.peak_bytes}, job.spec())
+
+
+def train_pack(jobs, store: ArtifactStore, args: ComputeArgs) -> None:
+    """Train compatible training jobs (one :func:`raytda.work.packing.pack_key`) as one
+    stacked pack and store each as its own artifact, as its own job would: same key, spec
+    and tensors (equal within float rounding, see ``tests/core/test_stacked.py``), with
+    ``train_time_s`` its share of the pack's training loop, ``packed`` the pack's size,
+    ``pack_train_time_s`` the whole loop and ``peak_bytes`` the pack's peak."""
+    from raytda.work.packing import pack_key
+
+    jobs = list(jobs)
+    keys = {pack_key(j) for j in jobs}
+    if len(keys) != 1 or None in keys:
+        raise ValueError(f"jobs {[j.describe() for j in jobs][:3]} cannot share a pack")
+    first = jobs[0]
+    if isinstance(first, LDSModel):
+        _lds_pack(jobs, store, args)
+    elif isinstance(first, TrainAdapter):
+        _adapter_pack(jobs, store, args)
+    else:
+        _model_pack(jobs, store, args)
+
+
+def _packed(n: int, seconds: float, wall_s: float, peak: int) -> dict:
+    """Each packed model's record: its share of the pack's cost (CPU or device seconds)
+    and wall time, the pack's size, its whole loop's cost and the pack's peak memory."""
+    return {"train_time_s": seconds / n, "train_wall_s": wall_s / n, "packed": n,
+            "pack_train_time_s": seconds, "peak_bytes": peak}
+
+
+def _lds_pack(jobs: list[LDSModel], store: ArtifactStore, args: ComputeArgs) -> None:
+    from raytda.core.lds import lds_subsets
+    from raytda.core.stacked import Member, train_stacked
+
+    task = jobs[0].task
+    data = task.data()
+    members = [Member(np.flatnonzero(lds_subsets(data.n_train, j.lds)[j.subset]), j.seed)
+               for j in jobs]
+    with torch_threads(args.train_threads), measure(args.device) as mem:
+        result = train_stacked(task.build_model, task.recipe, data.train, members,
+                               args.device, task.loss, task.forward)
+    meta = _packed(len(jobs), result.train_time_s, result.train_wall_s, mem.peak_bytes)
+    for job, states in zip(jobs, result.states):
+        put_lds_outputs(store, job, states[task.recipe.epochs], args, meta)
+
+
+def _model_pack(jobs: list[TrainModel], store: ArtifactStore, args: ComputeArgs) -> None:
+    from raytda.core.stacked import Member, train_stacked
+
+    task = jobs[0].task
+    data = task.data()
+    recipe = task.recipe
+    members = [Member(half_subset(data.n_train, j.subset_seed), j.seed) for j in jobs]
+    with torch_threads(args.train_threads), measure(args.device) as mem:
+        result = train_stacked(task.build_model, recipe, data.train, members, args.device,
+                               task.loss, task.forward)
+    meta = _packed(len(jobs), result.train_time_s, result.train_wall_s, mem.peak_bytes)
+    for job, states in zip(jobs, result.states):
+        # As fit_task names them: the last epoch is FINAL, the others epochE.
+        tagged = {FINAL if e == recipe.epochs else f"epoch{e}": st for e, st in states.items()}
+        put_states(store, job, tagged, meta)
+
+
+def _adapter_pack(jobs: list[TrainAdapter], store: ArtifactStore, args: ComputeArgs) -> None:
+    from raytda.core.lora import train_adapters_stacked
+    from raytda.core.stacked import Member
+
+    task = jobs[0].task
+    data = task.data()
+    members = [Member(half_subset(data.n_train, j.subset_seed), j.seed) for j in jobs]
+    base = stored_module(store, task, jobs[0].base.key)
+    with torch_threads(args.train_threads), measure(args.device) as mem:
+        trained = train_adapters_stacked(base, task.lora_spec, jobs[0].recipe, data.train,
+                                         members, args.device, task.loss, task.forward)
+    seconds = trained[0].train_time_s * len(jobs)
+    for job, adapter in zip(jobs, trained):
+        store.put(job.key, adapter.state, {**_packed(len(jobs), seconds, mem.wall_s,
+                                                    mem.peak_bytes),
+                                           "params": adapter.n_params}, job.spec())

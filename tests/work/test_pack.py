@@ -1,0 +1,81 @@
+"""Training jobs trained as one stacked pack store what each job stores alone: same keys,
+the same tensors bit for bit (as tests/core/test_stacked.py measures for the core), their
+train time as a share of the pack's.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from raytda.core.args import ComputeArgs
+from raytda.ensembles.lora import TrainAdapter, TrainBase
+from raytda.plan.models import LDSModel, TrainModel
+from raytda.specs import LDSSpec
+from raytda.store import ArtifactStore
+from raytda.tasks import get_task
+from raytda.work.packing import group_packs, pack_key
+from raytda.work.train import train_pack
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def alone_and_packed(jobs, tmp_path):
+    """Each job run by itself into one store, and all as one pack into another."""
+    args = ComputeArgs()
+    alone, packed = ArtifactStore(str(tmp_path / "a")), ArtifactStore(str(tmp_path / "p"))
+    for job in jobs:
+        for dep in job.deps():  # e.g. a LoRA base model: the same in both stores
+            dep.run(alone, args)
+            dep.run(packed, args)
+        job.run(alone, args)
+    train_pack(jobs, packed, args)
+    return alone, packed
+
+
+def check(jobs, alone, packed):
+    for job in jobs:
+        a_t, a_meta = alone.get(job.key)
+        p_t, p_meta = packed.get(job.key)
+        assert same(a_t, p_t)
+        assert p_meta["packed"] == len(jobs) and "packed" not in a_meta
+        assert p_meta["train_time_s"] == pytest.approx(p_meta["pack_train_time_s"] / len(jobs))
+        assert set(a_meta) <= set(p_meta)  # every field the single job records
+
+
+def test_lds_pack_stores_what_each_lds_job_stores(tmp_path):
+    task = get_task("toy-mlp")
+    jobs = [LDSModel(task, LDSSpec(m=4, alpha=0.5, seed=1), j) for j in range(4)]
+    check(jobs, *alone_and_packed(jobs, tmp_path))
+
+
+def test_ensemble_model_pack_keeps_every_checkpoint(tmp_path):
+    task = get_task("toy-mlp")
+    jobs = [TrainModel(task, i) for i in range(3)]
+    alone, packed = alone_and_packed(jobs, tmp_path)
+    check(jobs, alone, packed)
+    assert packed.meta(jobs[0].key)["checkpoints"] == alone.meta(jobs[0].key)["checkpoints"]
+
+
+def test_adapter_pack_on_one_base(tmp_path):
+    task = get_task("toy-gpt")
+    base = TrainBase(task, 0)
+    jobs = [TrainAdapter(base, a) for a in range(2)]
+    check(jobs, *alone_and_packed(jobs, tmp_path))
+
+
+def test_packs_group_compatible_jobs_within_the_budget():
+    toy, digits = get_task("toy-mlp"), get_task("digits-mlp")
+    lds = LDSSpec(m=5, alpha=0.5)
+    jobs = [*(LDSModel(toy, lds, j) for j in range(5)), TrainModel(toy, 0),
+            LDSModel(digits, lds, 0), TrainBase(toy, 0), TrainModel(toy, 1)]
+    packs = group_packs(jobs, budget_bytes=200, bytes_per_model=lambda job: 100)
+    assert packs == [jobs[0:2], jobs[2:4], [jobs[4]], [jobs[5], jobs[8]], [jobs[6]], [jobs[7]]]
+    assert pack_key(TrainBase(toy, 0)) is None  # full-set base models train alone
+    assert pack_key(jobs[0]) != pack_key(LDSModel(toy, LDSSpec(m=5, alpha=0.3), 0))
+    with pytest.raises(ValueError, match="cannot share a pack"):
+        train_pack([jobs[0], jobs[5]], None, ComputeArgs())
