@@ -127,6 +127,12 @@ class Task:
 
         return mean_cross_entropy(logits, y)
 
+    @property
+    def trains_with_fit(self) -> bool:
+        """Whether it trains with raytda's own trainer (its ``train`` not overridden, a
+        recipe given): what stacked training reproduces, so its models may be packed."""
+        return type(self).train is Task.train and self.recipe is not None
+
     def train(self, model: nn.Module, data: Samples, seed: int, device: str,
               recipe: Recipe | None = None) -> dict[int, dict[str, torch.Tensor]]:
         """Train ``model`` in place on ``data``; return its state at each kept epoch.

@@ -10,6 +10,7 @@ Its jobs are here: :class:`TrainBase` (a base model on the full set) and
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -164,6 +165,15 @@ class TrainAdapter(Job):
     def source_shape(self) -> dict[str, Any]:
         return {"kind": self.kind, "base": self.base.source_shape(),
                 "lora": self.task.lora_spec.to_dict()}
+
+    def pack_key(self) -> Hashable | None:
+        # adapters on one base with one LoRA spec and recipe share the frozen base
+        return ("adapter", self.base.key, self.task.lora_spec, self.recipe)
+
+    def run_pack(self, jobs: list[Job], store: ArtifactStore, args: ComputeArgs) -> None:
+        from raytda.work.train import adapter_pack
+
+        adapter_pack(jobs, store, args)
 
     def work_shape(self) -> dict[str, Any] | None:
         return {**self.source_shape(), "recipe": self.recipe.to_dict()}

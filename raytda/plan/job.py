@@ -24,7 +24,7 @@ keys of the jobs that read it change with it, since their specs name its key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -141,6 +141,17 @@ class Job:
     def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
         """Make the artifact: call its body (in :mod:`raytda.work`, imported here)."""
         raise NotImplementedError(f"{type(self).__name__} does not say how it runs")
+
+    def pack_key(self) -> Hashable | None:
+        """Training jobs with equal pack keys may be trained together as one stacked
+        pack (:func:`raytda.work.packing.group_packs`), each still its own artifact;
+        None (the default): it runs alone."""
+        return None
+
+    def run_pack(self, jobs: list[Job], store: ArtifactStore, args: ComputeArgs) -> None:
+        """Make the artifacts of ``jobs`` (this one among them, all of one pack key)
+        in one stacked training."""
+        raise NotImplementedError(f"{type(self).__name__} does not train in packs")
 
     def q_source_for(self, q: Job) -> Any | None:
         """Where this job stores the Q that job ``q`` would compute, when its own pass

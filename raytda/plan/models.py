@@ -8,6 +8,7 @@ model whose outputs on the test set are stored. Bodies: :mod:`raytda.work.train`
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -55,6 +56,18 @@ class TrainModel(Job):
     def stored_bytes(self, n_train, n_test, model_bytes):
         per_state = model_bytes()
         return None if per_state is None else per_state * len(self.task.saved_epochs())
+
+    def pack_key(self) -> Hashable | None:
+        # same training data and recipe, each on its own random half; runs of the user's
+        # checkpoints and LoRA bases (subclasses) train alone
+        if type(self) is not TrainModel or not self.task.trains_with_fit:
+            return None
+        return ("model", self.task.train_key, self.task.recipe)
+
+    def run_pack(self, jobs: list[Job], store: ArtifactStore, args: ComputeArgs) -> None:
+        from raytda.work.train import model_pack
+
+        model_pack(jobs, store, args)
 
     def source_shape(self) -> dict[str, Any]:
         """As a member source, what decides the work of serving its members: the task's
@@ -191,6 +204,17 @@ class LDSModel(Job):
 
     def describe(self) -> str:
         return f"LDS model {self.subset}.{self.replicate} of {self.task.name}"
+
+    def pack_key(self) -> Hashable | None:
+        # same training data, recipe and subset fraction (so as many rows each)
+        if not self.task.trains_with_fit:
+            return None
+        return ("ldsmodel", self.task.train_key, self.task.recipe, self.lds.alpha)
+
+    def run_pack(self, jobs: list[Job], store: ArtifactStore, args: ComputeArgs) -> None:
+        from raytda.work.train import lds_pack
+
+        lds_pack(jobs, store, args)
 
     def analytic_work(self, n_train: int, n_test: int) -> float | None:
         # a training on the subset, then f on every test row

@@ -5,43 +5,24 @@ pack and with whom, and :func:`group_packs` to cut the compatible jobs into pack
 a memory budget; ``raytda.work.train.train_pack`` then trains one pack. Compatible means
 what :mod:`raytda.core.stacked` needs to reproduce each job's own training: one
 architecture and training data (the task's ``train_key``), one recipe, as many rows per
-model, and raytda's own trainer (a Task overriding ``train`` trains alone).
+model, and raytda's own trainer (a Task overriding ``train`` trains alone). Each job
+class says whether and with whom it packs (``Job.pack_key``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 
-from raytda.ensembles.lora import TrainAdapter, TrainBase
 from raytda.plan.job import Job
-from raytda.plan.models import LDSModel, TrainModel
-from raytda.task import Task
-
-
-def _own_trainer(task: Task) -> bool:
-    """Whether the task trains with raytda's ``fit`` (what stacked training reproduces)."""
-    return type(task).train is Task.train and task.recipe is not None
 
 
 def pack_key(job: Job) -> Hashable | None:
-    """Jobs with equal keys may share a pack; None: the job trains alone.
-
-    - LDS models: same training data, recipe and subset fraction (so equal row counts);
-    - naive ensemble models: same training data and recipe (each on a random half);
-    - LoRA adapters: same base model, LoRA spec and adapter recipe (the base is shared).
-    LoRA base models (full training set, one per base) and imported models are not packed.
-    """
-    if isinstance(job, LDSModel):
-        if not _own_trainer(job.task):
-            return None
-        return (LDSModel, job.task.train_key, job.task.recipe, job.lds.alpha)
-    if isinstance(job, TrainModel) and not isinstance(job, TrainBase):
-        if type(job) is not TrainModel or not _own_trainer(job.task):
-            return None
-        return (TrainModel, job.task.train_key, job.task.recipe)
-    if isinstance(job, TrainAdapter):
-        return (TrainAdapter, job.base.key, job.task.lora_spec, job.recipe)
-    return None
+    """Jobs with equal keys may share a pack (each job class's ``pack_key``); None: the
+    job trains alone. LDS models pack by training data, recipe and subset fraction; naive
+    ensemble models by training data and recipe; LoRA adapters by base model, LoRA spec
+    and adapter recipe. LoRA base models and imported models, and every model of a Task
+    with its own ``train``, train alone."""
+    return job.pack_key()
 
 
 def group_packs(jobs: Sequence[Job], budget_bytes: int,

@@ -145,24 +145,17 @@ def train_adapter(job: TrainAdapter, store: ArtifactStore, args: ComputeArgs) ->
 
 
 def train_pack(jobs, store: ArtifactStore, args: ComputeArgs) -> None:
-    """Train compatible training jobs (one :func:`raytda.work.packing.pack_key`) as one
-    stacked pack and store each as its own artifact, as its own job would: same key, spec
-    and tensors (equal within float rounding, see ``tests/core/test_stacked.py``), with
-    ``train_time_s`` its share of the pack's training loop, ``packed`` the pack's size,
-    ``pack_train_time_s`` the whole loop and ``peak_bytes`` the pack's peak."""
-    from raytda.work.packing import pack_key
-
+    """Train compatible training jobs (one ``Job.pack_key``) as one stacked pack and store
+    each as its own artifact, as its own job would: same key, spec and tensors (bit for
+    bit, see ``tests/core/test_stacked.py``), with ``train_time_s`` its share of the
+    pack's training loop, ``packed`` the pack's size, ``pack_train_time_s`` the whole loop
+    and ``peak_bytes`` the pack's peak. Each job class says how its pack trains
+    (``Job.run_pack``)."""
     jobs = list(jobs)
-    keys = {pack_key(j) for j in jobs}
+    keys = {j.pack_key() for j in jobs}
     if len(keys) != 1 or None in keys:
         raise ValueError(f"jobs {[j.describe() for j in jobs][:3]} cannot share a pack")
-    first = jobs[0]
-    if isinstance(first, LDSModel):
-        _lds_pack(jobs, store, args)
-    elif isinstance(first, TrainAdapter):
-        _adapter_pack(jobs, store, args)
-    else:
-        _model_pack(jobs, store, args)
+    jobs[0].run_pack(jobs, store, args)
 
 
 def _packed(n: int, seconds: float, wall_s: float, peak: int) -> dict:
@@ -172,7 +165,7 @@ def _packed(n: int, seconds: float, wall_s: float, peak: int) -> dict:
             "pack_train_time_s": seconds, "peak_bytes": peak}
 
 
-def _lds_pack(jobs: list[LDSModel], store: ArtifactStore, args: ComputeArgs) -> None:
+def lds_pack(jobs: list[LDSModel], store: ArtifactStore, args: ComputeArgs) -> None:
     from raytda.core.lds import lds_subsets
     from raytda.core.stacked import Member, train_stacked
 
@@ -188,7 +181,7 @@ def _lds_pack(jobs: list[LDSModel], store: ArtifactStore, args: ComputeArgs) -> 
         put_lds_outputs(store, job, states[task.recipe.epochs], args, meta)
 
 
-def _model_pack(jobs: list[TrainModel], store: ArtifactStore, args: ComputeArgs) -> None:
+def model_pack(jobs: list[TrainModel], store: ArtifactStore, args: ComputeArgs) -> None:
     from raytda.core.stacked import Member, train_stacked
 
     task = jobs[0].task
@@ -205,7 +198,7 @@ def _model_pack(jobs: list[TrainModel], store: ArtifactStore, args: ComputeArgs)
         put_states(store, job, tagged, meta)
 
 
-def _adapter_pack(jobs: list[TrainAdapter], store: ArtifactStore, args: ComputeArgs) -> None:
+def adapter_pack(jobs: list[TrainAdapter], store: ArtifactStore, args: ComputeArgs) -> None:
     from raytda.core.lora import train_adapters_stacked
     from raytda.core.stacked import Member
 
