@@ -130,11 +130,14 @@ class EKFAC:
         device: where passes and factors live.
         dtype: the dtype of the factors (covariances are accumulated in it; the
             eigendecompositions run in float64 whatever it is).
+        max_grad_bytes: batches are cut so that one layer's per-sample G (B x d_g x d_a)
+            stays under this (GPT-2 small's MLP layers: 9.4 MB a sample in float32).
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, max_grad_bytes: int = 2**28) -> None:
         self.model = model
+        self.max_grad_bytes = max_grad_bytes
         self.device = torch.device(device)
         self.dtype = dtype
         self._pass = _RawPass(model, self.device)
@@ -184,6 +187,10 @@ class EKFAC:
         """(x, y, masks) over ``samples``; ``rows`` numbers them as ``split`` rows (per-sample
         masks are keyed by that number; None: 0..n-1)."""
         sizes = getattr(self.model, "mask_sizes", ())
+        # each batch holds one layer's per-sample G at a time: (B, d_g, d_a)
+        widest = max(d_g * d_a for d_g, d_a in map(self._shape, self.blocks))
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        batch_size = max(1, min(batch_size, self.max_grad_bytes // (itemsize * widest)))
         for start, xb, yb in samples.chunks(batch_size):
             idx = torch.arange(start, start + yb.shape[0])
             if rows is not None:
@@ -201,13 +208,25 @@ class EKFAC:
         finally:
             self._pass.sink, self._pass.keep = None, None
 
-    def _per_sample(self, on_block: Callable[[KroneckerBlock, torch.Tensor], None]) -> Sink:
-        """A sink that hands ``on_block`` each block's per-sample G (B, d_g, d_a) once
-        every call of the block in this pass has added its term (``fit`` counted them)."""
+    def _per_sample(self, on_block: Callable[[KroneckerBlock, torch.Tensor], None],
+                    basis: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Sink:
+        """A sink that hands ``on_block`` each block's per-sample G in its eigenbasis,
+        Q_S^T G Q_A (B, d_g, d_a), once every call of the block in this pass has added
+        its term (``fit`` counted them).
+
+        Rotating each position's a_t and g_t (B T (d_a^2 + d_g^2) multiply-adds) is
+        cheaper than rotating G (B d_g d_a (d_a + d_g)) unless a sample has about as many
+        positions as the layer is wide; the cheaper order is taken."""
         pending: dict[str, tuple[int, torch.Tensor]] = {}
 
         def sink(block, a, g):
-            term = torch.einsum("btg,bta->bga", g.to(self.dtype), a.to(self.dtype))
+            q_s, q_a = basis[block.name]
+            a, g = a.to(self.dtype), g.to(self.dtype)
+            d_g, d_a = q_s.shape[0], q_a.shape[0]
+            if a.shape[1] * (d_a * d_a + d_g * d_g) <= d_g * d_a * (d_a + d_g):
+                term = torch.einsum("btg,bta->bga", g @ q_s, a @ q_a)
+            else:
+                term = q_s.T @ torch.einsum("btg,bta->bga", g, a) @ q_a
             seen, acc = pending.pop(block.name, (0, None))
             acc = term if acc is None else acc + term
             if seen + 1 < self._calls.get(block.name, 1):
@@ -235,12 +254,14 @@ class EKFAC:
         if fisher not in FISHERS:
             raise SpecError(f"fisher must be one of {list(FISHERS)}, got {fisher!r}")
         gen = torch.Generator().manual_seed(seed)
-        batches = list(self._batches(samples, mask, "train", batch_size, rows))
-        labels = [None] * len(batches)
+        labels: dict[int, torch.Tensor] = {}  # drawn in the first pass, reused in the second
+
+        def batches():
+            return enumerate(self._batches(samples, mask, "train", batch_size, rows))
 
         def curvature_output(i: int) -> ModelOutput:
             def f(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                if fisher == "true" and labels[i] is None:
+                if fisher == "true" and i not in labels:
                     labels[i] = sampled_labels(loss_fn, logits.detach(), y, gen)
                 y_used = y if fisher == "empirical" else labels[i].to(y.device)
                 # the batch's summed per-sample loss, as IF's curvature weights a batch
@@ -262,7 +283,7 @@ class EKFAC:
             c[3] += n
             calls[block.name] = calls.get(block.name, 0) + 1
 
-        for i, (xb, yb, masks) in enumerate(batches):
+        for i, (xb, yb, masks) in batches():
             calls.clear()
             self._run(xb, yb, masks, curvature_output(i), covariances)
         self._calls = dict(calls)  # every batch calls a block equally often
@@ -280,16 +301,14 @@ class EKFAC:
         # 3. eigenvalues corrected in that basis, averaged over samples
         lam = {b.name: torch.zeros(self._shape(b), dtype=self.dtype, device=self.device)
                for b in self.blocks}
-        q = {b.name: (factors[_key(b.name, "q_s")].to(self.device),
-                      factors[_key(b.name, "q_a")].to(self.device)) for b in self.blocks}
+        q = self._basis(factors)
 
-        def correct(block, grads):
-            q_s, q_a = q[block.name]
-            lam[block.name] += (q_s.T @ grads @ q_a).square().sum(0)
+        def correct(block, rotated):
+            lam[block.name] += rotated.square().sum(0)
 
         n_samples = 0
-        for i, (xb, yb, masks) in enumerate(batches):
-            self._run(xb, yb, masks, curvature_output(i), self._per_sample(correct))
+        for i, (xb, yb, masks) in batches():
+            self._run(xb, yb, masks, curvature_output(i), self._per_sample(correct, q))
             n_samples += yb.shape[0]
         for b in self.blocks:
             factors[_key(b.name, "lambda")] = (lam[b.name] / n_samples).cpu()
@@ -302,27 +321,34 @@ class EKFAC:
                        damping: float | None = None, mask: MaskSpec | None = None,
                        split: str = "test", batch_size: int = 64
                        ) -> dict[str, torch.Tensor]:
-        """(F_l + lambda I)^-1 G_l of every row of ``samples``, per block: (m, d_g, d_a).
+        """(F_l + lambda I)^-1 G_l of every row of ``samples``, per block, in the layer's
+        eigenbasis: Q_S^T (F_l + lambda I)^-1 G_l Q_A = (Q_S^T G_l Q_A) / (Lambda + lambda),
+        (m, d_g, d_a). Inner products with train gradients rotated alike are the scores
+        (the rotation is orthogonal), so neither side is ever rotated back.
 
         ``damping``: lambda, added to every corrected eigenvalue; None: 0.1 x the layer's
         mean corrected eigenvalue (kronfluence's heuristic)."""
-        basis, inv = {}, {}
+        inv = {}
         for b in self.blocks:
             lam = factors[_key(b.name, "lambda")].to(self.device, self.dtype)
             d = HEURISTIC_DAMPING_SCALE * lam.mean() if damping is None else damping
             inv[b.name] = 1.0 / (lam + d)
-            basis[b.name] = (factors[_key(b.name, "q_s")].to(self.device, self.dtype),
-                             factors[_key(b.name, "q_a")].to(self.device, self.dtype))
         parts: dict[str, list[torch.Tensor]] = {b.name: [] for b in self.blocks}
 
-        def precondition(block, grads):
-            q_s, q_a = basis[block.name]
-            rotated = (q_s.T @ grads @ q_a) * inv[block.name]
-            parts[block.name].append(q_s @ rotated @ q_a.T)
+        def precondition(block, rotated):
+            parts[block.name].append(rotated * inv[block.name])
 
+        basis = self._basis(factors)
         for xb, yb, masks in self._batches(samples, mask, split, batch_size, None):
-            self._run(xb, yb, masks, output, self._per_sample(precondition))
+            self._run(xb, yb, masks, output, self._per_sample(precondition, basis))
         return {k: torch.cat(v) for k, v in parts.items()}
+
+    def _basis(self, factors: dict[str, torch.Tensor]
+               ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """(Q_S, Q_A) of every block, on the device in the factors' working dtype."""
+        return {b.name: (factors[_key(b.name, "q_s")].to(self.device, self.dtype),
+                         factors[_key(b.name, "q_a")].to(self.device, self.dtype))
+                for b in self.blocks}
 
     def scores(self, factors: dict[str, torch.Tensor], test, train,
                output: ModelOutput = CLASSIFICATION, damping: float | None = None,
@@ -336,12 +362,13 @@ class EKFAC:
         flat = {k: v.reshape(m, -1) for k, v in pre.items()}
         col = [0]
 
-        def dot(block, grads):
-            b = grads.shape[0]
-            out[:, col[0]:col[0] + b] += flat[block.name] @ grads.reshape(b, -1).T
+        def dot(block, rotated):
+            b = rotated.shape[0]
+            out[:, col[0]:col[0] + b] += flat[block.name] @ rotated.reshape(b, -1).T
 
+        basis = self._basis(factors)
         for xb, yb, masks in self._batches(train, mask, "train", batch_size, None):
-            self._run(xb, yb, masks, output, self._per_sample(dot))
+            self._run(xb, yb, masks, output, self._per_sample(dot, basis))
             col[0] += yb.shape[0]
         return out.cpu()
 
