@@ -1,3 +1,3 @@
 """Imports the built-in methods so that they register themselves."""
 
-from raytda.methods import grad_cos, grad_dot, influence, trak  # noqa: F401
+from raytda.methods import ekfac, grad_cos, grad_dot, influence, trak  # noqa: F401

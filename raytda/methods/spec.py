@@ -29,7 +29,9 @@ class Method(Spec):
     solvable". The value used is recorded with the result (``ridge_max``).
     ``damping``, ``cg_*``, ``curvature`` (``"ggn"``, the Gauss-Newton matrix, or
     ``"hessian"``, the exact Hessian) and ``hessian_samples`` (a cap on the rows the
-    curvature is taken over) are for IF.
+    curvature is taken over) are for IF; ``damping``, ``hessian_samples`` and ``fisher``
+    (EK-FAC's curvature labels: ``"true"``, drawn from the model, or ``"empirical"``, the
+    data's) for EK-FAC.
     ``features`` is how per-sample gradients become features (:mod:`raytda.features`:
     ``"dense"``, or a registered part, with options as ``"name:opt=value"``); None (the
     default) lets each Task choose: the part it declares (``Task.default_features``),
@@ -52,6 +54,7 @@ class Method(Spec):
     cg_tol: float = 1e-6
     hessian_samples: int | None = None  # None: every row the member was trained on
     curvature: str = "ggn"
+    fisher: str = "true"
     features: str | None = None  # None: chosen per Task (see above)
     options: dict[str, Any] = field(default_factory=dict)
     #: what ``resolved`` chose, one "field=value (why)" each; never in keys or equality
@@ -70,6 +73,8 @@ class Method(Spec):
         _check(self.cg_max_iter >= 1, f"cg_max_iter must be >= 1, got {self.cg_max_iter}")
         _check(self.curvature in ("ggn", "hessian"),
                f"curvature must be 'ggn' or 'hessian', got {self.curvature!r}")
+        _check(self.fisher in ("true", "empirical"),
+               f"fisher must be 'true' or 'empirical', got {self.fisher!r}")
         _check(isinstance(self.options, dict), "options must be a dict of JSON values")
         from raytda.features import features_from
 
@@ -79,6 +84,12 @@ class Method(Spec):
             # the canonical spelling, so equal parts give equal specs and keys
             object.__setattr__(self, "features", features_from(self.features).spec_string())
         object.__setattr__(self, "chosen", tuple(self.chosen))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if d["fisher"] == "true":  # the default adds nothing: earlier keys stay as they were
+            d.pop("fisher")
+        return d
 
     def __hash__(self) -> int:  # options is a dict; hash by content key
         return hash(self.key)
