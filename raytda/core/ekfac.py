@@ -241,6 +241,14 @@ class EKFAC:
     def fit(self, samples, loss_fn: LossFn, mask: MaskSpec | None = None,
             rows: np.ndarray | None = None, batch_size: int = 64, fisher: str = "true",
             seed: int = 0) -> dict[str, torch.Tensor]:
+        # Contiguous, as a stored artifact reads back: eigh's eigenvectors come out
+        # column-major, and scores from them would differ in the last bits from scores
+        # from the same factors read from the store.
+        return {k: v.contiguous() for k, v in self._fit(samples, loss_fn, mask, rows,
+                                                          batch_size, fisher, seed).items()}
+
+    def _fit(self, samples, loss_fn: LossFn, mask: MaskSpec | None, rows: np.ndarray | None,
+             batch_size: int, fisher: str, seed: int) -> dict[str, torch.Tensor]:
         """The EK-FAC factors of ``loss_fn`` (a batch's mean loss, as ``Task.loss``) over
         ``samples``, as a dict of tensors: per block ``name::q_a`` (d_a x d_a), ``name::q_s``
         (d_g x d_g), ``name::lambda`` (d_g x d_a, the corrected eigenvalues) and the

@@ -7,6 +7,12 @@ Only layers EK-FAC factors (Linear, Conv1D, Conv2d, LoRA adapters) enter the sco
 others are listed in the member's metadata (``uncovered``) and in the results
 (``ekfac_uncovered``).
 
+The factors are an artifact of their own (:class:`FitFactors`, declared per member by
+``member_jobs``): keyed by the member (its model, checkpoint, mask or adapter), its mask
+mode and what the fit reads of the Method (``hessian_samples``, ``fisher``), not by
+``damping``, so every configuration over the member (naive I=1 and I=3 share model 0's;
+two dampings share all) reads one fit, and its cost is charged once to each.
+
 Dropout members: the factors are fitted on the masked member itself (its mask applied
 in both fitting passes, per-sample masks keyed by train row as for its gradients), so the
 curvature is that of the sub-network whose gradients are scored. A fit on the base model
@@ -18,11 +24,18 @@ measured in ``benchmarks/ekfac_figure6.py``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from raytda.methods.base import AttributionMethod, register_method
+from raytda.plan.job import Job
+
+if TYPE_CHECKING:
+    from raytda.core.args import ComputeArgs
+    from raytda.plan.members import MemberBlock
+    from raytda.store import ArtifactStore
 
 
 def fit_factors(net, task, data, mask, training_rows, spec, args
@@ -58,20 +71,64 @@ def ekfac_block(net, output, data, mask, factors, damping, args
                            "ekfac_score_s": time.perf_counter() - start}
 
 
+@dataclass(frozen=True, repr=False)
+class FitFactors(Job):
+    """One member's EK-FAC factors (:func:`fit_factors`), stored once and read by every
+    configuration that scores the member with EK-FAC. ``block``: a member job that reads
+    them; only its member, mask mode and the fit's Method fields enter the key."""
+
+    block: MemberBlock
+    kind: str = field(default="ekfac-factors", init=False)
+
+    @property
+    def task(self):  # type: ignore[override]
+        return self.block.task
+
+    def spec(self) -> dict[str, Any]:
+        b, m = self.block, self.block.method
+        return {"model": b.model.key, "member": replace(b.member, projection=0).to_dict(),
+                "mask_mode": b.mask_mode if b.member.mask is not None else None,
+                "hessian_samples": m.hessian_samples, "fisher": m.fisher}
+
+    def deps(self) -> tuple[Job, ...]:
+        return self.block.model.member_deps()
+
+    def affinity(self) -> str | None:
+        return self.block.model.key
+
+    def analytic_work(self, n_train: int, n_test: int) -> float | None:
+        return 2 * 3.0 * n_train  # two passes over the rows (covariances, then eigenvalues)
+
+    def describe(self) -> str:
+        from raytda.plan.members import member_label
+
+        return f"EK-FAC factors of {member_label(self.block.member)} of {self.task.name}"
+
+    def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
+        from raytda.work.serve import serving
+
+        b = self.block
+        data = b.task.data()
+        rows = b.model.training_rows(data.n_train)
+        with serving(b, store, args) as (net, mask, m):
+            factors, info = fit_factors(net, b.task, data, mask, rows, b.method, args)
+        store.put(self.key, factors, {"serve_time_s": m.seconds, "serve_wall_s": m.wall_s,
+                                      "peak_bytes": m.peak_bytes, **info}, self.spec())
+
+
 @register_method
 class EKFACInfluence(AttributionMethod):
     name = "ekfac"
     params = ("damping", "hessian_samples", "fisher")
     uses_training_rows = True
 
+    def member_jobs(self, spec, block):
+        return {"factors": FitFactors(block)}
+
     def member(self, spec, ctx):
-        # Fitted here for now; the factors depend on less than the scores do (see
-        # fit_factors), so they can become an artifact shared by configurations.
-        factors, fit_info = fit_factors(ctx.net, ctx.task, ctx.data, ctx.mask,
-                                        ctx.training_rows, spec, ctx.args)
-        block, info = ekfac_block(ctx.net, ctx.output, ctx.data, ctx.mask, factors,
-                                  spec.damping, ctx.args)
-        return {"block": block}, {**fit_info, **info}
+        block, info = ekfac_block(ctx.net, ctx.output, ctx.data, ctx.mask,
+                                  ctx.inputs["factors"], spec.damping, ctx.args)
+        return {"block": block}, info
 
     def result_columns(self, spec, member_meta: list[dict[str, Any]]) -> dict[str, Any]:
         """Which trainable parameters EK-FAC left out (the same for every member)."""

@@ -10,6 +10,7 @@ import torch
 from raytda import ComputeArgs, LDSSpec, Sweep
 from raytda.core.ekfac import EKFAC
 from raytda.methods import Method
+from raytda.store import ArtifactStore
 from raytda.work.serve import load_member, member_mask
 
 ENSEMBLES = ["naive:I=1", "dropout:I=1,D=2"]
@@ -40,13 +41,17 @@ def test_stored_scores_are_the_members_own_fit(finished, ens):
     rows = block.model.training_rows(data.n_train)
     net = load_member(sweep.store, block.model, block.member)
     mask = member_mask(net, block.model, block.member, block.mask_mode)
-    meta = sweep.store.meta(block.key)
+    meta = sweep.store.meta(block.inputs["factors"].key)  # the member's factor artifact
     assert meta["curvature_rows"] == len(rows) and meta["factors_on_mask"] == (mask is not None)
     ek = EKFAC(net)
     factors = ek.fit(data.train.subset(rows), block.task.loss, mask=mask, rows=rows,
                      batch_size=ComputeArgs().grad_batch)
-    direct = ek.scores(factors, data.test, data.train, block.task.output(),
-                       damping=block.method.damping, mask=mask)
+    # the member job scores from the stored factors on a network of its own
+    torch.testing.assert_close(sweep.store.get(block.inputs["factors"].key)[0], factors,
+                               rtol=0, atol=0)
+    scorer = EKFAC(load_member(sweep.store, block.model, block.member))
+    direct = scorer.scores(factors, data.test, data.train, block.task.output(),
+                           damping=block.method.damping, mask=mask)
     stored = sweep.store.get(block.key)[0]["block"]
     # the same computation in this process: measured bit-identical
     torch.testing.assert_close(stored, direct.float(), rtol=0, atol=0)
@@ -78,3 +83,34 @@ def test_lora_members_are_factored_over_their_adapter(tmp_path, one_torch_thread
     assert any("lora_A" in n for n in names) and any("lora_B" in n for n in names)
     assert all("lora_" in n or n.endswith("base_layer.bias") for n in names)
     assert df["ekfac_n_params_uncovered"].iloc[0] == sum(u["n_params"] for u in meta["uncovered"])
+
+
+def test_two_configurations_over_one_member_fit_its_factors_once(tmp_path, one_torch_thread,
+                                                                  monkeypatch):
+    # naive I=1 and I=2 share model 0; two dampings share every member's fit: the factor
+    # artifact is planned once per member and fitted once, whatever reads it.
+    import raytda.methods.ekfac as ekfac_module
+
+    fits: list[int] = []
+    real = ekfac_module.fit_factors
+
+    def counting(*a, **kw):
+        fits.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ekfac_module, "fit_factors", counting)
+    methods = [Method("ekfac", damping=1e-3), Method("ekfac", damping=1e-1)]
+    s = Sweep("toy-mlp", methods, ["naive:I=1", "naive:I=2"], lds=LDSSpec(m=3),
+              store=str(tmp_path), progress=False)
+    todo = [j for j in s.plan().todo if j.kind == "ekfac-factors"]
+    assert len(todo) == 2  # members of models 0 and 1
+    df = s.run()
+    assert len(fits) == 2
+    # each configuration is charged its members' fits once
+    fit_s = {j.block.model.index: ArtifactStore(str(tmp_path)).meta(j.key)["serve_time_s"]
+             for j in todo}
+    assert min(fit_s.values()) > 0
+    two = df[df["label"] == "naive I=2"]
+    assert len(two) == 2 and (two["serve_time_s"] >= fit_s[0] + fit_s[1]).all()
+    # the damping is applied at scoring, from the shared factors: other scores
+    assert not torch.equal(s.scores("naive:I=1", methods[0]), s.scores("naive:I=1", methods[1]))
