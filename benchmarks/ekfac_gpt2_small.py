@@ -12,6 +12,10 @@ of the model has each ``Conv1D`` replaced by the same map as an ``nn.Linear`` an
 exactly those 48 layers; raytda factors the same 48 (the tied embedding / head and the
 LayerNorms are unfactored on its side, untracked on kronfluence's). Model: GPT-2 small's
 config, seed-0 initialisation (nothing downloaded); data: seeded random token windows.
+
+No results yet: the first CPU run (2026-12-07, 8 train / 4 test windows of 32, load 5-6)
+was stopped after 12 minutes still inside raytda's fit, in the float64
+eigendecompositions of the 96 factors (up to 3073 x 3073); it is meant for a GPU.
 """
 
 from __future__ import annotations
