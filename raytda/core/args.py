@@ -74,6 +74,12 @@ class ComputeArgs:
     # is sharded only when its train features exceed payload_cache_bytes, in shards of
     # half that; scores are the same either way (up to float rounding), so no key has it.
     train_shard_rows: int | None = None
+    # The most training jobs (LDS models, naive members, adapters on one base) the
+    # in-process executor trains together as one stacked pack (raytda.core.stacked), each
+    # still its own artifact, bit-identical to training it alone; packs are cut further
+    # to fit the memory budget. 1: every model alone (the default until packing is
+    # measured at the paper's scales; benchmarks/bench_training.py).
+    train_pack: int = 1
 
     def __post_init__(self) -> None:
         from raytda.specs import SpecError
@@ -90,6 +96,9 @@ class ComputeArgs:
                 not isinstance(self.train_shard_rows, int) or self.train_shard_rows < 1):
             raise SpecError(f"train_shard_rows must be an integer >= 1 (rows per train "
                             f"shard) or None, got {self.train_shard_rows!r}")
+        if not isinstance(self.train_pack, int) or self.train_pack < 1:
+            raise SpecError(f"train_pack must be an integer >= 1 (training jobs per stacked "
+                            f"pack), got {self.train_pack!r}")
         for name in BUDGET_SPLIT:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, self.budget_share(name))

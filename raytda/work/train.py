@@ -151,11 +151,21 @@ def train_pack(jobs, store: ArtifactStore, args: ComputeArgs) -> None:
     pack's training loop, ``packed`` the pack's size, ``pack_train_time_s`` the whole loop
     and ``peak_bytes`` the pack's peak. Each job class says how its pack trains
     (``Job.run_pack``)."""
+    from raytda.core.stacked import bytes_per_model, models_per_pack
+
     jobs = list(jobs)
     keys = {j.pack_key() for j in jobs}
     if len(keys) != 1 or None in keys:
         raise ValueError(f"jobs {[j.describe() for j in jobs][:3]} cannot share a pack")
-    jobs[0].run_pack(jobs, store, args)
+    # Cut to what half the memory budget holds (an adapter pack counts whole models:
+    # an overestimate, so it stays within the budget).
+    task = jobs[0].task
+    x, y = task.data().train.take(torch.arange(1))
+    recipe = getattr(jobs[0], "recipe", None) or task.recipe
+    per = bytes_per_model(task.build_model(), recipe, x, task.loss, task.forward, y_example=y)
+    size = models_per_pack(per, args.memory_budget_bytes // 2)
+    for start in range(0, len(jobs), size):
+        jobs[start].run_pack(jobs[start:start + size], store, args)
 
 
 def _packed(n: int, seconds: float, wall_s: float, peak: int) -> dict:

@@ -4,6 +4,7 @@ Tune read what a kind says (not its name), and an unknown name lists the known o
 from __future__ import annotations
 
 import pytest
+import torch
 from test_user_task import GatedTask
 
 from raytda import LDSSpec, Sweep
@@ -86,3 +87,29 @@ def test_in_process_a_failed_job_blocks_only_its_dependents(tmp_path):
         assert ArtifactStore(str(tmp_path)).has(good.key)
     finally:
         METHODS.pop("breaks-at-row", None)
+
+
+def test_in_process_packs_train_together_and_equal_models_trained_alone(tmp_path):
+    # LDS models and naive members trained in stacked packs: the same artifacts, bit for
+    # bit, as one by one, and each record says it was packed (its cost its pack share)
+    from raytda import ComputeArgs
+    from raytda.plan.planner import collect
+    from raytda.store import ArtifactStore
+
+    def sweep(store, pack):
+        return Sweep("toy-mlp", Method("grad-dot", proj_dim=8), ["naive:I=3"],
+                     lds=LDSSpec(m=4), store=str(store), progress=False,
+                     compute=ComputeArgs(train_pack=pack))
+
+    alone, packed = sweep(tmp_path / "a", 1), sweep(tmp_path / "p", 8)
+    plain, stacked = alone.run(), packed.run()
+    assert plain["lds"].tolist() == stacked["lds"].tolist()
+    torch.testing.assert_close(alone.scores("naive:I=3"), packed.scores("naive:I=3"),
+                               rtol=0, atol=0)
+    a, p = ArtifactStore(str(tmp_path / "a")), ArtifactStore(str(tmp_path / "p"))
+    trained = [j for j in collect(packed.spec.evaluations()) if j.kind in ("model", "ldsmodel")]
+    assert len(trained) == 3 + 4
+    for job in trained:
+        assert p.meta(job.key)["packed"] > 1 and "packed" not in a.meta(job.key)
+        for name, t in a.get(job.key)[0].items():
+            assert torch.equal(t, p.get(job.key)[0][name]), (job.describe(), name)

@@ -1,0 +1,68 @@
+"""Training jobs trained together: a pack of compatible jobs (one ``Job.pack_key``) as
+one job of the executor, each member still its own artifact under its own key.
+
+An executor makes a :class:`TrainPack` from ready training jobs that share a pack key
+(``ComputeArgs.train_pack`` at most); the pack's body trains them stacked
+(:func:`raytda.work.train.train_pack`, cut into sub-packs that fit the memory budget) and
+stores each member as its own job would, bit for bit. Nothing is keyed by the pack: a
+rerun plans only the members that are missing, packed or not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from raytda.plan.job import Job
+from raytda.specs import stable_hash
+
+if TYPE_CHECKING:
+    from raytda.core.args import ComputeArgs
+    from raytda.store import ArtifactStore
+
+
+@dataclass(frozen=True, repr=False)
+class TrainPack(Job):
+    """Training jobs of one pack key, trained as one stacked pack."""
+
+    members: tuple[Job, ...]
+    kind: str = field(default="pack", init=False)
+
+    def __post_init__(self) -> None:
+        keys = {m.pack_key() for m in self.members}
+        if not self.members or len(keys) != 1 or None in keys:
+            raise ValueError("a pack holds training jobs of one pack key")
+
+    @property
+    def task(self):  # type: ignore[override]
+        return self.members[0].task
+
+    def spec(self) -> dict[str, Any]:
+        # its lease's name only: no artifact is stored under a pack's key
+        return {"members": [m.key for m in self.members]}
+
+    @property
+    def key(self) -> str:  # type: ignore[override]
+        return f"pack-{stable_hash(sorted(m.key for m in self.members), 20)}"
+
+    def deps(self) -> tuple[Job, ...]:
+        seen: dict[str, Job] = {}
+        for m in self.members:
+            for d in m.deps():
+                seen.setdefault(d.key, d)
+        return tuple(seen.values())
+
+    def complete(self, store: ArtifactStore) -> bool:
+        return all(store.has(m.key) and m.complete(store) for m in self.members)
+
+    def analytic_work(self, n_train: int, n_test: int) -> float | None:
+        works = [m.analytic_work(n_train, n_test) for m in self.members]
+        return None if any(w is None for w in works) else float(sum(works))
+
+    def describe(self) -> str:
+        return f"train {len(self.members)} packed: {self.members[0].describe()}, ..."
+
+    def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
+        from raytda.work.train import train_pack
+
+        train_pack(self.members, store, args)
