@@ -59,8 +59,8 @@ CPU_REASONS: dict[str, str] = {
 #: scale and at the paper's (--full), and each reduction beside the paper's setup.
 APPENDIX_J_CPU: dict[str, dict[str, Any]] = {
     "mnist-resnet9": {},  # the task's own CPU scale (raytda/tasks/mnist_resnet9.py)
-    "maestro-mt": dict(n_train=1000, epochs=5),
-    "shakespeare-gpt": dict(n_train=1000, epochs=5),
+    "maestro-mt": dict(n_train=800, epochs=3),
+    "shakespeare-gpt": dict(n_train=800, epochs=3),
 }
 APPENDIX_J_FULL: dict[str, dict[str, Any]] = {
     "mnist-resnet9": {},  # the task's FULL: 60K images
@@ -72,12 +72,12 @@ APPENDIX_J_REASONS: dict[str, str] = {
                      "epochs; paper: 60K training images with a ResNet whose size, test set "
                      "and recipe it does not state (--full: width 1, 4.83M parameters, 60,000 / "
                      "500, SGD lr 0.01 batch 64, 50 epochs, borrowed from its CIFAR-2 ResNet-9)",
-    "maestro-mt": "2 layers, 4 heads, d 64, ff 128 (0.12M parameters), 64-event windows, 1000 "
-                  "train / 50 test, 5 epochs, Adam lr 1e-3 batch 32; paper: 15K training "
+    "maestro-mt": "2 layers, 4 heads, d 64, ff 128 (0.12M parameters), 64-event windows, 800 "
+                  "train / 50 test, 3 epochs, Adam lr 1e-3 batch 32; paper: 15K training "
                   "sequences with the 6-layer, d 512 Music Transformer (13.1M), 256 events, 178 "
                   "test, lr 1e-4 batch 64, 20 epochs",
-    "shakespeare-gpt": "2 layers, 4 heads, d 64, context 64 (0.11M parameters), 1000 train / 100 "
-                       "test windows, 5 epochs; paper: a GPT on tiny Shakespeare with no size, "
+    "shakespeare-gpt": "2 layers, 4 heads, d 64, context 64 (0.11M parameters), 800 train / 100 "
+                       "test windows, 3 epochs; paper: a GPT on tiny Shakespeare with no size, "
                        "data split or schedule stated (nanoGPT's shakespeare-char is 6 layers, d "
                        "384, context 256, 10.7M)",
 }

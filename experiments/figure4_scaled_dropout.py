@@ -10,7 +10,7 @@ set beside ours, only its claim that Dropout "still show[s] clear improvements".
 
 CPU scale (default; each reduction beside the paper's setup in the results file)::
 
-    python experiments/figure4_scaled_dropout.py --data-root /work/shared/data --lds-m 20 --I 1,2,3
+    python experiments/figure4_scaled_dropout.py --data-root /work/shared/data --lds-m 20 --I 1,2,3 --D 5
 
 Paper scale (needs GPUs: 50 retrainings of a ResNet-9 on 60K images per LDS)::
 

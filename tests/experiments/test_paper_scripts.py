@@ -134,7 +134,7 @@ def test_appendix_j_scales():
     rn = common.appendix_j_task("mnist-resnet9", a)
     assert rn.settings["n_train"] == 60000 and common.at_paper_scale(rn)
     a.full = False
-    assert common.appendix_j_task("maestro-mt", a).settings["n_train"] == 1000
+    assert common.appendix_j_task("maestro-mt", a).settings["n_train"] == 800
     assert not common.at_paper_scale(common.appendix_j_task("mnist-resnet9", a))
     # --set wins over a script's own scale
     a.overrides = {"n_train": 7}
