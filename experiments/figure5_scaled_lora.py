@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     counts = {t.name: common.adapter_counts(t) for t in tasks}
     lines = figure3_lora.render(a, outcome, counts, tasks, TITLE, PROG, common.APPENDIX_J_REASONS,
                                 common.APPENDIX_J_UNSTATED)
+    lines += ["LoRA recipe as run (paper, appendix C.2: base 10 epochs on the full set, each "
+              "adapter 10 more on its own random half):", "",
+              *(f"- {common.scale_label(t)}: base {t.lora_spec.base_recipe(t.recipe).epochs} "
+                f"epoch(s) on the full set, each adapter {t.lora_spec.adapter_recipe(t.recipe).epochs} "
+                f"epoch(s) on its half." for t in tasks), ""]
     common.save(a, "figure5_scaled_lora", lines, outcome.df,
                 {"seconds": outcome.seconds, "adapter_params": counts})
     figure3_lora.plot(a, outcome.df, tasks, "figure5_scaled_lora")
