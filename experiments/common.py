@@ -55,6 +55,43 @@ CPU_REASONS: dict[str, str] = {
                        "train windows (raytda/tasks/gpt.py); the task has one scale",
 }
 
+#: Appendix J (Figures 4 and 5), the larger settings: each setting's overrides at the CPU
+#: scale and at the paper's (--full), and each reduction beside the paper's setup.
+APPENDIX_J_CPU: dict[str, dict[str, Any]] = {
+    "mnist-resnet9": {},  # the task's own CPU scale (raytda/tasks/mnist_resnet9.py)
+    "maestro-mt": dict(n_train=800, epochs=3),
+    "shakespeare-gpt": dict(n_train=800, epochs=3),
+}
+APPENDIX_J_FULL: dict[str, dict[str, Any]] = {
+    "mnist-resnet9": {},  # the task's FULL: 60K images
+    "maestro-mt": dict(n_train=15000),
+    "shakespeare-gpt": {},
+}
+APPENDIX_J_REASONS: dict[str, str] = {
+    "mnist-resnet9": "ResNet-9 at width 1/16 (19,526 parameters), 2000 train / 100 test, 3 "
+                     "epochs; paper: 60K training images with a ResNet whose size, test set "
+                     "and recipe it does not state (--full: width 1, 4.83M parameters, 60,000 / "
+                     "500, SGD lr 0.01 batch 64, 50 epochs, borrowed from its CIFAR-2 ResNet-9)",
+    "maestro-mt": "2 layers, 4 heads, d 64, ff 128 (0.12M parameters), 64-event windows, 800 "
+                  "train / 50 test, 3 epochs, Adam lr 1e-3 batch 32; paper: 15K training "
+                  "sequences with the 6-layer, d 512 Music Transformer (13.1M), 256 events, 178 "
+                  "test, lr 1e-4 batch 64, 20 epochs",
+    "shakespeare-gpt": "2 layers, 4 heads, d 64, context 64 (0.11M parameters), 800 train / 100 "
+                       "test windows, 3 epochs; paper: a GPT on tiny Shakespeare with no size, "
+                       "data split or schedule stated (nanoGPT's shakespeare-char is 6 layers, d "
+                       "384, context 256, 10.7M)",
+}
+#: what --full still cannot take from the paper (printed instead of reductions)
+APPENDIX_J_UNSTATED: dict[str, str] = {
+    "mnist-resnet9": "the paper states 60K MNIST images and a ResNet only; ResNet-9 at width 1, "
+                     "500 test images and the CIFAR-2 ResNet-9 recipe (SGD lr 0.01, momentum "
+                     "0.9, batch 64, 50 epochs) are our choices",
+    "maestro-mt": "15,000 training sequences with appendix B's model and recipe (the paper "
+                  "states 15K and nothing else changed)",
+    "shakespeare-gpt": "the paper states no model size, data split or schedule: the CPU task "
+                       "is its only scale",
+}
+
 
 # --------------------------------------------------------------------------- flags
 
@@ -151,19 +188,52 @@ def resolve(a: argparse.Namespace, prog: str) -> int:
     return 0
 
 
-def task_for(setting: str, a: argparse.Namespace, **overrides: Any):
-    """The built-in Task at the scale the flags ask for."""
+def task_for(setting: str, a: argparse.Namespace, scale: dict[str, Any] | None = None,
+             **overrides: Any):
+    """The built-in Task at the scale the flags ask for. ``scale``: a script's own overrides
+    for this setting at the scale asked for (instead of :data:`CPU_OVERRIDES`'); --set
+    still wins over it."""
     from raytda.tasks import get_task
 
-    scale = {} if a.full else CPU_OVERRIDES.get(setting, {})
+    if scale is None:
+        scale = {} if a.full else CPU_OVERRIDES.get(setting, {})
     kw = scale | getattr(a, "overrides", {}) | overrides
     return get_task(setting, data_dir=a.data_dirs.get(setting), full=a.full, **kw)
 
 
-def reductions(a: argparse.Namespace) -> list[str]:
-    """One line per setting saying what the CPU scale changes and why (none with --full)."""
-    lines = (["- Paper scale (--full): no reduction of the settings."] if a.full else
-             [f"- {s}: {CPU_REASONS[s]}." for s in settings_of(a) if s in CPU_REASONS])
+def appendix_j_task(setting: str, a: argparse.Namespace):
+    """A setting of the paper's appendix J (Figures 4 and 5) at the scale asked for."""
+    return task_for(setting, a, (APPENDIX_J_FULL if a.full else APPENDIX_J_CPU).get(setting, {}))
+
+
+def at_paper_scale(task) -> bool:
+    """Whether ``task`` is its class's paper scale (``full=True``) with nothing overridden."""
+    return task.declared_key == type(task)(full=True).declared_key
+
+
+def scale_label(task) -> str:
+    """'<setting> (n_train / n_test, E epochs)': the scale a panel or table row ran at."""
+    s = task.settings
+    return f"{task.name} ({s['n_train']} / {s['n_test']}, {task.recipe.epochs} epochs)"
+
+
+def with_scale_labels(df: pd.DataFrame, tasks: Sequence) -> pd.DataFrame:
+    """``df`` with its ``setting`` column written as :func:`scale_label`, so that every
+    table row and plot panel says the scale it ran at."""
+    labels = {t.name: scale_label(t) for t in tasks}
+    return df.assign(setting=df.setting.map(lambda s: labels.get(s, s)))
+
+
+def reductions(a: argparse.Namespace, reasons: dict[str, str] | None = None,
+               unstated: dict[str, str] | None = None) -> list[str]:
+    """One line per setting saying what the CPU scale changes and why (``reasons``, default
+    :data:`CPU_REASONS`); with --full, what the paper leaves unstated (``unstated``)."""
+    reasons = CPU_REASONS if reasons is None else reasons
+    if a.full:
+        lines = ["- Paper scale (--full): no reduction of the settings."]
+        lines += [f"- {s}: {unstated[s]}." for s in settings_of(a) if s in (unstated or {})]
+    else:
+        lines = [f"- {s}: {reasons[s]}." for s in settings_of(a) if s in reasons]
     if getattr(a, "overrides", None):
         lines.append(f"- further, for every task (--set): {a.overrides}.")
     return lines
@@ -255,19 +325,30 @@ def lds_cell(row) -> str:
     return "–" if row is None else f"{row.lds:.3f} ± {row.lds_se:.3f}"
 
 
-def header(title: str, prog: str, a: argparse.Namespace, outcome: Outcome) -> list[str]:
-    """Title, the exact command, how long it ran where, and the scale's reductions."""
+def header(title: str, prog: str, a: argparse.Namespace, outcome: Outcome,
+           reasons: dict[str, str] | None = None, unstated: dict[str, str] | None = None) -> list[str]:
+    """Title, the exact command, how long it ran where and under what load, and the scale's
+    reductions (:func:`reductions`)."""
     where = f"{platform.node() or 'this machine'} ({platform.machine()}, {os.cpu_count()} CPUs)"
     ran = ("Rendered from the store (--cached-only): nothing was computed by this command."
            if outcome.cached_only else
            f"Run time of this command: {outcome.seconds / 60:.1f} min on {where}, device "
-           f"{a.device}, executor {a.executor}; cached artifacts are not recomputed.")
+           f"{a.device}, executor {a.executor}, load average {load()} at the end (the machine "
+           f"is shared); cached artifacts are not recomputed.")
     return [f"# {title}", "", command(prog, a),
             "", ran, f"Compute recorded in the store for this sweep's artifacts: "
             f"{recorded_compute(outcome.sweep) / 60:.1f} min.", "",
             f"LDS over {a.lds_m} retrained subsets (alpha 0.5), TRAK k = {a.proj_dim} where TRAK "
             f"is used; ± is the standard error over test samples.", "",
-            "Reductions for this CPU and why:", "", *reductions(a), ""]
+            "Reductions for this CPU and why:", "", *reductions(a, reasons, unstated), ""]
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages ('n/a' where the OS has none)."""
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except (AttributeError, OSError):
+        return "n/a"
 
 
 def save(a: argparse.Namespace, stem: str, lines: list[str], df: pd.DataFrame,

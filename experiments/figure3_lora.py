@@ -69,13 +69,20 @@ def overhead_rows(df, setting: str) -> list[list[str]]:
     return rows
 
 
-def render(a, outcome, counts: dict[str, tuple[int, int]]) -> list[str]:
+TITLE = "Figure 3: LoRA Ensemble vs naive (TRAK), measured by raytda"
+
+
+def render(a, outcome, counts: dict[str, tuple[int, int]], tasks, title: str = TITLE,
+           prog: str = PROG, reasons=None, unstated=None) -> list[str]:
+    """The results file's lines: per setting (headed with the scale it ran at), each
+    configuration's costs, LoRA's reductions and Table 7's overheads beside the paper's."""
     df = outcome.df
-    lines = common.header("Figure 3: LoRA Ensemble vs naive (TRAK), measured by raytda", PROG, a, outcome)
+    labels = {t.name: common.scale_label(t) for t in tasks}
+    lines = common.header(title, prog, a, outcome, reasons, unstated)
     for setting in sorted(df.setting.unique()):
         sub = df[df.setting == setting].sort_values(["ensemble", "I", "L"])
         factors, with_bias = counts[setting]
-        lines += [f"## {setting}", "",
+        lines += [f"## {labels.get(setting, setting)}", "",
                   "Each configuration as if run alone (training: I x T_base + I x L x T_LoRA; "
                   "serving: features, Q and scores of every member):", "",
                   *common.md_table(
@@ -93,17 +100,19 @@ def render(a, outcome, counts: dict[str, tuple[int, int]]) -> list[str]:
     return lines
 
 
-def plot(a, df) -> None:
+def plot(a, df, tasks, stem: str = "figure3_lora") -> None:
+    """``<stem>_<setting>.png``: LDS against each cost, naive over I and LoRA over L."""
     from pathlib import Path
 
     def series(rows):
         yield "naive (over I)", rows[rows.ensemble == "naive"]
         yield "LoRA I=1 (over L)", rows[rows.ensemble == "lora"]
 
+    labels = {t.name: common.scale_label(t) for t in tasks}
     for setting in df.setting.unique():
         rows = df[df.setting == setting]
-        common.plot_panels(Path(a.out) / f"figure3_lora_{setting}.png",
-                           [(f"{setting}: LDS vs {name}", rows, c,
+        common.plot_panels(Path(a.out) / f"{stem}_{setting}.png",
+                           [(f"{labels.get(setting, setting)}:\nLDS vs {name}", rows, c,
                              name if c == "params" else f"{name} (s)") for c, name in COSTS], series)
 
 
@@ -119,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     if outcome is None:
         return 1
     counts = {t.name: common.adapter_counts(t) for t in tasks}
-    common.save(a, "figure3_lora", render(a, outcome, counts), outcome.df,
+    common.save(a, "figure3_lora", render(a, outcome, counts, tasks), outcome.df,
                 {"seconds": outcome.seconds, "adapter_params": counts})
-    plot(a, outcome.df)
+    plot(a, outcome.df, tasks)
     return 0
 
 

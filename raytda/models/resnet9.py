@@ -19,7 +19,9 @@ dropout sites, each its own ``nn.Dropout`` instance, so a caller can find, count
 drive them one by one.
 
 ``width`` scales every channel count (64, 128, 256, 512), so ``width=1/16`` is a CPU-sized
-network with the same topology.
+network with the same topology. ``image_shape`` takes other images than CIFAR's (MNIST's
+(1, 28, 28) for appendix J's ResNet on MNIST): the global average pool makes the head
+independent of the spatial size (28 -> 14 -> 7 through the two stride-2 blocks).
 
 Per-sample gradients: in eval mode BatchNorm uses its running statistics, so every sample
 is processed independently and ``torch.func.vmap(grad(...))`` over
@@ -82,23 +84,28 @@ class ResNet9(nn.Module):
         num_classes: width of the logit output.
         dropout: rate of every dropout site.
         width: multiplier on all channel counts (each rounded, at least 1).
+        image_shape: (channels, height, width) of an input image; flattened rows are
+            reshaped to it channel-major.
     """
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.1, width: float = 1.0) -> None:
+    def __init__(self, num_classes: int = 2, dropout: float = 0.1, width: float = 1.0,
+                 image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> None:
         super().__init__()
         c0, c1, c2, c3 = (max(1, round(c * width)) for c in BASE_CHANNELS)
         self.rate = dropout
-        self.prep = ConvBlock(IMAGE_SHAPE[0], c0, 1, dropout)
+        self.image_shape = tuple(image_shape)
+        self.prep = ConvBlock(self.image_shape[0], c0, 1, dropout)
         self.layer1 = ResidualBlock(c0, c1, 1, dropout)
         self.layer2 = ResidualBlock(c1, c2, 2, dropout)
         self.layer3 = ResidualBlock(c2, c3, 2, dropout)
         self.linear = nn.Linear(c3, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (batch, num_classes) from images (batch, 3, 32, 32) or rows (batch, 3072)."""
+        """Logits (batch, num_classes) from images (batch, *image_shape) or flattened rows
+        (batch, C * H * W); shapes below for CIFAR's 32x32."""
         if x.dim() == 2:
-            # flattened CIFAR rows, channel-major as numpy's reshape of (3, 32, 32) lays them out
-            x = x.reshape(x.shape[0], *IMAGE_SHAPE)
+            # flattened rows, channel-major as numpy's reshape of (C, H, W) lays them out
+            x = x.reshape(x.shape[0], *self.image_shape)
         h = self.prep(x)                     # (b, c0, 32, 32)
         h = self.layer1(h)                   # (b, c1, 32, 32)
         h = self.layer2(h)                   # (b, c2, 16, 16)

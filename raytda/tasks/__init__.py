@@ -4,7 +4,8 @@ Every built-in is a :class:`~raytda.tasks.builtin.BuiltinTask` subclass declared
 same schema (settings dicts ``CPU`` and ``FULL``, its own ``build_model`` / ``load`` /
 ``output``), in a file per family: :mod:`raytda.tasks.mlp` (``toy-mlp``, ``digits-mlp``,
 ``mnist-mlp``, ``cifar2-mlp``), :mod:`raytda.tasks.gpt` (``toy-gpt``,
-``shakespeare-gpt``), :mod:`raytda.tasks.cifar2_resnet9` and :mod:`raytda.tasks.maestro_mt`.
+``shakespeare-gpt``), :mod:`raytda.tasks.cifar2_resnet9`, :mod:`raytda.tasks.mnist_resnet9`
+and :mod:`raytda.tasks.maestro_mt`.
 Each is built as ``cls(data_dir=..., full=..., **overrides)``; a new setting is a new class
 plus one line in ``TASKS`` (or :func:`register_task` from user code).
 
@@ -29,6 +30,7 @@ TASKS: dict[str, str] = {
     "toy-gpt": "raytda.tasks.gpt:ToyGPTTask",
     "shakespeare-gpt": "raytda.tasks.gpt:ShakespeareGPTTask",
     "cifar2-resnet9": "raytda.tasks.cifar2_resnet9:CIFAR2ResNet9Task",
+    "mnist-resnet9": "raytda.tasks.mnist_resnet9:MNISTResNet9Task",
     "maestro-mt": "raytda.tasks.maestro_mt:MaestroMTTask",
 }
 

@@ -34,7 +34,22 @@ from raytda.tasks.normalize import PAPER_NORMALIZE
 MEAN, STD = PAPER_NORMALIZE["cifar2"]
 
 
-class CIFAR2ResNet9Task(PaperSetting, BuiltinTask):
+class ResNet9Task(PaperSetting, BuiltinTask):
+    """ResNet-9 (:mod:`raytda.models.resnet9`) on ``N_CLASSES`` classes of images of
+    ``IMAGE_SHAPE``, sized by the ``width`` and ``dropout`` settings; subclasses give the
+    data and the settings."""
+
+    IMAGE_SHAPE: ClassVar[tuple[int, int, int]] = (3, 32, 32)
+    N_CLASSES: ClassVar[int] = 2
+
+    def build_model(self):
+        from raytda.models.resnet9 import ResNet9
+
+        return ResNet9(num_classes=self.N_CLASSES, dropout=self.settings["dropout"],
+                       width=self.settings["width"], image_shape=self.IMAGE_SHAPE)
+
+
+class CIFAR2ResNet9Task(ResNet9Task):
     """ResNet-9 on CIFAR-2; ``full=True`` for the paper's scale (see the module docstring)."""
 
     name = "cifar2-resnet9"
@@ -48,11 +63,6 @@ class CIFAR2ResNet9Task(PaperSetting, BuiltinTask):
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "normalize": [MEAN, STD]}
-
-    def build_model(self):
-        from raytda.models.resnet9 import ResNet9
-
-        return ResNet9(num_classes=2, dropout=self.settings["dropout"], width=self.settings["width"])
 
     def load(self):
         from raytda.data.cifar2 import load_cifar2

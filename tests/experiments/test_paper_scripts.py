@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pandas as pd
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-DATA = Path(__file__).parents[3] / "shared" / "data"
+# /work/<checkout>/tests/experiments -> /work/shared/data; a worktree deeper down sets RAYTDA_DATA
+DATA = Path(os.environ.get("RAYTDA_DATA") or Path(__file__).parents[3] / "shared" / "data")
 TINY_MT = ["--set", "n_train=12", "--set", "n_test=2", "--set", "seq_len=8", "--set", "n_layer=1",
            "--set", "n_head=2", "--set", "d_model=8", "--set", "d_ff=16", "--set", "epochs=2",
            "--set", "batch_size=6"]
@@ -30,12 +32,17 @@ def load(name: str, path: Path) -> ModuleType:
 
 def script(name: str) -> ModuleType:
     """An experiment script, importing experiments/common.py as its sibling ``common``
-    even when another ``common`` (e.g. benchmarks') is already imported in this session."""
+    even when another ``common`` (e.g. benchmarks') is already imported in this session,
+    and the sibling scripts it builds on (figure4 on figure1, figure5 on figure3)."""
     saved = sys.modules.get("common")
     sys.modules["common"] = load("experiments_common", EXPERIMENTS / "common.py")
+    sys.path.insert(0, str(EXPERIMENTS))
     try:
         return load(f"paper_{name}", EXPERIMENTS / f"{name}.py")
     finally:
+        sys.path.remove(str(EXPERIMENTS))
+        for sibling in ("figure1_dropout", "figure3_lora"):
+            sys.modules.pop(sibling, None)
         if saved is None:
             sys.modules.pop("common", None)
         else:
@@ -84,6 +91,59 @@ def test_figure1_and_table2_on_a_toy_setting(tmp_path):
     assert "(0.122)" in text and "(0.342)" not in text  # D = 25 not run, D = 10 not run
     df = pd.read_parquet(tmp_path / "out" / "table2_checkpoints.parquet")
     assert sorted(df.C.unique()) == [1, 3, 5]
+
+
+def test_figure4_on_mnist_resnet9_names_its_scale_and_the_papers(tmp_path):
+    if not (DATA / "mnist").is_dir():
+        pytest.skip("MNIST not found")
+    f4 = script("figure4_scaled_dropout")
+    argv = flags(tmp_path, "--data-root", str(DATA), "--setting", "mnist-resnet9", "--I", "1,2",
+                 "--D", "2", "--set", "n_train=12", "--set", "n_test=2", "--set", "epochs=1",
+                 "--set", "batch_size=6")
+    assert f4.main(argv) == 0
+    out = tmp_path / "out"
+    df = pd.read_parquet(out / "figure4_scaled_dropout.parquet")
+    assert set(df.ensemble) == {"naive", "dropout"} and set(df.I) == {1, 2}
+    assert set(df.setting) == {"mnist-resnet9"}  # the parquet keeps the name tables3_7 reads
+    text = (out / "figure4_scaled_dropout.md").read_text()
+    # every row says the scale it ran at, and every reduction names the paper's setup
+    assert "| mnist-resnet9 (12 / 2, 1 epochs) |" in text and "60K training images" in text
+    assert (out / "figure4_scaled_dropout.png").is_file()
+
+
+def test_figure5_runs_the_appendix_j_scale_and_shares_figure3s_tables(tmp_path):
+    if not (DATA / "maestro").is_dir():
+        pytest.skip("MAESTRO not found")
+    f5 = script("figure5_scaled_lora")
+    argv = flags(tmp_path, "--data-root", str(DATA), "--setting", "maestro-mt", "--I", "1,2",
+                 "--L", "1", *TINY_MT)
+    assert f5.main(argv) == 0
+    out = tmp_path / "out"
+    assert sorted(pd.read_parquet(out / "figure5_scaled_lora.parquet").label) == [
+        "lora I=1 L=1", "naive I=1", "naive I=2"]
+    text = (out / "figure5_scaled_lora.md").read_text()
+    assert "## maestro-mt (12 / 2, 2 epochs)" in text and "15K training sequences" in text
+    assert "Table 7" in text and (out / "figure5_scaled_lora_maestro-mt.png").is_file()
+
+
+def test_appendix_j_scales():
+    common = load("experiments_common", EXPERIMENTS / "common.py")
+    a = SimpleNamespace(full=True, overrides={}, data_dirs={})
+    mt = common.appendix_j_task("maestro-mt", a)
+    assert mt.settings["n_train"] == 15000 and mt.settings["d_model"] == 512
+    rn = common.appendix_j_task("mnist-resnet9", a)
+    assert rn.settings["n_train"] == 60000 and common.at_paper_scale(rn)
+    a.full = False
+    assert common.appendix_j_task("maestro-mt", a).settings["n_train"] == 800
+    assert not common.at_paper_scale(common.appendix_j_task("mnist-resnet9", a))
+    # --set wins over a script's own scale
+    a.overrides = {"n_train": 7}
+    assert common.appendix_j_task("maestro-mt", a).settings["n_train"] == 7
+    # Figure 1 shows Table 1 beside mnist-mlp only at Table 1's scale, not at its CPU one
+    a.overrides = {}
+    assert not common.at_paper_scale(common.task_for("mnist-mlp", a))
+    a.full = True
+    assert common.at_paper_scale(common.task_for("mnist-mlp", a))
 
 
 @pytest.mark.parametrize(("argv", "words"), [
