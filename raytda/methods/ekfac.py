@@ -27,12 +27,12 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from raytda.methods.base import AttributionMethod, register_method
 from raytda.plan.job import Job
 
 if TYPE_CHECKING:
+    import torch
+
     from raytda.core.args import ComputeArgs
     from raytda.plan.members import MemberBlock
     from raytda.store import ArtifactStore
