@@ -23,6 +23,17 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
 # --------------------------------------------------------------------------- helpers
 
 
+def setting_overrides(n_train: int | None, sets: Sequence[str]) -> dict[str, object]:
+    """A setting's overrides from ``--n-train`` and repeated ``--set KEY=JSON``."""
+    import json
+
+    overrides: dict[str, object] = {} if n_train is None else {"n_train": n_train}
+    for item in sets:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)
+    return overrides
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 

@@ -15,12 +15,13 @@ k that the default rule (:mod:`raytda.methods.k_rule`) picks for this n marked.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from raytda import LDSSpec, Sweep
 from raytda.methods import Method
 from raytda.methods.k_rule import PROJ_DIM_RULE
+
+from common import setting_overrides
 
 
 def main() -> None:
@@ -44,10 +45,7 @@ def main() -> None:
     t0 = time.time()
     ks = [int(k) for k in a.ks.split(",")]
     ensembles = [e.strip() for e in a.ensembles.split(";") if e.strip()]
-    overrides = {} if a.n_train is None else {"n_train": a.n_train}
-    for item in a.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value)
+    overrides = setting_overrides(a.n_train, a.set)
     methods = [Method("trak", proj_dim=k, features="dense", ridge_scale=a.ridge_scale)
                for k in ks]
     sweep = Sweep(a.setting, methods,

@@ -33,6 +33,8 @@ from raytda.core.trak import AUTO_RIDGE, unpack_features
 from raytda.methods import Method
 from raytda.work.evaluate import ground_truth
 
+from common import setting_overrides
+
 
 def member_eig(payload: dict[str, torch.Tensor]):
     """(eigenvalues s (r,), test side A (m x r), train side B (n x r)) with the block
@@ -66,10 +68,7 @@ def main() -> None:
     ks = [int(k) for k in a.ks.split(",")]
     cs = [float(c) for c in a.ridges.split(",")]
     ensembles = [e.strip() for e in a.ensembles.split(";") if e.strip()]
-    overrides = {} if a.n_train is None else {"n_train": a.n_train}
-    for item in a.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value)
+    overrides = setting_overrides(a.n_train, a.set)
     # ridge_scale 0: the members as stored by lds_vs_k.py (TRAK's own ridge); re-solved here
     sweep = Sweep(a.setting, [Method("trak", proj_dim=k, features="dense", ridge_scale=0.0)
                               for k in ks],
