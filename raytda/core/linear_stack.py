@@ -94,7 +94,8 @@ def _structure(modules: dict[str, nn.Module]) -> tuple | None:
 def _row_wise_module(m: nn.Module) -> bool:
     if isinstance(m, nn.Flatten):  # (batch, ...) -> (batch, features)
         return m.start_dim == 1 and m.end_dim == -1
-    return isinstance(m, ROW_WISE_MODULES)
+    # In place (ReLU(inplace=True)): it overwrites the layer output the fast path keeps.
+    return isinstance(m, ROW_WISE_MODULES) and not getattr(m, "inplace", False)
 
 
 def _tensor_args(node: fx.Node) -> list[fx.Node]:
@@ -131,7 +132,7 @@ def _trace(module: nn.Module) -> tuple[tuple[str, ...], str | None] | None:
             elif m is None or not _row_wise_module(m):
                 return None
         elif node.op == "call_function":
-            if node.target not in _ELEMENTWISE_FUNCTIONS:
+            if node.target not in _ELEMENTWISE_FUNCTIONS or node.kwargs.get("inplace"):
                 return None
         elif node.op == "call_method":
             if node.target not in _ELEMENTWISE_METHODS:

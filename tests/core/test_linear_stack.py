@@ -107,7 +107,24 @@ class Twice(nn.Module):
         return self.b(torch.relu(self.a(torch.relu(self.a(x)))))
 
 
-@pytest.mark.parametrize("module", [BatchCentered, TiedHead, Twice])
+class InPlace(nn.Module):
+    """ReLU(inplace=True) overwrites the layer output the fast path keeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(IN, HID), nn.Linear(HID, OUT)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.b(self.act(self.a(x)))
+
+
+class InPlaceFunction(InPlace):
+    def forward(self, x):
+        return self.b(torch.nn.functional.relu(self.a(x), inplace=True))
+
+
+@pytest.mark.parametrize("module", [BatchCentered, TiedHead, Twice, InPlace, InPlaceFunction])
 def test_models_the_fast_path_would_get_wrong_take_vmap(module):
     model = net(module())
     assert linear_layout(model) is None

@@ -6,7 +6,8 @@ The cluster: a head with no CPUs (the driver only) and two worker nodes with one
 each, so the executor's pool is one actor per node. Members are built in train shards of
 20 rows (ComputeArgs.train_shard_rows), so each of the toy task's members is three shard
 jobs and one reduction. A shard's artifact takes half a second to store (a slow store),
-so an idle actor takes the next shard while the other still writes its own. Checks: the
+so an idle actor takes the next shard while the other still writes its own (and the
+second actor, started on demand, is up before the shards are all written). Checks: the
 shards of a member ran on both nodes and both actors (each record's ``node_id`` and
 ``worker``), the scores equal those of the same sweep run in one process, and each
 member's serving cost is the sum of its jobs' times (work, not the parallel wall clock).
@@ -33,7 +34,10 @@ from raytda.tasks import get_task  # noqa: E402
 
 ENSEMBLES = (Ensemble("naive", 1), Ensemble("dropout", 1, 2, mask_mode="per-sample"))
 COMPUTE = ComputeArgs(train_shard_rows=20)
-SHARD_PUT_S = 0.5
+# Long enough that the second node's actor, started when the first shards are ready
+# (a process importing torch: seconds on a busy machine), is up while the first actor is
+# still writing: work is no longer held back for starting actors (costs are CPU time).
+SHARD_PUT_S = 2.0
 
 
 class SlowShardStore(ArtifactStore):
