@@ -160,10 +160,11 @@ def input_meta(store: ArtifactStore, needs: KindJobs) -> list[dict[str, Any]]:
 
 
 def measured_units(store: ArtifactStore, needs: KindJobs, block_meta: list[dict[str, Any]],
-                   scored: Scored) -> MeasuredUnits:
+                   scored: Scored, declared: list[dict[str, Any]]) -> MeasuredUnits:
     """Per-unit times the jobs measured. A feature job that stores several members'
     payloads (parts) records each one's own serving in the part's meta; what the job took
-    beyond them is work its members share (one gradient pass), counted once per job."""
+    beyond them is work its members share (one gradient pass), counted once per job.
+    ``declared``: the records of the artifacts declared per member (``input_meta``)."""
     own, shared = [], []
     for b, meta in zip(needs.features, block_meta):
         stored = b.parts()
@@ -175,7 +176,7 @@ def measured_units(store: ArtifactStore, needs: KindJobs, block_meta: list[dict[
         shared.append(max(0.0, meta["serve_time_s"] - sum(mine)))
     adapter_times = [store.meta(a.key)["train_time_s"] for a in needs.adapters]
     serve_q = [x["serve_time_s"] for x in scored.q_meta]
-    inputs = sum(x["serve_time_s"] for x in input_meta(store, needs))
+    inputs = sum(x["serve_time_s"] for x in declared)
     return MeasuredUnits(
         train=float(np.mean([store.meta(x.key)["train_time_s"] for x in needs.models])),
         # each member's own serving (with what was declared for it, e.g. fitted factors)
@@ -193,9 +194,9 @@ def cost_columns(job: Evaluate, store: ArtifactStore, block_meta: list[dict[str,
     ens, kind, needs = job.ensemble, job.ensemble.kind_class, job.needs
     model_meta = [store.meta(x.key) for x in needs.models]
     adapter_meta = [store.meta(a.key) for a in needs.adapters]
-    unit = kind.unit_costs(measured_units(store, needs, block_meta, scored))
-    adapter_params = int(adapter_meta[0]["params"]) if adapter_meta else 0
     declared = input_meta(store, needs)
+    unit = kind.unit_costs(measured_units(store, needs, block_meta, scored, declared))
+    adapter_params = int(adapter_meta[0]["params"]) if adapter_meta else 0
     return {
         # In CPU or device seconds (cost_clock): every training the configuration needs
         # (I x T_train, or I x T_base + I x L x T_lora), each measured once and shared
