@@ -144,8 +144,8 @@ class Job:
 
     def pack_key(self) -> Hashable | None:
         """Training jobs with equal pack keys may be trained together as one stacked
-        pack (:func:`raytda.work.packing.group_packs`), each still its own artifact;
-        None (the default): it runs alone."""
+        pack (:class:`raytda.plan.packs.TrainPack`), each still its own artifact; None
+        (the default): it runs alone."""
         return None
 
     def run_pack(self, jobs: list[Job], store: ArtifactStore, args: ComputeArgs) -> None:
