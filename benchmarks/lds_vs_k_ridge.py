@@ -16,6 +16,12 @@ The ridge is given relative to the kernel: lambda = c * tr(Phi^T Phi) / min(n, k
 mean of its nonzero eigenvalues (the Gram and the kernel share their trace). c = 0 is
 TRAK's own (the automatic 1e-5 x tr / k where the kernel is singular). A configuration
 whose members are not all in the store is skipped with a line saying so.
+
+``--from-k K``: only members stored at k = K are read, and each k in ``--ks`` (<= K) uses
+their first k columns. TRAK's projection has iid N(0, 1/K) entries
+(:mod:`raytda.core.projection`), so its first k columns are a k-column Gaussian projection
+scaled by sqrt(k / K), a scale the relative ridge cancels: the same distribution as the
+members TRAK would serve at k (not the same draws), with no new serving.
 """
 
 from __future__ import annotations
@@ -36,11 +42,14 @@ from raytda.work.evaluate import ground_truth
 from common import setting_overrides
 
 
-def member_eig(payload: dict[str, torch.Tensor]):
+def member_eig(payload: dict[str, torch.Tensor], columns: int | None = None):
     """(eigenvalues s (r,), test side A (m x r), train side B (n x r)) with the block
-    phi (Phi^T Phi + lambda I)^-1 Phi^T = A diag(1 / (s + lambda)) B^T for every lambda."""
+    phi (Phi^T Phi + lambda I)^-1 Phi^T = A diag(1 / (s + lambda)) B^T for every lambda.
+    ``columns``: use only the first this many projected columns (``--from-k``)."""
     train = unpack_features(payload["train_features"], payload.get("train_scale"))
     test = unpack_features(payload["test_features"], payload.get("test_scale"))
+    if columns is not None:
+        train, test = train[:, :columns], test[:, :columns]
     n, k = train.shape
     if n >= k:  # kernel K = Phi^T Phi = V diag(s) V^T: A = phi V, B = Phi V
         s, v = torch.linalg.eigh(train.T @ train)
@@ -63,15 +72,21 @@ def main() -> None:
     p.add_argument("--n-train", type=int)
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
     p.add_argument("--json", help="also write the rows here (one JSON list)")
+    p.add_argument("--from-k", type=int,
+                   help="read members stored at this k only; each k in --ks uses their "
+                        "first k columns (module docstring)")
     a = p.parse_args()
     t0 = time.time()
     ks = [int(k) for k in a.ks.split(",")]
+    if a.from_k is not None and max(ks) > a.from_k:
+        p.error(f"--ks {max(ks)} exceeds --from-k {a.from_k}")
+    stored_ks = ks if a.from_k is None else [a.from_k]
     cs = [float(c) for c in a.ridges.split(",")]
     ensembles = [e.strip() for e in a.ensembles.split(";") if e.strip()]
     overrides = setting_overrides(a.n_train, a.set)
     # ridge_scale 0: the members as stored by lds_vs_k.py (TRAK's own ridge); re-solved here
     sweep = Sweep(a.setting, [Method("trak", proj_dim=k, features="dense", ridge_scale=0.0)
-                              for k in ks],
+                              for k in stored_ks],
                   ensembles, lds=LDSSpec(m=a.lds_m), store=a.store, data_dir=a.data_dir,
                   progress=False, **overrides)
     store = sweep.store
@@ -90,25 +105,28 @@ def main() -> None:
             truth = ground_truth(job, store, n, m)
             target = truth[1].mean(1)
         q_mean = torch.stack([store.get(k)[0]["q"].double() for k in qkeys]).mean(0)
-        eigs = [member_eig(store.get(key)[0]) for key in parts]
-        k = job.method.proj_dim
-        for c in cs:
-            acc = torch.zeros(m, n, dtype=torch.float64)
-            for s, A, B in eigs:
-                trace = float(s.sum())
-                if c > 0:
-                    lam = c * trace / min(n, k)
-                else:  # TRAK's own: none unless singular (n < k or a zero eigenvalue)
-                    lam = AUTO_RIDGE * trace / k if n < k or float(s.min()) <= 0 else 0.0
-                acc += (A / (s + lam)) @ B.T
-            scores = acc / len(eigs) * q_mean.unsqueeze(0)
-            predicted = truth[0].astype(np.float64) @ scores.numpy().T
-            res = summarize(spearman_columns(target, predicted))
-            row = {"ensemble": job.ensemble.label, "k": k, "c": c, "lds": res.mean,
-                   "se": res.se, "n": n}
-            rows.append(row)
-            print(f"| {row['ensemble']} | {k} | {c:g} | {res.mean:.3f} | {res.se:.3f} |",
-                  flush=True)
+        payloads = [store.get(key)[0] for key in parts]
+        # one stored k, or (--from-k) every k of --ks cut from the members stored at K
+        for k in [job.method.proj_dim] if a.from_k is None else ks:
+            columns = None if a.from_k is None else k
+            eigs = [member_eig(payload, columns) for payload in payloads]
+            for c in cs:
+                acc = torch.zeros(m, n, dtype=torch.float64)
+                for s, A, B in eigs:
+                    trace = float(s.sum())
+                    if c > 0:
+                        lam = c * trace / min(n, k)
+                    else:  # TRAK's own: none unless singular (n < k or a zero eigenvalue)
+                        lam = AUTO_RIDGE * trace / k if n < k or float(s.min()) <= 0 else 0.0
+                    acc += (A / (s + lam)) @ B.T
+                scores = acc / len(eigs) * q_mean.unsqueeze(0)
+                predicted = truth[0].astype(np.float64) @ scores.numpy().T
+                res = summarize(spearman_columns(target, predicted))
+                row = {"ensemble": job.ensemble.label, "k": k, "c": c, "lds": res.mean,
+                       "se": res.se, "n": n}
+                rows.append(row)
+                print(f"| {row['ensemble']} | {k} | {c:g} | {res.mean:.3f} | {res.se:.3f} |",
+                      flush=True)
     print(f"setting {a.setting} {overrides or ''}, n_train {n}, LDS m={a.lds_m}, "
           f"{len(rows)} rows in {time.time() - t0:.0f} s")
     # one grid per ensemble: rows k, columns c

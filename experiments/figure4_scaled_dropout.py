@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [common.appendix_j_task(s, a) for s in common.settings_of(a)]
     # dropout-forward is Figure 2's question, not Figure 4's: naive and Dropout only
     kinds = [e for e in figure1_dropout.ensembles(i_values, d_values) if not e.startswith("dropout-forward")]
-    outcome = common.run_sweep(a, tasks, kinds)
+    outcome = common.run_sweep(a, tasks, kinds,
+                               method_overrides=None if a.full else common.APPENDIX_J_CPU_METHOD)
     if outcome is None:
         return 1
     lines, grid = figure1_dropout.render(a, outcome, tasks, TITLE, PROG, paper=lambda r, i: None,
