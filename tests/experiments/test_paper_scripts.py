@@ -109,6 +109,10 @@ def test_figure4_on_mnist_resnet9_names_its_scale_and_the_papers(tmp_path):
     # every row says the scale it ran at, and every reduction names the paper's setup
     assert "| mnist-resnet9 (12 / 2, 1 epochs) |" in text and "60K training images" in text
     assert (out / "figure4_scaled_dropout.png").is_file()
+    # its CPU scale's ridge (APPENDIX_J_CPU_METHOD) reaches the method, and the reduction
+    # says so: without it TRAK at k ~ n gives LDS 0 on this setting
+    assert all("ridge_scale=3.0" in label for label in df.method_label)
+    assert "TRAK ridge 3 x" in text
 
 
 def test_figure5_runs_the_appendix_j_scale_and_shares_figure3s_tables(tmp_path):
@@ -135,7 +139,11 @@ def test_appendix_j_scales():
     assert rn.settings["n_train"] == 60000 and common.at_paper_scale(rn)
     a.full = False
     assert common.appendix_j_task("maestro-mt", a).settings["n_train"] == 800
-    assert not common.at_paper_scale(common.appendix_j_task("mnist-resnet9", a))
+    cpu_rn = common.appendix_j_task("mnist-resnet9", a)
+    assert not common.at_paper_scale(cpu_rn)
+    # the CPU recipe that trains it in 3 epochs, the paper's (--full) SGD otherwise
+    assert (cpu_rn.recipe.optimizer, cpu_rn.recipe.lr, cpu_rn.recipe.epochs) == ("adam", 1e-2, 3)
+    assert rn.recipe.optimizer == "sgd"
     # --set wins over a script's own scale
     a.overrides = {"n_train": 7}
     assert common.appendix_j_task("maestro-mt", a).settings["n_train"] == 7
