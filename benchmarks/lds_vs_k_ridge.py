@@ -72,6 +72,8 @@ def main() -> None:
     p.add_argument("--n-train", type=int)
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
     p.add_argument("--json", help="also write the rows here (one JSON list)")
+    p.add_argument("--stored-ridge-scale", type=float, default=0.0,
+                   help="the ridge scale the stored members were served with (their keys)")
     p.add_argument("--from-k", type=int,
                    help="read members stored at this k only; each k in --ks uses their "
                         "first k columns (module docstring)")
@@ -84,8 +86,10 @@ def main() -> None:
     cs = [float(c) for c in a.ridges.split(",")]
     ensembles = [e.strip() for e in a.ensembles.split(";") if e.strip()]
     overrides = setting_overrides(a.n_train, a.set)
-    # ridge_scale 0: the members as stored by lds_vs_k.py (TRAK's own ridge); re-solved here
-    sweep = Sweep(a.setting, [Method("trak", proj_dim=k, features="dense", ridge_scale=0.0)
+    # --stored-ridge-scale (0: the members as stored by lds_vs_k.py, TRAK's own ridge) only
+    # finds the members' keys: their features are the same at any ridge, re-solved here
+    sweep = Sweep(a.setting, [Method("trak", proj_dim=k, features="dense",
+                                     ridge_scale=a.stored_ridge_scale)
                               for k in stored_ks],
                   ensembles, lds=LDSSpec(m=a.lds_m), store=a.store, data_dir=a.data_dir,
                   progress=False, **overrides)
