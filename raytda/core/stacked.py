@@ -22,18 +22,21 @@ Each stacked model follows exactly what :func:`raytda.core.train.fit` does for i
   inside vmap the dropout modules are switched to eval (identity, no draw) and a forward
   hook multiplies their input by that model's noise, which is ``nn.Dropout``'s own product.
   The single path is therefore unchanged and no stored key changes;
-- optimizer: ``make_optimizer`` on the stacked leaves. SGD and Adam are elementwise, so a
-  stacked leaf steps each model's slice exactly as its own optimizer would.
+- optimizer: ``make_optimizer`` on cache-sized slices of the stacked leaves (``_Slices``).
+  SGD and Adam are elementwise, so each model's slice steps exactly as its own optimizer
+  would.
 
 The result is bit-identical to the model trained alone, not just close: every
-``nn.Linear`` runs, under vmap, as each model's own ``addmm`` on its slice (``_linear``),
-and the loss runs model by model on its slice of the outputs, since vmap's own rules for
+``nn.Linear`` runs, under vmap, as a batched GEMM that computes each model's own
+``addmm`` and autograd's own gradients for it (:mod:`raytda.core.stacked_linear`), and
+the loss runs model by model on its slice of the outputs, since vmap's own rules for
 ``linear`` and ``nll_loss`` round differently in the last bit and training amplifies that
 (measured on MNIST-MLP: 5e-2 in weights after 20 epochs). Other layers (activations,
 layer norms, attention) run under vmap's rules; the tests measure them bit-identical for
-the MLPs and the toy GPT. Each model's GEMMs are still separate calls, so what stacking
-saves is everything around them: one Python step, one autograd graph, one optimizer step
-and one data gather for M models instead of M.
+the MLPs and the toy GPT. Each model's GEMMs still cost what they cost alone (the same
+FLOPs in the same order), so what stacking saves is everything around them: one Python
+step, one autograd graph, one optimizer call and one data gather for M models instead of
+M. On one CPU thread that bounds the speed-up by (time alone) / (its GEMMs' time).
 
 Models with state that training mutates (BatchNorm running statistics) or randomness other
 than ``nn.Dropout`` modules cannot be stacked: :func:`check_stackable` says so, and a random
@@ -53,6 +56,7 @@ from torch import nn
 from raytda.core.costs import stopwatch
 from raytda.core.network import Forward, call_module
 from raytda.core.outputs import LossFn, mean_cross_entropy
+from raytda.core.stacked_linear import StackedLinears
 from raytda.core.train import make_optimizer, state_snapshot
 from raytda.data.samples import Samples, TensorSamples, as_samples
 from raytda.specs import Recipe, derive_seed
@@ -100,73 +104,6 @@ def check_stackable(module: nn.Module) -> None:
                                f"noise is reproduced")
         if type(m) is nn.Dropout and m.p >= 1:
             raise NotStackable(f"{name} drops everything (p={m.p})")
-
-
-def _batched(t: torch.Tensor | None, dim: int | None, m: int) -> torch.Tensor | None:
-    """A vmap operand with its model axis first (a shared one expanded, not copied)."""
-    if t is None:
-        return None
-    return t.movedim(dim, 0) if dim is not None else t.expand(m, *t.shape)
-
-
-@torch.library.custom_op("raytda::stacked_linear", mutates_args=())
-def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear``; under vmap, M models' linears as one batched GEMM (``_linear_vmap``)."""
-    return torch.nn.functional.linear(x, w, b)
-
-
-@_linear.register_vmap
-def _linear_vmap(info, in_dims, x, w, b):
-    """M models' ``linear``: rows folded to (M, R, in) as ``linear`` folds them, then
-    :func:`_linears` (a batched GEMM whose backward is each model's own, see there).
-
-    vmap's own rule for ``linear`` (a matmul, then a bias add) rounds differently from
-    ``linear`` alone, and training amplifies a last-bit difference into a different model
-    (measured on MNIST-MLP: 5e-2 in weights after 20 epochs). Shared weights (a LoRA
-    pack's frozen base) are expanded without a copy."""
-    m = info.batch_size
-    x, w, b = (_batched(t, d, m) for t, d in zip((x, w, b), in_dims))
-    out = _linears(x.reshape(m, -1, x.shape[-1]), w, b)  # (M, R, out)
-    return out.reshape(*x.shape[:-1], w.shape[1]), 0
-
-
-@torch.library.custom_op("raytda::stacked_linears", mutates_args=())
-def _linears(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """(M, R, in) rows, (M, out, in) weights, (M, out) biases -> (M, R, out): model i's
-    ``linear(x[i], w[i], b[i])``, bit for bit.
-
-    ``linear`` alone is ``addmm(b, x, w^T)`` (``mm`` without bias); ``baddbmm``/``bmm``
-    run the same GEMM per model in one call (measured bit-identical to per-model
-    ``addmm``/``mm`` with torch 2.13's MKL for MNIST-MLP's three layer shapes, and by the
-    tests' training runs), without M Python calls and a ``stack`` copy of the outputs."""
-    if b is None:
-        return torch.bmm(x, w.transpose(1, 2))
-    return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
-
-
-def _linears_setup(ctx, inputs, output) -> None:
-    x, w, b = inputs
-    ctx.save_for_backward(x, w)
-    ctx.has_bias = b is not None
-
-
-def _linears_backward(ctx, g: torch.Tensor):
-    """The gradients autograd computes for ``addmm(b, x, w^T)`` alone, batched over M.
-
-    With ``w`` row-major, autograd alone forms dW = g^T x directly in W's (out, in)
-    layout and dx = g W; db sums g over the rows. Written here as ``bmm`` of the same
-    operands, so each model's gradient has the same bits and lands in a fresh (M, out,
-    in) tensor that the stacked leaf takes as its gradient without a copy (autograd's
-    own ``baddbmm`` backward would form x^T g and leave a transposed gradient to copy)."""
-    x, w = ctx.saved_tensors
-    need_x, need_w, need_b = ctx.needs_input_grad
-    dx = torch.bmm(g, w) if need_x else None  # (M, R, in)
-    dw = torch.bmm(g.transpose(1, 2), x) if need_w else None  # (M, out, in)
-    db = g.sum(1) if ctx.has_bias and need_b else None  # (M, out)
-    return dx, dw, db
-
-
-_linears.register_autograd(_linears_backward, setup_context=_linears_setup)
 
 
 class _Call(nn.Module):
@@ -227,21 +164,6 @@ class _Noise:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
-
-
-class _Linears:
-    """Routes every ``nn.Linear`` of a module through ``_linear`` (bit-exact under vmap)
-    until ``remove``; the module's own parameters are read at each call, so
-    ``functional_call``'s substitutes are used."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.mods = [m for m in module.modules() if type(m) is nn.Linear]
-        for mod in self.mods:
-            mod.forward = lambda x, mod=mod: _linear(x, mod.weight, mod.bias)
-
-    def remove(self) -> None:
-        for mod in self.mods:
-            del mod.forward  # back to the class's forward
 
 
 def _take(samples: Samples, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -378,7 +300,7 @@ class StackedTrainer:
         slices = _Slices(self.params)
         opt = make_optimizer(slices.views, recipe)
         hooks = _Noise(self.template)
-        linears = _Linears(self.template)
+        linears = StackedLinears(self.template)
         try:
             self.template.train()
             for mod in hooks.mods:
