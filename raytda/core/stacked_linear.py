@@ -41,6 +41,24 @@ def _linear_vmap(info, in_dims, x, w, b):
     return out.reshape(*x.shape[:-1], w.shape[1]), 0
 
 
+# torch's CPU bmm/baddbmm run their own loop for matrices of fewer multiply-adds than
+# this (contraction x rows x columns), which rounds differently from mm (measured: rows 5,
+# in 7, out 4); from it on they call MKL's GEMM, as mm does.
+_BATCHED_FROM = 400
+
+
+def _batched_is_exact(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether ``bmm`` gives each model the bits of its own ``mm`` for these operands:
+    measured on the CPU at or above ``_BATCHED_FROM``; not measured elsewhere (cuBLAS may
+    pick another kernel for a batch), so there each model keeps its own call."""
+    return x.device.type == "cpu" and x.shape[1] * x.shape[2] * w.shape[1] >= _BATCHED_FROM
+
+
+def _per_model(op, *operands: torch.Tensor) -> torch.Tensor:
+    """``op`` on each model's slices of the (M, ...) operands, stacked."""
+    return torch.stack([op(*parts) for parts in zip(*(t.unbind(0) for t in operands))])
+
+
 @torch.library.custom_op("raytda::stacked_linears", mutates_args=())
 def _linears(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """(M, R, in) rows, (M, out, in) weights, (M, out) biases -> (M, R, out): model i's
@@ -49,7 +67,12 @@ def _linears(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.
     ``linear`` alone is ``addmm(b, x, w^T)`` (``mm`` without bias); ``baddbmm``/``bmm``
     run the same GEMM per model in one call (measured bit-identical to per-model
     ``addmm``/``mm`` with torch 2.13's MKL for MNIST-MLP's three layer shapes, and by the
-    tests' training runs), without M Python calls and a ``stack`` copy of the outputs."""
+    tests' training runs), without M Python calls and a ``stack`` copy of the outputs.
+    Where that is not known to hold (``_batched_is_exact``), each model's own call."""
+    if not _batched_is_exact(x, w):
+        if b is None:
+            return _per_model(lambda xi, wi: torch.mm(xi, wi.t()), x, w)
+        return _per_model(lambda xi, wi, bi: torch.addmm(bi, xi, wi.t()), x, w, b)
     if b is None:
         return torch.bmm(x, w.transpose(1, 2))
     return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
@@ -71,8 +94,13 @@ def _linears_backward(ctx, g: torch.Tensor):
     own ``baddbmm`` backward would form x^T g and leave a transposed gradient to copy)."""
     x, w = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad
-    dx = torch.bmm(g, w) if need_x else None  # (M, R, in)
-    dw = torch.bmm(g.transpose(1, 2), x) if need_w else None  # (M, out, in)
+    gt = g.transpose(1, 2)
+    if _batched_is_exact(x, w):
+        dx = torch.bmm(g, w) if need_x else None  # (M, R, in)
+        dw = torch.bmm(gt, x) if need_w else None  # (M, out, in)
+    else:
+        dx = _per_model(torch.mm, g, w) if need_x else None
+        dw = _per_model(torch.mm, gt, x) if need_w else None
     db = g.sum(1) if ctx.has_bias and need_b else None  # (M, out)
     return dx, dw, db
 
