@@ -10,8 +10,9 @@ seeds an ``LDSModel`` job uses. One run, in one process, on one thread (raytda's
 - stacked: the same models in packs (``raytda.core.stacked.train_stacked``), the pack size
   chosen from ``--budget-mb`` by ``models_per_pack`` unless ``--pack`` is given.
 
-The two sides are interleaved pack by pack (a pack's models alone, then the pack stacked),
-so both see the same background load. Reported: the training loops' wall time (what the
+The two sides are interleaved pack by pack, A-B-A (half a pack's models alone, the pack
+stacked, the other half alone), so both see the same background load on average; the
+speed-up is the ratio of the sums. Reported: the training loops' wall time (what the
 jobs report as ``train_time_s``), the whole wall time (inits and snapshots included), the
 peak resident memory above the start (``raytda.core.costs.measure``), and how far the
 stacked models are from the alone ones (weights, test margins, and whether each test
@@ -95,22 +96,33 @@ def main() -> None:
     fit(task.build_model(), tiny, (x[:64], y[:64]), 0)
     train_stacked(task.build_model, tiny, (x, y), [Member(np.arange(64), 0)] * 2)
 
-    alone_states, stacked_states = [], []
+    alone_states: list = [None] * len(members)
+    stacked_states: list = []
     t = {"alone_loop": 0.0, "alone_wall": 0.0, "stacked_loop": 0.0, "stacked_wall": 0.0}
     peaks = {"alone": 0, "stacked": 0}
+    loads = [load0[0]]
+
+    def alone(j: int) -> None:
+        mb = members[j]
+        t0 = time.perf_counter()
+        with measure() as mem:
+            seeded_init(mb.seed)
+            model = task.build_model()
+            states, seconds = fit(model, recipe, (x[mb.rows], y[mb.rows]), mb.seed)
+        t["alone_wall"] += time.perf_counter() - t0
+        t["alone_loop"] += seconds
+        peaks["alone"] = max(peaks["alone"], mem.peak_bytes)
+        alone_states[j] = states[recipe.epochs]
+
     for start in range(0, len(members), pack):
         chunk = members[start:start + pack]
-        for mb in chunk:
-            t0 = time.perf_counter()
-            with measure() as mem:
-                seeded_init(mb.seed)
-                model = task.build_model()
-                states, seconds = fit(model, recipe, (x[mb.rows], y[mb.rows]), mb.seed)
-            t["alone_wall"] += time.perf_counter() - t0
-            t["alone_loop"] += seconds
-            peaks["alone"] = max(peaks["alone"], mem.peak_bytes)
-            alone_states.append(states[recipe.epochs])
-        log(f"models {start}..{start + len(chunk) - 1} alone: {t['alone_loop']:.1f} s so far")
+        # A-B-A: half the pack's models alone, the pack stacked, the other half alone, so
+        # that both sides see the same (shifting) background load on average.
+        half = start + (len(chunk) + 1) // 2
+        for j in range(start, half):
+            alone(j)
+        loads.append(os.getloadavg()[0])
+        log(f"models {start}..{half - 1} alone: {t['alone_loop']:.1f} s so far")
         t0 = time.perf_counter()
         with measure() as mem:
             result = train_stacked(task.build_model, recipe, (x, y), chunk)
@@ -118,7 +130,12 @@ def main() -> None:
         t["stacked_loop"] += result.train_time_s
         peaks["stacked"] = max(peaks["stacked"], mem.peak_bytes)
         stacked_states += [st[recipe.epochs] for st in result.states]
+        loads.append(os.getloadavg()[0])
         log(f"models {start}..{start + len(chunk) - 1} stacked: {t['stacked_loop']:.1f} s so far")
+        for j in range(half, start + len(chunk)):
+            alone(j)
+        loads.append(os.getloadavg()[0])
+        log(f"models {half}..{start + len(chunk) - 1} alone: {t['alone_loop']:.1f} s so far")
     load1 = os.getloadavg()
 
     def margins(state):
@@ -148,7 +165,8 @@ def main() -> None:
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"Machine: {machine()}; torch threads {args.threads}",
         f"Load average (1, 5, 15 min) at start {tuple(round(v, 1) for v in load0)}, "
-        f"at end {tuple(round(v, 1) for v in load1)} (shared machine: other engineers' "
+        f"at end {tuple(round(v, 1) for v in load1)}; 1-min load between the phases "
+        f"{', '.join(f'{v:.1f}' for v in loads[1:])} (shared machine: other engineers' "
         f"jobs ran throughout)",
         f"Setting: {len(y)} train / {len(yt)} test, {n} subsets of {len(members[0].rows)} rows, "
         f"recipe {recipe}",
