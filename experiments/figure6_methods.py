@@ -28,19 +28,23 @@ import sys
 import common
 
 PROG = "figure6_methods.py"
-METHODS = ("if", "grad-dot", "grad-cos")
+METHODS = ("if", "ekfac", "grad-dot", "grad-cos")
 PAPER_CLAIMS = ["- IF and Grad-Dot: Dropout Ensemble with I = 1 matches naive with I = 10.",
                 "- Grad-Cos: Dropout Ensemble with I = 1 matches naive with I = 5."]
 
 
 def methods_of(a) -> list:
-    """The methods to run, each given every flag's value: a Method keys only the
-    parameters its method declares, so the --if-* flags reach IF and nothing else."""
+    """The methods to run. IF and EK-FAC share Method fields (``damping``,
+    ``hessian_samples``), so each gets its own flags' values: the --if-* flags reach IF
+    and the --ekfac-* flags EK-FAC, nothing else (a Method keys only the fields its method
+    declares, so the others' values never enter a key)."""
     from raytda.methods import Method
 
-    return [Method(m, proj_dim=a.proj_dim, damping=a.if_damping, cg_max_iter=a.if_cg_max_iter,
-                   hessian_samples=a.if_hessian_samples, curvature=a.if_curvature)
-            for m in a.methods.split(",")]
+    own = {"if": dict(damping=a.if_damping, cg_max_iter=a.if_cg_max_iter,
+                      hessian_samples=a.if_hessian_samples, curvature=a.if_curvature),
+           "ekfac": dict(damping=a.ekfac_damping, hessian_samples=a.ekfac_hessian_samples,
+                         fisher=a.ekfac_fisher)}
+    return [Method(m, proj_dim=a.proj_dim, **own.get(m, {})) for m in a.methods.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
                         "curvature (default: all of them)")
     p.add_argument("--if-curvature", choices=("ggn", "hessian"), default="ggn",
                    help="IF: Gauss-Newton matrix (default) or the exact Hessian")
+    p.add_argument("--ekfac-damping", type=float, default=1e-3,
+                   help="EK-FAC: damping added to its curvature (IF's default, 1e-3)")
+    p.add_argument("--ekfac-hessian-samples", type=int, default=None,
+                   help="EK-FAC: at most this many of the member's training rows in the "
+                        "factors (default: all of them)")
+    p.add_argument("--ekfac-fisher", choices=("true", "empirical"), default="true",
+                   help="EK-FAC: labels of the curvature, drawn from the model (default) "
+                        "or the data's")
     a = common.parse(p, argv)
     if common.resolve(a, PROG) or common.check_notes(a, PROG):
         return 2
