@@ -637,7 +637,7 @@ def ekfac_mode(a: argparse.Namespace, ckpt: Path, train, test, out: Path) -> dic
 
     model = load_checkpoint(build_gpt2(train[0].shape[1]), ckpt)
     res = ekfac_vs_kronfluence(model, ids(train, a.ekfac_train), ids(test, a.ekfac_test),
-                               batch=min(a.batch, a.ekfac_train))
+                               batch=min(a.batch, a.ekfac_train), log=True)
     res["load_end"] = os.getloadavg()[0]
     for k, v in res.items():
         print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")

@@ -95,8 +95,9 @@ class _EighClock:
     call it by that name (kronfluence's factor/eigen.py, raytda's core/ekfac.py), so one
     wrapper times the eigendecompositions of either, float64 on both."""
 
-    def __init__(self) -> None:
+    def __init__(self, side: str = "", log: bool = False) -> None:
         self.seconds, self.calls, self.largest = 0.0, 0, 0
+        self.side, self.log = side, log
 
     def __enter__(self) -> _EighClock:
         self._orig = torch.linalg.eigh
@@ -107,6 +108,9 @@ class _EighClock:
             self.seconds += time.perf_counter() - t
             self.calls += 1
             self.largest = max(self.largest, m.shape[-1])
+            if self.log:  # progress of a long CPU run, one line a call
+                print(f"  {self.side} eigh {self.calls}: n {m.shape[-1]} {m.dtype} "
+                      f"{time.perf_counter() - t:.2f} s", flush=True)
             return r
 
         torch.linalg.eigh = timed
@@ -116,7 +120,8 @@ class _EighClock:
         torch.linalg.eigh = self._orig
 
 
-def _phase(out: dict, name: str, dev: torch.device, start: float, rss0: int) -> None:
+def _phase(out: dict, name: str, dev: torch.device, start: float, rss0: int,
+           log: bool = False) -> None:
     """Record a phase's seconds and peaks: CUDA peak GiB, RSS high-water GiB, and its
     growth over the RSS at the phase's start."""
     _sync(dev)
@@ -125,12 +130,18 @@ def _phase(out: dict, name: str, dev: torch.device, start: float, rss0: int) -> 
     hwm = _rss_peak()
     out[f"{name}_rss_peak_gib"] = None if hwm is None else hwm / 2**30
     out[f"{name}_rss_growth_gib"] = None if hwm is None else (hwm - rss0) / 2**30
+    if log:
+        print(f"{name}: " + ", ".join(f"{k[len(name) + 1:]} {v:.4g}" for k, v in out.items()
+                                      if k.startswith(name) and v is not None), flush=True)
 
 
 def ekfac_vs_kronfluence(lm: nn.Module, train_ids: torch.Tensor, test_ids: torch.Tensor,
-                         device: str = "cpu", batch: int = 4) -> dict[str, float | None]:
-    """Seconds (and CUDA peak GiB) of raytda's EK-FAC fit and scores and kronfluence's,
-    one plain forward + backward per sample, and the two score matrices' agreement."""
+                         device: str = "cpu", batch: int = 4, log: bool = False
+                         ) -> dict[str, float | None]:
+    """Seconds and peak memory (CUDA GiB; the process's RSS high-water mark and its growth
+    over the phase, GiB) of raytda's EK-FAC fit and scores and kronfluence's, one plain
+    forward + backward per sample, the eigendecompositions' share of each fit, and the
+    two score matrices' agreement. ``log``: print each eigh and phase as it ends."""
     import kronfluence as kf
     from kronfluence.arguments import FactorArguments, ScoreArguments
     from transformers.pytorch_utils import Conv1D
@@ -155,7 +166,7 @@ def ekfac_vs_kronfluence(lm: nn.Module, train_ids: torch.Tensor, test_ids: torch
     for i in range(0, train_ids.shape[0], batch):
         x = train_ids[i:i + batch].to(dev)
         next_token_cross_entropy(lm(input_ids=x).logits, x).backward()
-    _phase(out, "plain", dev, t, rss0)
+    _phase(out, "plain", dev, t, rss0, log)
     lm.zero_grad(set_to_none=True)
     out["plain_s_per_sample"] = out["plain_s"] / train_ids.shape[0]
 
@@ -171,15 +182,15 @@ def ekfac_vs_kronfluence(lm: nn.Module, train_ids: torch.Tensor, test_ids: torch
     _reset_peak(dev)
     rss0, t = _rss(), time.perf_counter()
     ek = EKFAC(net, device=dev)
-    with _EighClock() as eig:
+    with _EighClock("raytda", log) as eig:
         factors = ek.fit(train, next_token_cross_entropy, fisher="empirical", batch_size=batch)
-        _phase(out, "raytda_fit", dev, t, rss0)
+        _phase(out, "raytda_fit", dev, t, rss0, log)
     out["raytda_eigh_s"], out["raytda_eigh_calls"] = eig.seconds, eig.calls
     out["raytda_eigh_largest"] = eig.largest
     _reset_peak(dev)
     rss0, t = _rss(), time.perf_counter()
     ours = ek.scores(factors, test, train, CAUSAL_LM, damping=None, batch_size=batch)
-    _phase(out, "raytda_score", dev, t, rss0)
+    _phase(out, "raytda_score", dev, t, rss0, log)
     out["layers"] = len(ek.layers)
     del factors
 
@@ -222,11 +233,11 @@ def ekfac_vs_kronfluence(lm: nn.Module, train_ids: torch.Tensor, test_ids: torch
         fitter = analyzer(Curvature())
         _reset_peak(dev)
         rss0, t = _rss(), time.perf_counter()
-        with _EighClock() as eig:
+        with _EighClock("kronfluence", log) as eig:
             fitter.fit_all_factors(
                 "ekfac", _Windows(train_ids), per_device_batch_size=batch,
                 factor_args=FactorArguments(strategy="ekfac", use_empirical_fisher=True))
-            _phase(out, "kronfluence_fit", dev, t, rss0)
+            _phase(out, "kronfluence_fit", dev, t, rss0, log)
         out["kronfluence_eigh_s"], out["kronfluence_eigh_calls"] = eig.seconds, eig.calls
         out["kronfluence_eigh_largest"] = eig.largest
         del fitter
@@ -237,7 +248,7 @@ def ekfac_vs_kronfluence(lm: nn.Module, train_ids: torch.Tensor, test_ids: torch
                                        per_device_query_batch_size=batch,
                                        per_device_train_batch_size=batch,
                                        score_args=ScoreArguments(damping_factor=None))
-        _phase(out, "kronfluence_score", dev, t, rss0)
+        _phase(out, "kronfluence_score", dev, t, rss0, log)
         theirs = scorer.load_pairwise_scores("s")["all_modules"].double().cpu()
     ours = ours.double()
     out["max_rel_diff"] = float((ours - theirs).abs().max() / theirs.abs().max())
@@ -269,7 +280,8 @@ def main() -> None:
                                     resid_pdrop=0.0, embd_pdrop=0.0))
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, lm.config.vocab_size, (a.n_train + a.n_test, a.seq), generator=gen)
-    res = ekfac_vs_kronfluence(lm, ids[:a.n_train], ids[a.n_train:], a.device, a.batch)
+    res = ekfac_vs_kronfluence(lm, ids[:a.n_train], ids[a.n_train:], a.device, a.batch,
+                               log=True)
     res["threads"], res["load_start"] = torch.get_num_threads(), load0
     res["load_end"] = os.getloadavg()
     for k, v in res.items():
