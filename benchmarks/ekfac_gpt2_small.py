@@ -14,9 +14,9 @@ LayerNorms are unfactored on its side, the position embedding frozen, all untrac
 kronfluence's). Model: GPT-2 small's
 config, seed-0 initialisation (nothing downloaded); data: seeded random token windows.
 
-No results yet: the first CPU run (2026-12-07, 8 train / 4 test windows of 32, load 5-6)
-was stopped after 12 minutes still inside raytda's fit, in the float64
-eigendecompositions of the 96 factors (up to 3073 x 3073); it is meant for a GPU.
+Results: ``benchmarks/results/ekfac_gpt2_small_2026-12-07.md`` (CPU, one thread a side:
+the 96 float64 eigendecompositions are 74-90% of either fit; with 2 threads on 2 loaded
+cores LAPACK's eigh was up to 100x slower, hence ``--threads``).
 """
 
 from __future__ import annotations
