@@ -621,6 +621,31 @@ def report28(a, out, size, n_rows, names, pending, ref_path, ref_json, runs) -> 
                                                           for k, v in prof["top_ops"]))
 
 
+# --------------------------------------------------------------------------- issue 30
+
+
+def ekfac_mode(a: argparse.Namespace, ckpt: Path, train, test, out: Path) -> dict:
+    """EK-FAC (raytda's and kronfluence's) on the checkpoint, dropout off, over the first
+    ``--ekfac-train`` / ``--ekfac-test`` windows (each its seq + 1 tokens, the labels the
+    ids themselves); prints the comparison and writes it to ``OUT/ekfac_<size>.json``."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ekfac_gpt2_small import ekfac_vs_kronfluence
+
+    def ids(windows, n):  # (x, y = x shifted) back to whole windows
+        x, y = windows
+        return torch.cat([x[:n], y[:n, -1:]], 1)
+
+    model = load_checkpoint(build_gpt2(train[0].shape[1]), ckpt)
+    res = ekfac_vs_kronfluence(model, ids(train, a.ekfac_train), ids(test, a.ekfac_test),
+                               batch=min(a.batch, a.ekfac_train), log=True)
+    res["load_end"] = os.getloadavg()[0]
+    for k, v in res.items():
+        print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
+    size = f"{a.ekfac_train}+{a.ekfac_test}x{a.seq}"
+    (out / f"ekfac_{size}.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -654,6 +679,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep", action="store_true",
                    help="also run the issue-18 Sweep table (naive, dropout members)")
     p.add_argument("--lora", action="store_true", help="with --sweep: the LoRA row too")
+    p.add_argument("--ekfac", action="store_true",
+                   help="issue 30: EK-FAC fit and scores of the checkpoint against "
+                        "kronfluence's on --ekfac-train / --ekfac-test of the windows "
+                        "(ekfac_gpt2_small.py's ekfac_vs_kronfluence), then stop")
+    p.add_argument("--ekfac-train", type=int, default=8)
+    p.add_argument("--ekfac-test", type=int, default=4)
     p.add_argument("--peer-only", help=argparse.SUPPRESS)  # subprocess mode: result json path
     p.add_argument("--member-only", help=argparse.SUPPRESS)
     p.add_argument("--plain-only", help=argparse.SUPPRESS)
@@ -692,6 +723,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"pretraining the checkpoint ({a.pretrain_steps} steps) unless present")
     pre_s = pretrain(ckpt, *train, a.pretrain_steps, a.pretrain_batch)
     log(f"  {pre_s:.0f} s -> {ckpt}")
+    if a.ekfac:
+        ekfac_mode(a, ckpt, train, test, out)
+        return 0
     passed = [x for x in (argv if argv is not None else sys.argv[1:])]
     issue28(a, passed, out, train, test, source, ckpt)
     if not a.sweep:

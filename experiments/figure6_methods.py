@@ -1,4 +1,5 @@
-"""Reproduce the paper's Figure 6: Dropout Ensembles for IF, Grad-Dot and Grad-Cos.
+"""Reproduce the paper's Figure 6: Dropout Ensembles for IF, Grad-Dot and Grad-Cos, with
+EK-FAC influence functions (``ekfac``, issue 30) beside IF.
 
 MNIST-MLP; naive independent ensembles against Dropout Ensembles (D masked passes per
 model) over I, for each method; LDS. The paper gives this figure without a table; its
@@ -17,6 +18,8 @@ training loss over its own training rows (``--if-curvature hessian``: the exact 
 truncated at non-positive curvature); ``--if-cg-max-iter`` defaults to 10, dattri 0.3.0's
 default for ``IFAttributorCG`` (raytda's library default is 100, to a 1e-6 residual). At
 1000 training samples that is about 8 s per member block on 2 cores instead of about 80 s.
+EK-FAC's flags (``--ekfac-damping``, ``--ekfac-hessian-samples``, ``--ekfac-fisher``)
+reach EK-FAC only, as the --if-* flags reach IF only.
 ``--naive-I`` adds naive ensembles only (e.g. 10, the paper's point of comparison,
 without the I x D Dropout members that would cost).
 """
@@ -28,19 +31,23 @@ import sys
 import common
 
 PROG = "figure6_methods.py"
-METHODS = ("if", "grad-dot", "grad-cos")
+METHODS = ("if", "ekfac", "grad-dot", "grad-cos")
 PAPER_CLAIMS = ["- IF and Grad-Dot: Dropout Ensemble with I = 1 matches naive with I = 10.",
                 "- Grad-Cos: Dropout Ensemble with I = 1 matches naive with I = 5."]
 
 
 def methods_of(a) -> list:
-    """The methods to run, each given every flag's value: a Method keys only the
-    parameters its method declares, so the --if-* flags reach IF and nothing else."""
+    """The methods to run. IF and EK-FAC share Method fields (``damping``,
+    ``hessian_samples``), so each gets its own flags' values: the --if-* flags reach IF
+    and the --ekfac-* flags EK-FAC, nothing else (a Method keys only the fields its method
+    declares, so the others' values never enter a key)."""
     from raytda.methods import Method
 
-    return [Method(m, proj_dim=a.proj_dim, damping=a.if_damping, cg_max_iter=a.if_cg_max_iter,
-                   hessian_samples=a.if_hessian_samples, curvature=a.if_curvature)
-            for m in a.methods.split(",")]
+    own = {"if": dict(damping=a.if_damping, cg_max_iter=a.if_cg_max_iter,
+                      hessian_samples=a.if_hessian_samples, curvature=a.if_curvature),
+           "ekfac": dict(damping=a.ekfac_damping, hessian_samples=a.ekfac_hessian_samples,
+                         fisher=a.ekfac_fisher)}
+    return [Method(m, proj_dim=a.proj_dim, **own.get(m, {})) for m in a.methods.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
                         "curvature (default: all of them)")
     p.add_argument("--if-curvature", choices=("ggn", "hessian"), default="ggn",
                    help="IF: Gauss-Newton matrix (default) or the exact Hessian")
+    p.add_argument("--ekfac-damping", type=float, default=1e-3,
+                   help="EK-FAC: damping added to its curvature (IF's default, 1e-3)")
+    p.add_argument("--ekfac-hessian-samples", type=int, default=None,
+                   help="EK-FAC: at most this many of the member's training rows in the "
+                        "factors (default: all of them)")
+    p.add_argument("--ekfac-fisher", choices=("true", "empirical"), default="true",
+                   help="EK-FAC: labels of the curvature, drawn from the model (default) "
+                        "or the data's")
     a = common.parse(p, argv)
     if common.resolve(a, PROG) or common.check_notes(a, PROG):
         return 2
@@ -69,13 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     if outcome is None:
         return 1
     df = outcome.df
-    lines = common.header("Figure 6: naive vs Dropout Ensemble for IF, Grad-Dot, Grad-Cos", PROG, a, outcome)
+    lines = common.header("Figure 6: naive vs Dropout Ensemble for IF, EK-FAC, Grad-Dot, "
+                          "Grad-Cos", PROG, a, outcome)
     hess = ("all the member's" if a.if_hessian_samples is None
             else f"at most {a.if_hessian_samples} of the member's")
     curv = {"ggn": "Gauss-Newton matrix", "hessian": "exact Hessian"}[a.if_curvature]
     lines += [f"- IF: at most {a.if_cg_max_iter} conjugate-gradient iterations (dattri's "
               f"default is 10; raytda's 100), damping {a.if_damping}, {curv} over {hess} "
               "training rows.", ""]
+    if "ekfac" in a.methods.split(","):
+        rows = ("all the member's" if a.ekfac_hessian_samples is None
+                else f"at most {a.ekfac_hessian_samples} of the member's")
+        lines[-1:-1] = [f"- EK-FAC: damping {a.ekfac_damping}, {a.ekfac_fisher} Fisher of the "
+                        f"Task's loss over {rows} training rows, factors fitted once per "
+                        "member (masked members on their own mask) and charged to it once."]
     all_i = sorted(set(i_values) | set(naive_only))
     lines += ["LDS by I, measured ± se:", "", *common.grid_lines(df, "I", all_i), "",
               "The paper's claims (Figure 6 has no table):", "", *PAPER_CLAIMS, "",

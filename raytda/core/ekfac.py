@@ -29,9 +29,20 @@ prediction's label from the model's own softmax (seeded), so E[G G^T] estimates 
 which for softmax cross-entropy is the Gauss-Newton matrix raytda's IF solves against;
 ``"empirical"`` uses the data's labels (kronfluence's ``use_empirical_fisher``).
 
-Not factored (listed by ``uncovered``): embeddings (a one-hot input's A is vocab x vocab),
-weights tied between modules of different kinds, norms and every other parameter the
-factorized features would project densely. Their parameters add nothing to the scores.
+Embeddings (``nn.Embedding``, W vocab x d, each use an embedding): a_t is the one-hot
+e_{x_t} (vocab), so A = diag(token counts) / positions is diagonal and its eigenbasis is
+the identity: only S (d x d) is eigendecomposed, Q_A = I is never stored (vocab x vocab),
+and Lambda (d x vocab) is re-fitted on Q_S^T G, G = sum_t g_t e_{x_t}^T formed by a
+scatter-add of the rotated g_t into the columns of the tokens read. Positions at
+``padding_idx`` read a zero a_t (torch gives that row no gradient) and count as positions,
+as a zero input to a Linear does.
+
+Not factored (listed by ``uncovered``): weights tied between modules of different kinds
+(GPT-2's wte = lm_head.weight: the tied gradient is the embedding's sum_t g_t e_{x_t}^T,
+vocab on the input side, plus the head's sum_t e'_t h_t^T, vocab on the output-gradient
+side with a dense vocab x vocab covariance; per-module Kronecker factors cannot represent
+their sum's curvature or its cross term), norms and every other parameter the factorized
+features would project densely. Their parameters add nothing to the scores.
 
 The pass itself is the factorized features' hooked pass (one forward, one backward per
 batch; :class:`~raytda.core.factorized.FactorizedProjector`), here handing each covered
@@ -55,8 +66,10 @@ from raytda.core.masks import MaskSpec, masks_for
 from raytda.core.outputs import CLASSIFICATION, IGNORE_INDEX, LossFn, ModelOutput
 from raytda.specs import SpecError
 
-#: kinds of module whose weight EK-FAC factors (an embedding's one-hot A is vocab-wide)
-FACTORED_KINDS = frozenset({"linear", "conv1d", "conv2d"})
+#: kinds of module whose weight EK-FAC factors (an embedding only where every use of its
+#: weight is an embedding: its one-hot A is diagonal, see the module's docstring)
+FACTORED_KINDS = frozenset({"linear", "conv1d", "conv2d", "embedding"})
+ONE_HOT = "embedding"
 FISHERS = ("true", "empirical")
 #: kronfluence's damping heuristic: this times the mean corrected eigenvalue of a layer
 HEURISTIC_DAMPING_SCALE = 0.1
@@ -76,7 +89,11 @@ class _RawPass(FactorizedProjector):
         super().__init__(model, k=1, seed=0, uncovered="skip", device=device)
 
     def factored(self, block: Any) -> bool:
-        return isinstance(block, KroneckerBlock) and set(block.uses.values()) <= FACTORED_KINDS
+        if not isinstance(block, KroneckerBlock):
+            return False
+        kinds = set(block.uses.values())
+        # an embedding tied to a layer of another kind (GPT-2's wte and lm_head) is not
+        return kinds <= FACTORED_KINDS and (ONE_HOT not in kinds or kinds == {ONE_HOT})
 
     def _assign(self, projected: list) -> int:
         return 0  # nothing projected: the pass's feature tensor is (B, 0)
@@ -85,6 +102,12 @@ class _RawPass(FactorizedProjector):
         return self.factored(block)
 
     def _kept_input(self, block, kind, module, inp, y_out, batch):
+        if kind == ONE_HOT:  # token ids (B, T); -1 where the one-hot a_t is zero
+            idx = inp.reshape(batch, -1)
+            dead = idx == module.padding_idx if module.padding_idx is not None else None
+            if self.keep is not None and self.keep.shape == idx.shape:
+                dead = (self.keep == 0) if dead is None else dead | (self.keep == 0)
+            return idx if dead is None else idx.masked_fill(dead, -1)
         if not block.with_weight:  # a bias-only block: a_t = (1,) at every position
             positions = y_out[0, 0].numel() if kind == "conv2d" else y_out[0, ..., 0].numel()
             return y_out.new_ones(batch, positions, 1)
@@ -118,6 +141,21 @@ def _key(block: str, part: str) -> str:
     return f"{block}::{part}"
 
 
+def _one_hot(block: KroneckerBlock) -> bool:
+    """Whether the block's a_t is a one-hot token (an embedding): Q_A = I, never stored."""
+    return set(block.uses.values()) == {ONE_HOT}
+
+
+def _scatter_tokens(idx: torch.Tensor, g: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Per-sample G = sum_t g_t e_{x_t}^T, (B, d, vocab), from token ids (B, T) (-1: no
+    term) and g (B, T, d): each g_t added into its token's column."""
+    live = idx >= 0
+    g = g * live.unsqueeze(-1).to(g.dtype)
+    out = g.new_zeros(g.shape[0], vocab, g.shape[2])
+    out.scatter_add_(1, idx.clamp(min=0).unsqueeze(-1).expand_as(g), g)
+    return out.transpose(1, 2)
+
+
 class EKFAC:
     """EK-FAC curvature of a model's covered layers, and influence scores from it.
 
@@ -144,7 +182,8 @@ class EKFAC:
         self.blocks: list[KroneckerBlock] = [b for b in self._pass.blocks
                                              if self._pass.factored(b)]
         if not self.blocks:
-            raise SpecError("EK-FAC found no layer it can factor (nn.Linear, Conv1D, Conv2d) "
+            raise SpecError("EK-FAC found no layer it can factor (nn.Linear, Conv1D, Conv2d, "
+                            "untied nn.Embedding) "
                             "among the model's trainable parameters")
         self._calls: dict[str, int] = {}  # hook calls per block in one pass (from fit)
 
@@ -221,12 +260,16 @@ class EKFAC:
 
         def sink(block, a, g):
             q_s, q_a = basis[block.name]
-            a, g = a.to(self.dtype), g.to(self.dtype)
-            d_g, d_a = q_s.shape[0], q_a.shape[0]
-            if a.shape[1] * (d_a * d_a + d_g * d_g) <= d_g * d_a * (d_a + d_g):
-                term = torch.einsum("btg,bta->bga", g @ q_s, a @ q_a)
+            g = g.to(self.dtype)
+            if q_a is None:  # one-hot a_t, Q_A = I: Q_S^T G = scatter of Q_S^T g_t
+                term = _scatter_tokens(a, g @ q_s, self._shape(block)[1])
             else:
-                term = q_s.T @ torch.einsum("btg,bta->bga", g, a) @ q_a
+                a = a.to(self.dtype)
+                d_g, d_a = q_s.shape[0], q_a.shape[0]
+                if a.shape[1] * (d_a * d_a + d_g * d_g) <= d_g * d_a * (d_a + d_g):
+                    term = torch.einsum("btg,bta->bga", g @ q_s, a @ q_a)
+                else:
+                    term = q_s.T @ torch.einsum("btg,bta->bga", g, a) @ q_a
             seen, acc = pending.pop(block.name, (0, None))
             acc = term if acc is None else acc + term
             if seen + 1 < self._calls.get(block.name, 1):
@@ -252,7 +295,9 @@ class EKFAC:
         """The EK-FAC factors of ``loss_fn`` (a batch's mean loss, as ``Task.loss``) over
         ``samples``, as a dict of tensors: per block ``name::q_a`` (d_a x d_a), ``name::q_s``
         (d_g x d_g), ``name::lambda`` (d_g x d_a, the corrected eigenvalues) and the
-        covariances' eigenvalues ``name::eig_a`` / ``name::eig_s``; ``n_samples``.
+        covariances' eigenvalues ``name::eig_a`` / ``name::eig_s``; ``n_samples``. An
+        embedding has no ``q_a`` (the identity) and ``eig_a`` is its token frequencies,
+        in vocabulary order.
 
         ``mask``: the member's dropout masks (``rows`` numbers ``samples`` as train rows,
         for per-sample masks). ``fisher``: "true" (labels drawn from the model, seeded by
@@ -282,11 +327,18 @@ class EKFAC:
 
         def covariances(block, a, g):
             c = cov[block.name]
-            a2, g2 = a.reshape(-1, a.shape[-1]).to(self.dtype), g.reshape(-1, g.shape[-1]).to(self.dtype)
-            c[0] = c[0] + a2.T @ a2
+            g2 = g.reshape(-1, g.shape[-1]).to(self.dtype)
+            if _one_hot(block):  # diag(A): token counts (vocab,)
+                ids = a[a >= 0]
+                c[0] = c[0] + torch.bincount(ids, minlength=self._shape(block)[1]).to(self.dtype)
+                rows = a.numel()
+            else:
+                a2 = a.reshape(-1, a.shape[-1]).to(self.dtype)
+                c[0] = c[0] + a2.T @ a2
+                rows = a2.shape[0]
             c[1] = c[1] + g2.T @ g2
             keep = self._pass.keep
-            n = a2.shape[0] if keep is None or keep.shape != a.shape[:2] else int(keep.sum())
+            n = rows if keep is None or keep.shape != a.shape[:2] else int(keep.sum())
             c[2] += n
             c[3] += n
             calls[block.name] = calls.get(block.name, 0) + 1
@@ -302,6 +354,9 @@ class EKFAC:
             a_cov, s_cov, n_a, n_g = cov[b.name]
             for part, m, n in (("a", a_cov, n_a), ("s", s_cov, n_g)):
                 m = m.double() / max(n, 1)
+                if part == "a" and _one_hot(b):  # diagonal: eigenvalues, basis I unstored
+                    factors[_key(b.name, "eig_a")] = m.to(self.dtype)
+                    continue
                 evals, evecs = torch.linalg.eigh((m + m.T) / 2)
                 factors[_key(b.name, f"q_{part}")] = evecs.to(self.dtype)
                 factors[_key(b.name, f"eig_{part}")] = evals.to(self.dtype)
@@ -352,9 +407,11 @@ class EKFAC:
         return {k: torch.cat(v) for k, v in parts.items()}
 
     def _basis(self, factors: dict[str, torch.Tensor]
-               ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """(Q_S, Q_A) of every block, on the device in the factors' working dtype."""
+               ) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """(Q_S, Q_A) of every block, on the device in the factors' working dtype; Q_A
+        None for an embedding (the identity)."""
         return {b.name: (factors[_key(b.name, "q_s")].to(self.device, self.dtype),
+                         None if _one_hot(b) else
                          factors[_key(b.name, "q_a")].to(self.device, self.dtype))
                 for b in self.blocks}
 

@@ -3,9 +3,9 @@ approximation (per-layer Kronecker factors, eigen-corrected; :mod:`raytda.core.e
 the curvature of the Task's training loss over the member's own training rows, as IF
 (``if``) takes its Gauss-Newton curvature, and g the gradients of the Task's output f.
 
-Only layers EK-FAC factors (Linear, Conv1D, Conv2d, LoRA adapters) enter the scores; the
-others are listed in the member's metadata (``uncovered``) and in the results
-(``ekfac_uncovered``).
+Only layers EK-FAC factors (Linear, Conv1D, Conv2d, LoRA adapters, untied embeddings)
+enter the scores; the others (an embedding tied to an output head among them) are listed
+in the member's metadata (``uncovered``) and in the results (``ekfac_uncovered``).
 
 The factors are an artifact of their own (:class:`FitFactors`, declared per member by
 ``member_jobs``): keyed by the member (its model, checkpoint, mask or adapter), its mask
@@ -79,6 +79,8 @@ class FitFactors(Job):
 
     block: MemberBlock
     kind: str = field(default="ekfac-factors", init=False)
+    # 1: untied embeddings are factored (before, they were left out of the factors)
+    revision = 1
 
     @property
     def task(self):  # type: ignore[override]
@@ -120,6 +122,8 @@ class FitFactors(Job):
 class EKFACInfluence(AttributionMethod):
     name = "ekfac"
     params = ("damping", "hessian_samples", "fisher")
+    # 1: untied embeddings enter the scores (before, they were left out)
+    revision = 1
     uses_training_rows = True
 
     def member_jobs(self, spec, block):

@@ -194,11 +194,14 @@ def test_mlp_scores_equal_kronfluence(tmp_path):
 def test_gpt2_dict_batch_scores_equal_kronfluence(tmp_path):
     """GPT-2's Conv1D layers are factored by raytda; kronfluence tracks only nn.Linear, so
     its copy has each Conv1D replaced by the same map as an nn.Linear (weight transposed)
-    and tracks exactly those: the embeddings (tied to the head) and the LayerNorms are
-    unfactored on raytda's side and untracked on kronfluence's. Rows are padded: padded
-    positions count for nothing on either side (kronfluence's attention mask)."""
+    and tracks exactly those. The token embedding (tied to the head) and the LayerNorms
+    are unfactored on raytda's side; the position embedding, which raytda factors and
+    kronfluence cannot track, is frozen on raytda's side; all are untracked on
+    kronfluence's. Rows are padded: padded positions count for nothing on either side
+    (kronfluence's attention mask)."""
     transformers = pytest.importorskip("transformers")
     lm, net = gpt2()
+    lm.transformer.wpe.weight.requires_grad_(False)
     train, test = token_data(13, 8, 1), token_data(5, 8, 2)
     (ours,), ek = raytda_scores(net, train, test, next_token_cross_entropy, CAUSAL_LM, [None])
 
@@ -214,7 +217,7 @@ def test_gpt2_dict_batch_scores_equal_kronfluence(tmp_path):
             setattr(linear_lm.get_submodule(parent), child, lin)
             tracked.append(name)
     assert sorted(ek.layers) == sorted(f"module.{n}.weight" for n in tracked)
-    assert {u["kind"] for u in ek.uncovered} >= {"embedding+linear", "embedding", "layernorm"}
+    assert {u["kind"] for u in ek.uncovered} >= {"embedding+linear", "layernorm"}
 
     theirs = kronfluence_scores(
         linear_lm, train, test,
@@ -339,3 +342,136 @@ def test_true_fisher_labels_sit_where_the_loss_reads_them(loss_fn, shift):
     else:
         assert (got[:, 0] == -100).all()
         assert torch.equal(got[:, 1:][keep[:, 1:]], peak[:, :-1][keep[:, 1:]])
+
+
+# ------------------------------------------------------------------ embeddings
+
+
+class _Bag(nn.Module):
+    """An untied embedding (the only trainable layer), mean-pooled over the sequence, and
+    a frozen head: the embedding's weight is all EK-FAC attributes."""
+
+    def __init__(self, vocab: int, d: int, classes: int = 3, padding_idx: int | None = 0
+                 ) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d, padding_idx=padding_idx)
+        self.head = nn.Linear(d, classes)
+        self.head.requires_grad_(False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.emb(ids)).mean(1))
+
+
+def bag(vocab: int, d: int) -> Network:
+    torch.manual_seed(0)
+    return Network(_Bag(vocab, d).double(), torch.zeros(1, 4, dtype=torch.long)).eval()
+
+
+def token_rows(n: int, t: int, vocab: int, seed: int) -> TensorSamples:
+    gen = torch.Generator().manual_seed(seed)
+    return TensorSamples(torch.randint(0, vocab, (n, t), generator=gen),
+                         torch.randint(0, 3, (n,), generator=gen))
+
+
+def test_untied_embedding_is_factored_with_token_counts_for_a():
+    """A one-hot A is diag(token counts) / positions; padding_idx reads a zero a_t; no
+    vocab x vocab Q_A is stored; the factored layer is the embedding, nothing uncovered."""
+    net = bag(9, 4)
+    train = token_rows(12, 5, 9, 1)
+    ek = EKFAC(net, dtype=torch.float64)
+    assert ek.layers == ["module.emb.weight"] and ek.uncovered == []
+    factors = ek.fit(train, mean_cross_entropy, fisher="empirical", batch_size=5)
+    name = "module.emb.weight"
+    assert f"{name}::q_a" not in factors
+    counts = torch.bincount(train.x.flatten(), minlength=9).double()
+    counts[0] = 0  # padding_idx
+    torch.testing.assert_close(factors[f"{name}::eig_a"], counts / train.x.numel(),
+                               rtol=0, atol=0)
+    assert factors[f"{name}::q_s"].shape == (4, 4)
+    assert factors[f"{name}::lambda"].shape == (4, 9)
+    assert not factors[f"{name}::lambda"][:, 0].any()  # the padding row has no gradient
+
+
+def test_embedding_of_width_one_on_single_tokens_is_the_exact_damped_fisher_inverse():
+    """One token per row, width 1: a row's gradient lives in its token's entry alone, so
+    the Fisher (empirical, summed per-sample loss / n) is diagonal, which is what EK-FAC
+    models exactly: its damped inverse is the exact one."""
+    net = bag(7, 1)
+    fit_on, train, test = (token_rows(n, 1, 7, seed) for n, seed in ((20, 1), (8, 2), (4, 3)))
+    ek = EKFAC(net, dtype=torch.float64)
+    factors = ek.fit(fit_on, mean_cross_entropy, fisher="empirical", batch_size=6)
+    damping = 0.05
+    ours = ek.scores(factors, test, train, CLASSIFICATION, damping=damping, batch_size=3)
+    v = per_sample_grads(net, fit_on, mean_cross_entropy)  # (n, 7): the weight's one column
+    fisher = v.T @ v / fit_on.n
+    exact = torch.linalg.solve(fisher + damping * torch.eye(7, dtype=torch.float64),
+                               per_sample_grads(net, test, margin).T).T \
+        @ per_sample_grads(net, train, margin).T
+    # float64: measured max |diff| / max |exact| 0 (exactly equal); 1e-10 leaves room for BLAS
+    torch.testing.assert_close(ours, exact, rtol=1e-10, atol=1e-10 * float(exact.abs().max()))
+
+
+def test_embedding_scores_equal_ekfac_built_densely_from_one_hot_inputs():
+    """Width 4, sequences of 5 with padding: EK-FAC by its definition, built densely from
+    autograd's per-position output gradients g_t and explicit one-hot a_t (A eigendecomposed
+    as a vocab x vocab matrix, its counts made distinct so that its basis is unique up to
+    signs and the zero-count tokens, whose Lambda is 0 in any basis), equals the scores
+    from the diagonal A and the scattered G."""
+    vocab, d = 8, 4
+    net = bag(vocab, d)
+    gen = torch.Generator().manual_seed(5)
+    # token v appears v + 1 times over the fit rows (distinct counts), shuffled into rows
+    ids = torch.cat([torch.full((v + 1,), v) for v in range(vocab)])
+    ids = ids[torch.randperm(len(ids), generator=gen)][:35].reshape(7, 5)
+    fit_on = TensorSamples(ids, torch.randint(0, 3, (7,), generator=gen))
+    train, test = token_rows(6, 5, vocab, 2), token_rows(3, 5, vocab, 3)
+    ek = EKFAC(net, dtype=torch.float64)
+    factors = ek.fit(fit_on, mean_cross_entropy, fisher="empirical", batch_size=3)
+    damping = 0.01
+    ours = ek.scores(factors, test, train, CLASSIFICATION, damping=damping, batch_size=4)
+
+    module = net.module
+    a_rows, g_rows, per_sample = [], [], []
+    for i in range(fit_on.n):
+        x, y = fit_on.x[i:i + 1], fit_on.y[i:i + 1]
+        out = module.emb(x)
+        logits = module.head(torch.tanh(out).mean(1))
+        (g,) = torch.autograd.grad(mean_cross_entropy(logits, y), out)
+        a = nn.functional.one_hot(x[0], vocab).double() * (x[0] != 0).double()[:, None]
+        a_rows.append(a)
+        g_rows.append(g[0])
+        per_sample.append(g[0].T @ a)  # G_i (d x vocab)
+    a_all, g_all = torch.cat(a_rows), torch.cat(g_rows)
+    _, q_a = torch.linalg.eigh(a_all.T @ a_all / len(a_all))
+    _, q_s = torch.linalg.eigh(g_all.T @ g_all / len(g_all))
+    lam = torch.stack([(q_s.T @ gi @ q_a).square() for gi in per_sample]).mean(0)
+
+    def precondition(gi):  # (F_ekfac + damping I)^-1 G, back in the weight's layout
+        return q_s @ ((q_s.T @ gi @ q_a) / (lam + damping)) @ q_a.T
+
+    def grads(samples):  # (n, d, vocab) per-sample gradients of the margin
+        w = module.emb.weight
+        return torch.stack([torch.autograd.grad(margin(net(samples.x[i:i + 1]),
+                                                       samples.y[i:i + 1]).sum(), w)[0].T
+                            for i in range(samples.n)])
+
+    g_test, g_train = grads(test), grads(train)
+    dense = torch.stack([precondition(gi) for gi in g_test]).flatten(1) @ g_train.flatten(1).T
+    # float64 rounding: measured max |diff| / max |dense| 4.7e-16
+    torch.testing.assert_close(ours, dense, rtol=1e-10, atol=1e-10 * float(dense.abs().max()))
+
+
+def test_gpt2_factors_its_position_embedding_and_lists_the_tied_one():
+    """GPT-2's wte is tied to lm_head (an embedding and a Linear): uncovered. Its wpe is
+    an untied embedding read with position ids of shape (1, T): factored."""
+    _, net = gpt2()
+    ek = EKFAC(net, dtype=torch.float64)
+    assert "module.transformer.wpe.weight" in ek.layers
+    tied = [u for u in ek.uncovered if u["kind"] == "embedding+linear"]
+    assert [u["params"] for u in tied] == [["module.transformer.wte.weight"]]
+    factors = ek.fit(token_data(6, 8, 1), next_token_cross_entropy, fisher="empirical",
+                     batch_size=4)
+    lam = factors["module.transformer.wpe.weight::lambda"]
+    assert lam.shape == (32, 16)
+    # positions past the longest row (8 of 16) are never read: no curvature there
+    assert lam[:, :8].abs().sum() > 0 and not lam[:, 8:].any()

@@ -169,14 +169,16 @@ def test_bad_flags_fail_with_one_line_before_any_work(tmp_path, capsys, argv, wo
     assert not out.exists()
 
 
-def test_figure6_passes_its_if_flags_into_the_method(tmp_path):
+def test_figure6_passes_its_if_and_ekfac_flags_each_into_its_own_method(tmp_path):
     f6 = script("figure6_methods")
     argv = flags(tmp_path, "--setting", "toy-mlp", "--I", "1", "--D", "2", "--methods",
-                 "if,grad-dot", "--if-cg-max-iter", "3", "--if-damping", "0.01",
-                 "--if-curvature", "hessian", "--naive-I", "2")
+                 "if,ekfac,grad-dot", "--if-cg-max-iter", "3", "--if-damping", "0.01",
+                 "--if-curvature", "hessian", "--naive-I", "2", "--ekfac-damping", "0.05",
+                 "--ekfac-fisher", "empirical")
     assert f6.main(argv) == 0
     df = pd.read_parquet(tmp_path / "out" / "figure6_methods.parquet")
-    assert set(df.method) == {"if", "grad-dot"} and set(df.ensemble) == {"naive", "dropout"}
+    assert set(df.method) == {"if", "ekfac", "grad-dot"}
+    assert set(df.ensemble) == {"naive", "dropout"}
     assert set(df[df.ensemble == "naive"].I) == {1, 2} and set(df[df.ensemble == "dropout"].I) == {1}
     assert "at most 3 conjugate-gradient iterations" in (tmp_path / "out" / "figure6_methods.md").read_text()
     from raytda.store import ArtifactStore
@@ -185,6 +187,11 @@ def test_figure6_passes_its_if_flags_into_the_method(tmp_path):
     blocks = [m for m in map(store.meta, store.keys()) if m and "cg_iterations" in m]
     assert blocks and all(m["cg_iterations"] <= 3 and m["damping"] == 0.01
                           and m["curvature"] == "hessian" for m in blocks)
+    metas = [m for m in map(store.meta, store.keys()) if m]
+    ekfac = [m for m in metas if "ekfac_score_s" in m]
+    fits = [m for m in metas if "ekfac_fit_s" in m]
+    assert ekfac and all(m["damping"] == 0.05 for m in ekfac)
+    assert fits and all(m["fisher"] == "empirical" for m in fits)
 
 
 def test_a_script_runs_unchanged_on_ray_with_the_same_results(tmp_path, ray_session):
