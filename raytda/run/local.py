@@ -19,8 +19,7 @@ from collections import Counter
 from dataclasses import replace
 
 from raytda.core.args import ComputeArgs
-from raytda.plan.job import Job
-from raytda.plan.packs import TrainPack
+from raytda.plan.packs import TrainPack, gather_pack
 from raytda.plan.planner import Plan
 from raytda.run.attempt import attempt
 from raytda.run.eta import UnitCostETA
@@ -106,13 +105,11 @@ class InProcessExecutor:
         every ready job."""
         share = 1.0 if self.args.device.startswith("cuda") else 0.0  # the whole device
         for job in list(graph.ready_jobs()):
-            if job.pack_key() is not None and self.args.train_pack > 1:
-                pack = self._pack(graph, store, job)
-                if pack is not None:
-                    status = self._run_pack(pack, store, progress, counts, eta, recovery,
-                                            share)
-                    if status != "leased":  # else: its members one by one, as any job
-                        return status
+            pack = gather_pack(job, graph.ready_jobs(), store, self.args.pack_limit)
+            if pack is not None:
+                status = self._run_pack(pack, store, progress, counts, eta, recovery, share)
+                if status != "leased":  # else: its members one by one, as any job
+                    return status
             label = job_label(job)
             progress.update(replace(counts, running=1), [label])
             t0 = time.perf_counter()
@@ -140,14 +137,6 @@ class InProcessExecutor:
                 log.info("%s was built by another sweep", label)
             return status
         return None
-
-    def _pack(self, graph: JobGraph, store: ArtifactStore, job: Job) -> TrainPack | None:
-        """``job`` and the ready jobs that may train with it (``Job.pack_key``), at most
-        ``train_pack`` of them, none built already; None when it would train alone."""
-        key = job.pack_key()
-        members = [j for j in graph.ready_jobs() if j.pack_key() == key
-                   and not store.has(j.key)][:self.args.train_pack]
-        return TrainPack(tuple(members)) if len(members) > 1 else None
 
     def _run_pack(self, pack: TrainPack, store: ArtifactStore, progress: Progress,
                   counts: JobCounts, eta: UnitCostETA, recovery: Recovery,
