@@ -70,18 +70,18 @@ class TrainPack(Job):
     def stored_jobs(self) -> tuple[Job, ...]:
         return self.members
 
-    def todo(self, store: ArtifactStore) -> list[Job]:
-        """Its members whose artifacts are not (wholly) stored yet."""
-        return [m for m in self.members if not (store.has(m.key) and m.complete(store))]
+    def narrowed(self, keys: set[str]) -> Job:
+        members = tuple(m for m in self.members if m.key in keys)
+        # one member left trains alone, as its own job (its record says so)
+        return members[0] if len(members) == 1 else TrainPack(members)
 
     def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
         from raytda.work.train import train_pack
 
-        # A retried pack (its actor died after some sub-packs were stored) trains only
-        # the rest: each member is resumable by itself.
-        todo = self.todo(store)
-        if todo:
-            train_pack(todo, store, args)
+        # The worker leases each member and narrows the pack to those it got, so a
+        # retried pack (its actor died after some sub-packs were stored) trains only the
+        # rest: each member is resumable by itself.
+        train_pack(self.members, store, args)
 
 
 def gather_pack(job: Job, ready: Iterable[Job], store: ArtifactStore, limit: int | None,

@@ -154,12 +154,14 @@ class InProcessExecutor:
                 recovery.job_raised(m.key, e, "this process", failure_cause(e))
             return "failed"
         status = out["status"]
-        if status == "leased":
-            return "leased"  # another sweep holds this very pack
+        each = out.get("members") or {}
         for m in pack.members:
-            eta.stopped(m.key, settled=status in ("ran", "cached"), measured=False)
-            recovery.answer(m.key, {**out, "key": out["key"] if status in
-                                    ("missing", "corrupt") else m.key})
+            eta.stopped(m.key, settled=each.get(m.key, status) in ("ran", "cached"),
+                        measured=False)
+        # members another sweep holds go back to the queue; the rest are done
+        recovery.answer_all([m.key for m in pack.members], out)
+        if status == "leased":
+            return "leased"  # nothing ran: every member is built or another sweep's
         if status == "ran":
             log.info("ran %s in %.1f s", job_label(pack), time.perf_counter() - t0)
         return status

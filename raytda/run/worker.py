@@ -226,6 +226,37 @@ class JobRunner:
             self._run(job, store, args, accel_share, accel)
         return "ran"
 
+    def run_each(self, job: Job, store: ArtifactStore, args: ComputeArgs,
+                 accel_share: float = 0.0, accel: str = "GPU",
+                 wait: bool = False) -> dict[str, str]:
+        """As :meth:`try_run` (``wait``: :meth:`run`) for a job that stores several
+        artifacts (a pack's members, :meth:`Job.stored_jobs`), each under a lease on its
+        own key, so a pack and another sweep training some of the same models alone or
+        in another pack never compute one twice: it computes those it could claim
+        (:meth:`Job.narrowed`). Each key's status: ``"ran"``, ``"cached"`` or
+        ``"leased"``. Leases are claimed in key order, so two waiting sweeps never hold
+        each other's."""
+        status: dict[str, str] = {}
+        leases: list[Lease] = []
+        try:
+            for m in sorted(job.stored_jobs(), key=lambda m: m.key):
+                def built(m: Job = m) -> bool:
+                    return store.has(m.key) and m.complete(store)
+
+                got: Lease | str | None = claim(store, m.key, built) if wait \
+                    else try_claim(store, m.key, built)
+                if isinstance(got, Lease):
+                    leases.append(got)
+                status[m.key] = "ran" if isinstance(got, Lease) else \
+                    "leased" if got == HELD else "cached"
+            if leases:
+                mine = job.narrowed({lease.key for lease in leases})
+                self._run(mine, store, args, accel_share, accel)
+        finally:
+            for lease in leases:
+                lease.release()
+        return status
+
     def _run(self, job: Job, store: ArtifactStore, args: ComputeArgs, accel_share: float,
              accel: str) -> None:
         from raytda.core.args import torch_threads
