@@ -17,6 +17,13 @@ Several sweeps may share one store: an actor never waits for a lease another swe
 work, and looks at the job again every ``poll_s``: done when its artifact appears, sent
 again once its lease is gone or expired (its holder died or stopped renewing).
 
+Ready training jobs that may train together (one ``Job.pack_key``) go to an actor as one
+call, a :class:`~raytda.plan.packs.TrainPack` (``ComputeArgs.train_pack``, default
+``"auto"``), grouped by the in-process executor's rule
+(:func:`~raytda.plan.packs.gather_pack`) and spread over the actors that could take them;
+each member is leased, stored and answered as if it had run alone, so a pack retried on a
+restarted actor trains only the members not stored yet.
+
 Each job runs as an actor call named after the job (``train model 3 of digits-mlp``), so
 the Ray dashboard and ``ray list tasks`` say what runs, not ``RaytdaWorker.run``.
 
