@@ -79,6 +79,12 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-budget", default=None, metavar="SIZE",
                    help="memory the caches of one node may hold, e.g. 8GiB (the default) or "
                         "512MiB; Ray divides it among a node's actors")
+    p.add_argument("--train-pack", default=None, metavar="N|auto",
+                   help="training jobs (LDS models, naive members, LoRA adapters on one "
+                        "base) trained together as one stacked pack on one worker, each "
+                        "still its own artifact and bit-identical to training it alone: "
+                        "auto (the default) packs as many as half the memory budget holds, "
+                        "1 trains every model alone")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -101,6 +107,8 @@ def build_sweep(a: argparse.Namespace,
     check_cost(a.cost)
     budget = {} if a.memory_budget is None else {
         "memory_budget_bytes": parse_size(a.memory_budget, "--memory-budget")}
+    if a.train_pack is not None:
+        budget["train_pack"] = parse_train_pack(a.train_pack)
     cfg = load_config(a.config) if a.config else {}
     overrides = dict(cfg.get("overrides") or {})
     for flag, name in (("n_train", "n_train"), ("n_test", "n_test"), ("epochs", "epochs")):
@@ -167,6 +175,18 @@ def build_sweep(a: argparse.Namespace,
         progress=not a.quiet,
         **overrides,
     )
+
+
+def parse_train_pack(text: str) -> int | str:
+    """``--train-pack``: ``auto`` or a whole number >= 1."""
+    from raytda.core.args import TRAIN_PACK_AUTO
+
+    text = str(text).strip().lower()
+    if text == TRAIN_PACK_AUTO:
+        return TRAIN_PACK_AUTO
+    if not text.isdigit() or int(text) < 1:
+        raise SpecError(f"--train-pack {text!r} must be 'auto' or a whole number >= 1")
+    return int(text)
 
 
 def parse_pairs(text: Any) -> list[tuple[str, Ensemble]]:

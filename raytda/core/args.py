@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass
 
 DEFAULT_MEMORY_BUDGET = 8 << 30
 
+#: ``ComputeArgs.train_pack``'s default: as many models per pack as the memory budget holds
+TRAIN_PACK_AUTO = "auto"
+
 # How one process's memory budget is split among what it keeps (fractions of the total).
 # The rest (3/32) is headroom for the job's own working tensors. At the default 8 GiB
 # these are the sizes raytda used before there was one budget (4 GiB of member
@@ -74,12 +77,13 @@ class ComputeArgs:
     # is sharded only when its train features exceed payload_cache_bytes, in shards of
     # half that; scores are the same either way (up to float rounding), so no key has it.
     train_shard_rows: int | None = None
-    # The most training jobs (LDS models, naive members, adapters on one base) the
-    # in-process executor trains together as one stacked pack (raytda.core.stacked), each
-    # still its own artifact, bit-identical to training it alone; packs are cut further
-    # to fit the memory budget. 1: every model alone (the default until packing is
-    # measured at the paper's scales; benchmarks/bench_training.py).
-    train_pack: int = 1
+    # The most training jobs (LDS models, naive members, adapters on one base) an executor
+    # trains together as one stacked pack (raytda.core.stacked) on one worker, each still
+    # its own artifact, bit-identical to training it alone. "auto" (the default): every
+    # compatible ready job, cut into packs that fit half the memory budget (and, on Ray,
+    # spread over the actors); 1: every model alone. Never in a key: results are the
+    # same either way (benchmarks/results/packing_default_*.md measures the gain).
+    train_pack: int | str = TRAIN_PACK_AUTO
 
     def __post_init__(self) -> None:
         from raytda.specs import SpecError
@@ -96,14 +100,22 @@ class ComputeArgs:
                 not isinstance(self.train_shard_rows, int) or self.train_shard_rows < 1):
             raise SpecError(f"train_shard_rows must be an integer >= 1 (rows per train "
                             f"shard) or None, got {self.train_shard_rows!r}")
-        if not isinstance(self.train_pack, int) or self.train_pack < 1:
+        if self.train_pack != TRAIN_PACK_AUTO and (
+                not isinstance(self.train_pack, int) or isinstance(self.train_pack, bool)
+                or self.train_pack < 1):
             raise SpecError(f"train_pack must be an integer >= 1 (training jobs per stacked "
-                            f"pack), got {self.train_pack!r}")
+                            f"pack) or {TRAIN_PACK_AUTO!r}, got {self.train_pack!r}")
         for name in BUDGET_SPLIT:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, self.budget_share(name))
             if getattr(self, name) < 1:
                 raise SpecError(f"{name} must be >= 1 byte, got {getattr(self, name)!r}")
+
+    @property
+    def pack_limit(self) -> int | None:
+        """The most training jobs per pack: None for ``"auto"`` (only the memory budget
+        limits a pack), 1 when packing is off."""
+        return None if self.train_pack == TRAIN_PACK_AUTO else int(self.train_pack)
 
     def budget_share(self, name: str) -> int:
         """Bytes of the budget that cache ``name`` (a key of BUDGET_SPLIT) gets."""

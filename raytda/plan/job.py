@@ -148,6 +148,17 @@ class Job:
         (the default): it runs alone."""
         return None
 
+    def stored_jobs(self) -> tuple[Job, ...]:
+        """The jobs whose artifacts this one stores under their own keys: itself (a pack:
+        its members). Their records name their own inputs; anything else it writes is a
+        part it owns."""
+        return (self,)
+
+    def narrowed(self, keys: set[str]) -> Job:
+        """This job storing only ``keys`` of its :meth:`stored_jobs` (those the worker
+        could lease); a job that stores one artifact is itself."""
+        return self
+
     def run_pack(self, jobs: list[Job], store: ArtifactStore, args: ComputeArgs) -> None:
         """Make the artifacts of ``jobs`` (this one among them, all of one pack key)
         in one stacked training."""

@@ -1,15 +1,20 @@
 """Training jobs trained together: a pack of compatible jobs (one ``Job.pack_key``) as
 one job of the executor, each member still its own artifact under its own key.
 
-An executor makes a :class:`TrainPack` from ready training jobs that share a pack key
-(``ComputeArgs.train_pack`` at most); the pack's body trains them stacked
-(:func:`raytda.work.train.train_pack`, cut into sub-packs that fit the memory budget) and
-stores each member as its own job would, bit for bit. Nothing is keyed by the pack: a
-rerun plans only the members that are missing, packed or not.
+Both executors make a :class:`TrainPack` the same way (:func:`gather_pack`, over their
+job graph's ready jobs): the ready training jobs that share a pack key
+(``ComputeArgs.train_pack`` at most), and on Ray split among the actors that could take
+them. The pack's body trains them stacked (:func:`raytda.work.train.train_pack`, cut into
+sub-packs that fit the memory budget) and stores each member as its own job would, bit
+for bit. Nothing is keyed by the pack: a rerun plans only the members that are missing,
+packed or not, and a pack run again (its actor was killed and Ray retried the call) trains
+only its members that are not stored yet.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +67,39 @@ class TrainPack(Job):
     def describe(self) -> str:
         return f"train {len(self.members)} packed: {self.members[0].describe()}, ..."
 
+    def stored_jobs(self) -> tuple[Job, ...]:
+        return self.members
+
+    def narrowed(self, keys: set[str]) -> Job:
+        members = tuple(m for m in self.members if m.key in keys)
+        # one member left trains alone, as its own job (its record says so)
+        return members[0] if len(members) == 1 else TrainPack(members)
+
     def run(self, store: ArtifactStore, args: ComputeArgs) -> None:
         from raytda.work.train import train_pack
 
+        # The worker leases each member and narrows the pack to those it got, so a
+        # retried pack (its actor died after some sub-packs were stored) trains only the
+        # rest: each member is resumable by itself.
         train_pack(self.members, store, args)
+
+
+def gather_pack(job: Job, ready: Iterable[Job], store: ArtifactStore, limit: int | None,
+                spread: int = 1) -> TrainPack | None:
+    """``job`` and the jobs of ``ready`` that may train with it (one ``Job.pack_key``),
+    none of them stored already, in ``ready``'s order: at most ``limit`` (None: no limit
+    here, the pack's body cuts it to the memory budget) and at most a ``spread``-th of
+    them, rounded up (the Ray executor spreads one key's ready jobs over the actors that
+    could take them). None when ``job`` would train alone.
+
+    The one grouping rule of both executors; only ``spread`` (their placement) differs.
+    """
+    key = job.pack_key()
+    if key is None or limit == 1 or store.has(job.key):
+        return None
+    members = [job] + [j for j in ready if j.key != job.key and j.pack_key() == key
+                       and not store.has(j.key)]
+    size = math.ceil(len(members) / max(1, spread))
+    if limit is not None:
+        size = min(size, limit)
+    return TrainPack(tuple(members[:size])) if size > 1 else None

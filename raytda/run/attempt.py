@@ -32,7 +32,10 @@ def attempt(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
     ``"ran"``, ``"cached"`` (there already, or built by another sweep meanwhile),
     ``"leased"`` (another live sweep holds it and ``wait`` is off: nothing computed),
     ``"missing"`` / ``"corrupt"`` (input ``key`` must be rebuilt first) or ``"oom"`` (a
-    CUDA out-of-memory on ``gpu_share`` of a GPU). Anything else the job raises is
+    CUDA out-of-memory on ``gpu_share`` of a GPU). A job storing several artifacts (a
+    pack) leases each; ``members`` then says each one's status (the answer's is
+    ``"ran"`` if any ran, else ``"leased"`` if any is another sweep's, else
+    ``"cached"``). Anything else the job raises is
     raised; a full disk as a :class:`StoreError`. ``args`` are the worker's own (its
     device as this process sees it)."""
     t0 = time.perf_counter()
@@ -45,7 +48,11 @@ def attempt(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
             return {"status": "missing", "key": dep.key, **where}
     try:
         share = gpu_share if gpu_share > 0 else 0.0
-        if wait:
+        each: dict[str, str] | None = None
+        if len(job.stored_jobs()) > 1:  # a pack: each member under its own lease
+            each = runner.run_each(job, store, args, share, accel, wait)
+            ran = next((s for s in ("ran", "leased") if s in each.values()), "cached")
+        elif wait:
             ran = "ran" if runner.run(job, store, args, share, accel) else "cached"
         else:
             ran = runner.try_run(job, store, args, share, accel)
@@ -74,7 +81,8 @@ def attempt(job: Job, store: ArtifactStore, args: ComputeArgs, gpu_share: float,
         torch.cuda.empty_cache()  # the process lives on; leave its share clean
         return {"status": "oom", "key": job.key, "share": gpu_share,
                 "why": str(e).strip().splitlines()[0] if str(e).strip() else "CUDA OOM", **where}
+    members = {} if each is None else {"members": each}
     if ran != "ran":  # another sweep holds its lease, or held it and built it
-        return {"status": ran, "key": job.key, **where}
+        return {"status": ran, "key": job.key, **members, **where}
     return {"status": "ran", "key": job.key, "seconds": time.perf_counter() - t0,
-            "loads": runner.loads(), **where}
+            "loads": runner.loads(), **members, **where}

@@ -19,8 +19,7 @@ from collections import Counter
 from dataclasses import replace
 
 from raytda.core.args import ComputeArgs
-from raytda.plan.job import Job
-from raytda.plan.packs import TrainPack
+from raytda.plan.packs import TrainPack, gather_pack
 from raytda.plan.planner import Plan
 from raytda.run.attempt import attempt
 from raytda.run.eta import UnitCostETA
@@ -106,13 +105,11 @@ class InProcessExecutor:
         every ready job."""
         share = 1.0 if self.args.device.startswith("cuda") else 0.0  # the whole device
         for job in list(graph.ready_jobs()):
-            if job.pack_key() is not None and self.args.train_pack > 1:
-                pack = self._pack(graph, store, job)
-                if pack is not None:
-                    status = self._run_pack(pack, store, progress, counts, eta, recovery,
-                                            share)
-                    if status != "leased":  # else: its members one by one, as any job
-                        return status
+            pack = gather_pack(job, graph.ready_jobs(), store, self.args.pack_limit)
+            if pack is not None:
+                status = self._run_pack(pack, store, progress, counts, eta, recovery, share)
+                if status != "leased":  # else: its members one by one, as any job
+                    return status
             label = job_label(job)
             progress.update(replace(counts, running=1), [label])
             t0 = time.perf_counter()
@@ -141,14 +138,6 @@ class InProcessExecutor:
             return status
         return None
 
-    def _pack(self, graph: JobGraph, store: ArtifactStore, job: Job) -> TrainPack | None:
-        """``job`` and the ready jobs that may train with it (``Job.pack_key``), at most
-        ``train_pack`` of them, none built already; None when it would train alone."""
-        key = job.pack_key()
-        members = [j for j in graph.ready_jobs() if j.pack_key() == key
-                   and not store.has(j.key)][:self.args.train_pack]
-        return TrainPack(tuple(members)) if len(members) > 1 else None
-
     def _run_pack(self, pack: TrainPack, store: ArtifactStore, progress: Progress,
                   counts: JobCounts, eta: UnitCostETA, recovery: Recovery,
                   share: float) -> str:
@@ -165,12 +154,14 @@ class InProcessExecutor:
                 recovery.job_raised(m.key, e, "this process", failure_cause(e))
             return "failed"
         status = out["status"]
-        if status == "leased":
-            return "leased"  # another sweep holds this very pack
+        each = out.get("members") or {}
         for m in pack.members:
-            eta.stopped(m.key, settled=status in ("ran", "cached"), measured=False)
-            recovery.answer(m.key, {**out, "key": out["key"] if status in
-                                    ("missing", "corrupt") else m.key})
+            eta.stopped(m.key, settled=each.get(m.key, status) in ("ran", "cached"),
+                        measured=False)
+        # members another sweep holds go back to the queue; the rest are done
+        recovery.answer_all([m.key for m in pack.members], out)
+        if status == "leased":
+            return "leased"  # nothing ran: every member is built or another sweep's
         if status == "ran":
             log.info("ran %s in %.1f s", job_label(pack), time.perf_counter() - t0)
         return status

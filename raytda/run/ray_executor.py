@@ -17,6 +17,13 @@ Several sweeps may share one store: an actor never waits for a lease another swe
 work, and looks at the job again every ``poll_s``: done when its artifact appears, sent
 again once its lease is gone or expired (its holder died or stopped renewing).
 
+Ready training jobs that may train together (one ``Job.pack_key``) go to an actor as one
+call, a :class:`~raytda.plan.packs.TrainPack` (``ComputeArgs.train_pack``, default
+``"auto"``), grouped by the in-process executor's rule
+(:func:`~raytda.plan.packs.gather_pack`) and spread over the actors that could take them;
+each member is leased, stored and answered as if it had run alone, so a pack retried on a
+restarted actor trains only the members not stored yet.
+
 Each job runs as an actor call named after the job (``train model 3 of digits-mlp``), so
 the Ray dashboard and ``ray list tasks`` say what runs, not ``RaytdaWorker.run``.
 
@@ -33,6 +40,7 @@ from typing import Any
 
 from raytda.core.args import ComputeArgs
 from raytda.plan.job import Job
+from raytda.plan.packs import TrainPack, gather_pack
 from raytda.plan.planner import Plan
 from raytda.run.actor_pool import ActorPool, ActorSlot
 from raytda.run.connect import join_ray, probe_address
@@ -237,7 +245,8 @@ class _Driver:
         self.ray, self.ex, self.store = ray, ex, store
         self.graph = JobGraph(plan.todo, plan.jobs, plan.cached, store)
         self.recovery = Recovery(self.graph, ex.stats, ex.max_retries)
-        self.running: dict[Any, tuple[str, ActorSlot]] = {}  # ref of a job -> job, actor
+        # ref of a call -> the job (or pack of training jobs) it runs, and its actor
+        self.running: dict[Any, tuple[Job, ActorSlot]] = {}
         self.eta = UnitCostETA(plan.todo)  # the progress's time left
         # ready jobs another sweep holds the lease of -> when to look at them again
         self.elsewhere: dict[str, float] = {}
@@ -286,63 +295,93 @@ class _Driver:
                 if graph.is_ready(slot.dedicated):
                     self.submit(slot, graph.jobs[slot.dedicated])
                 continue
-            job = pool.choose(slot, (j for j in graph.ready_jobs()
-                                     if j.key not in bigger and j.key not in self.elsewhere))
+            ready = [j for j in graph.ready_jobs()
+                     if j.key not in bigger and j.key not in self.elsewhere]
+            job = pool.choose(slot, ready)
             if job is not None:
-                self.submit(slot, job)
+                self.submit(slot, self.pack(job, ready) or job)
+
+    def pack(self, job: Job, ready: list[Job]) -> TrainPack | None:
+        """``job`` and the ready jobs that train with it (the in-process executor's rule,
+        :func:`gather_pack`), split evenly among the actors that could take them: every
+        general actor but those already training jobs of this key (an actor still
+        starting counts: it takes its share once up)."""
+        key = job.pack_key()
+        if key is None:
+            return None
+        training = {id(slot) for j, slot in self.running.values()
+                    if j.stored_jobs()[0].pack_key() == key}
+        spread = sum(1 for s in self.ex.pool if not s.dedicated and id(s) not in training)
+        return gather_pack(job, ready, self.store, self.ex.args.pack_limit, spread)
 
     def submit(self, slot: ActorSlot, job: Job) -> None:
-        self.graph.start(job.key)
-        crowd = self.pool.assign(slot, job)
+        crowd = 1
+        for m in job.stored_jobs():  # a pack: each member, as if dispatched alone
+            self.graph.start(m.key)
+            crowd = self.pool.assign(slot, m)
+            self.eta.started(m)
+        slot.busy = job.key
         name = job_label(job)
         log.debug("%s -> %s", name, slot.name)
         # Named after the job: the dashboard's task list says what runs where.
         ref = slot.handle.run.options(name=name, retry_exceptions=list(TRANSIENT_ERRORS)).remote(
             job, self.store, actor_compute_args(self.ex.args, crowd), False)
-        self.running[ref] = (job.key, slot)
-        self.eta.started(job)
+        self.running[ref] = (job, slot)
 
     # ---------------------------------------------------------------- answers
 
     def answered(self, ref: Any) -> None:
-        """A job's actor answered: the job finished, or what went wrong decides what next."""
+        """A job's actor answered: the job finished, or what went wrong decides what next.
+        A pack's answer is each member's, as if each had run alone."""
         ex, graph, recovery = self.ex, self.graph, self.recovery
-        key, slot = self.running.pop(ref)
-        graph.stopped(key)
+        job, slot = self.running.pop(ref)
+        members = [m.key for m in job.stored_jobs()]
+        for key in members:
+            graph.stopped(key)
         slot.busy = None
         try:
             out = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as e:
             # Its actor is gone for good (node removed, restarts used up): the job
-            # itself did nothing wrong, so it runs again elsewhere.
+            # itself did nothing wrong, so it runs again elsewhere (a pack's members
+            # that were stored are found so and not trained again).
             self.pool.kill(slot)
-            recovery.actor_lost(key, e)
+            for key in members:
+                recovery.actor_lost(key, e)
             return
         except Exception as e:
-            recovery.job_raised(key, e, slot.name)
+            for key in members:
+                recovery.job_raised(key, e, slot.name)
             return
         finally:
             if slot.dedicated and slot in ex.pool:
                 self.pool.kill(slot)
         status = out["status"]
-        ex.stats[status] += 1
-        self.eta.stopped(key, settled=status in ("ran", "cached"), measured=status == "ran")
-        ex.placement[key] = {k: out.get(k) for k in ("worker", "node_id", "pid")}
+        each = out.get("members") or {}  # a pack: each member's own status
+        for key in members:
+            own = each.get(key, status)
+            ex.stats[own] += 1
+            self.eta.stopped(key, settled=own in ("ran", "cached"),
+                             measured=own == "ran" and len(members) == 1)
+            ex.placement[key] = {k: out.get(k) for k in ("worker", "node_id", "pid")}
+            if own == "ran":
+                ex.ran.append(key)
+            elif own == "leased":
+                # Another sweep computes it: other ready work goes first; looked at
+                # again later.
+                log.info("%s is being computed by another sweep; running other jobs "
+                         "meanwhile", job_label(graph.jobs[key]))
+                self.elsewhere[key] = time.monotonic() + ex.poll_s
         if "loads" in out:
             ex.workers[out["worker"]] = {**ex.workers.get(out["worker"], {}),
                                          "loads": out["loads"]}
         if status == "ran":
-            ex.ran.append(key)
-            log.info("ran %s on %s in %.1f s", job_label(graph.jobs[key]), slot.name,
+            log.info("ran %s on %s in %.1f s", job_label(job), slot.name,
                      out.get("seconds", 0.0))
-        elif status == "leased":
-            # Another sweep computes it: other ready work goes first; looked at again later.
-            log.info("%s is being computed by another sweep; running other jobs meanwhile",
-                     job_label(graph.jobs[key]))
-            self.elsewhere[key] = time.monotonic() + ex.poll_s
         elif status == "oom" and not out.get("share"):
             out = {**out, "share": self.pool.share or 1.0}
-        recovery.answer(key, out)  # the same recovery as the in-process executor's
+        # the same recovery as the in-process executor's
+        recovery.answer_all(members, out)
 
     def look_elsewhere(self) -> None:
         """Jobs another sweep holds, due for a look: done once their artifact is there,
@@ -366,7 +405,7 @@ class _Driver:
         graph = self.graph
         return JobCounts(total=graph.added + self.cached, done=graph.finished + self.cached,
                          cached=self.cached + self.ex.stats["cached"],
-                         running=len(self.running), failed=len(graph.failed))
+                         running=len(graph.running), failed=len(graph.failed))
 
     def loop(self) -> None:
         graph, pool = self.graph, self.pool
@@ -396,8 +435,8 @@ class _Driver:
                         self.answered(ref)
                     else:
                         pool.started(ref)
-                progress.update(self.counts(), [job_label(graph.jobs[k], 60)
-                                                for k, _ in self.running.values()])
+                progress.update(self.counts(), [job_label(j, 60)
+                                                for j, _ in self.running.values()])
         except StoreError:
             # Every running job meets the same full or missing store soon: let them end
             # (briefly) so they drop their leases and temp files before their actors go.

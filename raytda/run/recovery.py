@@ -127,6 +127,19 @@ class Recovery:
             self.bad_input(key, out["key"], "missing" if status == "missing" else "corrupt")
         return status
 
+    def answer_all(self, keys: list[str], out: dict[str, Any]) -> str:
+        """One attempt's answer for every job it ran at once (a pack's members: one key
+        unless packed), each as if it had run alone (its own status from the answer's
+        ``members``: ran, built by another sweep, or leased by one). Returns the
+        attempt's status."""
+        status = out["status"]
+        each = out.get("members") or {}
+        for key in keys:
+            own = out if status in ("missing", "corrupt") or len(keys) == 1 \
+                else {**out, "key": key, "status": each.get(key, status)}
+            self.answer(key, own)
+        return status
+
     def failure(self) -> JobFailed | None:
         """The sweep's error once nothing more can run, naming the first failed job and
         its cause on one line; None when nothing failed."""

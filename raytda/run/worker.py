@@ -101,6 +101,8 @@ class _Recording:
         self._store, self._runner, self._context, self._job = store, runner, context, job
         # model weights this job reads, which the worker keeps for later jobs
         self._models = {d.key for d in job.deps() if d.holds_model}
+        # the artifacts it stores under their own keys (a pack: each member's)
+        self._own = {j.key: j for j in job.stored_jobs()}
         self.written: list[str] = []  # keys this job put, removed again if it fails
 
     def __getattr__(self, name: str) -> Any:
@@ -115,18 +117,21 @@ class _Recording:
         return self._store.get(key)
 
     def put(self, key: str, tensors, meta: dict[str, Any], spec=None) -> None:
-        job = self._job
-        own = key == job.key
+        own = self._own.get(key)
         self.written.append(key)
         self._store.put(key, tensors, {**meta, **self._context, "loads": self._runner.loads()},
-                        spec, inputs=[d.key for d in job.deps()] if own else None,
-                        owner=None if own else job.key)
+                        spec, inputs=[d.key for d in own.deps()] if own is not None else None,
+                        owner=None if own is not None else self._job.key)
 
     def discard_written(self) -> None:
         """Remove what this job wrote (its parts, e.g. score chunks, and its own record):
-        a job that failed leaves nothing half-done in the store. Best effort: the store
-        may be what failed."""
+        a job that failed leaves nothing half-done in the store. A pack keeps the members
+        it stored whole (a later sub-pack failed): each is an artifact by itself. Best
+        effort: the store may be what failed."""
+        whole = set(self._own) if len(self._own) > 1 else set()
         for key in reversed(self.written):
+            if key in whole:
+                continue
             try:
                 self._store.delete(key)
             except OSError:
@@ -220,6 +225,37 @@ class JobRunner:
         with got:
             self._run(job, store, args, accel_share, accel)
         return "ran"
+
+    def run_each(self, job: Job, store: ArtifactStore, args: ComputeArgs,
+                 accel_share: float = 0.0, accel: str = "GPU",
+                 wait: bool = False) -> dict[str, str]:
+        """As :meth:`try_run` (``wait``: :meth:`run`) for a job that stores several
+        artifacts (a pack's members, :meth:`Job.stored_jobs`), each under a lease on its
+        own key, so a pack and another sweep training some of the same models alone or
+        in another pack never compute one twice: it computes those it could claim
+        (:meth:`Job.narrowed`). Each key's status: ``"ran"``, ``"cached"`` or
+        ``"leased"``. Leases are claimed in key order, so two waiting sweeps never hold
+        each other's."""
+        status: dict[str, str] = {}
+        leases: list[Lease] = []
+        try:
+            for m in sorted(job.stored_jobs(), key=lambda m: m.key):
+                def built(m: Job = m) -> bool:
+                    return store.has(m.key) and m.complete(store)
+
+                got: Lease | str | None = claim(store, m.key, built) if wait \
+                    else try_claim(store, m.key, built)
+                if isinstance(got, Lease):
+                    leases.append(got)
+                status[m.key] = "ran" if isinstance(got, Lease) else \
+                    "leased" if got == HELD else "cached"
+            if leases:
+                mine = job.narrowed({lease.key for lease in leases})
+                self._run(mine, store, args, accel_share, accel)
+        finally:
+            for lease in leases:
+                lease.release()
+        return status
 
     def _run(self, job: Job, store: ArtifactStore, args: ComputeArgs, accel_share: float,
              accel: str) -> None:

@@ -69,7 +69,7 @@ class KillOnPut(ArtifactStore):
         self.kind, self.marker = kind, marker
 
     def __reduce__(self):
-        return (KillOnPut, (self.uri, self.kind, self.marker))
+        return (type(self), (self.uri, self.kind, self.marker))
 
     def put(self, key: str, *a, **kw) -> None:
         if key.startswith(self.kind + "-") and self._claim():
@@ -89,6 +89,21 @@ class KillOnPut(ArtifactStore):
             return True
         except FileExistsError:
             return False
+
+
+class KillOnSecondPut(KillOnPut):
+    """As :class:`KillOnPut`, but the process is killed at its second ``put`` of an
+    artifact of ``kind`` (once per ``marker``): a pack trained in sub-packs loses its
+    actor after its first member was stored."""
+
+    def put(self, key: str, *a, **kw) -> None:
+        if key.startswith(self.kind + "-"):
+            first = f"{self.marker}.{os.getpid()}"
+            if not os.path.exists(first):
+                open(first, "w").close()
+                ArtifactStore.put(self, key, *a, **kw)
+                return
+        super().put(key, *a, **kw)
 
 
 def ship_by_value(*modules) -> None:

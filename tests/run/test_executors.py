@@ -89,19 +89,20 @@ def test_in_process_a_failed_job_blocks_only_its_dependents(tmp_path):
         METHODS.pop("breaks-at-row", None)
 
 
-def test_in_process_packs_train_together_and_equal_models_trained_alone(tmp_path):
-    # LDS models and naive members trained in stacked packs: the same artifacts, bit for
-    # bit, as one by one, and each record says it was packed (its cost its pack share)
+def test_in_process_packs_by_default_and_equal_models_trained_alone(tmp_path):
+    # By default (train_pack "auto") LDS models and naive members train in stacked packs:
+    # the same artifacts, bit for bit, as one by one (train_pack=1), and each record says
+    # it was packed (its cost its pack share)
     from raytda import ComputeArgs
     from raytda.plan.planner import collect
     from raytda.store import ArtifactStore
 
-    def sweep(store, pack):
+    def sweep(store, compute):
         return Sweep("toy-mlp", Method("grad-dot", proj_dim=8), ["naive:I=3"],
-                     lds=LDSSpec(m=4), store=str(store), progress=False,
-                     compute=ComputeArgs(train_pack=pack))
+                     lds=LDSSpec(m=4), store=str(store), progress=False, compute=compute)
 
-    alone, packed = sweep(tmp_path / "a", 1), sweep(tmp_path / "p", 8)
+    alone, packed = sweep(tmp_path / "a", ComputeArgs(train_pack=1)), \
+        sweep(tmp_path / "p", ComputeArgs())
     plain, stacked = alone.run(), packed.run()
     assert plain["lds"].tolist() == stacked["lds"].tolist()
     torch.testing.assert_close(alone.scores("naive:I=3"), packed.scores("naive:I=3"),
@@ -110,6 +111,10 @@ def test_in_process_packs_train_together_and_equal_models_trained_alone(tmp_path
     trained = [j for j in collect(packed.spec.evaluations()) if j.kind in ("model", "ldsmodel")]
     assert len(trained) == 3 + 4
     for job in trained:
-        assert p.meta(job.key)["packed"] > 1 and "packed" not in a.meta(job.key)
+        meta = p.meta(job.key)
+        assert meta["packed"] > 1 and "packed" not in a.meta(job.key)
+        assert meta["train_time_s"] == pytest.approx(meta["pack_train_time_s"] / meta["packed"])
+        # its own record, naming its own inputs (not a part of the pack)
+        assert p.record(job.key)["inputs"] == a.record(job.key)["inputs"]
         for name, t in a.get(job.key)[0].items():
             assert torch.equal(t, p.get(job.key)[0][name]), (job.describe(), name)

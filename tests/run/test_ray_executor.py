@@ -17,6 +17,7 @@ import ray_helpers
 from ray_helpers import (
     SWEEP_ARGS,
     KillOnPut,
+    KillOnSecondPut,
     cli,
     counts,
     lds_by_label,
@@ -106,6 +107,63 @@ def test_worker_killed_mid_training_is_retried(ray_session, tmp_path, reference)
         assert now[path] == stamp, f"{path} was recomputed"
     # ... and every job ran to completion exactly once.
     assert len(ex.ran) == len(set(ex.ran)) == todo
+
+
+def test_ray_packs_by_default_and_equals_unpacked_in_process(first_run, tmp_path):
+    # The default (train_pack "auto") sends ready training jobs of one pack key to an
+    # actor as one stacked pack: every model, LDS model and score equals, bit for bit,
+    # the in-process sweep that trains each model alone (train_pack=1).
+    import torch
+
+    sweep, df, _, _ = first_run
+    alone = make_sweep(tmp_path / "alone", "--train-pack", "1")
+    plain = alone.run()
+    assert lds_by_label(plain) == lds_by_label(df)
+    trained = [k for kind in ("model", "ldsmodel") for k in sweep.store.keys(kind)]
+    assert sorted(trained) == sorted(k for kind in ("model", "ldsmodel")
+                                     for k in alone.store.keys(kind))
+    packed = [k for k in trained if sweep.store.meta(k).get("packed", 1) > 1]
+    assert packed, "the default should pack some training jobs on Ray"
+    for key in trained:
+        meta = sweep.store.meta(key)
+        assert "packed" not in alone.store.meta(key)
+        if key in packed:  # its cost is its share of the pack's loop
+            assert meta["train_time_s"] == pytest.approx(meta["pack_train_time_s"]
+                                                         / meta["packed"])
+        ray_t, one_t = sweep.store.get(key)[0], alone.store.get(key)[0]
+        assert ray_t.keys() == one_t.keys()
+        assert all(torch.equal(ray_t[n], one_t[n]) for n in ray_t), key
+    for label in plain["label"]:
+        ens = next(e for e in sweep.spec.ensembles if e.label == label)
+        assert torch.equal(sweep.scores(ens), alone.scores(ens)), label
+
+
+def test_a_killed_pack_keeps_the_members_it_stored(ray_session, tmp_path, reference):
+    # A memory budget that holds one toy model per sub-pack: an LDS pack stores its
+    # members one by one, and its actor is killed right before storing its second. Ray
+    # retries the pack on the restarted actor, which finds the first stored (its lease
+    # and record) and trains only the rest.
+    from raytda import ComputeArgs
+
+    root = tmp_path / "store"
+    marker = tmp_path / "killed.json"
+    ex = executor(compute=ComputeArgs(memory_budget_bytes=32 << 10))
+    sweep = make_sweep(root, executor=ex)
+    sweep.store = KillOnSecondPut(str(root), "ldsmodel", str(marker))
+    ship_by_value(ray_helpers)
+    df = sweep.run()
+    info = json.loads(marker.read_text())
+    assert info["killed_in"].startswith("ldsmodel-")
+    stored = [p for p in info["finished"] if "ldsmodel-" in Path(p).name]
+    assert stored, "the pack's first member should be stored before the kill"
+    now = mtimes(root)
+    for path, stamp in info["finished"].items():
+        assert now[path] == stamp, f"{path} was recomputed"
+    assert ex.stats["cached"] >= 1  # the stored member, found so by the retried pack
+    assert lds_by_label(df) == reference[0]
+    # the same artifacts (scores come in more chunks at this budget)
+    assert {k: v for k, v in counts(sweep.store).items() if k != "scores"} == \
+        {k: v for k, v in reference[1].items() if k != "scores"}
 
 
 def _flip_byte(path: Path) -> None:

@@ -197,3 +197,32 @@ def test_a_job_is_charged_its_own_threads_cpu_time_not_its_process_neighbours(tm
     assert meta["cost_clock"] == "cpu"
     assert meta["serve_time_s"] < 0.2
     assert meta["serve_wall_s"] >= 0.39  # the other thread ran at least 0.4 s of wall time
+
+
+def test_a_pack_leases_each_member_and_trains_only_those_it_got(tmp_path, one_torch_thread):
+    # Member 0 is stored, member 1's lease is another sweep's (held here): the pack
+    # trains members 2 and 3 only, and its answer says each member's status, which the
+    # executors' recovery reads (nothing computed twice, nothing stored is rewritten).
+    from raytda.plan.models import LDSModel
+    from raytda.plan.packs import TrainPack
+    from raytda.run.attempt import attempt
+    from raytda.specs import LDSSpec
+    from raytda.store.lease import try_acquire
+
+    store = ArtifactStore(str(tmp_path))
+    task = get_task("toy-mlp")
+    lds = [LDSModel(task, LDSSpec(m=4), j) for j in range(4)]
+    lds[0].run(store, ComputeArgs())
+    before = store.record(lds[0].key)
+    held = try_acquire(store, lds[1].key)
+    try:
+        out = attempt(TrainPack(tuple(lds)), store, ComputeArgs(), 0.0, JobRunner(),
+                      wait=False)
+    finally:
+        held.release()
+    assert out["status"] == "ran"
+    assert out["members"] == {lds[0].key: "cached", lds[1].key: "leased",
+                              lds[2].key: "ran", lds[3].key: "ran"}
+    assert store.record(lds[0].key) == before and not store.has(lds[1].key)
+    assert store.meta(lds[2].key)["packed"] == 2
+    assert store.record(lds[3].key)["inputs"] == [d.key for d in lds[3].deps()]
