@@ -106,6 +106,20 @@ def check_stackable(module: nn.Module) -> None:
             raise NotStackable(f"{name} drops everything (p={m.p})")
 
 
+def stacking_obstacle(module: nn.Module, example: object) -> str | None:
+    """Why models like ``module``, fed inputs like ``example`` (a training batch), cannot
+    train stacked, or None. The executors pack training jobs by default; these train
+    alone instead. A random op inside the forward is only found when it runs (the
+    trainer raises :class:`NotStackable`)."""
+    if not isinstance(example, torch.Tensor):
+        return f"its inputs are a {type(example).__name__}, not one tensor"
+    try:
+        check_stackable(module)
+    except NotStackable as e:
+        return str(e)
+    return None
+
+
 class _Call(nn.Module):
     """``forward(module, x)`` as a module, so ``functional_call`` can run a Task's forward."""
 
@@ -262,6 +276,13 @@ class StackedTrainer:
 
         try:
             out = torch.func.vmap(one)(self.params, x, noise)
+        except RuntimeError as e:
+            if "randomness" not in str(e):
+                raise
+            # vmap refuses random ops (other than the dropout noise drawn above) in its
+            # default mode: their stream could not match the model trained alone
+            raise NotStackable("the model draws random numbers in its forward other than "
+                               "nn.Dropout's noise") from e
         finally:
             hooks.noise = None
         return torch.stack([self.loss_fn(o, t) for o, t in zip(out.unbind(0), y.unbind(0))])

@@ -3,6 +3,7 @@ base models and adapters."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,8 @@ from raytda.specs import Recipe
 from raytda.store import ArtifactStore
 from raytda.task import Task
 from raytda.work.weights import FINAL, stored_module
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from raytda.ensembles.lora import TrainAdapter, TrainBase
@@ -151,21 +154,34 @@ def train_pack(jobs, store: ArtifactStore, args: ComputeArgs) -> None:
     pack's training loop, ``packed`` the pack's size, ``pack_train_time_s`` the whole loop
     and ``peak_bytes`` the pack's peak. Each job class says how its pack trains
     (``Job.run_pack``)."""
-    from raytda.core.stacked import bytes_per_model, models_per_pack
+    from raytda.core.stacked import NotStackable, bytes_per_model, models_per_pack, stacking_obstacle
 
     jobs = list(jobs)
     keys = {j.pack_key() for j in jobs}
     if len(keys) != 1 or None in keys:
         raise ValueError(f"jobs {[j.describe() for j in jobs][:3]} cannot share a pack")
-    # Cut to what half the memory budget holds (an adapter pack counts whole models:
-    # an overestimate, so it stays within the budget).
     task = jobs[0].task
     x, y = task.data().train.take(torch.arange(1))
+    model = task.build_model()
+    why = stacking_obstacle(model, x)
+    if why is not None:  # e.g. BatchNorm, dict batches: the same jobs, one by one
+        log.info("%s trains its models one by one: %s", task.name, why)
+        for job in jobs:
+            job.run(store, args)
+        return
+    # Cut to what half the memory budget holds (an adapter pack counts whole models:
+    # an overestimate, so it stays within the budget).
     recipe = getattr(jobs[0], "recipe", None) or task.recipe
-    per = bytes_per_model(task.build_model(), recipe, x, task.loss, task.forward, y_example=y)
+    per = bytes_per_model(model, recipe, x, task.loss, task.forward, y_example=y)
     size = models_per_pack(per, args.memory_budget_bytes // 2)
     for start in range(0, len(jobs), size):
-        jobs[start].run_pack(jobs[start:start + size], store, args)
+        try:
+            jobs[start].run_pack(jobs[start:start + size], store, args)
+        except NotStackable as e:  # found in its first step: nothing of it was stored
+            log.info("%s trains its models one by one: %s", task.name, e)
+            for job in jobs[start:]:
+                job.run(store, args)
+            return
 
 
 def _packed(n: int, seconds: float, wall_s: float, peak: int) -> dict:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
+from raytda import Recipe, Task
 from raytda.core.args import ComputeArgs
 from raytda.ensembles.lora import TrainAdapter, TrainBase
 from raytda.plan.models import LDSModel, TrainModel
@@ -80,3 +82,52 @@ def test_pack_keys_group_compatible_jobs_only():
     assert keys[0] != LDSModel(toy, LDSSpec(m=5, alpha=0.3), 0).pack_key()
     with pytest.raises(ValueError, match="cannot share a pack"):
         train_pack([jobs[0], jobs[5]], None, ComputeArgs())
+
+
+class _Jitter(nn.Module):
+    """Noise drawn in the forward outside nn.Dropout: a stream stacking cannot match."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.01 * torch.randn_like(x) if self.training else x
+
+
+class _UnstackableTask(Task):
+    """A tiny user Task whose model cannot train stacked (``layer``: BatchNorm or noise)."""
+
+    recipe = Recipe(optimizer="sgd", lr=0.1, batch_size=8, epochs=2)
+    version = "1"
+
+    def __init__(self, layer: str) -> None:
+        self.layer = layer
+        self.name = f"unstackable-{layer}"
+
+    def config(self) -> dict:
+        return {"layer": self.layer}
+
+    def build_model(self) -> nn.Module:
+        middle = nn.BatchNorm1d(8) if self.layer == "batchnorm" else _Jitter()
+        return nn.Sequential(nn.Linear(6, 8), middle, nn.ReLU(), nn.Linear(8, 3))
+
+    def _samples(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(n, 6, generator=torch.Generator().manual_seed(seed))
+        return x, x[:, :3].argmax(1)
+
+    def train_data(self):
+        return self._samples(32, 0)
+
+    def test_data(self):
+        return self._samples(8, 1)
+
+
+@pytest.mark.parametrize("layer", ["batchnorm", "noise"])
+def test_a_pack_of_models_that_cannot_stack_trains_them_one_by_one(tmp_path, layer):
+    # Packing is the default, so a model stacking cannot reproduce (BatchNorm's running
+    # statistics are found before training, a random op in the forward at the first step)
+    # must still train, each model exactly as alone, and not as a failed job.
+    task = _UnstackableTask(layer)
+    jobs = [LDSModel(task, LDSSpec(m=3, alpha=0.5, seed=1), j) for j in range(3)]
+    alone, packed = alone_and_packed(jobs, tmp_path)
+    for job in jobs:
+        (a_t, _), (p_t, p_meta) = alone.get(job.key), packed.get(job.key)
+        assert same(a_t, p_t)  # each run alone, seeded as alone: bit for bit
+        assert "packed" not in p_meta
