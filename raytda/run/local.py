@@ -24,7 +24,7 @@ from raytda.plan.planner import Plan
 from raytda.run.attempt import attempt
 from raytda.run.eta import UnitCostETA
 from raytda.run.job_graph import JobGraph
-from raytda.run.progress import JobCounts, Progress, job_label, open_progress
+from raytda.run.progress import JobCounts, Progress, job_label, open_progress, packed_note
 from raytda.run.recovery import Recovery, failure_cause
 from raytda.run.worker import JobRunner
 from raytda.store import ArtifactStore, StoreError
@@ -162,6 +162,10 @@ class InProcessExecutor:
         recovery.answer_all([m.key for m in pack.members], out)
         if status == "leased":
             return "leased"  # nothing ran: every member is built or another sweep's
-        if status == "ran":
-            log.info("ran %s in %.1f s", job_label(pack), time.perf_counter() - t0)
+        if status == "ran":  # a record per member that ran, as for a job alone
+            wall = time.perf_counter() - t0
+            for m in pack.members:
+                if each.get(m.key, status) == "ran":
+                    log.info("ran %s in %.1f s%s", job_label(m), wall,
+                             packed_note(len(pack.members)))
         return status

@@ -72,6 +72,12 @@ def job_label(job: Job, width: int = 100) -> str:
     return clip(" ".join(_UNUSED_FIELD.sub("", job.describe()).split()), width)
 
 
+def packed_note(n: int) -> str:
+    """What a log record of a job that ran adds when it trained in a pack of ``n``: the
+    time it gives is the pack's."""
+    return f" (the pack of {n})" if n > 1 else ""
+
+
 def format_duration(seconds: float) -> str:
     """``190`` -> ``"3m10s"``, ``45`` -> ``"45s"``, ``3720`` -> ``"1h02m"``."""
     s = max(0, int(round(seconds)))

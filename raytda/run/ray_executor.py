@@ -49,7 +49,7 @@ from raytda.run.job_graph import JobGraph
 from raytda.run.logs import current_level
 from raytda.run.node_paths import check_paths_on_nodes, data_paths, store_path
 from raytda.run.policy import GpuPolicy, actor_compute_args, default_gpu_share, ship_task_code
-from raytda.run.progress import JobCounts, Progress, job_label, open_progress
+from raytda.run.progress import JobCounts, Progress, job_label, open_progress, packed_note
 from raytda.run.ray_actor import TRANSIENT_ERRORS, RaytdaWorker
 from raytda.run.recovery import JobFailed, Recovery
 from raytda.run.worker import job_cpus
@@ -366,6 +366,9 @@ class _Driver:
             ex.placement[key] = {k: out.get(k) for k in ("worker", "node_id", "pid")}
             if own == "ran":
                 ex.ran.append(key)
+                # a record per job that ran, a pack's members each named
+                log.info("ran %s on %s in %.1f s%s", job_label(graph.jobs[key]), slot.name,
+                         out.get("seconds", 0.0), packed_note(len(members)))
             elif own == "leased":
                 # Another sweep computes it: other ready work goes first; looked at
                 # again later.
@@ -375,10 +378,7 @@ class _Driver:
         if "loads" in out:
             ex.workers[out["worker"]] = {**ex.workers.get(out["worker"], {}),
                                          "loads": out["loads"]}
-        if status == "ran":
-            log.info("ran %s on %s in %.1f s", job_label(job), slot.name,
-                     out.get("seconds", 0.0))
-        elif status == "oom" and not out.get("share"):
+        if status == "oom" and not out.get("share"):
             out = {**out, "share": self.pool.share or 1.0}
         # the same recovery as the in-process executor's
         recovery.answer_all(members, out)
