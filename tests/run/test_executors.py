@@ -89,8 +89,8 @@ def test_in_process_a_failed_job_blocks_only_its_dependents(tmp_path):
         METHODS.pop("breaks-at-row", None)
 
 
-def test_in_process_packs_by_default_and_equal_models_trained_alone(tmp_path):
-    # By default (train_pack "auto") LDS models and naive members train in stacked packs:
+def test_in_process_packs_and_equal_models_trained_alone(tmp_path):
+    # With train_pack "auto" LDS models and naive members train in stacked packs:
     # the same artifacts, bit for bit, as one by one (train_pack=1), and each record says
     # it was packed (its cost its pack share)
     from raytda import ComputeArgs
@@ -102,7 +102,7 @@ def test_in_process_packs_by_default_and_equal_models_trained_alone(tmp_path):
                      lds=LDSSpec(m=4), store=str(store), progress=False, compute=compute)
 
     alone, packed = sweep(tmp_path / "a", ComputeArgs(train_pack=1)), \
-        sweep(tmp_path / "p", ComputeArgs())
+        sweep(tmp_path / "p", ComputeArgs(train_pack="auto"))
     plain, stacked = alone.run(), packed.run()
     assert plain["lds"].tolist() == stacked["lds"].tolist()
     torch.testing.assert_close(alone.scores("naive:I=3"), packed.scores("naive:I=3"),

@@ -46,7 +46,7 @@ def first_run(ray_session, tmp_path_factory):
     """The test sweep on Ray into a fresh store, timed."""
     root = tmp_path_factory.mktemp("ray-first") / "store"
     ex = executor()
-    sweep = make_sweep(root, executor=ex)
+    sweep = make_sweep(root, "--train-pack", "auto", executor=ex)  # packs on Ray
     t0 = time.perf_counter()
     df = sweep.run()
     return sweep, df, time.perf_counter() - t0, ex
@@ -109,8 +109,8 @@ def test_worker_killed_mid_training_is_retried(ray_session, tmp_path, reference)
     assert len(ex.ran) == len(set(ex.ran)) == todo
 
 
-def test_ray_packs_by_default_and_equals_unpacked_in_process(first_run, tmp_path):
-    # The default (train_pack "auto") sends ready training jobs of one pack key to an
+def test_ray_packs_and_equals_unpacked_in_process(first_run, tmp_path):
+    # train_pack "auto" sends ready training jobs of one pack key to an
     # actor as one stacked pack: every model, LDS model and score equals, bit for bit,
     # the in-process sweep that trains each model alone (train_pack=1).
     import torch
@@ -123,7 +123,7 @@ def test_ray_packs_by_default_and_equals_unpacked_in_process(first_run, tmp_path
     assert sorted(trained) == sorted(k for kind in ("model", "ldsmodel")
                                      for k in alone.store.keys(kind))
     packed = [k for k in trained if sweep.store.meta(k).get("packed", 1) > 1]
-    assert packed, "the default should pack some training jobs on Ray"
+    assert packed, "auto should pack some training jobs on Ray"
     for key in trained:
         meta = sweep.store.meta(key)
         assert "packed" not in alone.store.meta(key)
