@@ -45,8 +45,10 @@ def executor(**kw) -> RayExecutor:
 def first_run(ray_session, tmp_path_factory):
     """The test sweep on Ray into a fresh store, timed."""
     root = tmp_path_factory.mktemp("ray-first") / "store"
-    ex = executor()
-    sweep = make_sweep(root, "--train-pack", "auto", executor=ex)  # packs on Ray
+    from raytda import ComputeArgs
+
+    ex = executor(compute=ComputeArgs(train_pack="auto"))  # packs on Ray
+    sweep = make_sweep(root, "--train-pack", "auto", executor=ex)
     t0 = time.perf_counter()
     df = sweep.run()
     return sweep, df, time.perf_counter() - t0, ex
@@ -147,7 +149,7 @@ def test_a_killed_pack_keeps_the_members_it_stored(ray_session, tmp_path, refere
 
     root = tmp_path / "store"
     marker = tmp_path / "killed.json"
-    ex = executor(compute=ComputeArgs(memory_budget_bytes=32 << 10))
+    ex = executor(compute=ComputeArgs(memory_budget_bytes=32 << 10, train_pack="auto"))
     sweep = make_sweep(root, executor=ex)
     sweep.store = KillOnSecondPut(str(root), "ldsmodel", str(marker))
     ship_by_value(ray_helpers)
