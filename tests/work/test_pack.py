@@ -5,11 +5,13 @@ train time as a share of the pack's.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from raytda import Recipe, Task
 from raytda.core.args import ComputeArgs
 from raytda.ensembles.lora import TrainAdapter, TrainBase
 from raytda.plan.models import LDSModel, TrainModel
@@ -91,11 +93,18 @@ class _Jitter(nn.Module):
         return x + 0.01 * torch.randn_like(x) if self.training else x
 
 
-class _UnstackableTask(Task):
-    """A tiny user Task whose model cannot train stacked (``layer``: BatchNorm or noise)."""
+def _tiny_task_class() -> type:
+    """tests/store/tiny_task.py's TinyTask (6 features, 3 classes), loaded by path."""
+    path = Path(__file__).resolve().parents[1] / "store" / "tiny_task.py"
+    spec = importlib.util.spec_from_file_location("tiny_task", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TinyTask
 
-    recipe = Recipe(optimizer="sgd", lr=0.1, batch_size=8, epochs=2)
-    version = "1"
+
+class _UnstackableTask(_tiny_task_class()):
+    """The tiny user Task with a model that cannot train stacked (``layer``: BatchNorm or
+    noise in the forward)."""
 
     def __init__(self, layer: str) -> None:
         self.layer = layer
@@ -107,16 +116,6 @@ class _UnstackableTask(Task):
     def build_model(self) -> nn.Module:
         middle = nn.BatchNorm1d(8) if self.layer == "batchnorm" else _Jitter()
         return nn.Sequential(nn.Linear(6, 8), middle, nn.ReLU(), nn.Linear(8, 3))
-
-    def _samples(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.randn(n, 6, generator=torch.Generator().manual_seed(seed))
-        return x, x[:, :3].argmax(1)
-
-    def train_data(self):
-        return self._samples(32, 0)
-
-    def test_data(self):
-        return self._samples(8, 1)
 
 
 @pytest.mark.parametrize("layer", ["batchnorm", "noise"])
