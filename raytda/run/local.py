@@ -154,9 +154,8 @@ class InProcessExecutor:
                 recovery.job_raised(m.key, e, "this process", failure_cause(e))
             return "failed"
         status = out["status"]
-        each = out.get("members") or {}
         for m in pack.members:
-            eta.stopped(m.key, settled=each.get(m.key, status) in ("ran", "cached"),
+            eta.stopped(m.key, settled=Recovery.member_status(out, m.key) in ("ran", "cached"),
                         measured=False)
         # members another sweep holds go back to the queue; the rest are done
         recovery.answer_all([m.key for m in pack.members], out)
@@ -165,7 +164,7 @@ class InProcessExecutor:
         if status == "ran":  # a record per member that ran, as for a job alone
             wall = time.perf_counter() - t0
             for m in pack.members:
-                if each.get(m.key, status) == "ran":
+                if Recovery.member_status(out, m.key) == "ran":
                     log.info("ran %s in %.1f s%s", job_label(m), wall,
                              packed_note(len(pack.members)))
         return status

@@ -357,9 +357,8 @@ class _Driver:
             if slot.dedicated and slot in ex.pool:
                 self.pool.kill(slot)
         status = out["status"]
-        each = out.get("members") or {}  # a pack: each member's own status
         for key in members:
-            own = each.get(key, status)
+            own = Recovery.member_status(out, key)  # a pack: each member's own
             ex.stats[own] += 1
             self.eta.stopped(key, settled=own in ("ran", "cached"),
                              measured=own == "ran" and len(members) == 1)

@@ -127,16 +127,21 @@ class Recovery:
             self.bad_input(key, out["key"], "missing" if status == "missing" else "corrupt")
         return status
 
+    @staticmethod
+    def member_status(out: dict[str, Any], key: str) -> str:
+        """Job ``key``'s own status in an attempt's answer: the member's, for a pack that
+        leased its members one by one (``out["members"]``), else the attempt's."""
+        return (out.get("members") or {}).get(key, out["status"])
+
     def answer_all(self, keys: list[str], out: dict[str, Any]) -> str:
         """One attempt's answer for every job it ran at once (a pack's members: one key
         unless packed), each as if it had run alone (its own status from the answer's
         ``members``: ran, built by another sweep, or leased by one). Returns the
         attempt's status."""
         status = out["status"]
-        each = out.get("members") or {}
         for key in keys:
             own = out if status in ("missing", "corrupt") or len(keys) == 1 \
-                else {**out, "key": key, "status": each.get(key, status)}
+                else {**out, "key": key, "status": self.member_status(out, key)}
             self.answer(key, own)
         return status
 
