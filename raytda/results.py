@@ -69,7 +69,9 @@ def result_rows(store: ArtifactStore, evaluations) -> pd.DataFrame:
     """One row per finished configuration (its result record) and where its costs were
     measured. ``train_time_s``/``serve_time_s`` are CPU seconds of the jobs' threads
     (``cost_clock`` ``"cpu"``) or device seconds (``"device"``); ``train_wall_s``/
-    ``serve_wall_s`` are the same work's wall seconds as it ran, which no cost includes."""
+    ``serve_wall_s`` are the same work's wall seconds as it ran, which no cost includes;
+    ``train_packed`` is the largest stacked pack the configuration's trainings ran in (1:
+    each alone), a packed model's training cost being its share of its pack's loop."""
     from raytda.work.evaluate import method_columns
 
     skip = {"score_chunks"}

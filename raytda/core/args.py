@@ -79,14 +79,15 @@ class ComputeArgs:
     train_shard_rows: int | None = None
     # The most training jobs (LDS models, naive members, adapters on one base) an executor
     # trains together as one stacked pack (raytda.core.stacked) on one worker, each still
-    # its own artifact. "auto": every compatible ready job, cut into packs that fit half
-    # the memory budget (and, on Ray, spread over the actors); 1 (the default): every
-    # model alone. Packed models are bit-identical to models trained alone for the MLPs,
-    # GPTs and LoRA packs the tests measure, but not for every model: a user's gated
-    # LayerNorm net differs by up to 7e-7 in its weights (tests/test_user_task.py's
-    # model), so results would depend on how an executor happened to pack. Never in a key
-    # (benchmarks/results/packing_default_*.md measures the gain).
-    train_pack: int | str = 1
+    # its own artifact. "auto" (the default): every compatible ready job, at least
+    # plan.packs.SMALLEST_AUTO_PACK of them, cut into packs that fit half the memory
+    # budget (and, on Ray, spread over the actors); 1: every model alone. Packing never
+    # changes a number: before a pack trains, its first batch's losses and gradients are
+    # compared bit for bit with the same models computed alone, and a model whose layers
+    # round differently under vmap (a gated LayerNorm net does, tests/test_user_task.py)
+    # trains alone. Never in a key (benchmarks/results/packing_default_*.md measures the
+    # gain).
+    train_pack: int | str = TRAIN_PACK_AUTO
 
     def __post_init__(self) -> None:
         from raytda.specs import SpecError

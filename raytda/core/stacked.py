@@ -321,14 +321,19 @@ class StackedTrainer:
         slices = _Slices(self.params)
         opt = make_optimizer(slices.views, recipe)
         hooks = _Noise(self.template)
-        linears = StackedLinears(self.template)
+        linears = None
         try:
             self.template.train()
             for mod in hooks.mods:
                 mod.eval()  # identity inside vmap; the hook applies the member's noise
             x1, _ = samples.take(rows[0, :1])
             sites = hooks.sites(self.call, x1.to(dev))
-            self._warm_up(samples, rows, sites, hooks)
+            # each batch size the loop will run: recipe.batch_size, and the last batch's
+            sizes = sorted({min(recipe.batch_size, n), n % recipe.batch_size} - {0})
+            alone = [self._alone_grads(samples, rows, b) for b in sizes]
+            linears = StackedLinears(self.template)
+            for b, reference in zip(sizes, alone):
+                self._check_exact(samples, rows, sites, hooks, b, reference)
             states: list[dict[int, dict[str, torch.Tensor]]] = [{} for _ in members]
             saved = set(recipe.saved_epochs)
             spent, t0 = stopwatch(dev), time.perf_counter()
@@ -353,7 +358,8 @@ class StackedTrainer:
             seconds, wall_s = spent(), time.perf_counter() - t0  # the device clock syncs
         finally:
             hooks.remove()
-            linears.remove()
+            if linears is not None:
+                linears.remove()
         return StackedResult(states, seconds, wall_s)
 
     def _noise(self, sites: Sequence[_Site], drops: Sequence[torch.Generator], b: int
@@ -366,18 +372,61 @@ class StackedTrainer:
                 buf[i].bernoulli_(1 - s.rate, generator=g)
         return [buf.div_(1 - s.rate).to(self.device) for s, buf in zip(sites, bufs)]
 
-    def _warm_up(self, samples: Samples, rows: torch.Tensor, sites: Sequence[_Site],
-                 hooks: _Noise) -> None:
-        """One untimed forward/backward (no step, no draw from any member's stream), so
-        one-off start-up is not billed to the loop, as ``fit``'s warm-up does."""
-        b = min(self.recipe.batch_size, rows.shape[1])
+    def _probe_models(self) -> list[int]:
+        """The models whose arithmetic ``_check_exact`` compares: the first and the last."""
+        return sorted({0, self.m - 1})
+
+    def _alone_grads(self, samples: Samples, rows: torch.Tensor, b: int
+                     ) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """Loss and gradients of each probed model on its first ``b`` rows, computed as
+        the model alone computes them: no vmap, ``nn.Linear`` as itself, dropout off (the
+        stacked side multiplies by noise of ones, which is exact)."""
+        shared = {f"module.{n}": t for n, t in self.shared.items()}
+        out = []
+        for i in self._probe_models():
+            xb, yb = samples.take(rows[i, :b])
+            own = {f"module.{n}": self.params[n][i].detach().clone().requires_grad_(True)
+                   for n in self.names}
+            loss = self.loss_fn(torch.func.functional_call(
+                self.call, {**shared, **own}, (xb.to(self.device),)), yb.to(self.device))
+            grads = torch.autograd.grad(loss, list(own.values()), allow_unused=True)
+            out.append((loss.detach(), list(grads)))
+        return out
+
+    def _check_exact(self, samples: Samples, rows: torch.Tensor, sites: Sequence[_Site],
+                     hooks: _Noise, b: int,
+                     alone: list[tuple[torch.Tensor, list[torch.Tensor]]]) -> None:
+        """One untimed stacked forward/backward on every model's first ``b`` rows (no
+        step, no draw from any member's stream), which also keeps one-off start-up out of
+        the loop's cost, as ``fit``'s warm-up does. Its losses and gradients must equal,
+        bit for bit, those of the probed models computed alone (``alone``): a model whose
+        layers round differently under vmap (some layer norms do, at some widths) raises
+        NotStackable before anything trains, so its models train one by one and packing
+        never changes a number."""
         xb, yb = samples.take(rows[:, :b].reshape(-1))
         ones = [torch.ones((self.m, b, *s.shape), device=self.device) for s in sites]
         losses = self._losses(_stacked_inputs(xb.to(self.device), self.m),
                               _stacked_inputs(yb.to(self.device), self.m), ones, hooks)
         losses.sum().backward()
-        for p in self.params.values():
-            p.grad = None
+        try:
+            for i, (loss, grads) in zip(self._probe_models(), alone):
+                pairs = [(losses[i].detach(), loss)]
+                for name, g in zip(self.names, grads):
+                    mine = self.params[name].grad
+                    if (g is None) != (mine is None):
+                        raise NotStackable(f"{name} gets a gradient only "
+                                           f"{'alone' if mine is None else 'stacked'}")
+                    if g is not None:
+                        pairs.append((mine[i], g))
+                if not all(torch.equal(a, c) for a, c in pairs):
+                    worst = max(float((a - c).abs().max()) for a, c in pairs)
+                    raise NotStackable(
+                        f"its stacked arithmetic is not bit-identical to training alone "
+                        f"(model {i}, a batch of {b}: loss or gradients differ by up to "
+                        f"{worst:.1e})")
+        finally:
+            for p in self.params.values():
+                p.grad = None
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -84,13 +84,24 @@ class TrainPack(Job):
         train_pack(self.members, store, args)
 
 
+#: ``train_pack="auto"`` packs no fewer models than this. A stacked step carries a fixed
+#: cost (vmap, ``functional_call``, per-model losses) that only several models repay:
+#: digits-mlp (17k parameters, the most overhead-bound built-in), CPU seconds per model
+#: alone against stacked, two rounds (benchmarks/bench_pack_size.py, results in
+#: benchmarks/results/pack_size_2026-12-07.md): 2 models 0.60-0.66x, 3 0.83-0.86x,
+#: 5 1.09-1.30x, 10 1.53x. Larger models spend more of a step in their own GEMMs, so the
+#: fixed cost matters less and 4 is on the safe side for them.
+SMALLEST_AUTO_PACK = 4
+
+
 def gather_pack(job: Job, ready: Iterable[Job], store: ArtifactStore, limit: int | None,
                 spread: int = 1) -> TrainPack | None:
     """``job`` and the jobs of ``ready`` that may train with it (one ``Job.pack_key``),
     none of them stored already, in ``ready``'s order: at most ``limit`` (None: no limit
     here, the pack's body cuts it to the memory budget) and at most a ``spread``-th of
     them, rounded up (the Ray executor spreads one key's ready jobs over the actors that
-    could take them). None when ``job`` would train alone.
+    could take them). None when ``job`` would train alone, as it does under ``"auto"``
+    (``limit`` None) when fewer than :data:`SMALLEST_AUTO_PACK` would share its pack.
 
     The one grouping rule of both executors; only ``spread`` (their placement) differs.
     """
@@ -102,4 +113,5 @@ def gather_pack(job: Job, ready: Iterable[Job], store: ArtifactStore, limit: int
     size = math.ceil(len(members) / max(1, spread))
     if limit is not None:
         size = min(size, limit)
-    return TrainPack(tuple(members[:size])) if size > 1 else None
+    smallest = SMALLEST_AUTO_PACK if limit is None else 2
+    return TrainPack(tuple(members[:size])) if size >= smallest else None

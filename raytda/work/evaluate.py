@@ -214,6 +214,10 @@ def cost_columns(job: Evaluate, store: ArtifactStore, block_meta: list[dict[str,
                                   for x in block_meta + scored.q_meta + declared)
                               + aggregate_wall_s),
         "cost_clock": clock,
+        # The largest stacked pack its trainings ran in (1: each alone); a packed model's
+        # train_time_s is its share of its pack's loop.
+        "train_packed": int(max((x.get("packed", 1) for x in model_meta + adapter_meta),
+                                default=1)),
         "params": kind.stored_params(ens, int(model_meta[0]["params"]), adapter_params),
         # Every job the configuration needs but the ground truth's: trainings (when they
         # were measured), servings and this evaluation.
@@ -239,7 +243,7 @@ def results_row(job: Evaluate, block_meta: list[dict[str, Any]], scored: Scored,
         "lds_ceiling": res.ceiling, "n_test_scored": int(np.isfinite(res.per_sample).sum()),
         "train_time_s": costs["train_time_s"], "serve_time_s": costs["serve_time_s"],
         "train_wall_s": costs["train_wall_s"], "serve_wall_s": costs["serve_wall_s"],
-        "cost_clock": costs["cost_clock"],
+        "cost_clock": costs["cost_clock"], "train_packed": costs["train_packed"],
         "params": costs["params"], "peak_mem_bytes": costs["peak_mem_bytes"],
         "eval_peak_bytes": costs["eval_peak_bytes"],
         "analytic_train_time_s": costs["analytic_train_time_s"],

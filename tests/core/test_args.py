@@ -40,9 +40,9 @@ def test_parse_size_rejects(text):
         parse_size(text, "--memory-budget")
 
 
-def test_train_pack_defaults_to_alone_and_says_its_limit():
+def test_train_pack_defaults_to_auto_and_says_its_limit():
     # auto: no limit but the memory budget (None); a number is the most per pack; 1: off
-    assert ComputeArgs().train_pack == 1 and ComputeArgs().pack_limit == 1
+    assert ComputeArgs().train_pack == "auto" and ComputeArgs().pack_limit is None
     assert ComputeArgs(train_pack="auto").pack_limit is None
     assert ComputeArgs(train_pack=8).pack_limit == 8
     assert ComputeArgs(train_pack=1).pack_limit == 1
@@ -58,7 +58,7 @@ def test_train_pack_flag():
         return build_sweep(parser().parse_args(["sweep", "--setting", "toy-mlp",
                                                 *flags])).compute
 
-    assert compute().train_pack == 1
+    assert compute().train_pack == "auto"
     assert compute("--train-pack", "1").pack_limit == 1
     assert compute("--train-pack", "AUTO").pack_limit is None
     with pytest.raises(SpecError, match="--train-pack"):

@@ -159,6 +159,46 @@ def test_modules_training_cannot_reproduce_stacked_are_refused():
         check_stackable(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Dropout2d(0.1)))
 
 
+class RoundsOtherwiseUnderVmap(nn.Module):
+    """A model whose arithmetic under vmap differs from its own in the last bits, as some
+    layer norms' does at some widths, but on every torch version: it adds an offset of
+    one float32 ulp of 1.0 only when its activations are vmap's batched tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.out = nn.Linear(5, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.inp(x))
+        if torch._C._functorch.is_batchedtensor(h):
+            h = h + 2.0 ** -23
+        return self.out(h)
+
+
+def test_a_model_whose_stacked_arithmetic_differs_is_refused_before_training():
+    """Packing must never change a number: the first batch's losses and gradients are
+    compared bit for bit with the model's own, so such a model trains alone instead."""
+    x, y = torch.randn(20, 5), torch.randint(0, 3, (20,))
+    pack = [Member(np.arange(20), s) for s in range(3)]
+    with pytest.raises(NotStackable, match="not bit-identical"):
+        train_stacked(RoundsOtherwiseUnderVmap, Recipe(epochs=1, batch_size=16), (x, y), pack)
+
+
+@pytest.mark.parametrize("n", [32, 36])  # the last batch full, and one of 4 rows
+def test_the_exactness_check_passes_models_that_stack_exactly(n):
+    """The same model without its vmap-only offset packs (both batch sizes checked)."""
+    x, y = torch.randn(n, 5), torch.randint(0, 3, (n,))
+
+    def build() -> nn.Module:
+        return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+
+    pack = [Member(np.arange(n), s) for s in range(3)]
+    recipe = Recipe(epochs=2, batch_size=16, checkpoint_epochs=())
+    stacked = train_stacked(build, recipe, (x, y), pack).states
+    for mb, states in zip(pack, stacked):
+        assert same(alone(build, recipe, x, y, mb)[2], states[2])
+
+
 def test_pack_size_follows_the_memory_budget(toy_task, toy_data):
     model = toy_task.build_model()
     x1, y1 = toy_data.x_train[:1], toy_data.y_train[:1]

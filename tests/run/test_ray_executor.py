@@ -47,8 +47,10 @@ def first_run(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("ray-first") / "store"
     from raytda import ComputeArgs
 
-    ex = executor(compute=ComputeArgs(train_pack="auto"))  # packs on Ray
-    sweep = make_sweep(root, "--train-pack", "auto", executor=ex)
+    # packs on Ray: an explicit limit packs the 2-3 models per actor that "auto" would
+    # leave alone (packs of fewer than SMALLEST_AUTO_PACK)
+    ex = executor(compute=ComputeArgs(train_pack=8))
+    sweep = make_sweep(root, "--train-pack", "8", executor=ex)
     t0 = time.perf_counter()
     df = sweep.run()
     return sweep, df, time.perf_counter() - t0, ex
@@ -112,7 +114,7 @@ def test_worker_killed_mid_training_is_retried(ray_session, tmp_path, reference)
 
 
 def test_ray_packs_and_equals_unpacked_in_process(first_run, tmp_path):
-    # train_pack "auto" sends ready training jobs of one pack key to an
+    # train_pack 8 sends ready training jobs of one pack key to an
     # actor as one stacked pack: every model, LDS model and score equals, bit for bit,
     # the in-process sweep that trains each model alone (train_pack=1).
     import torch
@@ -125,7 +127,7 @@ def test_ray_packs_and_equals_unpacked_in_process(first_run, tmp_path):
     assert sorted(trained) == sorted(k for kind in ("model", "ldsmodel")
                                      for k in alone.store.keys(kind))
     packed = [k for k in trained if sweep.store.meta(k).get("packed", 1) > 1]
-    assert packed, "auto should pack some training jobs on Ray"
+    assert packed, "train_pack 8 should pack some training jobs on Ray"
     for key in trained:
         meta = sweep.store.meta(key)
         assert "packed" not in alone.store.meta(key)
@@ -149,7 +151,7 @@ def test_a_killed_pack_keeps_the_members_it_stored(ray_session, tmp_path, refere
 
     root = tmp_path / "store"
     marker = tmp_path / "killed.json"
-    ex = executor(compute=ComputeArgs(memory_budget_bytes=32 << 10, train_pack="auto"))
+    ex = executor(compute=ComputeArgs(memory_budget_bytes=32 << 10, train_pack=8))
     sweep = make_sweep(root, executor=ex)
     sweep.store = KillOnSecondPut(str(root), "ldsmodel", str(marker))
     ship_by_value(ray_helpers)
