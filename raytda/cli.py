@@ -82,7 +82,7 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-pack", default=None, metavar="N|auto",
                    help="training jobs (LDS models, naive members, LoRA adapters on one "
                         "base) trained together as one stacked pack on one worker, each "
-                        "still its own artifact: auto (the default) packs 4 or more, as "
+                        "still its own artifact: auto (the default) packs 5 or more, as "
                         "many as half the memory budget holds; 1 trains every model alone. "
                         "Bit-identical either way: a model whose stacked arithmetic differs "
                         "from training alone (checked on its first batch) trains alone")

@@ -85,13 +85,12 @@ class TrainPack(Job):
 
 
 #: ``train_pack="auto"`` packs no fewer models than this. A stacked step carries a fixed
-#: cost (vmap, ``functional_call``, per-model losses) that only several models repay:
-#: digits-mlp (17k parameters, the most overhead-bound built-in), CPU seconds per model
-#: alone against stacked, two rounds (benchmarks/bench_pack_size.py, results in
-#: benchmarks/results/pack_size_2026-12-07.md): 2 models 0.60-0.66x, 3 0.83-0.86x,
-#: 5 1.09-1.30x, 10 1.53x. Larger models spend more of a step in their own GEMMs, so the
-#: fixed cost matters less and 4 is on the safe side for them.
-SMALLEST_AUTO_PACK = 4
+#: cost (vmap, ``functional_call``, per-model losses) that only several models repay.
+#: Measured on digits-mlp (17k parameters, the most overhead-bound built-in), CPU seconds
+#: per model alone against stacked, two rounds (benchmarks/bench_pack_size.py, results in
+#: benchmarks/results/pack_size_2026-12-07.md): 2 models 0.45-0.52x, 3 0.74-0.81x, 4
+#: 0.80-1.00x, 5 1.08-1.28x, 10 1.50-1.59x.
+SMALLEST_AUTO_PACK = 5
 
 
 def gather_pack(job: Job, ready: Iterable[Job], store: ArtifactStore, limit: int | None,

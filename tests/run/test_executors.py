@@ -98,20 +98,20 @@ def test_in_process_packs_and_equal_models_trained_alone(tmp_path):
     from raytda.store import ArtifactStore
 
     def sweep(store, compute):
-        return Sweep("toy-mlp", Method("grad-dot", proj_dim=8), ["naive:I=4"],
-                     lds=LDSSpec(m=4), store=str(store), progress=False, compute=compute)
+        return Sweep("toy-mlp", Method("grad-dot", proj_dim=8), ["naive:I=5"],
+                     lds=LDSSpec(m=5), store=str(store), progress=False, compute=compute)
 
     alone, packed = sweep(tmp_path / "a", ComputeArgs(train_pack=1)), \
         sweep(tmp_path / "p", ComputeArgs(train_pack="auto"))
     plain, stacked = alone.run(), packed.run()
     assert plain["lds"].tolist() == stacked["lds"].tolist()
     # the results say how the configuration's models trained
-    assert stacked["train_packed"].tolist() == [4] and plain["train_packed"].tolist() == [1]
-    torch.testing.assert_close(alone.scores("naive:I=4"), packed.scores("naive:I=4"),
+    assert stacked["train_packed"].tolist() == [5] and plain["train_packed"].tolist() == [1]
+    torch.testing.assert_close(alone.scores("naive:I=5"), packed.scores("naive:I=5"),
                                rtol=0, atol=0)
     a, p = ArtifactStore(str(tmp_path / "a")), ArtifactStore(str(tmp_path / "p"))
     trained = [j for j in collect(packed.spec.evaluations()) if j.kind in ("model", "ldsmodel")]
-    assert len(trained) == 4 + 4  # packs of 4: the smallest "auto" makes
+    assert len(trained) == 5 + 5  # packs of 5: the smallest "auto" makes
     for job in trained:
         meta = p.meta(job.key)
         assert meta["packed"] > 1 and "packed" not in a.meta(job.key)
