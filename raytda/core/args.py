@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 
 DEFAULT_MEMORY_BUDGET = 8 << 30
 
-#: ``ComputeArgs.train_pack="auto"``: as many models per pack as the memory budget holds
+#: ``ComputeArgs.train_pack="auto"``: as many models per pack as the memory budget holds,
+#: and no pack of fewer than ``plan.packs.SMALLEST_AUTO_PACK``
 TRAIN_PACK_AUTO = "auto"
 
 # How one process's memory budget is split among what it keeps (fractions of the total).

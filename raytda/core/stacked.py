@@ -32,11 +32,14 @@ The result is bit-identical to the model trained alone, not just close: every
 the loss runs model by model on its slice of the outputs, since vmap's own rules for
 ``linear`` and ``nll_loss`` round differently in the last bit and training amplifies that
 (measured on MNIST-MLP: 5e-2 in weights after 20 epochs). Other layers (activations,
-layer norms, attention) run under vmap's rules; the tests measure them bit-identical for
-the MLPs and the toy GPT. Each model's GEMMs still cost what they cost alone (the same
-FLOPs in the same order), so what stacking saves is everything around them: one Python
-step, one autograd graph, one optimizer call and one data gather for M models instead of
-M. On one CPU thread that bounds the speed-up by (time alone) / (its GEMMs' time).
+layer norms, attention) run under vmap's rules, which are bit-identical for the MLPs and
+the toy GPT the tests train but not for every model, so every pack checks its first batch
+against the same models computed alone before it trains
+(``StackedTrainer._check_exact``). Each model's GEMMs still cost what they cost alone
+(the same FLOPs in the same order), so what stacking saves is everything around them: one
+Python step, one autograd graph, one optimizer call and one data gather for M models
+instead of M. On one CPU thread that bounds the speed-up by (time alone) / (its GEMMs'
+time).
 
 Models with state that training mutates (BatchNorm running statistics) or randomness other
 than ``nn.Dropout`` modules cannot be stacked: :func:`check_stackable` says so, and a random
@@ -266,13 +269,10 @@ class StackedTrainer:
         outputs, since vmap's rule for e.g. ``nll_loss`` sums in another order than the
         loss alone does (measured: last-bit differences that training amplifies). M small
         loss calls cost little next to the forward."""
-        shared = {f"module.{n}": t for n, t in self.shared.items()}
-
         def one(params: dict[str, torch.Tensor], xb: torch.Tensor, nb: list[torch.Tensor]
                 ) -> torch.Tensor:
             hooks.noise, hooks.calls = nb, 0
-            own = {f"module.{n}": t for n, t in params.items()}
-            return torch.func.functional_call(self.call, {**shared, **own}, (xb,))
+            return torch.func.functional_call(self.call, self._state(params), (xb,))
 
         try:
             out = torch.func.vmap(one)(self.params, x, noise)
@@ -286,6 +286,11 @@ class StackedTrainer:
         finally:
             hooks.noise = None
         return torch.stack([self.loss_fn(o, t) for o, t in zip(out.unbind(0), y.unbind(0))])
+
+    def _state(self, own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``functional_call``'s state for ``self.call``: the shared tensors and ``own``
+        trainable ones (by the template's names)."""
+        return {f"module.{n}": t for part in (self.shared, own) for n, t in part.items()}
 
     def _snapshot(self, i: int, snapshot: Snapshot) -> dict[str, torch.Tensor]:
         """Model i's snapshot: its slice loaded into the template."""
@@ -381,14 +386,13 @@ class StackedTrainer:
         """Loss and gradients of each probed model on its first ``b`` rows, computed as
         the model alone computes them: no vmap, ``nn.Linear`` as itself, dropout off (the
         stacked side multiplies by noise of ones, which is exact)."""
-        shared = {f"module.{n}": t for n, t in self.shared.items()}
         out = []
         for i in self._probe_models():
             xb, yb = samples.take(rows[i, :b])
-            own = {f"module.{n}": self.params[n][i].detach().clone().requires_grad_(True)
+            own = {n: self.params[n][i].detach().clone().requires_grad_(True)
                    for n in self.names}
             loss = self.loss_fn(torch.func.functional_call(
-                self.call, {**shared, **own}, (xb.to(self.device),)), yb.to(self.device))
+                self.call, self._state(own), (xb.to(self.device),)), yb.to(self.device))
             grads = torch.autograd.grad(loss, list(own.values()), allow_unused=True)
             out.append((loss.detach(), list(grads)))
         return out
