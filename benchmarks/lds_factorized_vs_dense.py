@@ -13,6 +13,11 @@ features (and so the member payloads) differ. Prints one row per configuration.
 against). After the table it prints, per part, the gap to dense in combined standard
 errors and the Dropout I=1 D=10 gain over naive I=1 (LDS ratio) beside dense's.
 
+A part may carry options (``dense:draw=1`` scores the same members through another
+draw of the dense projection; ``raytda.features.base.Redrawable``), which measures how
+far two draws of one kind of features land apart. ``--ensembles`` narrows the rows (the
+Dropout gain needs only naive I=1 and Dropout I=1 D=10).
+
 ``--factorized-k 2048,4096`` adds factorized rows at other total dims (same members) and
 ``--proj-dim`` sets the dense rows' k: the factorized side serves about 10x faster at equal
 k, so a larger factorized k is the second comparison to make (on MNIST-MLP it does not
@@ -25,6 +30,7 @@ import argparse
 import time
 
 from raytda import LDSSpec, Sweep
+from raytda.features import features_from
 from raytda.methods import Method
 
 ENSEMBLES = ["naive:I=1", "naive:I=3", "dropout:I=1,D=10"]
@@ -42,29 +48,37 @@ def main() -> None:
     p.add_argument("--factorized-k", default=None,
                    help="comma-separated total dims of the factorized rows (default: --proj-dim)")
     p.add_argument("--features", default="dense,factorized",
-                   help="comma-separated gradient-features parts, each at --proj-dim "
-                        "(dense is the reference)")
+                   help="semicolon- or comma-separated gradient-features parts, each at "
+                        "--proj-dim (the first is the reference; options after ':', "
+                        "e.g. 'dense;dense:draw=1')")
+    p.add_argument("--ensembles", default=";".join(ENSEMBLES),
+                   help="semicolon-separated ensembles (default: %(default)s)")
     a = p.parse_args()
     t0 = time.time()
-    parts = [f.strip() for f in a.features.split(",") if f.strip()]
+    sep = ";" if ";" in a.features else ","
+    parts = [features_from(f.strip()).spec_string() for f in a.features.split(sep) if f.strip()]
+    ensembles = [e.strip() for e in a.ensembles.split(";") if e.strip()]
     dims = [int(k) for k in a.factorized_k.split(",")] if a.factorized_k else []
     methods = [*(Method("trak", proj_dim=a.proj_dim, features=f) for f in parts),
                *(Method("trak", proj_dim=k, features="factorized") for k in dims
-                 if not (k == a.proj_dim and "factorized" in parts))]
-    sweep = Sweep(a.setting, methods, ENSEMBLES, lds=LDSSpec(m=a.lds_m), store=a.store,
+                 if not (k == a.proj_dim and "factorized:uncovered=dense" in parts))]
+    sweep = Sweep(a.setting, methods, ensembles, lds=LDSSpec(m=a.lds_m), store=a.store,
                   data_dir=a.data_dir)
     table = sweep.run()
     print(table[["method_label", *COLUMNS[1:]]].to_string(index=False))
-    summary(table)
+    summary(table, parts[0])
     print(f"{len(table)} configurations in {time.time() - t0:.0f} s")
 
 
-def summary(table) -> None:
-    """Per features part: gap to dense (in combined se) per ensemble and the Dropout gain."""
+def summary(table, reference: str) -> None:
+    """Per method: gap to the reference features' rows (in combined se) per ensemble and
+    the Dropout gain."""
     import math
 
     rows = {(r["method_label"], r["label"]): r for _, r in table.iterrows()}
-    is_dense = lambda m: "features=" not in m or "features=dense" in m  # noqa: E731
+    ref_label = next(r["method_label"] for _, r in table.iterrows()
+                     if r["features"] == reference and r["proj_dim"] == table["proj_dim"].iloc[0])
+    is_dense = lambda m: m == ref_label  # noqa: E731
     dense = {e: r for (m, e), r in rows.items() if is_dense(m)}
     def gain(rows_of: dict) -> tuple[float, float]:
         """Dropout I=1 D=10 LDS over naive I=1 LDS, and its se (delta method)."""

@@ -126,8 +126,9 @@ class SharedGradientBlocks(Job):
         warm_member_imports(self.model)
         with measure(args.device) as m:
             net = load_member(store, self.model, members[0])  # unmasked: no mask is used
-            seeds = [projection_seed(self.model, mem) for mem in members]
-            feats, info = self.method.features_part.features_for_seeds(
+            part = self.method.features_part
+            seeds = [part.projection_seed(projection_seed(self.model, mem)) for mem in members]
+            feats, info = part.features_for_seeds(
                 net, data, seeds, self.method.proj_dim, args, task.output())
             payloads, ridges, solve_s = [], [], []
             for f in feats:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from raytda.registry import Registry
-from raytda.specs import SpecError, _check
+from raytda.specs import SpecError, _check, derive_seed
 
 if TYPE_CHECKING:
     import torch
@@ -164,17 +164,54 @@ class GradientFeatures:
             project_s.append(spent())
         return feats, {"grad_s": 0.0, "project_s": project_s, "proj_dim": k}
 
+    def projection_seed(self, seed: int) -> int:
+        """The seed a member's projection is drawn from, given the member's own: that
+        seed itself (:class:`Redrawable` parts can draw others)."""
+        return seed
+
+    def options(self) -> dict[str, Any]:
+        """The options that make these features what they are (keys and spec strings)."""
+        return dataclasses.asdict(self)
+
     def hashed(self) -> dict[str, Any]:
         """What enters payload keys: the name, the revision when set, and the options."""
-        out: dict[str, Any] = {"name": self.name, **dataclasses.asdict(self)}
+        out: dict[str, Any] = {"name": self.name, **self.options()}
         if self.revision:
             out["revision"] = self.revision
         return out
 
     def spec_string(self) -> str:
         """``name`` or ``name:opt=value,...`` (what :func:`features_from` reads)."""
-        opts = dataclasses.asdict(self)
+        opts = self.options()
         return self.name + (":" + ",".join(f"{k}={v}" for k, v in opts.items()) if opts else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Redrawable(GradientFeatures):
+    """A part whose random projection can be drawn again.
+
+    ``draw`` d > 0 gives every member a projection independent of the default one (its
+    seed derived from the member's and d), the same in every configuration that serves
+    the member. Scoring one configuration under a few draws measures how much of a
+    result is the luck of one projection, which no other knob isolates: the models,
+    masks and LDS models stay the same. ``draw=0`` is the member's own seed and stays
+    out of keys and spec strings, so payloads stored before the option existed are
+    still found."""
+
+    draw: int = 0
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.draw, int) and self.draw >= 0,
+               f"{self.name} features: draw must be an integer >= 0, got {self.draw!r}")
+
+    def projection_seed(self, seed: int) -> int:
+        return derive_seed("features-draw", seed, self.draw) if self.draw else seed
+
+    def options(self) -> dict[str, Any]:
+        opts = super().options()
+        if not self.draw:
+            del opts["draw"]
+        return opts
 
 
 FEATURES: Registry[type[GradientFeatures]] = Registry("gradient features")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from raytda.features.base import Featurizer, GradientFeatures, Rows, register_features
+from raytda.features.base import Featurizer, Redrawable, Rows, register_features
 
 if TYPE_CHECKING:
     import torch
@@ -140,8 +140,9 @@ class DenseFeaturizer(Featurizer):
 
 @register_features
 @dataclass(frozen=True)
-class DenseFeatures(GradientFeatures):
-    """Exact per-sample gradients; k-dimensional ones through a dense Gaussian."""
+class DenseFeatures(Redrawable):
+    """Exact per-sample gradients; k-dimensional ones through a dense Gaussian (``draw``:
+    which one, see :class:`~raytda.features.base.Redrawable`)."""
 
     name = "dense"
     exact = True

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from raytda.features.base import Featurizer, GradientFeatures, Rows, register_features
+from raytda.features.base import Featurizer, Redrawable, Rows, register_features
 from raytda.specs import SpecError, _check
 
 if TYPE_CHECKING:
@@ -57,10 +57,11 @@ class FactorizedFeaturizer(Featurizer):
 
 @register_features
 @dataclass(frozen=True)
-class FactorizedFeatures(GradientFeatures):
+class FactorizedFeatures(Redrawable):
     """Kronecker-projected per-layer gradients; ``uncovered`` says what happens to the
     parameters outside factored layers: ``"dense"`` (projected with a dense Gaussian) or
-    ``"skip"`` (left out)."""
+    ``"skip"`` (left out); ``draw``: which projection (see
+    :class:`~raytda.features.base.Redrawable`)."""
 
     name = "factorized"
     exact = False
@@ -71,6 +72,7 @@ class FactorizedFeatures(GradientFeatures):
     uncovered: str = "dense"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.uncovered in ("dense", "skip"),
                f"{self.name} features: uncovered must be 'dense' or 'skip', got "
                f"{self.uncovered!r}")

@@ -59,7 +59,8 @@ class MemberContext:
         if k not in self._featurizers:
             # only a part that declares inputs is handed them (its signature takes them)
             extra = {"inputs": self.feature_inputs} if self.feature_inputs else {}
-            self._featurizers[k] = self.features.featurizer(self.net, k, self.seed, self.args,
+            seed = self.features.projection_seed(self.seed)
+            self._featurizers[k] = self.features.featurizer(self.net, k, seed, self.args,
                                                             self.output, self.data, self.keep,
                                                             **extra)
         return self._featurizers[k]
