@@ -78,3 +78,15 @@ def test_the_shared_gradient_path_draws_what_members_draw(sweeps):
     a = sweeps["dense"].store.get(undrawn.key)[0]["train_features"]
     b = sweep.store.get(proj_only[0].key)[0]["train_features"]
     assert not torch.equal(a, b)
+
+
+def test_a_draw_on_exact_gradients_is_refused_before_anything_runs(tmp_path):
+    """Grad-Dot on dense features compares exact gradients: a draw would change no number,
+    only the keys, so the sweep refuses it up front and writes nothing."""
+    with pytest.raises(SpecError, match="no projection draw changes"):
+        Sweep("toy-mlp", Method("grad-dot", features="dense:draw=1"), ["naive:I=1"],
+              lds=None, store=str(tmp_path / "st"), progress=False).run()
+    assert not (tmp_path / "st").exists() or not any(p.is_file() for p in (tmp_path / "st").rglob("*"))
+    for projected in (Method("trak", proj_dim=8, features="dense:draw=1"),
+                      Method("grad-dot", proj_dim=8, features="sketch:draw=1")):
+        projected.impl.check(projected, None)  # a projection to draw: accepted
