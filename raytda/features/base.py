@@ -169,6 +169,10 @@ class GradientFeatures:
         seed itself (:class:`Redrawable` parts can draw others)."""
         return seed
 
+    def redrawn(self) -> bool:
+        """Whether ``projection_seed`` moves members off their own seed."""
+        return False
+
     def options(self) -> dict[str, Any]:
         """The options that make these features what they are (keys and spec strings)."""
         return dataclasses.asdict(self)
@@ -206,6 +210,9 @@ class Redrawable(GradientFeatures):
 
     def projection_seed(self, seed: int) -> int:
         return derive_seed("features-draw", seed, self.draw) if self.draw else seed
+
+    def redrawn(self) -> bool:
+        return self.draw > 0
 
     def options(self) -> dict[str, Any]:
         opts = super().options()

@@ -74,10 +74,10 @@ class AttributionMethod:
                f"method {self.name!r} needs exact per-sample gradients, which gradient "
                f"features {part.name!r} do not give; use features 'dense'")
         # a draw picks a projection: on exact gradients it would only rename the payloads
-        _check(not getattr(part, "draw", 0) or self.feature_dim(spec) is not None,
+        _check(not part.redrawn() or self.feature_dim(spec) is not None,
                f"method {self.name!r} compares exact gradients with features "
-               f"{spec.features!r}, so no projection draw changes its scores; drop "
-               f"draw={getattr(part, 'draw', 0)}")
+               f"{spec.features!r}, so no projection draw changes its scores; drop its "
+               f"draw option")
 
     def member_jobs(self, spec: Method, block: MemberBlock) -> dict[str, Job]:
         """Jobs whose artifacts this method reads to serve ``block``'s member, by name:
